@@ -1,0 +1,231 @@
+"""The one fit/predict interface of every accuracy predictor, its registry and its file format.
+
+A predictor maps an architecture encoding (a float matrix, one row per architecture, as given by
+``SearchSpace.features`` or by :class:`predictors.data.TableEncoder`) to one scalar per row.
+
+Saved predictors are a directory holding ``predictor.json`` (name, seed, config, small metadata)
+and ``arrays.npz`` (numbers only, loaded with ``allow_pickle=False``), never a pickle.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+FORMAT = "nas-predictor"
+FORMAT_VERSION = 1
+META_FILE = "predictor.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+class Predictor(abc.ABC):
+    """Fits ``X (N, F) -> y (N,)`` and predicts, deterministically per ``seed``.
+
+    Subclasses see targets standardised to mean 0 and std 1 (the base class undoes it) and
+    implement ``_fit``, ``_predict`` and ``_state``/``_restore`` for saving.
+    """
+
+    name: ClassVar[str]
+    #: default config; keyword options to the constructor must be among these keys
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: whether :meth:`predict_std` works (``auto`` answers for the model it chose)
+    supports_std: ClassVar[bool] = False
+    #: whether :meth:`fit` accepts ``pretrain=(X_unlabelled, stats)``
+    supports_pretrain: ClassVar[bool] = False
+
+    def __init__(self, seed: int = 0, **config):
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for predictor {self.name!r}; "
+                f"known options: {', '.join(sorted(self.defaults)) or '(none)'}"
+            )
+        self.seed = int(seed)
+        self.config = {**self.defaults, **config}
+        self.n_features: int | None = None
+        self._y_mean = 0.0
+        self._y_std = 1.0
+
+    # --- public interface ---------------------------------------------------------------------
+    def fit(self, X, y, *, pretrain: tuple | None = None) -> "Predictor":
+        """Fits on ``X (N, F)`` and targets ``y (N,)``; returns ``self``.
+
+        Args:
+          pretrain: optional ``(X_unlabelled (M, F), stats (M, S))``: free statistics (FLOPs,
+            params, ...) of many more architectures, learnt first (FBNetV3-style). Only models
+            with ``supports_pretrain`` accept it.
+
+        Raises:
+          ValueError: shapes disagree, values are not finite, or fewer than 2 samples.
+        """
+        X = _as_features(X)
+        y = np.asarray(y, np.float64).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; pass one target per row")
+        if len(y) < 2:
+            raise ValueError(f"need at least 2 samples to fit a predictor, got {len(y)}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"y has non-finite values at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
+        if pretrain is not None:
+            if not self.supports_pretrain:
+                raise ValueError(
+                    f"predictor {self.name!r} does not support pretrain; "
+                    f"predictors that do: {', '.join(n for n in predictor_names() if _REGISTRY[n].supports_pretrain)}"
+                )
+            Xu, stats = pretrain
+            Xu = _as_features(Xu)
+            stats = np.asarray(stats, np.float64)
+            stats = stats.reshape(len(stats), -1)
+            if Xu.shape[1] != X.shape[1] or len(stats) != len(Xu):
+                raise ValueError(
+                    f"pretrain X has shape {Xu.shape} and stats {stats.shape}; need (M, {X.shape[1]}) and (M, S)"
+                )
+            if not np.all(np.isfinite(stats)):
+                raise ValueError("pretrain stats have non-finite values")
+            pretrain = (Xu, stats)
+        self.n_features = X.shape[1]
+        self._y_mean = float(y.mean())
+        std = float(y.std())
+        self._y_std = std if std > 0 else 1.0
+        self._fit(X, (y - self._y_mean) / self._y_std, pretrain)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets, shape ``(N,)`` float64."""
+        X = self._check_predict_input(X)
+        return self._predict(X) * self._y_std + self._y_mean
+
+    def predict_std(self, X) -> np.ndarray:
+        """Predictive standard deviation in target units, shape ``(N,)``.
+
+        Raises:
+          NotImplementedError: the model has no notion of uncertainty (see ``supports_std``).
+        """
+        if not self.supports_std:
+            raise NotImplementedError(
+                f"predictor {self.name!r} gives no predictive std; predictors that do: "
+                f"{', '.join(n for n in predictor_names() if _REGISTRY[n].supports_std)}"
+            )
+        X = self._check_predict_input(X)
+        return self._predict_std(X) * self._y_std
+
+    def save(self, path) -> None:
+        """Writes ``path/predictor.json`` and ``path/arrays.npz`` (each atomically)."""
+        from nas_cli.io import atomic_write_bytes, atomic_write_json
+
+        if self.n_features is None:
+            raise ValueError(f"predictor {self.name!r} is not fitted; call fit before save")
+        meta, arrays = self._state()
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        path = Path(path)
+        atomic_write_bytes(path / ARRAYS_FILE, buf.getvalue())
+        atomic_write_json(
+            path / META_FILE,
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "name": self.name,
+                "seed": self.seed,
+                "config": self.config,
+                "n_features": self.n_features,
+                "y_mean": self._y_mean,
+                "y_std": self._y_std,
+                "state": meta,
+            },
+        )
+
+    # --- for subclasses ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def _fit(self, X: np.ndarray, y: np.ndarray, pretrain: tuple | None) -> None: ...
+
+    @abc.abstractmethod
+    def _predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def _predict_std(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able metadata and named arrays that :meth:`_restore` rebuilds the fit from."""
+
+    @abc.abstractmethod
+    def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def _check_predict_input(self, X) -> np.ndarray:
+        if self.n_features is None:
+            raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
+        X = _as_features(X)
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"X has {X.shape[1]} features but the predictor was fitted on {self.n_features}")
+        return X
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed}, {self.config})"
+
+
+def _as_features(X) -> np.ndarray:
+    X = np.asarray(X, np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (N, F) feature matrix, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X has non-finite values")
+    return X
+
+
+_REGISTRY: dict[str, type[Predictor]] = {}
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator adding a predictor under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def predictor_names() -> list[str]:
+    """Registered predictor names, in registration order (cheapest first)."""
+    return list(_REGISTRY)
+
+
+def get_predictor(name: str, seed: int = 0, **config) -> Predictor:
+    """A fresh predictor registered as ``name``; unknown names raise ValueError listing known ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown predictor {name!r}; known predictors: {', '.join(predictor_names())}")
+    return _REGISTRY[name](seed=seed, **config)
+
+
+def load_predictor(path) -> Predictor:
+    """Loads what :meth:`Predictor.save` wrote; predictions equal the saved predictor's exactly.
+
+    Raises:
+      FileNotFoundError: ``path`` holds no saved predictor.
+      ValueError: the files are not a predictor this version can read.
+    """
+    path = Path(path)
+    meta_path, arrays_path = path / META_FILE, path / ARRAYS_FILE
+    if not meta_path.is_file() or not arrays_path.is_file():
+        raise FileNotFoundError(f"{path} is not a saved predictor (expected {META_FILE} and {ARRAYS_FILE} in it)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} file")
+    with np.load(arrays_path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return _from_state(meta, arrays)
+
+
+def _from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
+    predictor = get_predictor(meta["name"], seed=meta["seed"], **meta["config"])
+    predictor.n_features = int(meta["n_features"])
+    predictor._y_mean = float(meta["y_mean"])
+    predictor._y_std = float(meta["y_std"])
+    predictor._restore(meta["state"], arrays)
+    return predictor
+

@@ -1,0 +1,53 @@
+"""Gradient-boosted trees through scikit-learn's HistGradientBoostingRegressor."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from predictors.base import Predictor, register_predictor
+
+
+@register_predictor
+class GradientBoostedTrees(Predictor):
+    """sklearn ``HistGradientBoostingRegressor`` with a fixed number of rounds (no early stopping).
+
+    Saving stores the training data and the config instead of sklearn's objects (no pickle); loading
+    refits, which is exact because this configuration draws no random numbers (no early-stopping
+    split, no feature subsampling) and the seed is passed as ``random_state`` anyway.
+    """
+
+    name = "gbt"
+    defaults = {
+        "max_iter": 200,
+        "learning_rate": 0.05,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": None,  # None: scaled to the sample count, between 3 and 20
+        "l2_regularization": 1.0,
+    }
+
+    def _build(self, n: int) -> HistGradientBoostingRegressor:
+        c = self.config
+        leaf = c["min_samples_leaf"] or int(np.clip(n // 15, 3, 20))
+        return HistGradientBoostingRegressor(
+            max_iter=c["max_iter"],
+            learning_rate=c["learning_rate"],
+            max_leaf_nodes=c["max_leaf_nodes"],
+            min_samples_leaf=leaf,
+            l2_regularization=c["l2_regularization"],
+            early_stopping=False,
+            random_state=self.seed,
+        )
+
+    def _fit(self, X, y, pretrain):
+        self._X, self._y = X, y
+        self._model = self._build(len(y)).fit(X, y)
+
+    def _predict(self, X):
+        return self._model.predict(X).astype(np.float64)
+
+    def _state(self):
+        return {}, {"X": self._X, "y": self._y}
+
+    def _restore(self, meta, arrays):
+        self._fit(arrays["X"], arrays["y"], None)
