@@ -18,9 +18,22 @@ from predictors import kernels as _kernels  # noqa: E402,F401  ridge, rbf, gp
 from predictors import trees as _trees  # noqa: E402,F401  gbt
 from predictors import mlp as _mlp  # noqa: E402,F401  mlp
 from predictors import auto as _auto  # noqa: E402,F401  auto
+from predictors.data import ArchEncoder, Table, TableEncoder, read_csv  # noqa: E402
+from predictors.pretrain import arch_stats, random_pretrain_set  # noqa: E402
+from predictors.tabular import TableModel, evaluate_table, fit_table, load_table_model  # noqa: E402
 
 __all__ = [
+    "ArchEncoder",
     "Predictor",
+    "Table",
+    "TableEncoder",
+    "TableModel",
+    "arch_stats",
+    "evaluate_table",
+    "fit_table",
+    "load_table_model",
+    "random_pretrain_set",
+    "read_csv",
     "all_metrics",
     "cross_validate",
     "get_predictor",

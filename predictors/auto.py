@@ -38,6 +38,7 @@ class AutoPredictor(Predictor):
         for candidate in self.config["candidates"]:
             cv = cross_validate(candidate, X, y, k=k, seed=self.seed)
             self.scores[candidate] = {m: cv[m] for m in ("kendall_tau", "spearman", "rmse", "kendall_tau_std")}
+            self.scores[candidate]["rmse"] *= self._y_std  # CV ran on standardised targets
             if best is None or cv["kendall_tau"] > self.scores[best]["kendall_tau"]:
                 best = candidate
         self.chosen = get_predictor(best, seed=self.seed).fit(X, y)

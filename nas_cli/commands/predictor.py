@@ -1,0 +1,89 @@
+"""``nas predictor fit|evaluate|list``: accuracy predictors on measurement tables (CSV)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from nas_cli.commands._common import user_errors
+
+predictor_app = typer.Typer(
+    help="Fit accuracy predictors on measured architectures (CSV) and evaluate them by Kendall tau.",
+    no_args_is_help=True,
+)
+
+
+def _fmt(m: dict) -> str:
+    return f"tau {m['kendall_tau']:.3f}  rho {m['spearman']:.3f}  rmse {m['rmse']:.4g}"
+
+
+@predictor_app.command("fit")
+@user_errors
+def fit(
+    data: Path = typer.Argument(..., help="CSV: a column `arch` of canonical strings, or any table of categorical columns."),
+    target: str = typer.Option(..., "--target", help="Column to predict, e.g. accuracy."),
+    out: Path = typer.Option(..., "--out", help="Directory to save the fitted predictor in."),
+    model: str = typer.Option("auto", "--model", help="ridge, rbf, gp, gbt, mlp or auto (best k-fold tau)."),
+    space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column (default: detected)."),
+    ignore: List[str] = typer.Option([], "--ignore", help="Column to leave out of the features (repeatable)."),
+    seed: int = typer.Option(0, "--seed"),
+    folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Fraction of rows held out for the held-out figures."),
+    pretrain_samples: int = typer.Option(
+        0, "--pretrain-samples", help="Pretrain on FLOPs/params of this many random archs (mlp, arch tables)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Fit a predictor on DATA, report held-out and k-fold tau/rho/RMSE, save it to --out."""
+    from predictors.tabular import fit_table
+
+    table_model, report = fit_table(
+        data, target, model=model, space=space, ignore=ignore, seed=seed, k=folds, holdout=holdout,
+        pretrain_samples=pretrain_samples,
+    )
+    table_model.save(out)
+    report["out"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    chosen = f" (chose {report['chosen']})" if "chosen" in report else ""
+    typer.echo(f"{report['model']}{chosen} on {report['n']} rows, {report['features']} features ({report['encoding']})")
+    typer.echo(f"held-out ({report['holdout']['n']} rows): {_fmt(report['holdout'])}")
+    typer.echo(f"{report['cv']['k']}-fold CV:           {_fmt(report['cv'])}")
+    typer.echo(f"saved to {out}")
+
+
+@predictor_app.command("evaluate")
+@user_errors
+def evaluate(
+    model: Path = typer.Argument(..., help="Directory written by `nas predictor fit`."),
+    data: Path = typer.Argument(..., help="CSV with the same feature columns (or `arch`) and the target."),
+    target: str = typer.Option(..., "--target", help="Column holding the measured values."),
+    as_json: bool = typer.Option(False, "--json", help="Print {kendall_tau, spearman, rmse, n} as JSON."),
+) -> None:
+    """Score a saved predictor on DATA by Kendall tau, Spearman rho and RMSE."""
+    from predictors.tabular import evaluate_table
+
+    metrics = evaluate_table(model, data, target)
+    if as_json:
+        typer.echo(json.dumps({k: metrics[k] for k in ("kendall_tau", "spearman", "rmse", "n")}))
+    else:
+        typer.echo(f"{metrics['n']} rows: {_fmt(metrics)}")
+
+
+@predictor_app.command("list")
+def list_models() -> None:
+    """List the registered predictor models."""
+    from predictors import get_predictor, predictor_names
+
+    for name in predictor_names():
+        p = get_predictor(name)
+        flags = [f for f, on in (("std", p.supports_std), ("pretrain", p.supports_pretrain)) if on]
+        typer.echo(name + (f"  ({', '.join(flags)})" if flags else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(predictor_app, name="predictor")

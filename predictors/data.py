@@ -1,0 +1,286 @@
+"""Measurement tables (CSV) to features and targets, for users who bring data from anywhere.
+
+A table is one of:
+
+* an **arch table**: a column ``arch`` of a search space's canonical strings. Features are the
+  space's own encoding (``SearchSpace.features``); other columns besides the target are ignored.
+  The space is named, or found by trying every registered space's ``decode``.
+* a **generic table**: every column other than the target and the ignored ones is a categorical
+  feature, one-hot over the values seen when fitting; a column whose values all look numeric
+  also gets an ordinal feature, scaled to [0, 1] by the fitted range.
+
+Every problem with the file is a :class:`~nas_cli.errors.UserError` naming the line, the column,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import math
+import pkgutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nas_cli.errors import UserError
+from search_spaces.base import ArchError
+
+ARCH_COLUMN = "arch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A CSV's header and string cells; ``rows[i]`` is on line ``lines[i]`` of ``path``."""
+
+    path: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    lines: tuple[int, ...]
+
+    def column(self, name: str) -> list[str]:
+        return [row[self.header.index(name)] for row in self.rows]
+
+    def require(self, name: str, role: str) -> None:
+        if name not in self.header:
+            raise UserError(f"{self.path}: no column {name!r} ({role}); columns: {', '.join(self.header)}")
+
+    def subset(self, indices: Sequence[int]) -> "Table":
+        return dataclasses.replace(
+            self, rows=tuple(self.rows[i] for i in indices), lines=tuple(self.lines[i] for i in indices)
+        )
+
+
+def read_csv(path) -> Table:
+    """Reads a CSV with a header line and at least one data row (blank lines are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; pass the path of a CSV with a header line")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = [row for row in csv.reader(f)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable UTF-8 CSV ({e})") from None
+    numbered = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(lines) if any(c.strip() for c in row)]
+    if not numbered:
+        raise UserError(f"{path}: the file is empty; expected a header line and data rows")
+    (_, header), body = numbered[0], numbered[1:]
+    if not body:
+        raise UserError(f"{path}: has a header but no data rows")
+    bad = [h for h in header if not h]
+    if bad:
+        raise UserError(f"{path}: the header has an empty column name; name every column")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise UserError(f"{path}: duplicate column name(s) {', '.join(dup)}; column names must be unique")
+    for line, row in body:
+        if len(row) != len(header):
+            raise UserError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}")
+    return Table(str(path), tuple(header), tuple(tuple(r) for _, r in body), tuple(line for line, _ in body))
+
+
+def _line(table: Table, i: int) -> int:
+    return table.lines[i]
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def targets(table: Table, target: str) -> np.ndarray:
+    """The target column as float64; empty, non-numeric, NaN or infinite cells are errors."""
+    table.require(target, "the --target column")
+    out = np.empty(len(table.rows), np.float64)
+    for i, text in enumerate(table.column(target)):
+        where = f"{table.path}: line {_line(table, i)}, column {target!r}"
+        if text == "":
+            raise UserError(f"{where} is empty; every target must be a finite number (drop or fill that row)")
+        value = _parse_float(text)
+        if value is None:
+            raise UserError(f"{where}: {text!r} is not a number; targets must be finite numbers")
+        if not math.isfinite(value):
+            raise UserError(f"{where} is {text}; every target must be a finite number (drop or fill that row)")
+        out[i] = value
+    return out
+
+
+# --- encoders ---------------------------------------------------------------------------------
+class ArchEncoder:
+    """Features of an ``arch`` column through one search space's encoding."""
+
+    kind = "arch"
+
+    def __init__(self, space_name: str):
+        from search_spaces.base import get_space
+
+        self.space_name = space_name
+        self.space = get_space(space_name)
+
+    def transform(self, table: Table) -> np.ndarray:
+        table.require(ARCH_COLUMN, f"canonical architecture strings of space {self.space_name!r}")
+        cache: dict[str, np.ndarray] = {}
+        rows = []
+        for i, text in enumerate(table.column(ARCH_COLUMN)):
+            if text not in cache:
+                try:
+                    cache[text] = np.asarray(self.space.features(self.space.decode(text)), np.float32)
+                except ArchError as e:
+                    raise UserError(
+                        f"{table.path}: line {_line(table, i)}, column {ARCH_COLUMN!r}: {text!r} is not an "
+                        f"architecture of space {self.space_name!r}: {e}"
+                    ) from None
+            rows.append(cache[text])
+        return np.stack(rows)
+
+    def feature_names(self) -> list[str]:
+        return list(self.space.feature_names())
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "space": self.space_name}
+
+
+class TableEncoder:
+    """One-hot over fitted values per column, plus an ordinal feature for numeric-looking columns."""
+
+    kind = "table"
+
+    def __init__(self, columns: Sequence[str], values: dict[str, list[str]], ranges: dict[str, list[float]]):
+        self.columns = list(columns)
+        self.values = {c: list(v) for c, v in values.items()}
+        self.ranges = {c: list(r) for c, r in ranges.items()}  # numeric columns only: [lo, hi]
+
+    @classmethod
+    def fit(cls, table: Table, columns: Sequence[str]) -> "TableEncoder":
+        values, ranges = {}, {}
+        for col in columns:
+            cells = table.column(col)
+            for i, text in enumerate(cells):
+                _check_cell(table, i, col, text)
+            numbers = [_parse_float(t) for t in cells]
+            if all(v is not None for v in numbers):
+                # Numeric columns are ordered by value (so "10" comes after "9"), others by text.
+                by_value = {}
+                for text, v in zip(cells, numbers):
+                    by_value.setdefault(text, v)
+                values[col] = sorted(by_value, key=lambda t: (by_value[t], t))
+                ranges[col] = [float(min(numbers)), float(max(numbers))]
+            else:
+                values[col] = sorted(set(cells))
+        return cls(columns, values, ranges)
+
+    def transform(self, table: Table) -> np.ndarray:
+        for col in self.columns:
+            table.require(col, "a feature column of this model")
+        index = {c: {v: j for j, v in enumerate(self.values[c])} for c in self.columns}
+        X = np.zeros((len(table.rows), len(self.feature_names())), np.float32)
+        for i, row in enumerate(table.rows):
+            offset = 0
+            ordinals = []
+            for col in self.columns:
+                text = row[table.header.index(col)]
+                _check_cell(table, i, col, text)
+                j = index[col].get(text)
+                if j is None:
+                    seen = ", ".join(self.values[col][:20]) + (" ..." if len(self.values[col]) > 20 else "")
+                    raise UserError(
+                        f"{table.path}: line {_line(table, i)}, column {col!r}: value {text!r} was not seen "
+                        f"in training; seen values: {seen}"
+                    )
+                X[i, offset + j] = 1.0
+                offset += len(self.values[col])
+                if col in self.ranges:
+                    lo, hi = self.ranges[col]
+                    ordinals.append((float(text) - lo) / (hi - lo) if hi > lo else 0.0)
+            X[i, offset:] = ordinals
+        return X
+
+    def feature_names(self) -> list[str]:
+        names = [f"{c}={v}" for c in self.columns for v in self.values[c]]
+        return names + [c for c in self.columns if c in self.ranges]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "columns": self.columns, "values": self.values, "ranges": self.ranges}
+
+
+def _check_cell(table: Table, i: int, col: str, text: str) -> None:
+    where = f"{table.path}: line {_line(table, i)}, column {col!r}"
+    if text == "":
+        raise UserError(f"{where} is empty; fill it or pass --ignore {col} to leave the column out")
+    if text.lower() in ("nan", "-nan", "+nan"):
+        raise UserError(f"{where} is NaN; fill it or pass --ignore {col} to leave the column out")
+
+
+def encoder_from_json(obj: dict):
+    """Rebuilds an encoder from :meth:`to_json` output."""
+    if obj.get("kind") == ArchEncoder.kind:
+        return ArchEncoder(obj["space"])
+    if obj.get("kind") == TableEncoder.kind:
+        return TableEncoder(obj["columns"], obj["values"], obj["ranges"])
+    raise ValueError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
+
+
+def registered_spaces() -> list[str]:
+    """Names of every registered space, after importing every module of ``search_spaces``."""
+    import search_spaces
+    from search_spaces.base import space_names
+
+    for info in pkgutil.iter_modules(search_spaces.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"search_spaces.{info.name}")
+    return space_names()
+
+
+def detect_space(table: Table) -> str:
+    """The one registered space whose ``decode`` accepts every string of the ``arch`` column."""
+    archs = sorted(set(table.column(ARCH_COLUMN)))
+    names = registered_spaces()
+    from search_spaces.base import get_space
+
+    matches = []
+    for name in names:
+        space = get_space(name)
+        try:
+            for text in archs:
+                space.decode(text)
+        except ArchError:
+            continue
+        matches.append(name)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(
+            f"{table.path}: no registered search space decodes every value of column {ARCH_COLUMN!r} "
+            f"(tried: {', '.join(names) or 'none registered'}); pass --space NAME to see why, or rename "
+            f"the column to use it as a generic categorical feature"
+        )
+    raise UserError(
+        f"{table.path}: column {ARCH_COLUMN!r} decodes in several spaces ({', '.join(matches)}); "
+        f"pass --space NAME to pick one"
+    )
+
+
+def make_encoder(table: Table, target: str, space: str | None = None, ignore: Sequence[str] = ()):
+    """Chooses and fits the encoder of a training table (see the module docstring)."""
+    table.require(target, "the --target column")
+    for col in ignore:
+        table.require(col, "named by --ignore")
+    if space is not None or (ARCH_COLUMN in table.header and target != ARCH_COLUMN and ARCH_COLUMN not in ignore):
+        if space is None:
+            space = detect_space(table)
+        else:
+            from search_spaces.base import space_names
+
+            registered_spaces()
+            if space not in space_names():
+                raise UserError(f"unknown search space {space!r}; known spaces: {', '.join(space_names())}")
+            table.require(ARCH_COLUMN, f"--space {space} needs canonical architecture strings")
+        return ArchEncoder(space)
+    columns = [c for c in table.header if c != target and c not in ignore]
+    if not columns:
+        raise UserError(f"{table.path}: no feature columns left besides the target {target!r} and --ignore")
+    return TableEncoder.fit(table, columns)

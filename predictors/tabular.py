@@ -1,0 +1,145 @@
+"""Fit and evaluate predictors on measurement tables: what ``nas predictor fit/evaluate`` run.
+
+A saved table model is a predictor directory (see :mod:`predictors.base`) plus ``encoding.json``,
+which says how CSV rows become features, so the same file can be evaluated on new tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nas_cli.errors import UserError
+from predictors.base import Predictor, get_predictor, load_predictor, predictor_names
+from predictors.data import ArchEncoder, Table, encoder_from_json, make_encoder, read_csv, targets
+from predictors.metrics import all_metrics, cross_validate, kfold_indices
+from predictors.pretrain import has_stats, random_pretrain_set
+
+ENCODING_FILE = "encoding.json"
+
+
+class TableModel:
+    """An encoder (CSV rows to features) and a fitted predictor, saved and loaded together."""
+
+    def __init__(self, encoder, predictor: Predictor, target: str):
+        self.encoder = encoder
+        self.predictor = predictor
+        self.target = target
+
+    def predict_table(self, table: Table) -> np.ndarray:
+        return self.predictor.predict(self.encoder.transform(table))
+
+    def save(self, path) -> None:
+        from nas_cli.io import atomic_write_json
+
+        self.predictor.save(path)
+        atomic_write_json(Path(path) / ENCODING_FILE, {"target": self.target, "encoder": self.encoder.to_json()})
+
+
+def load_table_model(path) -> TableModel:
+    """Loads what :meth:`TableModel.save` wrote; a missing or foreign directory is a UserError."""
+    path = Path(path)
+    if not (path / ENCODING_FILE).is_file():
+        raise UserError(f"{path} is not a saved predictor (no {ENCODING_FILE}); make one with `nas predictor fit`")
+    try:
+        predictor = load_predictor(path)
+        meta = json.loads((path / ENCODING_FILE).read_text())
+        encoder = encoder_from_json(meta["encoder"])
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: cannot load the predictor ({e})") from None
+    return TableModel(encoder, predictor, meta.get("target", ""))
+
+
+def _check_model(model: str) -> None:
+    if model not in predictor_names():
+        raise UserError(f"unknown model {model!r}; known models: {', '.join(predictor_names())}")
+
+
+def fit_table(
+    path,
+    target: str,
+    model: str = "auto",
+    space: str | None = None,
+    ignore: Sequence[str] = (),
+    seed: int = 0,
+    k: int = 5,
+    holdout: float = 0.2,
+    pretrain_samples: int = 0,
+) -> tuple[TableModel, dict]:
+    """Fits ``model`` on a CSV and reports held-out and k-fold tau, rho and RMSE.
+
+    The held-out figures fit on a seeded ``1 - holdout`` split and score the rest; the k-fold
+    figures cross-validate on all rows (for ``auto``: the CV of the model it chose, the same CV
+    that chose it, so optimistic; the held-out figures include the choice and are not). The
+    returned model is fitted on every row.
+
+    Args:
+      pretrain_samples: if > 0, pretrain on the FLOPs/params of this many random architectures of
+        the table's space (arch tables of a space with FLOPs/params, models that support it).
+    """
+    _check_model(model)
+    if not 0.0 < holdout < 1.0:
+        raise UserError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
+    table = read_csv(path)
+    encoder = make_encoder(table, target, space=space, ignore=ignore)
+    X = encoder.transform(table)
+    y = targets(table, target)
+    n = len(y)
+    n_test = int(round(holdout * n))
+    if n < 2 * k or n_test < 2 or n - n_test < 2 * k:
+        raise UserError(
+            f"{table.path}: {n} rows are too few to report held-out and {k}-fold figures; "
+            f"need at least {int(np.ceil(2 * k / (1 - holdout))) + 1} rows"
+        )
+    pretrain = None
+    if pretrain_samples > 0:
+        if not get_predictor(model).supports_pretrain:
+            supported = [m for m in predictor_names() if get_predictor(m).supports_pretrain]
+            raise UserError(f"model {model!r} does not support pretraining; models that do: {', '.join(supported)}")
+        if not isinstance(encoder, ArchEncoder) or not has_stats(encoder.space):
+            raise UserError("pretraining needs an arch table of a space that counts FLOPs/params")
+        pretrain = random_pretrain_set(encoder.space, pretrain_samples, seed=seed)
+
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    options = {"k": k} if model == "auto" else {}
+    held = get_predictor(model, seed=seed, **options).fit(X[train], y[train], pretrain=pretrain)
+    report: dict = {
+        "model": model,
+        "target": target,
+        "encoding": f"arch:{encoder.space_name}" if isinstance(encoder, ArchEncoder) else "table",
+        "n": n,
+        "features": int(X.shape[1]),
+        "seed": seed,
+        "holdout": all_metrics(y[test], held.predict(X[test])),
+    }
+    final = get_predictor(model, seed=seed, **options).fit(X, y, pretrain=pretrain)
+    if model == "auto":
+        chosen = final.chosen.name
+        report["chosen"] = chosen
+        report["candidates"] = final.scores
+        cv = {m: final.scores[chosen][m] for m in ("kendall_tau", "spearman", "rmse")}
+    elif pretrain is None:
+        cv = cross_validate(model, X, y, k=k, seed=seed)
+        cv = {m: cv[m] for m in ("kendall_tau", "spearman", "rmse")}
+    else:
+        per_fold = [
+            all_metrics(y[te], get_predictor(model, seed=seed + i).fit(X[tr], y[tr], pretrain=pretrain).predict(X[te]))
+            for i, (tr, te) in enumerate(kfold_indices(n, k, seed))
+        ]
+        cv = {m: float(np.mean([f[m] for f in per_fold])) for m in ("kendall_tau", "spearman", "rmse")}
+    report["cv"] = {"k": k, **cv}
+    return TableModel(encoder, final, target), report
+
+
+def evaluate_table(model_path, path, target: str) -> dict:
+    """``{"kendall_tau", "spearman", "rmse", "n"}`` of a saved model on a CSV."""
+    model = load_table_model(model_path)
+    table = read_csv(path)
+    y = targets(table, target)
+    if len(y) < 2:
+        raise UserError(f"{table.path}: 1 row cannot be ranked; evaluate on at least 2 rows")
+    return all_metrics(y, model.predict_table(table))
