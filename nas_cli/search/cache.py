@@ -1,0 +1,51 @@
+"""The measured-architecture cache: no subnet is measured twice, across interruptions too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from nas_cli.io import append_jsonl
+from search_spaces.base import Arch, SearchSpace
+
+
+class EvalCache:
+    """Measured metrics keyed by canonical architecture string, backed by a JSON-lines file.
+
+    Every new measurement is appended and fsynced at once, so a crash loses at most the
+    measurement in flight (a cut last line is ignored when loading).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._data: dict[str, dict[str, float]] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self._data[rec["arch"]] = rec["metrics"]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, key: str) -> dict[str, float]:
+        return self._data[key]
+
+    def measure(self, space: SearchSpace, archs: Sequence[Arch],
+                evaluate: Callable[[Sequence[Arch]], list[dict[str, float]]]) -> list[dict[str, float]]:
+        """Metrics of ``archs``, measuring (one at a time, each saved at once) only the unseen ones."""
+        keys = [space.encode(a) for a in archs]
+        for key, arch in zip(keys, archs):
+            if key not in self._data:
+                (metrics,) = evaluate([arch])
+                metrics = {k: float(v) for k, v in metrics.items()}
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                append_jsonl(self.path, {"arch": key, "metrics": metrics})
+                self._data[key] = metrics
+        return [self._data[k] for k in keys]

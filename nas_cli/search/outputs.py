@@ -1,0 +1,103 @@
+"""The files a search leaves: pareto.json (read by ``nas export subnet --rank K``), pareto.csv, pareto.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from nas_cli.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas_cli.search.tracking import Normaliser, feasible_front, feasible_mask
+
+CSV_COLUMNS = ("arch", "accuracy", "latency_ms", "flops", "params")
+_FIELDS = {"accuracy": "accuracy", "latency": "latency_ms", "flops": "flops", "params": "params"}
+
+
+def front_rows(keys: Sequence[str], records: Sequence[Mapping[str, float]], norm: Normaliser,
+               bounds: Mapping[str, float]) -> list[dict]:
+    """The measured feasible front, most accurate first, ranked from 1 (ties broken by latency, then name)."""
+    idx, _ = feasible_front(keys, records, norm, bounds)
+    rows = []
+    for i in idx:
+        r = records[i]
+        row = {"rank": 0, "arch": keys[i]}
+        for metric, field in _FIELDS.items():
+            v = r.get(metric)
+            row[field] = (int(v) if metric in ("flops", "params") and float(v).is_integer() else float(v)) \
+                if v is not None else None
+        rows.append(row)
+    rows.sort(key=lambda r: (-(r["accuracy"] if r["accuracy"] is not None else -np.inf),
+                             r["latency_ms"] if r["latency_ms"] is not None else np.inf, r["arch"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
+def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], norm: Normaliser,
+                  keys: Sequence[str], records: Sequence[Mapping[str, float]]) -> list[dict]:
+    """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows."""
+    front = front_rows(keys, records, norm, bounds)
+    atomic_write_json(out_dir / "pareto.json", {
+        "space": space.name,
+        "objectives": list(config.objectives),
+        "budgets": {b.metric: {"given": b.text, "value": bounds[b.metric]} for b in config.budgets},
+        "reference_point": norm.reference_point,
+        "normalisation": norm.describe(),
+        "n_evaluations": len(keys),
+        "front": front,
+    })
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for row in front:
+        w.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+    atomic_write_text(out_dir / "pareto.csv", buf.getvalue())
+    atomic_write_bytes(out_dir / "pareto.png", _plot(keys, records, front, bounds))
+    return front
+
+
+def _plot(keys, records, front, bounds) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    if all("accuracy" in r and "latency" in r for r in records) and records:
+        lat = np.asarray([r["latency"] for r in records])
+        acc = np.asarray([r["accuracy"] for r in records])
+        feas = feasible_mask(records, bounds)
+        ax.scatter(lat[~feas], acc[~feas], s=8, c="0.8", label="measured, over budget")
+        ax.scatter(lat[feas], acc[feas], s=8, c="0.5", label="measured, feasible")
+        fl = sorted((r["latency_ms"], r["accuracy"]) for r in front)
+        if fl:
+            ax.step([p[0] for p in fl], [p[1] for p in fl], where="post", c="C0")
+            ax.scatter([p[0] for p in fl], [p[1] for p in fl], s=22, c="C0", zorder=3, label="Pareto front")
+        if "latency" in bounds:
+            ax.axvline(bounds["latency"], c="C3", ls="--", label=f"budget {bounds['latency']:.3g} ms")
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "accuracy/latency not measured", ha="center", va="center")
+    ax.set_title(f"{len(front)} Pareto-optimal of {len(records)} measured")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def format_front(front: Sequence[dict]) -> str:
+    """The front as a fixed-width text table."""
+    head = f"{'rank':>4}  {'accuracy':>8}  {'latency_ms':>10}  {'flops':>12}  {'params':>10}  arch"
+    lines = [head]
+    for r in front:
+        def f(v, spec):
+            return format(v, spec) if v is not None else "-"
+        lines.append(f"{r['rank']:>4}  {f(r['accuracy'], '8.4f')}  {f(r['latency_ms'], '10.4f')}  "
+                     f"{f(r['flops'], '>12')}  {f(r['params'], '>10')}  {r['arch']}")
+    return "\n".join(lines)
