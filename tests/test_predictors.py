@@ -1,0 +1,238 @@
+"""Conformance suite over every registered predictor, plus the ranking metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import predictors
+from predictors import (
+    cross_validate,
+    get_predictor,
+    kendall_tau,
+    load_predictor,
+    predictor_names,
+    rmse,
+    spearman,
+)
+from search_spaces.base import ArchError, Gene, SearchSpace
+
+
+# --- a toy space, so these tests depend on no real one --------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ToyArch:
+    genome: tuple[int, ...]
+
+
+class ToySpace(SearchSpace):
+    """Six genes; canonical strings like ``k3-k5-w8-w32-relu-d2``; FLOPs/params for pretraining."""
+
+    name = "toy"
+    _genes = (
+        Gene("k1", (3, 5, 7)),
+        Gene("k2", (3, 5, 7)),
+        Gene("w1", (8, 16, 24, 32)),
+        Gene("w2", (8, 16, 24, 32)),
+        Gene("act", ("relu", "hswish")),
+        Gene("d", (1, 2, 3, 4)),
+    )
+    _prefix = ("k", "k", "w", "w", "", "d")
+
+    @property
+    def genes(self):
+        return self._genes
+
+    def from_genome(self, genome):
+        return ToyArch(tuple(int(g) for g in genome))
+
+    def to_genome(self, arch):
+        return np.asarray(arch.genome)
+
+    def encode(self, arch):
+        return "-".join(f"{p}{g.choices[i]}" for p, g, i in zip(self._prefix, self._genes, arch.genome))
+
+    def decode(self, text):
+        parts = text.split("-")
+        if len(parts) != len(self._genes):
+            raise ArchError(f"{text!r} has {len(parts)} fields; expected {len(self._genes)}")
+        genome = []
+        for part, p, g in zip(parts, self._prefix, self._genes):
+            choices = [f"{p}{c}" for c in g.choices]
+            if part not in choices:
+                raise ArchError(f"{g.name}: {part!r} is not one of {', '.join(choices)}")
+            genome.append(choices.index(part))
+        return ToyArch(tuple(genome))
+
+    def values(self, arch):
+        return {g.name: g.choices[i] for g, i in zip(self._genes, arch.genome)}
+
+    def flops(self, arch):
+        v = self.values(arch)
+        return v["d"] * (v["k1"] ** 2 * v["w1"] + v["k2"] ** 2 * v["w2"]) * 100
+
+    def params(self, arch):
+        v = self.values(arch)
+        return v["d"] * (v["w1"] * v["w2"] + v["k1"] * v["k2"]) * 10
+
+
+def toy_accuracy(space: ToySpace, arch) -> float:
+    """A known, mostly monotone target with one interaction (what a predictor must rank)."""
+    v = space.values(arch)
+    size = np.log(space.flops(arch))
+    return float(0.5 + 0.04 * size + 0.03 * (v["act"] == "hswish") + 0.002 * v["w1"] * v["d"] / 4 - 0.004 * v["k2"])
+
+
+def toy_data(n: int, seed: int):
+    space = ToySpace()
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    X = np.stack([space.features(a) for a in archs]).astype(np.float32)
+    y = np.array([toy_accuracy(space, a) for a in archs])
+    return X, y
+
+
+TRAIN = toy_data(100, seed=1)
+TEST = toy_data(100, seed=2)
+EXPECTED = {"ridge", "rbf", "gp", "gbt", "mlp", "auto"}
+TAU_THRESHOLD = 0.6
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return {name: get_predictor(name, seed=0).fit(*TRAIN) for name in predictor_names()}
+
+
+def test_registry_lists_every_model():
+    assert set(predictor_names()) == EXPECTED
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="known predictors: ridge, rbf, gp, gbt, mlp, auto"):
+        get_predictor("xgboost")
+
+
+def test_unknown_option_lists_known_options():
+    with pytest.raises(ValueError, match="known options: .*members"):
+        get_predictor("mlp", layers=3)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_ranks_held_out_data(fitted, name):
+    pred = fitted[name].predict(TEST[0])
+    assert pred.shape == (len(TEST[1]),) and np.all(np.isfinite(pred))
+    assert kendall_tau(TEST[1], pred) >= TAU_THRESHOLD
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_deterministic_per_seed(fitted, name):
+    again = get_predictor(name, seed=0).fit(*TRAIN)
+    np.testing.assert_array_equal(again.predict(TEST[0]), fitted[name].predict(TEST[0]))
+
+
+def test_mlp_seed_changes_the_fit(fitted):
+    other = get_predictor("mlp", seed=1).fit(*TRAIN)
+    assert not np.array_equal(other.predict(TEST[0]), fitted["mlp"].predict(TEST[0]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_save_load_gives_identical_predictions(fitted, name, tmp_path):
+    fitted[name].save(tmp_path / name)
+    loaded = load_predictor(tmp_path / name)
+    assert loaded.name == name
+    np.testing.assert_array_equal(loaded.predict(TEST[0]), fitted[name].predict(TEST[0]))
+    if fitted[name].supports_std:
+        np.testing.assert_array_equal(loaded.predict_std(TEST[0]), fitted[name].predict_std(TEST[0]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_predict_std_where_supported(fitted, name):
+    p = fitted[name]
+    if p.supports_std:
+        std = p.predict_std(TEST[0])
+        assert std.shape == (len(TEST[1]),) and np.all(np.isfinite(std)) and np.all(std >= 0)
+        assert std.max() > 0
+    else:
+        with pytest.raises(NotImplementedError, match="predictors that do: gp, mlp"):
+            p.predict_std(TEST[0])
+
+
+def test_gp_std_is_small_at_training_points_and_larger_away():
+    X, y = TRAIN
+    gp = get_predictor("gp").fit(X[:50], y[:50])
+    assert gp.predict_std(X[:50]).mean() < gp.predict_std(X[50:]).mean()
+
+
+@pytest.fixture(scope="module")
+def pretrain():
+    return predictors.random_pretrain_set(ToySpace(), 500, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_pretrain_option(name, pretrain):
+    p = get_predictor(name, seed=0)
+    if p.supports_pretrain:
+        p.fit(TRAIN[0][:30], TRAIN[1][:30], pretrain=pretrain)
+        assert np.all(np.isfinite(p.predict(TEST[0])))
+    else:
+        with pytest.raises(ValueError, match="does not support pretrain; predictors that do: mlp"):
+            p.fit(TRAIN[0][:30], TRAIN[1][:30], pretrain=pretrain)
+
+
+def test_mlp_pretraining_helps_with_few_samples(pretrain):
+    """FBNetV3-style: with 16 labels, pretraining on FLOPs/params of 500 free archs ranks better."""
+    X, y = TRAIN
+    taus = {}
+    for label, extra in (("plain", None), ("pretrained", pretrain)):
+        p = get_predictor("mlp", seed=0).fit(X[:16], y[:16], pretrain=extra)
+        taus[label] = kendall_tau(TEST[1], p.predict(TEST[0]))
+    assert taus["pretrained"] > taus["plain"], taus
+
+
+def test_mlp_does_not_recompile_for_nearby_sizes():
+    from predictors.mlp import _train
+
+    X, y = TRAIN
+    get_predictor("mlp").fit(X[:70], y[:70])
+    before = _train._cache_size()
+    get_predictor("mlp").fit(X[:75], y[:75])
+    assert _train._cache_size() == before
+
+
+def test_bad_inputs_say_what_to_do(fitted):
+    with pytest.raises(ValueError, match="not fitted; call fit"):
+        get_predictor("ridge").predict(TEST[0])
+    with pytest.raises(ValueError, match="fitted on"):
+        fitted["ridge"].predict(TEST[0][:, :5])
+    with pytest.raises(ValueError, match="one target per row"):
+        get_predictor("ridge").fit(TRAIN[0], TRAIN[1][:10])
+    with pytest.raises(ValueError, match="non-finite"):
+        get_predictor("ridge").fit(TRAIN[0], np.full(len(TRAIN[1]), np.nan))
+
+
+def test_load_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a saved predictor"):
+        load_predictor(tmp_path / "nothing")
+
+
+# --- metrics ------------------------------------------------------------------------------
+def test_metrics_on_known_rankings():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    assert kendall_tau(y, y * 10) == pytest.approx(1.0)
+    assert kendall_tau(y, -y) == pytest.approx(-1.0)
+    assert spearman(y, y**3) == pytest.approx(1.0)
+    assert kendall_tau(y, np.zeros(4)) == 0.0  # constant predictions rank nothing
+    assert rmse(y, y + 2.0) == pytest.approx(2.0)
+    assert predictors.all_metrics(y, y) == {"kendall_tau": 1.0, "spearman": 1.0, "rmse": 0.0, "n": 4}
+
+
+def test_cross_validate_reports_means_and_is_deterministic():
+    X, y = TRAIN
+    a = cross_validate("ridge", X, y, k=5, seed=0)
+    b = cross_validate("ridge", X, y, k=5, seed=0)
+    assert a == b
+    assert {"kendall_tau", "spearman", "rmse", "kendall_tau_std", "folds"} <= set(a)
+    assert len(a["folds"]) == 5 and sum(f["n"] for f in a["folds"]) == len(y)
+    with pytest.raises(ValueError, match="too few"):
+        cross_validate("ridge", X[:6], y[:6], k=5)
