@@ -1,0 +1,191 @@
+"""``nas predictor fit/evaluate`` through CliRunner: round trips and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import search_spaces.base
+from nas_cli.main import app
+from test_predictors import ToySpace, toy_accuracy
+
+SPACE = "toy-predictor-test"
+runner = CliRunner()
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def arch_rows(n, seed):
+    space = ToySpace()
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    return [[space.encode(a), f"{toy_accuracy(space, a):.6f}", i] for i, a in enumerate(archs)]
+
+
+def generic_rows(n, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        k, w, act = rng.choice([3, 5, 7]), rng.choice([16, 32, 64]), rng.choice(["relu", "hswish"])
+        acc = 0.5 + 0.02 * k + 0.003 * w + 0.05 * (act == "hswish") + 0.002 * rng.normal()
+        rows.append([k, w, act, f"run{i}", f"{acc:.6f}"])
+    return rows
+
+
+GENERIC_HEADER = ["kernel", "width", "act", "run_id", "acc"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Registers the toy space; writes train/test CSVs of both kinds and fits a model on each."""
+    d = tmp_path_factory.mktemp("predictor_cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+        out = {
+            "arch_train": write_csv(d / "arch_train.csv", ["arch", "accuracy", "id"], arch_rows(60, 1)),
+            "arch_test": write_csv(d / "arch_test.csv", ["arch", "accuracy", "id"], arch_rows(40, 2)),
+            "gen_train": write_csv(d / "gen_train.csv", GENERIC_HEADER, generic_rows(60, 1)),
+            "gen_test": write_csv(d / "gen_test.csv", GENERIC_HEADER, generic_rows(40, 2)),
+            "dir": d,
+        }
+        r = runner.invoke(app, ["predictor", "fit", str(out["arch_train"]), "--target", "accuracy",
+                                "--model", "ridge", "--out", str(d / "arch_model"), "--json"])
+        assert r.exit_code == 0, r.output
+        out["arch_report"] = json.loads(r.stdout)
+        r = runner.invoke(app, ["predictor", "fit", str(out["gen_train"]), "--target", "acc", "--ignore", "run_id",
+                                "--model", "gp", "--out", str(d / "gen_model")])
+        assert r.exit_code == 0, r.output
+        out["gen_output"] = r.stdout
+        yield out
+
+
+def evaluate_json(model, data, target):
+    r = runner.invoke(app, ["predictor", "evaluate", str(model), str(data), "--target", target, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_arch_table_round_trip_detects_the_space(files):
+    report = files["arch_report"]
+    assert report["encoding"] == f"arch:{SPACE}"
+    assert set(report["holdout"]) == {"kendall_tau", "spearman", "rmse", "n"}
+    assert {"kendall_tau", "spearman", "rmse", "k"} <= set(report["cv"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+        metrics = evaluate_json(files["dir"] / "arch_model", files["arch_test"], "accuracy")
+    assert list(metrics) == ["kendall_tau", "spearman", "rmse", "n"]
+    assert metrics["n"] == 40 and metrics["kendall_tau"] > 0.6
+
+
+def test_generic_table_round_trip(files):
+    assert "held-out" in files["gen_output"] and "5-fold CV" in files["gen_output"]
+    metrics = evaluate_json(files["dir"] / "gen_model", files["gen_test"], "acc")
+    assert list(metrics) == ["kendall_tau", "spearman", "rmse", "n"]
+    assert metrics["kendall_tau"] > 0.6
+
+
+def test_fit_auto_and_explicit_space(files, monkeypatch):
+    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+    out = files["dir"] / "auto_model"
+    r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--space", SPACE,
+                            "--folds", "3", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["model"] == "auto" and report["chosen"] in report["candidates"]
+    assert evaluate_json(out, files["arch_test"], "accuracy")["kendall_tau"] > 0.5
+
+
+def test_fit_with_pretraining(files, monkeypatch):
+    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+    r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--model", "mlp",
+                            "--pretrain-samples", "200", "--out", str(files["dir"] / "mlp_pre"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["holdout"]["kendall_tau"] > 0.3
+
+
+def _bad(files, name):
+    d = files["dir"]
+    header = ["arch", "accuracy", "id"]
+    good = arch_rows(3, 5)
+    cases = {
+        # name: (command after "predictor", text the one-line error must contain)
+        "missing file": (["fit", str(d / "nope.csv"), "--target", "accuracy"], "no such file"),
+        "empty file": (["fit", str(_empty(d)), "--target", "accuracy"], "the file is empty"),
+        "header only": (["fit", str(write_csv(d / "hdr.csv", header, [])), "--target", "accuracy"], "no data rows"),
+        "missing target": (["fit", str(files["arch_train"]), "--target", "top1"], "no column 'top1'"),
+        "NaN target": (["fit", str(write_csv(d / "nan.csv", header, good[:1] + [[good[1][0], "nan", 1]])),
+                        "--target", "accuracy"], "line 3, column 'accuracy' is nan"),
+        "text target": (["fit", str(write_csv(d / "txt.csv", header, good[:1] + [[good[1][0], "high", 1]])),
+                         "--target", "accuracy"], "'high' is not a number"),
+        "ragged row": (["fit", str(write_csv(d / "rag.csv", header, good[:1] + [[good[1][0]]])),
+                        "--target", "accuracy"], "line 3 has 1 fields but the header has 3"),
+        "bad arch": (["fit", str(write_csv(d / "arch.csv", header, good + [["k9-k3-w8-w8-relu-d1", "0.5", 9]])),
+                      "--target", "accuracy", "--space", SPACE], "k1: 'k9' is not one of k3, k5, k7"),
+        "undetectable arch": (["fit", str(write_csv(d / "arch2.csv", header, [["resnet50", "0.7", 1]] * 3)),
+                               "--target", "accuracy"], "no registered search space decodes"),
+        "unknown space": (["fit", str(files["arch_train"]), "--target", "accuracy", "--space", "vgg"],
+                          "unknown search space 'vgg'"),
+        "unknown model": (["fit", str(files["arch_train"]), "--target", "accuracy", "--model", "xgb"],
+                          "known models: ridge, rbf, gp, gbt, mlp, auto"),
+        "unknown ignore": (["fit", str(files["gen_train"]), "--target", "acc", "--ignore", "runid"],
+                           "no column 'runid' (named by --ignore)"),
+        "empty feature": (["fit", str(write_csv(d / "ef.csv", GENERIC_HEADER, [[3, 16, "", "r", "0.5"]] * 12)),
+                           "--target", "acc"], "column 'act' is empty"),
+        "too few rows": (["fit", str(write_csv(d / "few.csv", header, good)), "--target", "accuracy",
+                          "--space", SPACE], "too few"),
+        "pretrain generic": (["fit", str(files["gen_train"]), "--target", "acc", "--model", "mlp",
+                              "--pretrain-samples", "50"], "pretraining needs an arch table"),
+        "unseen choice": (["evaluate", str(d / "gen_model"),
+                           str(write_csv(d / "unseen.csv", GENERIC_HEADER, [[3, 16, "gelu", "r", "0.5"]] * 2)),
+                           "--target", "acc"], "column 'act': value 'gelu' was not seen in training; seen values: hswish, relu"),
+        "unseen number": (["evaluate", str(d / "gen_model"),
+                           str(write_csv(d / "unseen2.csv", GENERIC_HEADER, [[9, 16, "relu", "r", "0.5"]] * 2)),
+                           "--target", "acc"], "column 'kernel': value '9' was not seen in training; seen values: 3, 5, 7"),
+        "missing feature column": (["evaluate", str(d / "gen_model"),
+                                    str(write_csv(d / "nocol.csv", ["kernel", "width", "acc"], [[3, 16, "0.5"]] * 2)),
+                                    "--target", "acc"], "no column 'act' (a feature column of this model)"),
+        "missing model": (["evaluate", str(d / "no_model"), str(files["gen_test"]), "--target", "acc"],
+                          "is not a saved predictor"),
+        "evaluate NaN target": (["evaluate", str(d / "gen_model"),
+                                 str(write_csv(d / "enan.csv", GENERIC_HEADER, [[3, 16, "relu", "r", "NaN"]] * 2)),
+                                 "--target", "acc"], "column 'acc' is NaN"),
+    }
+    return cases[name]
+
+
+def _empty(d):
+    path = d / "really_empty.csv"
+    path.write_text("")
+    return path
+
+
+BAD_CASES = [
+    "missing file", "empty file", "header only", "missing target", "NaN target", "text target", "ragged row",
+    "bad arch", "undetectable arch", "unknown space", "unknown model", "unknown ignore", "empty feature",
+    "too few rows", "pretrain generic", "unseen choice", "unseen number", "missing feature column",
+    "missing model", "evaluate NaN target",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_error_with_exit_2(files, case, monkeypatch):
+    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+    args, expected = _bad(files, case)
+    if args[0] == "fit":
+        args = args + ["--out", str(files["dir"] / "never")]
+    r = runner.invoke(app, ["predictor", *args])
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert expected in err, err
+    assert not (files["dir"] / "never").exists()
