@@ -118,6 +118,7 @@ class ArchEncoder:
     def __init__(self, space_name: str):
         from search_spaces.base import get_space
 
+        registered_spaces()  # a saved model may name a space whose module is not imported yet
         self.space_name = space_name
         self.space = get_space(space_name)
 

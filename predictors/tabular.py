@@ -81,6 +81,8 @@ def fit_table(
         the table's space (arch tables of a space with FLOPs/params, models that support it).
     """
     _check_model(model)
+    if k < 2:
+        raise UserError(f"--folds must be at least 2, got {k}")
     if not 0.0 < holdout < 1.0:
         raise UserError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
     table = read_csv(path)

@@ -135,6 +135,9 @@ def _bad(files, name):
                                "--target", "accuracy"], "no registered search space decodes"),
         "unknown space": (["fit", str(files["arch_train"]), "--target", "accuracy", "--space", "vgg"],
                           "unknown search space 'vgg'"),
+        "one fold": (["fit", str(files["gen_train"]), "--target", "acc", "--folds", "1"], "--folds must be at least 2"),
+        "out is a file": (["fit", str(files["gen_train"]), "--target", "acc", "--out", str(files["gen_train"])],
+                          "is a file; pass a directory"),
         "unknown model": (["fit", str(files["arch_train"]), "--target", "accuracy", "--model", "xgb"],
                           "known models: ridge, rbf, gp, gbt, mlp, auto"),
         "unknown ignore": (["fit", str(files["gen_train"]), "--target", "acc", "--ignore", "runid"],
@@ -171,7 +174,7 @@ def _empty(d):
 
 BAD_CASES = [
     "missing file", "empty file", "header only", "missing target", "NaN target", "text target", "ragged row",
-    "bad arch", "undetectable arch", "unknown space", "unknown model", "unknown ignore", "empty feature",
+    "bad arch", "undetectable arch", "unknown space", "one fold", "out is a file", "unknown model", "unknown ignore", "empty feature",
     "too few rows", "pretrain generic", "unseen choice", "unseen number", "missing feature column",
     "missing model", "evaluate NaN target",
 ]
@@ -181,7 +184,7 @@ BAD_CASES = [
 def test_bad_input_is_one_line_error_with_exit_2(files, case, monkeypatch):
     monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
     args, expected = _bad(files, case)
-    if args[0] == "fit":
+    if args[0] == "fit" and "--out" not in args:
         args = args + ["--out", str(files["dir"] / "never")]
     r = runner.invoke(app, ["predictor", *args])
     assert r.exit_code == 2, (r.exit_code, r.output, r.exception)

@@ -38,8 +38,11 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Fit a predictor on DATA, report held-out and k-fold tau/rho/RMSE, save it to --out."""
+    from nas_cli.errors import UserError
     from predictors.tabular import fit_table
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory to save the predictor in")
     table_model, report = fit_table(
         data, target, model=model, space=space, ignore=ignore, seed=seed, k=folds, holdout=holdout,
         pretrain_samples=pretrain_samples,
