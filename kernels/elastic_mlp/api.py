@@ -46,7 +46,8 @@ def elastic_mlp(x, w1, b1, w2, b2, *, h, activation: str = "relu", implementatio
 
 def _blocks(cfg, m, d, hmax):
   bm = _common.block_size(m, min(cfg.block_cap, 64))
-  bh = _common.block_size(hmax, min(cfg.block_cap, 64))
+  # bh is also a block of the weight-gradient tiles: up to 128 keeps TPU's (8, 128) block rule.
+  bh = _common.block_size(hmax, cfg.block_cap)
   # D stays whole inside a program (the fused kernel keeps a (bm, D) accumulator); Triton wants powers of 2.
   dp = _common.next_pow2(max(d, 16))
   return bm, bh, _common.round_up(m, bm), dp, _common.round_up(hmax, bh)
