@@ -484,17 +484,16 @@ def _with_predictor(ctx: _Context, state: dict | None, get_predictor) -> dict:
             state = {**state, "done": True}
             ctx.checkpoint(state)
             break
-        truth = ctx.measure([space.decode(p) for p in picked])
+        ctx.measure([space.decode(p) for p in picked])
         measured += picked
         extra = {"stage": "predictor", "batch": len(picked)}
-        have_pred = [p for p in picked if p in predicted]
-        if len(have_pred) >= 2:
+        scored = [p for p in picked if p in predicted]
+        if "accuracy" in surrogate.models and len(scored) >= 2:
+            # how well the model ranked what it chose: the usual health check of a predictor loop
             from predictors import kendall_tau
 
-            extra["batch_kendall_tau"] = kendall_tau([ctx.cache[p]["accuracy"] for p in have_pred],
-                                                     [predicted[p]["accuracy"] for p in have_pred]) \
-                if "accuracy" in cfg.objectives else None
-        del truth
+            extra["batch_kendall_tau"] = kendall_tau([ctx.cache[p]["accuracy"] for p in scored],
+                                                     [predicted[p]["accuracy"] for p in scored])
         ctx.log(it, measured, **extra)
         state = {"iteration": it, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
