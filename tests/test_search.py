@@ -229,6 +229,21 @@ def test_strategy_conformance(name, tmp_path):
     assert _front(tmp_path / "b") == front
 
 
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_strategy_conformance_as_inner_search_of_the_predictor_loop(name, tmp_path):
+    if not _predictor_available():
+        pytest.skip("predictors package not importable")
+    cfg = SearchConfig(budgets=BUDGET, algorithm=name, population=6, generations=2, seed=2,
+                       evaluations=14, initial=6, batch=4, predictor="ridge")
+    ev = ToyEvaluator()
+    res = run_search(ev, cfg, tmp_path / "a")
+    assert len(ev.calls) == len(set(ev.calls)) == 14 == res.log[-1]["n_evaluations"]
+    front = _front(tmp_path / "a")
+    assert front and all(r["latency_ms"] <= res.bounds["latency"] for r in front)
+    run_search(ToyEvaluator(), cfg, tmp_path / "b")
+    assert _front(tmp_path / "b") == front
+
+
 def test_budgets_are_constraints_not_penalties(tmp_path):
     cfg = SearchConfig(budgets=(parse_budget("latency", "1.6"), parse_budget("flops", "20k")),
                        population=6, generations=3)

@@ -48,9 +48,9 @@ def search(
 ) -> None:
     """Search Pareto-optimal subnets (accuracy vs latency by default) under hard budgets.
 
-    Writes pareto.json (read by `nas export subnet --rank K`), pareto.csv, pareto.png,
-    search_log.jsonl (hypervolume per iteration) and the measurement cache to --out, and prints
-    the front. Re-running with the same --out resumes an interrupted search.
+    Writes pareto.json (read by `nas export subnet --rank K`), pareto.csv, pareto.png, search_log.jsonl (hypervolume per iteration) and the measurement cache to --out, then prints the front.
+
+    Re-running with the same --out resumes an interrupted search from its last finished iteration.
     """
     from nas_cli.search import SearchConfig, format_front, parse_budget, parse_objectives, run_search
 
