@@ -193,6 +193,14 @@ def test_infeasible_budget_names_smallest_latency(tmp_path):
         run_search(ToyEvaluator(), cfg, tmp_path)
 
 
+def test_corrected_budget_after_infeasible_one_runs_in_same_out(tmp_path):
+    with pytest.raises(UserError):
+        run_search(ToyEvaluator(), SearchConfig(budgets=(parse_budget("latency", "0.1"),)), tmp_path)
+    cfg = SearchConfig(budgets=BUDGET, population=4, generations=1)
+    run_search(ToyEvaluator(), cfg, tmp_path)
+    assert _front(tmp_path)
+
+
 def test_unknown_algorithm_lists_known(tmp_path):
     with pytest.raises(UserError, match="nsga2, nsga3, agemoea2, moead, random"):
         run_search(ToyEvaluator(), SearchConfig(budgets=BUDGET, algorithm="cmaes"), tmp_path)

@@ -147,11 +147,17 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(out_dir, {"space": space.name, "source": source, **config.to_json()})
+    wanted = {"space": space.name, "source": source, **config.to_json()}
+    if not _same_config(out_dir, wanted):
+        # files without a recorded config belong to no search (e.g. one stopped by a bad budget)
+        for name in (CACHE_FILE, STATE_FILE, LOG_FILE):
+            (out_dir / name).unlink(missing_ok=True)
     cache = EvalCache(out_dir / CACHE_FILE)
 
     largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate)
     bounds = _resolve_budgets(space, config.budgets, largest, smallest)
+    if not (out_dir / CONFIG_FILE).exists():  # recorded once the budgets are known to be feasible
+        atomic_write_json(out_dir / CONFIG_FILE, wanted)
     norm = make_normaliser(config.objectives, smallest, largest, bounds)
     ctx = _Context(space, evaluator, config, cache, bounds, norm, out_dir, progress)
 
@@ -204,18 +210,23 @@ class _Context:
             self.progress(rec)
 
 
-def _check_or_write_config(out_dir: Path, wanted: dict) -> None:
+def _same_config(out_dir: Path, wanted: dict) -> bool:
+    """True when ``out_dir`` records this search; False when it records none.
+
+    Raises:
+      UserError: ``out_dir`` records a different search.
+    """
     path = out_dir / CONFIG_FILE
-    if path.exists():
-        have = json.loads(path.read_text())
-        wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
-        diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
-        if diff:
-            details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
-            raise UserError(f"{out_dir} holds a different search ({details}); "
-                            "repeat its settings to resume it, or pass another --out")
-    else:
-        atomic_write_json(path, wanted)
+    if not path.exists():
+        return False
+    have = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
+    diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+    if diff:
+        details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+        raise UserError(f"{out_dir} holds a different search ({details}); "
+                        "repeat its settings to resume it, or pass another --out")
+    return True
 
 
 def _resolve_budgets(space: SearchSpace, budgets: Sequence[Budget], largest: dict, smallest: dict) -> dict[str, float]:
