@@ -32,7 +32,7 @@ from nas_cli.io import atomic_write_bytes, atomic_write_json
 from nas_cli.search.algorithms import ALGORITHMS, make_algorithm
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
-from nas_cli.search.operators import canonical_keys, repair_genomes, sample_genomes
+from nas_cli.search.operators import canonical_keys, sample_genomes
 from nas_cli.search.outputs import write_outputs
 from nas_cli.search.problem import ArchProblem
 from nas_cli.search.tracking import (
@@ -511,4 +511,4 @@ def _with_predictor(ctx: _Context, state: dict | None, get_predictor) -> dict:
     return state
 
 
-__all__ = ["SearchConfig", "SearchResult", "run_search", "initial_design", "select_diverse", "repair_genomes"]
+__all__ = ["SearchConfig", "SearchResult", "run_search", "initial_design", "select_diverse"]
