@@ -76,7 +76,13 @@ def search(
         if named:
             raise UserError(f"objective columns ({', '.join(named)}) only apply with --benchmark-table; "
                             "write the objectives without '=COL'")
-        from nas_cli.run_eval import open_run_evaluator  # lazy: pulls in JAX and the supernet
+        try:
+            from nas_cli.run_eval import open_run_evaluator  # lazy: pulls in JAX and the supernet
+        except ModuleNotFoundError as e:
+            if e.name != "nas_cli.run_eval":
+                raise
+            raise UserError("searching a training run needs nas_cli.run_eval, which this build lacks; "
+                            "search a benchmark table with --benchmark-table instead") from None
 
         evaluator = open_run_evaluator(run_dir, seed=seed, latency_table=latency_table)
         source = str(run_dir.resolve())
