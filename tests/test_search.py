@@ -306,3 +306,29 @@ def test_resume_after_kill_equals_uninterrupted(mode, tmp_path):
     idle = ToyEvaluator()
     run_search(idle, cfg, tmp_path / "cut")
     assert idle.calls == [] and _front(tmp_path / "cut") == _front(tmp_path / "full")
+
+
+def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from typer.testing import CliRunner
+
+    from nas_cli.main import app
+
+    seen = {}
+
+    def open_run_evaluator(run_dir, *, seed=0, latency_table=None):
+        seen.update(run_dir=run_dir, seed=seed, latency_table=latency_table)
+        return ToyEvaluator()
+
+    monkeypatch.setitem(sys.modules, "nas_cli.run_eval", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "70%", "--population", "4",
+                                 "--generations", "2", "--seed", "5"])
+    assert r.exit_code == 0, r.output
+    assert seen == {"run_dir": run, "seed": 5, "latency_table": None}
+    front = _front(run / "search")
+    assert front[0]["rank"] == 1 and SPACE.canonical(front[0]["arch"]) == front[0]["arch"]
+    r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "0.2ms", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "smallest latency achievable is 0.7" in r.stderr
