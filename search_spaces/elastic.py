@@ -1,0 +1,148 @@
+"""Building blocks for supernets whose subnet is chosen at run time, without recompiling.
+
+The subnet is selected by integer arrays passed to the jitted step. Each elastic block is a
+``lax.switch`` over static-shape branches (one per width x kernel choice, plus an identity branch
+for blocks that elastic depth switches off), so a small subnet only computes its own shapes.
+
+Plain ``lax.switch`` is slow to train on XLA CPU: its VJP keeps the residuals of every branch and
+hits slow paths (../shared/NOTES-jax.md measured 0.8-0.9x of the largest network's step for the
+smallest subnet). :func:`switch_vjp` saves only the branch index and the inputs, and its backward
+pass recomputes the VJP of the taken branch alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+BN_EPS = 1e-5
+
+
+def switch_vjp(index: jax.Array, branches: Sequence[Callable], *operands):
+    """``lax.switch(index, branches, *operands)`` whose backward pass differentiates one branch.
+
+    Forward saves (index, operands); backward runs ``lax.switch`` over the branches' VJPs, which
+    recomputes the chosen branch's forward (cheap, and it keeps memory to one branch).
+    """
+    branches = tuple(branches)
+
+    @jax.custom_vjp
+    def f(index, *ops):
+        return lax.switch(index, branches, *ops)
+
+    def fwd(index, *ops):
+        return lax.switch(index, branches, *ops), (index, ops)
+
+    def bwd(res, g):
+        index, ops = res
+
+        def vjp_of(branch):
+            def run(ops, g):
+                _, pullback = jax.vjp(branch, *ops)
+                return pullback(g)
+
+            return run
+
+        grads = lax.switch(index, [vjp_of(b) for b in branches], ops, g)
+        return (None, *grads)
+
+    f.defvjp(fwd, bwd)
+    return f(index, *operands)
+
+
+def batch_norm(x, p, s, c: int, mode: str):
+    """BatchNorm over the first ``c`` channels of full-size parameters ``p`` and statistics ``s``.
+
+    Args:
+      x: (..., c) activations.
+      p: {"scale", "bias"} of the largest width.
+      s: {"mean", "var"} of the largest width (used in ``eval`` mode only).
+      c: active channels (static).
+      mode: "train" and "calib" normalise with the batch statistics (calibration also returns them,
+        zero-padded to full width); "eval" uses ``s``.
+
+    Returns:
+      (y, stats) where stats is {"mean", "var"} padded to full width, or None outside calibration.
+    """
+    axes = tuple(range(x.ndim - 1))
+    if mode == "eval":
+        mean, var = s["mean"][:c], s["var"][:c]
+    else:
+        mean = jnp.mean(x, axes)
+        var = jnp.mean(jnp.square(x - mean), axes)
+    y = (x - mean) * lax.rsqrt(var + BN_EPS) * p["scale"][:c] + p["bias"][:c]
+    if mode != "calib":
+        return y, None
+    full = p["scale"].shape[0]
+    pad = (0, full - c)
+    return y, {"mean": jnp.pad(mean, pad), "var": jnp.pad(var, pad)}
+
+
+def same_padding(size: int, k: int, stride: int) -> tuple[int, int, int]:
+    """(pad_lo, pad_hi, out_size) of XLA's 'SAME' padding, so results match ``lax.conv`` exactly."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2, out
+
+
+def depthwise_conv(x, w, stride: int):
+    """Depthwise conv, 'SAME' padding, as a sum of k*k shifted, per-channel-scaled copies.
+
+    Identical to ``lax.conv_general_dilated(feature_group_count=C)``, but with no slow path when its
+    weight gradient sits inside a conditional on XLA CPU (NOTES-jax.md: 38 ms against 2.7 s).
+
+    Args:
+      x: (B, H, W, C).
+      w: (k, k, C).
+    """
+    k = w.shape[0]
+    _, h, wd, _ = x.shape
+    lo_h, hi_h, out_h = same_padding(h, k, stride)
+    lo_w, hi_w, out_w = same_padding(wd, k, stride)
+    xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+    out = None
+    for dy in range(k):
+        for dx in range(k):
+            patch = xp[:, dy : dy + (out_h - 1) * stride + 1 : stride, dx : dx + (out_w - 1) * stride + 1 : stride, :]
+            term = patch * w[dy, dx]
+            out = term if out is None else out + term
+    return out
+
+
+def centre_kernel(dw, transforms: dict, k: int, kernel_choices: Sequence[int]):
+    """OFA elastic kernel: centre-crop the largest kernel, passing through learned transforms.
+
+    Going from size K to the next smaller size k, the centre k x k crop is multiplied (per layer,
+    shared over channels) by a learned (k*k, k*k) matrix ``transforms[f"tf{k}"]``, initialised to
+    the identity. Smaller kernels are built from the transformed larger ones, as in OFA.
+
+    Args:
+      dw: (Kmax, Kmax, C) depthwise kernel.
+      transforms: {"tf{k}": (k*k, k*k)} for every k below the largest.
+      k: wanted kernel size (static).
+    """
+    sizes = sorted(kernel_choices, reverse=True)
+    w = dw
+    for size in sizes[1:]:
+        if size < k:
+            break
+        off = (w.shape[0] - size) // 2
+        crop = w[off : off + size, off : off + size, :]  # (size, size, C)
+        c = crop.shape[-1]
+        crop = jnp.einsum("ic,ij->jc", crop.reshape(size * size, c), transforms[f"tf{size}"])
+        w = crop.reshape(size, size, c)
+    return w
+
+
+def hard_swish(x):
+    return x * jax.nn.relu6(x + 3.0) / 6.0
+
+
+def hard_sigmoid(x):
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+ACTIVATIONS = {"relu": jax.nn.relu, "hswish": hard_swish}

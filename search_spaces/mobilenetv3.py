@@ -1,0 +1,724 @@
+"""Once-for-All's MobileNetV3 space: elastic depth, expand ratio, kernel size and resolution.
+
+Canonical string: ``r{resolution}`` then one ``-``-separated group per stage, each the ``.``-joined
+active blocks ``k{kernel}e{expand}``. Example (3 stages): ``r8-k3e4.k5e6-k7e3-k3e3.k3e6.k5e4``.
+Only active blocks are written, so the stage depth is the number of blocks in its group.
+
+The supernet's math is pure functions over a parameter pytree: the elastic blocks go through
+``lax.switch`` / ``lax.scan`` / ``custom_vjp``, which want pure functions, and the train step
+differentiates them with ``jax.grad``. The deployable static subnet is a Flax NNX module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import partial
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_space
+from search_spaces.elastic import (
+    ACTIVATIONS,
+    BN_EPS,
+    batch_norm,
+    centre_kernel,
+    depthwise_conv,
+    hard_sigmoid,
+    hard_swish,
+    same_padding,
+    switch_vjp,
+)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileNetV3Config:
+    """Shape of the supernet. All channel counts are after the width multiplier."""
+
+    stem_channels: int
+    first_channels: int
+    stage_channels: tuple[int, ...]
+    stage_strides: tuple[int, ...]
+    stage_acts: tuple[str, ...]
+    stage_se: tuple[bool, ...]
+    head_channels: int
+    feature_channels: int
+    stem_stride: int = 1
+    depth_choices: tuple[int, ...] = (2, 3, 4)
+    expand_choices: tuple[int, ...] = (3, 4, 6)
+    kernel_choices: tuple[int, ...] = (3, 5, 7)
+    resolutions: tuple[int, ...] = (32,)
+    in_channels: int = 3
+    num_classes: int = 10
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_channels)
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_choices)
+
+    @property
+    def num_branches(self) -> int:
+        """Width x kernel branches per block (the identity branch of a skipped block comes after)."""
+        return len(self.kernel_choices) * len(self.expand_choices)
+
+    def block_io(self, stage: int, block: int) -> tuple[int, int, int]:
+        """(in channels, out channels, stride) of a block."""
+        cin = self.first_channels if stage == 0 else self.stage_channels[stage - 1]
+        if block > 0:
+            return self.stage_channels[stage], self.stage_channels[stage], 1
+        return cin, self.stage_channels[stage], self.stage_strides[stage]
+
+
+def ofa_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int = 10,
+               resolutions: tuple[int, ...] = (24, 28, 32)) -> MobileNetV3Config:
+    """OFA-MobileNetV3's 5 stages, strides adapted to 28-32 px inputs (stem stride 1)."""
+    w = lambda c: make_divisible(c * width_mult)  # noqa: E731
+    return MobileNetV3Config(
+        stem_channels=w(16),
+        first_channels=w(16),
+        stage_channels=tuple(w(c) for c in (24, 40, 80, 112, 160)),
+        stage_strides=(2, 2, 2, 1, 2),
+        stage_acts=("relu", "relu", "hswish", "hswish", "hswish"),
+        stage_se=(False, True, False, True, True),
+        head_channels=w(960),
+        feature_channels=w(1280),
+        resolutions=tuple(resolutions),
+        in_channels=in_channels,
+        num_classes=num_classes,
+    )
+
+
+def tiny_config(in_channels: int = 1, num_classes: int = 10,
+                resolutions: tuple[int, ...] = (8,)) -> MobileNetV3Config:
+    """Three small stages for 8x8 digits and the tests; same mechanisms as the full space."""
+    return MobileNetV3Config(
+        stem_channels=8,
+        first_channels=8,
+        stage_channels=(12, 16, 24),
+        stage_strides=(1, 2, 2),
+        stage_acts=("relu", "hswish", "hswish"),
+        stage_se=(False, True, True),
+        head_channels=64,
+        feature_channels=64,
+        depth_choices=(1, 2, 3),
+        # Two kernel and two expand choices keep the per-variant compile cost of the tests and the
+        # 8x8 demo small; kernel 7 on an 8x8 map would be mostly padding anyway.
+        kernel_choices=(3, 5),
+        expand_choices=(3, 6),
+        resolutions=tuple(resolutions),
+        in_channels=in_channels,
+        num_classes=num_classes,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileNetV3Arch:
+    """One subnet: input resolution and, per stage, the (kernel, expand) of each active block."""
+
+    resolution: int
+    stages: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(len(s) for s in self.stages)
+
+
+_BLOCK_RE = re.compile(r"^k(\d+)e(\d+)$")
+
+
+class MobileNetV3Space(SupernetSpace):
+    """OFA MobileNetV3 space over a :class:`MobileNetV3Config`."""
+
+    def __init__(self, config: MobileNetV3Config, name: str = "mobilenetv3"):
+        self.config = config
+        self.name = name
+        self.resolutions = config.resolutions
+        genes = [Gene("resolution", config.resolutions)]
+        for s in range(config.num_stages):
+            genes.append(Gene(f"s{s + 1}.depth", config.depth_choices))
+            for b in range(config.max_depth):
+                genes.append(Gene(f"s{s + 1}.b{b + 1}.kernel", config.kernel_choices))
+                genes.append(Gene(f"s{s + 1}.b{b + 1}.expand", config.expand_choices))
+        self._genes = tuple(genes)
+
+    # --- genome ------------------------------------------------------------------------
+    @property
+    def genes(self) -> tuple[Gene, ...]:
+        return self._genes
+
+    def _check_genome(self, genome: Sequence[int]) -> list[int]:
+        genome = [int(g) for g in genome]
+        if len(genome) != len(self._genes):
+            raise ArchError(f"{self.name} genome has {len(genome)} genes; expected {len(self._genes)}")
+        for gene, idx in zip(self._genes, genome):
+            if not 0 <= idx < len(gene.choices):
+                raise ArchError(f"gene {gene.name} index {idx} out of range 0..{len(gene.choices) - 1}")
+        return genome
+
+    def from_genome(self, genome: Sequence[int]) -> MobileNetV3Arch:
+        cfg = self.config
+        g = self._check_genome(genome)
+        resolution = cfg.resolutions[g[0]]
+        stages, pos = [], 1
+        for _ in range(cfg.num_stages):
+            depth = cfg.depth_choices[g[pos]]
+            blocks = []
+            for b in range(cfg.max_depth):
+                k_idx, e_idx = g[pos + 1 + 2 * b], g[pos + 2 + 2 * b]
+                if b < depth:
+                    blocks.append((cfg.kernel_choices[k_idx], cfg.expand_choices[e_idx]))
+            stages.append(tuple(blocks))
+            pos += 1 + 2 * cfg.max_depth
+        return MobileNetV3Arch(resolution, tuple(stages))
+
+    def to_genome(self, arch: MobileNetV3Arch) -> np.ndarray:
+        cfg = self.config
+        self._validate(arch)
+        g = [cfg.resolutions.index(arch.resolution)]
+        for blocks in arch.stages:
+            g.append(cfg.depth_choices.index(len(blocks)))
+            for b in range(cfg.max_depth):
+                if b < len(blocks):
+                    k, e = blocks[b]
+                    g += [cfg.kernel_choices.index(k), cfg.expand_choices.index(e)]
+                else:
+                    g += [0, 0]
+        return np.asarray(g, np.int32)
+
+    def _active_mask(self, arch: MobileNetV3Arch) -> np.ndarray:
+        mask = [True]
+        for blocks in arch.stages:
+            mask.append(True)
+            for b in range(self.config.max_depth):
+                mask += [b < len(blocks)] * 2
+        return np.asarray(mask)
+
+    def features(self, arch: MobileNetV3Arch) -> np.ndarray:
+        return _one_hot_plus_ordinal(self._genes, self.to_genome(arch), self._active_mask(arch))
+
+    # --- strings -------------------------------------------------------------------------
+    def _validate(self, arch: MobileNetV3Arch) -> None:
+        cfg = self.config
+        if arch.resolution not in cfg.resolutions:
+            raise ArchError(f"resolution {arch.resolution} not in {{{', '.join(map(str, cfg.resolutions))}}}")
+        if len(arch.stages) != cfg.num_stages:
+            raise ArchError(f"{len(arch.stages)} stages; {self.name} has {cfg.num_stages}")
+        for s, blocks in enumerate(arch.stages):
+            if len(blocks) not in cfg.depth_choices:
+                raise ArchError(
+                    f"stage {s + 1}: depth {len(blocks)} not in {{{', '.join(map(str, cfg.depth_choices))}}}")
+            for b, (k, e) in enumerate(blocks):
+                if k not in cfg.kernel_choices:
+                    raise ArchError(f"stage {s + 1} block {b + 1}: kernel {k} not in "
+                                    f"{{{', '.join(map(str, cfg.kernel_choices))}}}")
+                if e not in cfg.expand_choices:
+                    raise ArchError(f"stage {s + 1} block {b + 1}: expand {e} not in "
+                                    f"{{{', '.join(map(str, cfg.expand_choices))}}}")
+
+    def encode(self, arch: MobileNetV3Arch) -> str:
+        self._validate(arch)
+        groups = [".".join(f"k{k}e{e}" for k, e in blocks) for blocks in arch.stages]
+        return f"r{arch.resolution}-" + "-".join(groups)
+
+    def decode(self, text: str) -> MobileNetV3Arch:
+        cfg = self.config
+        example = self.encode(self.smallest())
+        parts = str(text).strip().split("-")
+        if not parts[0].startswith("r") or not parts[0][1:].isdigit():
+            raise ArchError(f"arch {text!r}: first field {parts[0]!r} must be r<resolution>, "
+                            f"resolution in {{{', '.join(map(str, cfg.resolutions))}}} (example: {example})")
+        if len(parts) - 1 != cfg.num_stages:
+            raise ArchError(f"arch {text!r} has {len(parts) - 1} stage groups; {self.name} needs "
+                            f"{cfg.num_stages}, separated by '-' (example: {example})")
+        stages = []
+        for s, group in enumerate(parts[1:]):
+            blocks = []
+            for b, field in enumerate(group.split(".")):
+                m = _BLOCK_RE.match(field)
+                if not m:
+                    raise ArchError(f"arch {text!r}: stage {s + 1} block {b + 1} field {field!r} must be "
+                                    f"k<kernel>e<expand> with kernel in {{{', '.join(map(str, cfg.kernel_choices))}}} "
+                                    f"and expand in {{{', '.join(map(str, cfg.expand_choices))}}}")
+                blocks.append((int(m.group(1)), int(m.group(2))))
+            stages.append(tuple(blocks))
+        arch = MobileNetV3Arch(int(parts[0][1:]), tuple(stages))
+        try:
+            self._validate(arch)
+        except ArchError as e:
+            raise ArchError(f"arch {text!r}: {e}") from None
+        return arch
+
+    # --- run-time selection -------------------------------------------------------------
+    def arch_arrays(self, arch: MobileNetV3Arch) -> np.ndarray:
+        """(stages, max_depth) int32 branch indices for the supernet; ``num_branches`` = skipped."""
+        cfg = self.config
+        self._validate(arch)
+        out = np.full((cfg.num_stages, cfg.max_depth), cfg.num_branches, np.int32)
+        ne = len(cfg.expand_choices)
+        for s, blocks in enumerate(arch.stages):
+            for b, (k, e) in enumerate(blocks):
+                out[s, b] = cfg.kernel_choices.index(k) * ne + cfg.expand_choices.index(e)
+        return out
+
+    # --- costs ---------------------------------------------------------------------------
+    def _layers(self, arch: MobileNetV3Arch):
+        """Yields (kind, macs, params) per layer of the static subnet, in order."""
+        cfg = self.config
+        h = w = arch.resolution
+        _, _, h = same_padding(h, 3, cfg.stem_stride)
+        w = h
+        c0 = cfg.stem_channels
+        yield "stem", h * w * 9 * cfg.in_channels * c0, 9 * cfg.in_channels * c0 + 2 * c0
+        c1 = cfg.first_channels
+        yield "first.dw", h * w * 9 * c0, 9 * c0 + 2 * c0
+        yield "first.proj", h * w * c0 * c1, c0 * c1 + 2 * c1
+        for s, blocks in enumerate(arch.stages):
+            for b, (k, e) in enumerate(blocks):
+                cin, cout, stride = cfg.block_io(s, b)
+                hid = cin * e
+                yield "expand", h * w * cin * hid, cin * hid + 2 * hid
+                _, _, h = same_padding(h, k, stride)
+                w = h
+                yield "dw", h * w * k * k * hid, k * k * hid + 2 * hid
+                if cfg.stage_se[s]:
+                    mid = se_mid(hid)
+                    yield "se", 2 * hid * mid, 2 * hid * mid + mid + hid
+                yield "proj", h * w * hid * cout, hid * cout + 2 * cout
+        clast = cfg.stage_channels[-1]
+        yield "head", h * w * clast * cfg.head_channels, clast * cfg.head_channels + 2 * cfg.head_channels
+        f = cfg.feature_channels
+        yield "feature", cfg.head_channels * f, cfg.head_channels * f + f
+        yield "classifier", f * cfg.num_classes, f * cfg.num_classes + cfg.num_classes
+
+    def flops(self, arch: MobileNetV3Arch) -> int:
+        return int(sum(m for _, m, _ in self._layers(arch)))
+
+    def params(self, arch: MobileNetV3Arch) -> int:
+        return int(sum(p for _, _, p in self._layers(arch)))
+
+    # --- models --------------------------------------------------------------------------
+    def init_supernet(self, key: jax.Array) -> dict:
+        return init_supernet(self.config, key)
+
+    def supernet_apply(self, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
+        return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode, train_vjp=train_vjp)
+
+    def static_model(self, arch: MobileNetV3Arch, rngs: nnx.Rngs) -> "StaticMobileNetV3":
+        self._validate(arch)
+        return StaticMobileNetV3(self.config, arch, rngs)
+
+    def extract(self, params, stats, arch: MobileNetV3Arch) -> "StaticMobileNetV3":
+        """The standalone subnet with weights sliced from the supernet and the given BN statistics."""
+        model = self.static_model(arch, nnx.Rngs(0))
+        load_static_weights(self.config, model, params, stats, arch)
+        return model
+
+    def sort_channels(self, params) -> dict:
+        return sort_channels(self.config, params)
+
+
+def se_mid(hidden: int) -> int:
+    return max(1, hidden // 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Supernet parameters
+# ----------------------------------------------------------------------------------------------
+def _he(key, shape, fan_in, dtype=jnp.float32):
+    return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / fan_in)
+
+
+def _bn_params(c):
+    return {"scale": jnp.ones((c,), jnp.float32), "bias": jnp.zeros((c,), jnp.float32)}
+
+
+def _block_params(cfg: MobileNetV3Config, key, cin: int, cout: int, se: bool) -> dict:
+    hmax = cin * max(cfg.expand_choices)
+    kmax = max(cfg.kernel_choices)
+    keys = jax.random.split(key, 5)
+    p = {
+        "expand": _he(keys[0], (cin, hmax), cin),
+        "bn1": _bn_params(hmax),
+        "dw": _he(keys[1], (kmax, kmax, hmax), kmax * kmax),
+        "bn2": _bn_params(hmax),
+        "proj": _he(keys[2], (hmax, cout), hmax) * 0.5,
+        "bn3": _bn_params(cout),
+    }
+    for k in sorted(cfg.kernel_choices)[:-1]:
+        p[f"tf{k}"] = jnp.eye(k * k, dtype=jnp.float32)
+    if se:
+        mmax = se_mid(hmax)
+        p["se"] = {
+            "rw": _he(keys[3], (hmax, mmax), hmax),
+            "rb": jnp.zeros((mmax,), jnp.float32),
+            "ew": _he(keys[4], (mmax, hmax), mmax),
+            "eb": jnp.zeros((hmax,), jnp.float32),
+        }
+    return p
+
+
+def init_supernet(cfg: MobileNetV3Config, key: jax.Array) -> dict:
+    """Parameters of the largest network; every subnet's weights are slices of these."""
+    keys = jax.random.split(key, 6 + cfg.num_stages)
+    c0, c1 = cfg.stem_channels, cfg.first_channels
+    params = {
+        "stem": {"w": _he(keys[0], (3, 3, cfg.in_channels, c0), 9 * cfg.in_channels), "bn": _bn_params(c0)},
+        "first": {"dw": _he(keys[1], (3, 3, c0), 9), "bn1": _bn_params(c0),
+                  "proj": _he(keys[2], (c0, c1), c0), "bn2": _bn_params(c1)},
+        "stages": [],
+        "head": {"w": _he(keys[3], (cfg.stage_channels[-1], cfg.head_channels), cfg.stage_channels[-1]),
+                 "bn": _bn_params(cfg.head_channels)},
+        "feature": {"w": _he(keys[4], (cfg.head_channels, cfg.feature_channels), cfg.head_channels),
+                    "b": jnp.zeros((cfg.feature_channels,), jnp.float32)},
+        "classifier": {"w": _he(keys[5], (cfg.feature_channels, cfg.num_classes), cfg.feature_channels) * 0.1,
+                       "b": jnp.zeros((cfg.num_classes,), jnp.float32)},
+    }
+    for s in range(cfg.num_stages):
+        bkeys = jax.random.split(keys[6 + s], cfg.max_depth)
+        cin, cout, _ = cfg.block_io(s, 0)
+        first = _block_params(cfg, bkeys[0], cin, cout, cfg.stage_se[s])
+        rest = [_block_params(cfg, k, cout, cout, cfg.stage_se[s]) for k in bkeys[1:]]
+        params["stages"].append({"first": first, "rest": jax.tree.map(lambda *a: jnp.stack(a), *rest)})
+    return params
+
+
+def init_stats(params) -> dict:
+    """BatchNorm statistics with the structure of ``params``' BN nodes: mean 0, variance 1."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            if set(node) == {"scale", "bias"}:
+                return {"mean": jnp.zeros_like(node["scale"]), "var": jnp.ones_like(node["scale"])}
+            return {k: walk(v) for k, v in node.items() if _has_bn(v)}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        raise TypeError(node)
+
+    return walk(params)
+
+
+def _has_bn(node) -> bool:
+    if isinstance(node, dict):
+        return set(node) == {"scale", "bias"} or any(_has_bn(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_bn(v) for v in node)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Supernet forward
+# ----------------------------------------------------------------------------------------------
+def _block(cfg, p, s, x, *, cin, cout, stride, k, e, act, se, mode):
+    """One inverted-residual block at static (kernel, expand). Returns (y, calibration stats)."""
+    h = cin * e
+    act_fn = ACTIVATIONS[act]
+    s = s if s is not None else {"bn1": None, "bn2": None, "bn3": None}  # train mode reads no stats
+    stats = {}
+    z = jnp.einsum("bhwc,cd->bhwd", x, p["expand"][:, :h])
+    z, stats["bn1"] = batch_norm(z, p["bn1"], s["bn1"], h, mode)
+    z = act_fn(z)
+    tf = {name: p[name] for name in p if name.startswith("tf")}
+    w = centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)
+    z = depthwise_conv(z, w, stride)
+    z, stats["bn2"] = batch_norm(z, p["bn2"], s["bn2"], h, mode)
+    z = act_fn(z)
+    if se:
+        m = se_mid(h)
+        pooled = jnp.mean(z, axis=(1, 2))  # (B, h)
+        r = jax.nn.relu(pooled @ p["se"]["rw"][:h, :m] + p["se"]["rb"][:m])
+        gate = hard_sigmoid(r @ p["se"]["ew"][:m, :h] + p["se"]["eb"][:h])
+        z = z * gate[:, None, None, :]
+    y = jnp.einsum("bhwc,cd->bhwd", z, p["proj"][:h, :])
+    y, stats["bn3"] = batch_norm(y, p["bn3"], s["bn3"], cout, mode)
+    if stride == 1 and cin == cout:
+        y = y + x
+    return y, stats
+
+
+def _zero_stats(s):
+    return jax.tree.map(jnp.zeros_like, s)
+
+
+def _elastic_block(cfg, p, s, x, index, *, stage: int, first: bool, mode: str, train_vjp: bool):
+    """Runs the branch chosen by the run-time ``index`` (``num_branches`` means: skip the block)."""
+    cin, cout, stride = cfg.block_io(stage, 0 if first else 1)
+    ne = len(cfg.expand_choices)
+    branches = []
+    for b in range(cfg.num_branches):
+        k, e = cfg.kernel_choices[b // ne], cfg.expand_choices[b % ne]
+        fn = partial(_block, cfg, cin=cin, cout=cout, stride=stride, k=k, e=e,
+                     act=cfg.stage_acts[stage], se=cfg.stage_se[stage], mode=mode)
+        branches.append(fn)
+    if not first:  # elastic depth: blocks after the first of a stage may be skipped
+        branches.append(lambda p, s, x: (x, _zero_stats(s) if mode == "calib" else None))
+
+    if mode == "train" and train_vjp:
+        # Training normalises with batch statistics, so the branches need no `s` (and a custom_vjp
+        # must not close over traced values).
+        ys = switch_vjp(index, [lambda p, x, f=f: f(p, None, x)[0] for f in branches], p, x)
+        return ys, None
+    if mode == "calib":
+        return lax.switch(index, branches, p, s, x)
+    y = lax.switch(index, [lambda p, s, x, f=f: f(p, s, x)[0] for f in branches], p, s, x)
+    return y, None
+
+
+def preprocess(images, resolution: int, mean: float, std: float):
+    """uint8 (B, H, W, C) -> float32 normalised, resized to ``resolution`` (bilinear, no antialias)."""
+    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    if x.shape[1] != resolution or x.shape[2] != resolution:
+        x = jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), "bilinear", antialias=False)
+    return x
+
+
+def supernet_apply(cfg: MobileNetV3Config, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
+    """Forward of the subnet selected by ``arch_arr`` (stages, max_depth) int32 branch indices.
+
+    Args:
+      params: from :func:`init_supernet`.
+      stats: from :func:`init_stats` (read in "eval" mode only; may be a placeholder otherwise).
+      x: (B, R, R, C) preprocessed images.
+      mode: "train" (batch statistics; custom VJP), "calib" (batch statistics, returned) or "eval".
+
+    Returns:
+      logits (B, num_classes), and in "calib" mode also the batch statistics pytree.
+    """
+    assert mode in ("train", "calib", "eval"), mode
+    if stats is None:
+        stats = init_stats(params)
+    new = {}
+    p, s = params["stem"], stats["stem"]
+    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.stem_channels, mode)
+    new["stem"] = {"bn": bn}
+    z = hard_swish(z)
+
+    p, s = params["first"], stats["first"]
+    c0, c1 = cfg.stem_channels, cfg.first_channels
+    y = depthwise_conv(z, p["dw"], 1)
+    y, bn1 = batch_norm(y, p["bn1"], s["bn1"], c0, mode)
+    y = jax.nn.relu(y)
+    y = jnp.einsum("bhwc,cd->bhwd", y, p["proj"])
+    y, bn2 = batch_norm(y, p["bn2"], s["bn2"], c1, mode)
+    z = y + z if c0 == c1 else y
+    new["first"] = {"bn1": bn1, "bn2": bn2}
+
+    new["stages"] = []
+    for st in range(cfg.num_stages):
+        ps, ss = params["stages"][st], stats["stages"][st]
+        z, first_stats = _elastic_block(cfg, ps["first"], ss["first"], z, arch_arr[st, 0],
+                                        stage=st, first=True, mode=mode, train_vjp=train_vjp)
+
+        def body(carry, inputs, st=st):
+            p_i, s_i, idx = inputs
+            y, st_i = _elastic_block(cfg, p_i, s_i, carry, idx, stage=st, first=False, mode=mode,
+                                     train_vjp=train_vjp)
+            return y, st_i
+
+        # Blocks after the first share shapes: one traced body per stage keeps compile time down.
+        z, rest_stats = lax.scan(body, z, (ps["rest"], ss["rest"], arch_arr[st, 1:]))
+        new["stages"].append({"first": first_stats, "rest": rest_stats})
+
+    p, s = params["head"], stats["head"]
+    z = jnp.einsum("bhwc,cd->bhwd", z, p["w"])
+    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.head_channels, mode)
+    new["head"] = {"bn": bn}
+    z = hard_swish(z)
+    z = jnp.mean(z, axis=(1, 2))  # (B, head)
+    z = hard_swish(z @ params["feature"]["w"] + params["feature"]["b"])
+    logits = z @ params["classifier"]["w"] + params["classifier"]["b"]
+    if mode == "calib":
+        return logits, new
+    return logits
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel importance (OFA elastic width)
+# ----------------------------------------------------------------------------------------------
+def _sort_block(p: dict) -> dict:
+    """Reorders a block's hidden channels by the L1 norm of the projection rows (most important
+    first), and SE's middle channels by the L1 norm of their reduce weights. The largest network's
+    function is unchanged; smaller widths then keep the most important channels."""
+    importance = jnp.sum(jnp.abs(p["proj"]), axis=1)  # (hmax,)
+    perm = jnp.argsort(-importance)
+    q = dict(p)
+    q["expand"] = p["expand"][:, perm]
+    q["bn1"] = {k: v[perm] for k, v in p["bn1"].items()}
+    q["dw"] = p["dw"][:, :, perm]
+    q["bn2"] = {k: v[perm] for k, v in p["bn2"].items()}
+    q["proj"] = p["proj"][perm, :]
+    if "se" in p:
+        se = p["se"]
+        rw, eb, ew = se["rw"][perm, :], se["eb"][perm], se["ew"][:, perm]
+        mperm = jnp.argsort(-jnp.sum(jnp.abs(rw), axis=0))
+        q["se"] = {"rw": rw[:, mperm], "rb": se["rb"][mperm], "ew": ew[mperm, :], "eb": eb}
+    return q
+
+
+def sort_channels(cfg: MobileNetV3Config, params) -> dict:
+    out = dict(params)
+    out["stages"] = [
+        {"first": _sort_block(st["first"]), "rest": jax.vmap(_sort_block)(st["rest"])}
+        for st in params["stages"]
+    ]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The static subnet (Flax NNX), and slicing supernet weights into it
+# ----------------------------------------------------------------------------------------------
+class _SE(nnx.Module):
+    def __init__(self, hidden: int, rngs: nnx.Rngs):
+        mid = se_mid(hidden)
+        self.reduce = nnx.Linear(hidden, mid, rngs=rngs)
+        self.expand = nnx.Linear(mid, hidden, rngs=rngs)
+
+    def __call__(self, z):
+        pooled = jnp.mean(z, axis=(1, 2))
+        gate = hard_sigmoid(self.expand(jax.nn.relu(self.reduce(pooled))))
+        return z * gate[:, None, None, :]
+
+
+def _bn(c, rngs):
+    return nnx.BatchNorm(c, use_running_average=True, epsilon=BN_EPS, rngs=rngs)
+
+
+class StaticBlock(nnx.Module):
+    def __init__(self, cin, cout, stride, k, e, act, se, rngs: nnx.Rngs):
+        h = cin * e
+        self.residual = stride == 1 and cin == cout
+        self.act = act
+        self.expand = nnx.Conv(cin, h, (1, 1), use_bias=False, rngs=rngs)
+        self.bn1 = _bn(h, rngs)
+        self.dw = nnx.Conv(h, h, (k, k), strides=(stride, stride), padding="SAME", feature_group_count=h,
+                           use_bias=False, rngs=rngs)
+        self.bn2 = _bn(h, rngs)
+        self.se = _SE(h, rngs) if se else None
+        self.proj = nnx.Conv(h, cout, (1, 1), use_bias=False, rngs=rngs)
+        self.bn3 = _bn(cout, rngs)
+
+    def __call__(self, x):
+        act = ACTIVATIONS[self.act]
+        z = act(self.bn1(self.expand(x)))
+        z = act(self.bn2(self.dw(z)))
+        if self.se is not None:
+            z = self.se(z)
+        y = self.bn3(self.proj(z))
+        return y + x if self.residual else y
+
+
+class StaticMobileNetV3(nnx.Module):
+    """A standalone subnet: plain NNX layers with static shapes, batch norm in inference mode.
+
+    Input: (B, resolution, resolution, C) images already normalised (see :func:`preprocess`).
+    """
+
+    def __init__(self, cfg: MobileNetV3Config, arch: MobileNetV3Arch, rngs: nnx.Rngs):
+        self.resolution = arch.resolution
+        c0, c1 = cfg.stem_channels, cfg.first_channels
+        self.stem = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding="SAME",
+                             use_bias=False, rngs=rngs)
+        self.stem_bn = _bn(c0, rngs)
+        self.first_dw = nnx.Conv(c0, c0, (3, 3), padding="SAME", feature_group_count=c0, use_bias=False, rngs=rngs)
+        self.first_bn1 = _bn(c0, rngs)
+        self.first_proj = nnx.Conv(c0, c1, (1, 1), use_bias=False, rngs=rngs)
+        self.first_bn2 = _bn(c1, rngs)
+        self.first_residual = c0 == c1
+        blocks = []
+        for s, stage in enumerate(arch.stages):
+            for b, (k, e) in enumerate(stage):
+                cin, cout, stride = cfg.block_io(s, b)
+                blocks.append(StaticBlock(cin, cout, stride, k, e, cfg.stage_acts[s], cfg.stage_se[s], rngs))
+        self.blocks = nnx.List(blocks)
+        self.head = nnx.Conv(cfg.stage_channels[-1], cfg.head_channels, (1, 1), use_bias=False, rngs=rngs)
+        self.head_bn = _bn(cfg.head_channels, rngs)
+        self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, rngs=rngs)
+        self.classifier = nnx.Linear(cfg.feature_channels, cfg.num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        z = hard_swish(self.stem_bn(self.stem(x)))
+        y = jax.nn.relu(self.first_bn1(self.first_dw(z)))
+        y = self.first_bn2(self.first_proj(y))
+        z = y + z if self.first_residual else y
+        for block in self.blocks:
+            z = block(z)
+        z = hard_swish(self.head_bn(self.head(z)))
+        z = jnp.mean(z, axis=(1, 2))
+        return self.classifier(hard_swish(self.feature(z)))
+
+
+def _set_bn(bn: nnx.BatchNorm, p, s, c: int):
+    bn.scale.value = p["scale"][:c]
+    bn.bias.value = p["bias"][:c]
+    bn.mean.value = s["mean"][:c]
+    bn.var.value = s["var"][:c]
+
+
+def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params, stats, arch: MobileNetV3Arch):
+    """Copies the subnet's slices of the supernet weights (and the given BN statistics) into ``model``."""
+    c0, c1 = cfg.stem_channels, cfg.first_channels
+    model.stem.kernel.value = params["stem"]["w"]
+    _set_bn(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
+    model.first_dw.kernel.value = params["first"]["dw"][:, :, None, :]
+    _set_bn(model.first_bn1, params["first"]["bn1"], stats["first"]["bn1"], c0)
+    model.first_proj.kernel.value = params["first"]["proj"][None, None]
+    _set_bn(model.first_bn2, params["first"]["bn2"], stats["first"]["bn2"], c1)
+    i = 0
+    for s, stage in enumerate(arch.stages):
+        for b, (k, e) in enumerate(stage):
+            cin, cout, _ = cfg.block_io(s, b)
+            h = cin * e
+            if b == 0:
+                p, st = params["stages"][s]["first"], stats["stages"][s]["first"]
+            else:
+                p = jax.tree.map(lambda a, b=b: a[b - 1], params["stages"][s]["rest"])
+                st = jax.tree.map(lambda a, b=b: a[b - 1], stats["stages"][s]["rest"])
+            blk = model.blocks[i]
+            blk.expand.kernel.value = p["expand"][:, :h][None, None]
+            _set_bn(blk.bn1, p["bn1"], st["bn1"], h)
+            tf = {name: p[name] for name in p if name.startswith("tf")}
+            blk.dw.kernel.value = centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)[:, :, None, :]
+            _set_bn(blk.bn2, p["bn2"], st["bn2"], h)
+            if blk.se is not None:
+                m = se_mid(h)
+                blk.se.reduce.kernel.value = p["se"]["rw"][:h, :m]
+                blk.se.reduce.bias.value = p["se"]["rb"][:m]
+                blk.se.expand.kernel.value = p["se"]["ew"][:m, :h]
+                blk.se.expand.bias.value = p["se"]["eb"][:h]
+            blk.proj.kernel.value = p["proj"][:h, :][None, None]
+            _set_bn(blk.bn3, p["bn3"], st["bn3"], cout)
+            i += 1
+    model.head.kernel.value = params["head"]["w"][None, None]
+    _set_bn(model.head_bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
+    model.feature.kernel.value = params["feature"]["w"]
+    model.feature.bias.value = params["feature"]["b"]
+    model.classifier.kernel.value = params["classifier"]["w"]
+    model.classifier.bias.value = params["classifier"]["b"]
+
+
+def _make_full(**options) -> MobileNetV3Space:
+    width = options.pop("width_mult", 1.0)
+    return MobileNetV3Space(ofa_config(width_mult=width, **options), name="mobilenetv3")
+
+
+def _make_tiny(**options) -> MobileNetV3Space:
+    options.pop("width_mult", None)
+    return MobileNetV3Space(tiny_config(**options), name="mobilenetv3-tiny")
+
+
+register_space("mobilenetv3", _make_full)
+register_space("mobilenetv3-tiny", _make_tiny)
