@@ -1,0 +1,78 @@
+"""`nas train-supernet`: parse options, then call nas_cli.train.train_supernet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nas_cli.commands._common import user_errors
+
+
+@user_errors
+def train_supernet_cmd(
+    out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
+    space: Optional[str] = typer.Option(None, help="Search space with a supernet: mobilenetv3-tiny (8x8 digits, tests) or mobilenetv3 (28/32 px). [default: mobilenetv3-tiny]"),
+    dataset: Optional[str] = typer.Option(None, help="digits (bundled, no download), mnist, fashion-mnist or cifar10. [default: digits]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's original files (IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs. [default: 30]"),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (every subnet of a step sees the same batch). [default: 64]"),
+    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate (warm-up, then cosine decay). [default: 0.003]"),
+    seed: Optional[int] = typer.Option(None, help="Seed for initialisation, data order, splits and subnet sampling. [default: 0]"),
+    recipe: Optional[str] = typer.Option(None, help="sandwich (largest + smallest + random subnets per step, in-place distillation) or progressive (OFA: largest, then kernel, depth, width). [default: sandwich]"),
+    sampler: Optional[str] = typer.Option(None, help="uniform, or complexity (bound the FLOPs jump between consecutive samples, ElasticViT). [default: uniform]"),
+    num_random: Optional[int] = typer.Option(None, help="Random subnets per step besides the largest and smallest. [default: 2]"),
+    calib_images: Optional[int] = typer.Option(None, help="Training images used to recalibrate BatchNorm for each evaluated subnet. [default: 2000]"),
+    width_mult: Optional[float] = typer.Option(None, help="Channel width multiplier of the mobilenetv3 space. [default: 1.0]"),
+    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
+    kernels: Optional[str] = typer.Option(None, help="Weight-shared layer implementation: auto, xla or pallas (pallas needs a GPU/TPU). [default: auto]"),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
+) -> None:
+    """Train one weight-sharing supernet; every subnet inherits its weights."""
+    from nas_cli import runs
+    from nas_cli.config import build_config
+    from nas_cli.train import train_supernet
+
+    cfg = build_config(config, dict(
+        space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
+        batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
+        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
+    _check_kernels(cfg.kernels)
+    runs.enable_compilation_cache()
+    state = {"bar": None}
+
+    def progress(epoch: int, step: int, phase: str) -> None:  # one tick per step
+        if state["bar"] is None:
+            steps = cfg.epochs * (state.get("steps") or 1)
+            state["bar"] = typer.progressbar(length=steps, label="training", file=None)
+            state["bar"].__enter__()
+        state["bar"].update(1)
+
+    from nas_cli.data import load_dataset  # noqa: F401  (errors about data surface before compiling)
+
+    n_train = len(runs.load_run_dataset(cfg).train)
+    state["steps"] = n_train // cfg.batch_size
+    try:
+        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True))
+    finally:
+        if state["bar"] is not None:
+            state["bar"].__exit__(None, None, None)
+    typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
+               f"smallest {final['test_acc_smallest']:.4f}")
+    typer.echo(f"run written to {out}")
+
+
+def _check_kernels(kind: str) -> None:
+    import jax
+
+    from nas_cli.errors import UserError
+
+    backend = jax.default_backend()
+    if kind == "pallas" and backend not in ("gpu", "tpu"):
+        raise UserError(f"--kernels pallas needs a GPU or TPU backend, but JAX runs on {backend!r}; "
+                        "use --kernels xla or auto")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-supernet")(train_supernet_cmd)

@@ -1,0 +1,109 @@
+"""Training configuration: a frozen dataclass filled from a JSON config file, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from nas_cli.data import DATASETS
+from nas_cli.errors import UserError
+
+RECIPES = ("sandwich", "progressive")
+SAMPLERS = ("uniform", "complexity")
+KERNELS = ("auto", "xla", "pallas")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    space: str = "mobilenetv3-tiny"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    seed: int = 0
+    recipe: str = "sandwich"
+    num_random: int = 2  # random subnets per step besides the largest and smallest (sandwich rule)
+    sampler: str = "uniform"
+    max_flops_jump: float = 0.25  # complexity-aware sampler: fraction of the space's FLOPs range
+    distill: bool = True  # in-place distillation from the largest subnet
+    label_smoothing: float = 0.1
+    calib_images: int = 2000  # BatchNorm recalibration images (OFA's default)
+    val_fraction: float = 0.1
+    limit_train: int | None = None
+    width_mult: float = 1.0
+    resolutions: tuple[int, ...] | None = None  # None: the space's default
+    kernels: str = "auto"
+
+    def validate(self) -> "TrainConfig":
+        from search_spaces import space_names
+
+        supernet_spaces = [n for n in space_names() if n.startswith("mobilenetv3")]
+        if self.space not in supernet_spaces:
+            raise UserError(f"--space {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}")
+        if self.dataset not in DATASETS:
+            raise UserError(f"--dataset {self.dataset!r} is not known; choose one of: {', '.join(DATASETS)}")
+        checks = [
+            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1"),
+            (self.batch_size >= 2, f"--batch-size {self.batch_size} must be at least 2 (BatchNorm needs a batch)"),
+            (self.lr > 0, f"--lr {self.lr} must be positive"),
+            (self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
+            (self.recipe in RECIPES, f"--recipe {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
+            (self.sampler in SAMPLERS, f"--sampler {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
+            (self.kernels in KERNELS, f"--kernels {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
+            (self.num_random >= 0, f"num_random {self.num_random} must be >= 0"),
+            (0 < self.max_flops_jump <= 1, f"max_flops_jump {self.max_flops_jump} must be in (0, 1]"),
+            (self.calib_images >= self.batch_size,
+             f"--calib-images {self.calib_images} must be at least the batch size {self.batch_size}"),
+            (0 < self.val_fraction < 1, f"val_fraction {self.val_fraction} must be in (0, 1)"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} must be in [0, 1)"),
+            (self.width_mult > 0, f"--width-mult {self.width_mult} must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["resolutions"] is not None:
+            d["resolutions"] = list(d["resolutions"])
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        data = dict(data)
+        if data.get("resolutions") is not None:
+            data["resolutions"] = tuple(int(r) for r in data["resolutions"])
+        return cls(**data)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"--config {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} must hold a JSON object of TrainConfig keys")
+    TrainConfig.from_json(data, source=str(path))  # reject unknown keys early
+    return data
+
+
+def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the config file, then the flags the user actually passed (not None)."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data.update(load_config_file(config_file))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_json(data).validate()

@@ -1,0 +1,169 @@
+"""Exporting one subnet as a standalone static-shape NNX model with its own weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nas_cli import runs
+from nas_cli.errors import UserError
+from nas_cli.io import atomic_write_bytes, atomic_write_json
+from nas_cli.latency import measure_latency
+from nas_cli.subnet import SubnetEvaluator
+from nas_cli.train import calibration_images
+from search_spaces import get_space
+from search_spaces.mobilenetv3 import preprocess
+
+PARITY_TOLERANCE = 1e-4  # float32
+SUBNET_JSON = "subnet.json"
+MODEL_CKPT = "model"
+STABLEHLO = "model.stablehlo"
+
+
+def resolve_arch(run: runs.Run, arch: str | None, rank: int | None, search_dir: Path | None) -> str:
+    """The canonical string named by ``--arch`` or by ``--rank`` in the search's pareto.json."""
+    if (arch is None) == (rank is None):
+        raise UserError("give exactly one of --arch ARCH or --rank K")
+    if arch is not None:
+        return run.space.canonical(arch)
+    pareto = (search_dir or run.path / "search") / "pareto.json"
+    if not pareto.is_file():
+        raise UserError(f"--rank needs {pareto}; run `nas search {run.path} --latency-budget ...` first, "
+                        "or pass --arch")
+    front = json.loads(pareto.read_text())["front"]
+    if not 1 <= rank <= len(front):
+        raise UserError(f"--rank {rank} is out of range: {pareto} has ranks 1..{len(front)}")
+    return run.space.canonical(front[rank - 1]["arch"])
+
+
+def space_options(run: runs.Run) -> dict:
+    cfg = run.space.config
+    options = {"in_channels": cfg.in_channels, "num_classes": cfg.num_classes,
+               "resolutions": list(cfg.resolutions)}
+    if run.space.name == "mobilenetv3":
+        options["width_mult"] = run.config.width_mult
+    return options
+
+
+def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: int | None = None,
+                  search_dir: Path | None = None, force: bool = False, parity_images: int = 512,
+                  log=print) -> dict:
+    """Extracts a subnet, checks it against the supernet, and writes it to ``out``.
+
+    Writes ``model/`` (orbax checkpoint of the NNX state), ``model.stablehlo`` (a serialized
+    ``jax.export`` with a symbolic batch size, runnable without this package) and ``subnet.json``.
+
+    Raises:
+      UserError: unknown rank/arch, existing output without ``force``, or a parity failure.
+    """
+    out = Path(out)
+    if (out / SUBNET_JSON).exists() and not force:
+        raise UserError(f"{out} already holds an exported subnet; pass --force to replace it")
+    run = runs.open_run(run_dir)
+    space, ds = run.space, run.dataset
+    arch_str = resolve_arch(run, arch, rank, search_dir)
+    a = space.decode(arch_str)
+
+    evaluator = SubnetEvaluator(space, ds.mean, ds.std)
+    stats = evaluator.calibrate(run.params, a, calibration_images(ds, run.config.calib_images, run.config.seed))
+    model = space.extract(run.params, stats, a)
+
+    # Parity: the standalone model must compute what the supernet computes for this arch.
+    images = ds.val.images[:parity_images]
+    expected = evaluator.logits(run.params, stats, a, images)
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    x = preprocess(jnp.asarray(images), a.resolution, ds.mean, ds.std)
+    got = np.asarray(forward(state, x))
+    max_diff = float(np.max(np.abs(got - expected)))
+    log(f"parity with the supernet on {len(images)} validation images: max |logit diff| = {max_diff:.3e}")
+    if not max_diff <= PARITY_TOLERANCE:
+        raise UserError(f"exported model differs from the supernet by {max_diff:.3e} > {PARITY_TOLERANCE:g}; "
+                        "nothing was written")
+
+    val_acc = evaluator.accuracy(run.params, stats, a, ds.val)
+    test_acc = evaluator.accuracy(run.params, stats, a, ds.test)
+    latency = measure_latency(space, a)
+    info = {
+        "arch": arch_str,
+        "space": space.name,
+        "space_options": space_options(run),
+        "resolution": a.resolution,
+        "input": {"shape": ["batch", a.resolution, a.resolution, space.config.in_channels],
+                  "preprocess": "x = (uint8 / 255 - mean) / std, resized bilinearly to resolution",
+                  "mean": ds.mean, "std": ds.std},
+        "accuracy": val_acc,
+        "test_accuracy": test_acc,
+        "latency_ms": latency["latency_ms"],
+        "latency_iqr_ms": latency["iqr_ms"],
+        "latency_device": jax.devices()[0].device_kind,
+        "flops": space.flops(a),
+        "params": space.params(a),
+        "parity_max_abs_diff": max_diff,
+        "run": str(Path(run_dir).resolve()),
+        "dataset": run.config.dataset,
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    _save_model_state(out / MODEL_CKPT, state)
+    exported = jax.export.export(jax.jit(lambda x: forward(state, x)))(
+        jax.ShapeDtypeStruct(jax.export.symbolic_shape("b") + x.shape[1:], jnp.float32))
+    atomic_write_bytes(out / STABLEHLO, exported.serialize())
+    atomic_write_json(out / SUBNET_JSON, info)  # last: its presence marks a complete export
+    return info
+
+
+def _save_model_state(path: Path, state) -> None:
+    """Orbax writes into a temporary folder and renames it on completion; a previous export is only
+    removed once the new one is complete."""
+    import orbax.checkpoint as ocp
+
+    tmp = path.with_name(path.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp.absolute(), nnx.to_pure_dict(state))
+        ckptr.wait_until_finished()
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class ExportedSubnet:
+    model: nnx.Module
+    info: dict
+
+    def predict(self, images_uint8: np.ndarray) -> np.ndarray:
+        """Logits for uint8 images (N, H, W, C), applying the recorded preprocessing."""
+        inp = self.info["input"]
+        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], inp["mean"], inp["std"])
+        return np.asarray(self.model(x))
+
+
+def load_subnet(path: str | Path) -> ExportedSubnet:
+    """Rebuilds an exported subnet (NNX model with its weights) from ``nas export subnet``'s folder."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path)
+    if not (path / SUBNET_JSON).is_file():
+        raise UserError(f"{path} is not an exported subnet (no {SUBNET_JSON})")
+    info = json.loads((path / SUBNET_JSON).read_text())
+    options = dict(info["space_options"])
+    options["resolutions"] = tuple(options["resolutions"])
+    space = get_space(info["space"], **options)
+    model = space.static_model(space.decode(info["arch"]), nnx.Rngs(0))
+    target = nnx.to_pure_dict(nnx.state(model))
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore((path / MODEL_CKPT).absolute(), target)
+    nnx.replace_by_pure_dict(state := nnx.state(model), restored)
+    nnx.update(model, state)
+    return ExportedSubnet(model, info)

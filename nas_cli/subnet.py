@@ -1,0 +1,75 @@
+"""Evaluating subnets through the supernet: BatchNorm recalibration, accuracy, logits.
+
+Every subnet is chosen at run time by its branch-index array, so one compiled program per
+(resolution, batch shape) serves all subnets.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_cli.data import Split
+from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Space, preprocess
+
+
+class SubnetEvaluator:
+    """Recalibrates BatchNorm for a subnet and measures its accuracy, with the supernet's weights."""
+
+    def __init__(self, space: MobileNetV3Space, mean: float, std: float, batch_size: int = 128):
+        self.space, self.mean, self.std, self.batch_size = space, mean, std, batch_size
+        self._calib = {}
+        self._eval = {}
+
+    def _fns(self, resolution: int):
+        if resolution not in self._calib:
+            space, mean, std = self.space, self.mean, self.std
+
+            def calib(params, images, arch_arr):
+                x = preprocess(images, resolution, mean, std)
+                return space.supernet_apply(params, None, x, arch_arr, mode="calib")[1]
+
+            def evaluate(params, stats, images, arch_arr):
+                x = preprocess(images, resolution, mean, std)
+                return space.supernet_apply(params, stats, x, arch_arr, mode="eval")
+
+            self._calib[resolution] = jax.jit(calib)
+            self._eval[resolution] = jax.jit(evaluate)
+        return self._calib[resolution], self._eval[resolution]
+
+    def num_compiled(self) -> int:
+        return sum(f._cache_size() for f in [*self._calib.values(), *self._eval.values()])
+
+    def calibrate(self, params, arch: MobileNetV3Arch, images: np.ndarray):
+        """BatchNorm statistics of ``arch``: the mean over batches of each layer's batch mean and
+        variance, forwarding ``images`` (OFA's recipe; a partial last batch is dropped)."""
+        calib, _ = self._fns(arch.resolution)
+        arr = jnp.asarray(self.space.arch_arrays(arch))
+        bs = min(self.batch_size, len(images))
+        total, n = None, 0
+        for start in range(0, len(images) - bs + 1, bs):
+            stats = calib(params, images[start : start + bs], arr)
+            total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+            n += 1
+        return jax.tree.map(lambda t: t / n, total)
+
+    def logits(self, params, stats, arch: MobileNetV3Arch, images: np.ndarray) -> np.ndarray:
+        _, evaluate = self._fns(arch.resolution)
+        arr = jnp.asarray(self.space.arch_arrays(arch))
+        bs = self.batch_size
+        out = []
+        for start in range(0, len(images), bs):
+            chunk = images[start : start + bs]
+            n = len(chunk)
+            if n < bs:  # pad to one batch shape: one compiled program
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
+            out.append(np.asarray(evaluate(params, stats, chunk, arr))[:n])
+        return np.concatenate(out)
+
+    def accuracy(self, params, stats, arch: MobileNetV3Arch, split: Split) -> float:
+        pred = self.logits(params, stats, arch, split.images).argmax(-1)
+        return float((pred == split.labels).mean())
+
+    def calibrated_accuracy(self, params, arch: MobileNetV3Arch, calib_images: np.ndarray, split: Split) -> float:
+        return self.accuracy(params, self.calibrate(params, arch, calib_images), arch, split)
