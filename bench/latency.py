@@ -1,0 +1,110 @@
+"""Latency benchmark: MAPE and Kendall tau of the lookup table and of the learned predictor.
+
+    python bench/latency.py [--space mobilenetv3] [--resolution 32] [--width-mult 1.0] [--in-channels 3]
+        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 30] [--calib-samples 4]
+        [--model ridge] [--seed 0]
+
+Profiles the table on this device, measures ``--samples`` random subnets end to end (the test set,
+nas_cli.latency.measure_latency) and ``--train-samples`` other random subnets (the learned model's
+training set), and scores on the test set: the table, the learned model on features + the table's
+sum, and the learned model on features alone. Prints one JSON object (progress goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import jax  # noqa: E402
+
+from predictors.latency import (  # noqa: E402
+    fit_latency_model,
+    measure_archs,
+    profile_table,
+    sample_archs,
+    score,
+)
+from search_spaces import get_space  # noqa: E402
+
+
+def _progress(label: str, total: int):
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        print(f"\r{label}: {done[0]}/{total}", end="" if done[0] < total else "\n", file=sys.stderr, flush=True)
+
+    return tick
+
+
+def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 1.0, in_channels: int = 3,
+        num_classes: int = 10, samples: int = 100, train_samples: int = 100, repeats: int = 30,
+        calib_samples: int = 4, model: str = "ridge", seed: int = 0) -> dict:
+    options = dict(in_channels=in_channels, num_classes=num_classes, resolutions=tuple(resolutions))
+    if space_name == "mobilenetv3":
+        options["width_mult"] = width_mult
+    space = get_space(space_name, **options)
+    from predictors.latency import plan_pieces, profile_steps
+
+    t0 = time.perf_counter()
+    table = profile_table(space, repeats=repeats, calib_samples=calib_samples, seed=seed, options=options,
+                          progress=_progress("profile", profile_steps(space, calib_samples)))
+    t1 = time.perf_counter()
+    train = sample_archs(space, train_samples, seed + 1)
+    test = sample_archs(space, samples, seed + 2)
+    y_train = measure_archs(space, train, repeats=repeats, progress=_progress("train subnets", len(train)))
+    y_test = measure_archs(space, test, repeats=repeats, progress=_progress("test subnets", len(test)))
+    t2 = time.perf_counter()
+    out = {
+        "space": space_name,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "device": jax.devices()[0].device_kind,
+        "pieces": len(plan_pieces(space)),
+        "per_piece_ms": table.data["per_piece_ms"],
+        "overhead_ms": table.data["overhead_ms"],
+        "test_latency_ms": {"min": float(y_test.min()), "median": float(sorted(y_test)[len(y_test) // 2]),
+                            "max": float(y_test.max())},
+        "table": score(y_test, table.predict_many(test)),
+    }
+    if train_samples >= 2:
+        with_lut = fit_latency_model(space, train, y_train, table=table, model=model, seed=seed)
+        alone = fit_latency_model(space, train, y_train, table=None, model=model, seed=seed)
+        out["learned"] = {"model": model, "train_n": len(train), **score(y_test, with_lut.predict_many(test))}
+        out["learned_train_fit"] = score(y_train, with_lut.predict_many(train))
+        out["table_on_train"] = score(y_train, table.predict_many(train))
+        out["learned_without_table"] = {"model": model, **score(y_test, alone.predict_many(test))}
+    out["seconds"] = {"profile": round(t1 - t0, 1), "measure": round(t2 - t1, 1)}
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="mobilenetv3", choices=["mobilenetv3", "mobilenetv3-tiny"])
+    ap.add_argument("--resolution", type=int, action="append", help="repeatable; default 32 (8 for -tiny)")
+    ap.add_argument("--width-mult", type=float, default=1.0)
+    ap.add_argument("--in-channels", type=int, default=3)
+    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=100, help="test subnets")
+    ap.add_argument("--train-samples", type=int, default=100, help="learned model's training subnets (0: skip)")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--calib-samples", type=int, default=4)
+    ap.add_argument("--model", default="ridge")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    resolutions = args.resolution or ([8] if args.space == "mobilenetv3-tiny" else [32])
+    result = run(args.space, resolutions, args.width_mult, args.in_channels, args.num_classes, args.samples,
+                 args.train_samples, args.repeats, args.calib_samples, args.model, args.seed)
+    result = {"command": shlex.join([sys.executable, *sys.argv]), **result}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""Latency models of a space's static subnets: a measured lookup table and a learned correction.
+
+The lookup table (``nas latency profile``) times every piece a subnet can contain, each as its own
+jitted static NNX module on the current device: the stem with the fixed first block (per input
+resolution), every block (stage, position first/rest, kernel, expand, input side) and the head (per
+final side). A piece timed alone pays a call (dispatch, arguments, thread wake-up) that the whole
+subnet pays only once, so each entry's ``ms`` is its median minus a per-piece call cost, and a fixed
+``overhead_ms`` closes the sum; both come from a least-squares fit to end-to-end measurements of
+calibration subnets (smallest, largest, a few random), the per-piece cost bounded below by the
+measured dispatch cost of an almost empty jitted function::
+
+    predict(arch) = overhead_ms + sum(entries[key]["ms"] for key in pieces(arch))
+
+The learned model (``nas latency fit``) is a registered predictor fitted on end-to-end measurements
+of random subnets: on ``space.features(arch)`` plus the table's sum when a table is given, predicting
+the residual ``measured - table`` (so the table's error is what it learns).
+
+Both are JSON files; :func:`load_latency_model` reads either and checks it against the space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nas_cli.errors import UserError
+from nas_cli.io import atomic_write_json
+from nas_cli.latency import compile_forward, measure_latency, time_compiled
+from search_spaces.elastic import hard_swish, same_padding
+from predictors.base import _from_state, get_predictor, predictor_names
+from predictors.metrics import all_metrics
+from search_spaces.mobilenetv3 import MobileNetV3Arch, StaticBlock, StaticMobileNetV3
+
+TABLE_FORMAT = "nas-latency-table"
+MODEL_FORMAT = "nas-latency-model"
+VERSION = 1
+
+Progress = Callable[[int], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Which pieces a subnet is made of
+# ----------------------------------------------------------------------------------------------
+def _sides(cfg, resolution: int) -> tuple[int, list[int], int]:
+    """(side after the stem, input side of each stage's first block, side at the head)."""
+    h = same_padding(resolution, 3, cfg.stem_stride)[2]
+    stem_out, stage_in = h, []
+    for s in range(cfg.num_stages):
+        stage_in.append(h)
+        # The output side of a 'SAME' conv does not depend on the kernel size.
+        h = same_padding(h, 3, cfg.stage_strides[s])[2]
+    return stem_out, stage_in, h
+
+
+def stem_key(resolution: int) -> str:
+    return f"stem/r{resolution}"
+
+
+def block_key(stage: int, first: bool, k: int, e: int, side: int) -> str:
+    return f"block/s{stage + 1}/{'first' if first else 'rest'}/k{k}e{e}/h{side}"
+
+
+def head_key(side: int) -> str:
+    return f"head/h{side}"
+
+
+def arch_keys(space, arch) -> list[str]:
+    """The table keys of the pieces ``arch``'s static subnet runs, in order."""
+    cfg = space.config
+    _, stage_in, last = _sides(cfg, arch.resolution)
+    keys = [stem_key(arch.resolution)]
+    for s, blocks in enumerate(arch.stages):
+        for b, (k, e) in enumerate(blocks):
+            side = stage_in[s] if b == 0 else _sides_after(cfg, stage_in[s], s)
+            keys.append(block_key(s, b == 0, k, e, side))
+    keys.append(head_key(last))
+    return keys
+
+
+def _sides_after(cfg, side: int, stage: int) -> int:
+    return same_padding(side, 3, cfg.stage_strides[stage])[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """One thing to time: its table key, what to build, and the input shape (without batch)."""
+
+    key: str
+    kind: str  # "stem" | "block" | "head"
+    resolution: int = 0
+    stage: int = 0
+    first: bool = True
+    kernel: int = 0
+    expand: int = 0
+    side: int = 0
+
+
+def plan_pieces(space) -> list[Piece]:
+    """Every piece any subnet of ``space`` can contain, each once, in a deterministic order."""
+    cfg = space.config
+    pieces: dict[str, Piece] = {}
+    for r in cfg.resolutions:
+        pieces.setdefault(stem_key(r), Piece(stem_key(r), "stem", resolution=r))
+    for r in cfg.resolutions:
+        _, stage_in, _ = _sides(cfg, r)
+        for s in range(cfg.num_stages):
+            positions = [(True, stage_in[s])]
+            if cfg.max_depth > 1:
+                positions.append((False, _sides_after(cfg, stage_in[s], s)))
+            for first, side in positions:
+                for k in cfg.kernel_choices:
+                    for e in cfg.expand_choices:
+                        key = block_key(s, first, k, e, side)
+                        pieces.setdefault(key, Piece(key, "block", resolution=r, stage=s, first=first,
+                                                     kernel=k, expand=e, side=side))
+    for r in cfg.resolutions:
+        key = head_key(_sides(cfg, r)[2])
+        pieces.setdefault(key, Piece(key, "head", resolution=r, side=_sides(cfg, r)[2]))
+    return list(pieces.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# The pieces as NNX modules (the static subnet's own layers, run as its forward runs them)
+# ----------------------------------------------------------------------------------------------
+def _zeros_like_built(make: Callable[[], nnx.Module]) -> nnx.Module:
+    """``make()``'s module with zero weights, built without running its initialisers.
+
+    Latency does not depend on the weights' values, and eager initialisation compiles a small
+    kernel per new parameter shape, which cost more than the timing itself.
+    """
+    graphdef, state = nnx.split(nnx.eval_shape(make))
+    state = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), state)
+    return nnx.merge(graphdef, state)
+
+
+def _piece_module(space, piece: Piece):
+    """(module, input shape without batch) of a piece, built from StaticMobileNetV3's layers."""
+    cfg = space.config
+    if piece.kind == "block":
+        cin, cout, stride = cfg.block_io(piece.stage, 0 if piece.first else 1)
+        block = _zeros_like_built(lambda: StaticBlock(cin, cout, stride, piece.kernel, piece.expand,
+                                                      cfg.stage_acts[piece.stage], cfg.stage_se[piece.stage],
+                                                      nnx.Rngs(0)))
+        return block, (piece.side, piece.side, cin)
+    arch = MobileNetV3Arch(piece.resolution, space.smallest().stages)
+    model = _zeros_like_built(lambda: space.static_model(arch, nnx.Rngs(0)))
+    if piece.kind == "stem":
+        return _Stem(model), (piece.resolution, piece.resolution, cfg.in_channels)
+    return _Head(model), (piece.side, piece.side, cfg.stage_channels[-1])
+
+
+class _Stem(nnx.Module):
+    """StaticMobileNetV3's stem and fixed first block (kept in step with its ``__call__``)."""
+
+    def __init__(self, m: StaticMobileNetV3):
+        self.stem, self.stem_bn = m.stem, m.stem_bn
+        self.first_dw, self.first_bn1 = m.first_dw, m.first_bn1
+        self.first_proj, self.first_bn2 = m.first_proj, m.first_bn2
+        self.first_residual = m.first_residual
+
+    def __call__(self, x):
+        z = hard_swish(self.stem_bn(self.stem(x)))
+        y = jax.nn.relu(self.first_bn1(self.first_dw(z)))
+        y = self.first_bn2(self.first_proj(y))
+        return y + z if self.first_residual else y
+
+
+class _Head(nnx.Module):
+    """StaticMobileNetV3's head conv, pooling, feature layer and classifier."""
+
+    def __init__(self, m: StaticMobileNetV3):
+        self.head, self.head_bn = m.head, m.head_bn
+        self.feature, self.classifier = m.feature, m.classifier
+
+    def __call__(self, z):
+        z = hard_swish(self.head_bn(self.head(z)))
+        z = jnp.mean(z, axis=(1, 2))  # (B, head)
+        return self.classifier(hard_swish(self.feature(z)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring
+# ----------------------------------------------------------------------------------------------
+def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3) -> dict:
+    """Median time of calling an almost empty compiled function: the per-executable fixed cost."""
+    x = jnp.zeros((batch, 1), jnp.float32)
+    compiled = jax.jit(lambda state, x: x + state).lower(jnp.float32(1.0), x).compile()
+    return time_compiled(compiled, jnp.float32(1.0), x, repeats=repeats, warmup=warmup)
+
+
+def measure_piece(space, piece: Piece, *, batch: int = 1, repeats: int = 30, warmup: int = 3) -> dict:
+    """``{"latency_ms", "iqr_ms", "repeats"}`` of one piece, jitted alone (nas_cli.latency's protocol)."""
+    module, shape = _piece_module(space, piece)
+    compiled, state, x = compile_forward(module, (batch, *shape))
+    return time_compiled(compiled, state, x, repeats=repeats, warmup=warmup)
+
+
+def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3,
+                  progress: Progress | None = None) -> np.ndarray:
+    """End-to-end median latency (ms) of each arch's static subnet (nas_cli.latency.measure_latency)."""
+    out = []
+    for arch in archs:
+        out.append(measure_latency(space, arch, batch=batch, repeats=repeats, warmup=warmup)["latency_ms"])
+        if progress is not None:
+            progress(1)
+    return np.asarray(out, np.float64)
+
+
+def sample_archs(space, n: int, seed: int) -> list:
+    """``n`` random subnets (uniform genomes), deterministic per seed."""
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def calibration_archs(space, samples: int = 4, seed: int = 0) -> list:
+    """Subnets whose end-to-end latency calibrates the table: the smallest and largest at every
+    resolution, then ``samples`` random ones (seeded), so the number of pieces varies."""
+    small, large = space.smallest(), space.largest()
+    fixed = [MobileNetV3Arch(r, a.stages) for r in space.config.resolutions for a in (small, large)]
+    return fixed + sample_archs(space, samples, seed + 7919)
+
+
+def profile_steps(space, calib_samples: int = 4) -> int:
+    """How many progress steps :func:`profile_table` reports (for a progress bar's length)."""
+    return len(plan_pieces(space)) + 1 + len(calibration_archs(space, calib_samples))
+
+
+def space_spec(space) -> dict:
+    """What a latency file records of its space: the name and the full (frozen) config."""
+    return {"name": space.name, "config": _jsonable(dataclasses.asdict(space.config))}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, calib_samples: int = 4,
+                  seed: int = 0, options: dict | None = None, progress: Progress | None = None) -> "LatencyTable":
+    """Times every piece of ``space`` on the current device and calibrates the fixed overhead.
+
+    Args:
+      options: the space's construction options, recorded for ``validate``/``fit`` to rebuild it.
+      calib_samples: random subnets measured end to end (besides the smallest and largest) to
+        calibrate the per-piece and fixed overheads.
+      progress: called with 1 after each measurement (see :func:`profile_steps`).
+    """
+    if batch < 1 or repeats < 1 or warmup < 0 or calib_samples < 0:
+        raise UserError(f"batch {batch}, repeats {repeats}, warmup {warmup}, calib samples {calib_samples}: "
+                        "need batch >= 1, repeats >= 1, warmup >= 0, calib samples >= 0")
+    tick = progress or (lambda n: None)
+    dispatch = measure_dispatch(batch=batch, repeats=max(repeats, 30), warmup=warmup)["latency_ms"]
+    tick(1)
+    medians, iqrs = {}, {}
+    for piece in plan_pieces(space):
+        m = measure_piece(space, piece, batch=batch, repeats=repeats, warmup=warmup)
+        medians[piece.key], iqrs[piece.key] = m["latency_ms"], m["iqr_ms"]
+        tick(1)
+    calib = []
+    for arch in calibration_archs(space, calib_samples, seed):
+        measured = float(measure_archs(space, [arch], batch=batch, repeats=repeats, warmup=warmup)[0])
+        keys = arch_keys(space, arch)
+        calib.append({"arch": space.encode(arch), "measured_ms": measured,
+                      "summed_ms": float(sum(medians[k] for k in keys)), "pieces": len(keys)})
+        tick(1)
+    per_piece, overhead = _calibrate(calib, dispatch, min(medians.values()))
+    for c in calib:
+        c["predicted_ms"] = overhead + c["summed_ms"] - per_piece * c["pieces"]
+    device = jax.devices()[0]
+    return LatencyTable({
+        "format": TABLE_FORMAT,
+        "version": VERSION,
+        "space": space_spec(space),
+        "options": _jsonable(options or {}),
+        "batch": batch,
+        "repeats": repeats,
+        "warmup": warmup,
+        "device": {"platform": device.platform, "kind": device.device_kind},
+        "jax_version": jax.__version__,
+        "dispatch_ms": dispatch,
+        "per_piece_ms": per_piece,
+        "overhead_ms": overhead,
+        "calibration": calib,
+        "entries": {k: {"ms": medians[k] - per_piece, "median_ms": medians[k], "iqr_ms": iqrs[k]} for k in medians},
+    }, space)
+
+
+def _calibrate(calib: list[dict], dispatch: float, smallest_piece: float) -> tuple[float, float]:
+    """(per-piece cost, fixed overhead) with ``measured ~ overhead + summed - per_piece * pieces``.
+
+    A piece timed alone pays a call (dispatch, argument handling, thread-pool wake-up) that the
+    whole subnet pays once. Least squares over the calibration subnets; the per-piece cost is kept
+    between the empty-jit dispatch cost and the cheapest piece, so noise cannot make it absurd.
+    """
+    gap = np.asarray([c["measured_ms"] - c["summed_ms"] for c in calib])
+    n = np.asarray([c["pieces"] for c in calib], np.float64)
+    per_piece = dispatch
+    if len(calib) >= 2 and np.ptp(n) > 0:
+        slope = np.polyfit(n, gap, 1)[0]
+        per_piece = float(np.clip(-slope, dispatch, max(smallest_piece, dispatch)))
+    overhead = float(np.median(gap + per_piece * n))
+    return per_piece, overhead
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and checking against a space
+# ----------------------------------------------------------------------------------------------
+def _read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"latency file {path} does not exist; make one with `nas latency profile` or `nas latency fit`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"latency file {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") not in (TABLE_FORMAT, MODEL_FORMAT):
+        fmt = data.get("format") if isinstance(data, dict) else None
+        raise UserError(f"latency file {path} has format {fmt!r}; expected {TABLE_FORMAT!r} or {MODEL_FORMAT!r}")
+    if data.get("version") != VERSION:
+        raise UserError(f"latency file {path} has version {data.get('version')!r}; this nas reads version {VERSION}")
+    return data
+
+
+def check_space(spec: dict, space, source: str) -> None:
+    """Raises a UserError naming what differs between a latency file's space and ``space``.
+
+    The file may cover more resolutions than the space uses; every other config field must match.
+    """
+    if spec.get("name") != space.name:
+        raise UserError(f"{source} was made for space {spec.get('name')!r}, not {space.name!r}")
+    want = space_spec(space)["config"]
+    have = spec.get("config", {})
+    missing = sorted(set(want["resolutions"]) - set(have.get("resolutions", [])))
+    if missing:
+        raise UserError(f"{source} covers resolutions {have.get('resolutions')}; the space also uses "
+                        f"{missing} (profile it with --resolution for each of {want['resolutions']})")
+    diffs = [f"{k} {have.get(k)!r} (space: {v!r})" for k, v in want.items()
+             if k != "resolutions" and have.get(k) != v]
+    if diffs:
+        raise UserError(f"{source} was made for a different {space.name} config: " + "; ".join(diffs))
+
+
+class LatencyTable:
+    """A profiled lookup table; ``predict(arch)`` is its overhead plus the sum of the arch's entries."""
+
+    def __init__(self, data: dict, space):
+        self.data = data
+        self.space = space
+
+    @classmethod
+    def load(cls, path, space):
+        """Reads a latency file and checks it against ``space``.
+
+        A table file gives a :class:`LatencyTable`; a learned-model file (``nas latency fit``) gives a
+        :class:`LearnedLatencyModel`, so anything that takes a table (``nas search --latency-table``)
+        takes either. Both answer ``predict(arch) -> ms``.
+
+        Raises:
+          UserError: the file is missing, not a latency file, or made for another space/config.
+        """
+        return load_latency_model(path, space)
+
+    @property
+    def batch(self) -> int:
+        return int(self.data["batch"])
+
+    @property
+    def overhead_ms(self) -> float:
+        return float(self.data["overhead_ms"])
+
+    def entry(self, key: str) -> float:
+        try:
+            return float(self.data["entries"][key]["ms"])
+        except KeyError:
+            raise UserError(f"latency table has no entry {key!r} (it has {len(self.data['entries'])} entries); "
+                            "re-profile it with `nas latency profile` for this space") from None
+
+    def predict(self, arch) -> float:
+        """Predicted latency (ms) of ``arch`` at the table's batch size."""
+        return self.overhead_ms + sum(self.entry(k) for k in arch_keys(self.space, arch))
+
+    def predict_many(self, archs: Iterable) -> np.ndarray:
+        return np.asarray([self.predict(a) for a in archs], np.float64)
+
+    def save(self, path) -> None:
+        atomic_write_json(path, self.data)
+
+
+def load_latency_model(path, space):
+    """A :class:`LatencyTable` or :class:`LearnedLatencyModel` from ``path``, checked against ``space``."""
+    data = _read_json(path)
+    source = f"latency file {path}"
+    check_space(data.get("space", {}), space, source)
+    if data["format"] == TABLE_FORMAT:
+        return LatencyTable(data, space)
+    return LearnedLatencyModel.from_json(data, space)
+
+
+# ----------------------------------------------------------------------------------------------
+# The learned model
+# ----------------------------------------------------------------------------------------------
+class LearnedLatencyModel:
+    """A predictor on ``space.features(arch)`` (+ the table's sum), predicting the table's residual."""
+
+    def __init__(self, space, predictor, table: LatencyTable | None, meta: dict | None = None):
+        self.space = space
+        self.predictor = predictor
+        self.table = table
+        self.meta = dict(meta or {})
+
+    def _features(self, archs: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        X = np.stack([self.space.features(a) for a in archs]).astype(np.float32)
+        if self.table is None:
+            return X, np.zeros(len(archs))
+        base = self.table.predict_many(archs)
+        return np.concatenate([X, base[:, None].astype(np.float32)], axis=1), base
+
+    def predict_many(self, archs: Sequence) -> np.ndarray:
+        X, base = self._features(list(archs))
+        return base + self.predictor.predict(X)
+
+    def predict(self, arch) -> float:
+        return float(self.predict_many([arch])[0])
+
+    def to_json(self) -> dict:
+        meta, arrays = self.predictor._state()
+        return {
+            "format": MODEL_FORMAT,
+            "version": VERSION,
+            "space": space_spec(self.space),
+            "meta": self.meta,
+            "predictor": {
+                "name": self.predictor.name,
+                "seed": self.predictor.seed,
+                "config": self.predictor.config,
+                "n_features": self.predictor.n_features,
+                "y_mean": self.predictor._y_mean,
+                "y_std": self.predictor._y_std,
+                "state": meta,
+                "arrays": {k: {"dtype": str(np.asarray(v).dtype), "shape": list(np.shape(v)),
+                               "values": np.asarray(v).ravel().tolist()} for k, v in arrays.items()},
+            },
+            "table": self.table.data if self.table is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, space) -> "LearnedLatencyModel":
+        try:
+            p = data["predictor"]
+            arrays = {k: np.asarray(a["values"], a["dtype"]).reshape(a["shape"]) for k, a in p["arrays"].items()}
+            predictor = _from_state(p, arrays)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"latency model file is damaged or from another version ({e!r})") from None
+        table = LatencyTable(data["table"], space) if data.get("table") else None
+        return cls(space, predictor, table, data.get("meta"))
+
+    def save(self, path) -> None:
+        atomic_write_json(path, self.to_json())
+
+
+def fit_latency_model(space, archs: Sequence, measured_ms, *, table: LatencyTable | None = None,
+                      model: str = "ridge", seed: int = 0, meta: dict | None = None) -> LearnedLatencyModel:
+    """Fits ``model`` (a registered predictor) to end-to-end latencies of ``archs``."""
+    if model not in predictor_names():
+        raise UserError(f"unknown model {model!r}; known models: {', '.join(predictor_names())}")
+    archs = list(archs)
+    y = np.asarray(measured_ms, np.float64)
+    if len(archs) < 2 or len(archs) != len(y):
+        raise UserError(f"need at least 2 measured subnets to fit a latency model, got {len(archs)}")
+    learned = LearnedLatencyModel(space, get_predictor(model, seed=seed), table, meta)
+    X, base = learned._features(archs)
+    learned.predictor.fit(X, y - base)
+    return learned
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+def mape(measured, predicted) -> float:
+    """Mean absolute percentage error, in percent."""
+    a, b = np.asarray(measured, np.float64), np.asarray(predicted, np.float64)
+    return float(np.mean(np.abs(b - a) / a) * 100.0)
+
+
+def score(measured, predicted) -> dict:
+    """``{"mape", "kendall_tau", "spearman", "rmse", "n"}`` of predictions against measurements."""
+    return {"mape": mape(measured, predicted), **all_metrics(measured, predicted)}
