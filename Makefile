@@ -12,11 +12,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Train a supernet on the bundled 8x8 digits, search it under a latency budget, export the best subnet.
+# Re-running starts over: the previous demo run is moved aside to $(RUN_DIR).previous.
 demo: $(VENV)/.installed
-	$(VENV)/bin/nas train-supernet --dataset digits --out $(RUN_DIR)
-	$(VENV)/bin/nas search $(RUN_DIR) --latency-budget 80%
+	@if [ -d $(RUN_DIR) ]; then rm -rf $(RUN_DIR).previous && mv $(RUN_DIR) $(RUN_DIR).previous; fi
+	$(VENV)/bin/nas train-supernet --dataset digits --epochs 40 --out $(RUN_DIR)
+	$(VENV)/bin/nas search $(RUN_DIR) --latency-budget 60% --population 16 --generations 8
 	$(VENV)/bin/nas export subnet $(RUN_DIR) --rank 1 --out $(RUN_DIR)/export
-	@echo "results: $(RUN_DIR) (config.json, metrics.jsonl, checkpoint/, search/pareto.{json,csv,png}, export/)"
+	@echo "results in $(RUN_DIR): config.json, metrics.jsonl, final.json, checkpoint/;"
+	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export"
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q

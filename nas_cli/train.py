@@ -118,7 +118,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int,
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
     opt_state = tx.init(params)
-    update = jax.jit(lambda g, s, p, scale: _apply_update(tx, g, s, p, scale), donate_argnums=(0, 1, 2))
+    update = jax.jit(lambda g, s, p, scale: _apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
     zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
     net = ComposedSupernet(space.config, dataset.mean, dataset.std, cfg.label_smoothing)
     evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)

@@ -662,20 +662,20 @@ class StaticMobileNetV3(nnx.Module):
 
 
 def _set_bn(bn: nnx.BatchNorm, p, s, c: int):
-    bn.scale.value = p["scale"][:c]
-    bn.bias.value = p["bias"][:c]
-    bn.mean.value = s["mean"][:c]
-    bn.var.value = s["var"][:c]
+    bn.scale.set_value(p["scale"][:c])
+    bn.bias.set_value(p["bias"][:c])
+    bn.mean.set_value(s["mean"][:c])
+    bn.var.set_value(s["var"][:c])
 
 
 def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params, stats, arch: MobileNetV3Arch):
     """Copies the subnet's slices of the supernet weights (and the given BN statistics) into ``model``."""
     c0, c1 = cfg.stem_channels, cfg.first_channels
-    model.stem.kernel.value = params["stem"]["w"]
+    model.stem.kernel.set_value(params["stem"]["w"])
     _set_bn(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
-    model.first_dw.kernel.value = params["first"]["dw"][:, :, None, :]
+    model.first_dw.kernel.set_value(params["first"]["dw"][:, :, None, :])
     _set_bn(model.first_bn1, params["first"]["bn1"], stats["first"]["bn1"], c0)
-    model.first_proj.kernel.value = params["first"]["proj"][None, None]
+    model.first_proj.kernel.set_value(params["first"]["proj"][None, None])
     _set_bn(model.first_bn2, params["first"]["bn2"], stats["first"]["bn2"], c1)
     i = 0
     for s, stage in enumerate(arch.stages):
@@ -688,26 +688,26 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
                 p = jax.tree.map(lambda a, b=b: a[b - 1], params["stages"][s]["rest"])
                 st = jax.tree.map(lambda a, b=b: a[b - 1], stats["stages"][s]["rest"])
             blk = model.blocks[i]
-            blk.expand.kernel.value = p["expand"][:, :h][None, None]
+            blk.expand.kernel.set_value(p["expand"][:, :h][None, None])
             _set_bn(blk.bn1, p["bn1"], st["bn1"], h)
             tf = {name: p[name] for name in p if name.startswith("tf")}
-            blk.dw.kernel.value = centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)[:, :, None, :]
+            blk.dw.kernel.set_value(centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)[:, :, None, :])
             _set_bn(blk.bn2, p["bn2"], st["bn2"], h)
             if blk.se is not None:
                 m = se_mid(h)
-                blk.se.reduce.kernel.value = p["se"]["rw"][:h, :m]
-                blk.se.reduce.bias.value = p["se"]["rb"][:m]
-                blk.se.expand.kernel.value = p["se"]["ew"][:m, :h]
-                blk.se.expand.bias.value = p["se"]["eb"][:h]
-            blk.proj.kernel.value = p["proj"][:h, :][None, None]
+                blk.se.reduce.kernel.set_value(p["se"]["rw"][:h, :m])
+                blk.se.reduce.bias.set_value(p["se"]["rb"][:m])
+                blk.se.expand.kernel.set_value(p["se"]["ew"][:m, :h])
+                blk.se.expand.bias.set_value(p["se"]["eb"][:h])
+            blk.proj.kernel.set_value(p["proj"][:h, :][None, None])
             _set_bn(blk.bn3, p["bn3"], st["bn3"], cout)
             i += 1
-    model.head.kernel.value = params["head"]["w"][None, None]
+    model.head.kernel.set_value(params["head"]["w"][None, None])
     _set_bn(model.head_bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
-    model.feature.kernel.value = params["feature"]["w"]
-    model.feature.bias.value = params["feature"]["b"]
-    model.classifier.kernel.value = params["classifier"]["w"]
-    model.classifier.bias.value = params["classifier"]["b"]
+    model.feature.kernel.set_value(params["feature"]["w"])
+    model.feature.bias.set_value(params["feature"]["b"])
+    model.classifier.kernel.set_value(params["classifier"]["w"])
+    model.classifier.bias.set_value(params["classifier"]["b"])
 
 
 def _make_full(**options) -> MobileNetV3Space:

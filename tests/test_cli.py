@@ -1,0 +1,167 @@
+"""End to end through the CLI: a one-epoch tiny run, search under a budget, export; and the errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nas_cli.main import app
+
+runner = CliRunner()
+
+TINY_TRAIN = ["--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--limit-train", "256",
+              "--calib-images", "64", "--seed", "0"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "digits"
+    result = invoke("train-supernet", *TINY_TRAIN, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def searched(run_dir: Path) -> Path:
+    result = invoke("search", run_dir, "--latency-budget", "90%", "--population", "6", "--generations", "2",
+                    "--seed", "0")
+    assert result.exit_code == 0, result.output
+    return run_dir / "search"
+
+
+def test_train_writes_a_run(run_dir: Path):
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    for key in ("epoch", "loss", "val_acc_largest", "val_acc_smallest"):
+        assert key in record
+    assert np.isfinite(record["loss"])
+    assert (run_dir / "checkpoint").is_dir()
+    final = json.loads((run_dir / "final.json").read_text())
+    assert 0.0 <= final["test_acc_largest"] <= 1.0
+
+
+def test_search_writes_a_feasible_front(searched: Path):
+    pareto = json.loads((searched / "pareto.json").read_text())
+    assert pareto["front"], "empty front"
+    budget = pareto["budgets"]["latency"]["value"]
+    for row in pareto["front"]:
+        assert row["latency_ms"] <= budget + 1e-9
+        assert 0.0 <= row["accuracy"] <= 1.0
+    header = (searched / "pareto.csv").read_text().splitlines()[0]
+    assert header.split(",")[:5] == ["arch", "accuracy", "latency_ms", "flops", "params"]
+    assert (searched / "pareto.png").stat().st_size > 0
+
+
+def test_export_matches_the_supernet_and_reloads(run_dir: Path, searched: Path, tmp_path: Path):
+    from nas_cli.data import load_dataset
+    from nas_cli.export import load_subnet
+
+    out = tmp_path / "export"
+    result = invoke("export", "subnet", run_dir, "--rank", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "subnet.json").read_text())
+    pareto = json.loads((searched / "pareto.json").read_text())
+    assert info["arch"] == pareto["front"][0]["arch"]
+    assert info["parity_max_abs_diff"] <= 1e-4
+    for key in ("accuracy", "latency_ms", "flops", "params", "run"):
+        assert key in info
+    subnet = load_subnet(out)
+    test = load_dataset("digits").test
+    acc = float((subnet.predict(test.images).argmax(-1) == test.labels).mean())
+    assert acc == pytest.approx(info["test_accuracy"], abs=1e-9)
+    # a second export into the same folder refuses to overwrite finished work
+    again = runner.invoke(app, ["export", "subnet", str(run_dir), "--rank", "1", "--out", str(out)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_export_by_arch_string(run_dir: Path, tmp_path: Path):
+    arch = "r8-k3e3-k5e6.k3e3-k3e6"
+    result = invoke("export", "subnet", run_dir, "--arch", arch, "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "subnet.json").read_text())["arch"] == arch
+
+
+def test_invalid_arch_string_names_the_field(run_dir: Path, tmp_path: Path):
+    result = runner.invoke(app, ["export", "subnet", str(run_dir), "--arch", "r8-k4e3-k3e3-k3e3",
+                                 "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "stage 1 block 1: kernel 4 not in {3, 5}" in result.output
+    assert not (tmp_path / "x" / "subnet.json").exists()
+
+
+def test_infeasible_budget_names_the_smallest_latency(run_dir: Path, tmp_path: Path):
+    result = runner.invoke(app, ["search", str(run_dir), "--latency-budget", "0.0001ms",
+                                 "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "smallest" in result.output.lower() and "ms" in result.output
+
+
+def test_run_dir_that_is_not_a_run(tmp_path: Path):
+    for args in (["search", str(tmp_path), "--latency-budget", "1ms"],
+                 ["export", "subnet", str(tmp_path), "--rank", "1", "--out", str(tmp_path / "e")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "is not a training run" in result.output
+
+
+def test_missing_data_dir(tmp_path: Path):
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, ["train-supernet", "--dataset", "mnist", "--data-dir", str(missing),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert str(missing) in result.output and "train-images-idx3-ubyte.gz" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["train-supernet", "--dataset", "cifar10", "--data-dir", str(empty),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "data_batch_1.bin" in result.output
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path):
+    cases = [
+        (["--dataset", "imagenet"], "imagenet"),
+        (["--space", "nope"], "nope"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--recipe", "magic"], "magic"),
+    ]
+    for extra, needle in cases:
+        result = runner.invoke(app, ["train-supernet", *extra, "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, (extra, result.output)
+        assert needle in result.output
+    bad = tmp_path / "cfg.json"
+    bad.write_text(json.dumps({"epochz": 3}))
+    result = runner.invoke(app, ["train-supernet", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "epochz" in result.output
+
+
+def test_existing_run_is_not_overwritten(run_dir: Path):
+    before = (run_dir / "metrics.jsonl").read_text()
+    result = runner.invoke(app, ["train-supernet", *TINY_TRAIN, "--out", str(run_dir)])
+    assert result.exit_code == 2 and "already holds a training run" in result.output
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("command", [[], ["train-supernet"], ["search"], ["export", "subnet"]])
+def test_help_documents_every_option(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    import re
+
+    options = re.findall(r"(--[a-z][a-z-]+)", result.output)
+    assert options or not command
+    # every option line carries a help text (Typer prints it on the same line)
+    for line in result.output.splitlines():
+        m = re.match(r"^\W*(--[a-z][a-z-]+)\s+(\S.*)?$", line)
+        if m and m.group(1) != "--help":
+            assert m.group(2), f"{m.group(1)} has no help text"
