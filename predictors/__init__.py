@@ -21,15 +21,25 @@ from predictors import auto as _auto  # noqa: E402,F401  auto
 from predictors.data import ArchEncoder, Table, TableEncoder, read_csv  # noqa: E402
 from predictors.pretrain import arch_stats, random_pretrain_set  # noqa: E402
 from predictors.tabular import TableModel, evaluate_table, fit_table, load_table_model  # noqa: E402
+from predictors.latency import (  # noqa: E402
+    LatencyTable,
+    LearnedLatencyModel,
+    fit_latency_model,
+    load_latency_model,
+    profile_table,
+)
 
 __all__ = [
     "ArchEncoder",
+    "LatencyTable",
+    "LearnedLatencyModel",
     "Predictor",
     "Table",
     "TableEncoder",
     "TableModel",
     "arch_stats",
     "evaluate_table",
+    "fit_latency_model",
     "fit_table",
     "load_table_model",
     "random_pretrain_set",
@@ -38,8 +48,10 @@ __all__ = [
     "cross_validate",
     "get_predictor",
     "kendall_tau",
+    "load_latency_model",
     "load_predictor",
     "predictor_names",
+    "profile_table",
     "register_predictor",
     "rmse",
     "spearman",

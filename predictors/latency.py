@@ -396,6 +396,50 @@ class LatencyTable:
         atomic_write_json(path, self.data)
 
 
+LATENCY_SPACES = ("mobilenetv3", "mobilenetv3-tiny")
+
+
+def make_latency_space(name: str, *, resolutions: Sequence[int] | None = None, in_channels: int | None = None,
+                       num_classes: int | None = None, width_mult: float | None = None, defaults: dict | None = None):
+    """(space, options) of a MobileNetV3 space; unset options come from ``defaults`` (a latency
+    file's recorded options), then from the space's own defaults.
+
+    Raises:
+      UserError: an unknown space, or ``width_mult`` for the tiny space (which has one width).
+    """
+    if name not in LATENCY_SPACES:
+        raise UserError(f"space {name!r} has no static subnets to time; latency spaces: {', '.join(LATENCY_SPACES)}")
+    defaults = dict(defaults or {})
+    given = {"resolutions": tuple(resolutions) if resolutions else None, "in_channels": in_channels,
+             "num_classes": num_classes, "width_mult": width_mult}
+    options = {k: v for k, v in given.items() if v is not None}
+    for k, v in defaults.items():
+        options.setdefault(k, tuple(v) if isinstance(v, list) else v)
+    if name == "mobilenetv3-tiny" and "width_mult" in options:
+        if width_mult is not None:
+            raise UserError(f"--width-mult {width_mult}: space {name!r} has one fixed width; "
+                            "use --space mobilenetv3 for a width multiplier")
+        options.pop("width_mult")
+    if name == "mobilenetv3" and "resolutions" not in options:
+        options["resolutions"] = (32,)
+    for r in options.get("resolutions", ()):
+        if int(r) < 1:
+            raise UserError(f"--resolution {r}: resolutions must be positive integers")
+    from search_spaces import get_space
+
+    space = get_space(name, **options)
+    cfg = space.config
+    recorded = {"in_channels": cfg.in_channels, "num_classes": cfg.num_classes, "resolutions": list(cfg.resolutions)}
+    if name == "mobilenetv3":
+        recorded["width_mult"] = float(options.get("width_mult", 1.0))
+    return space, recorded
+
+
+def file_options(path) -> dict:
+    """The space options a latency file was made with (for rebuilding its space)."""
+    return dict(_read_json(path).get("options") or {})
+
+
 def load_latency_model(path, space):
     """A :class:`LatencyTable` or :class:`LearnedLatencyModel` from ``path``, checked against ``space``."""
     data = _read_json(path)
@@ -418,6 +462,11 @@ class LearnedLatencyModel:
         self.table = table
         self.meta = dict(meta or {})
 
+    @property
+    def batch(self) -> int:
+        """The batch size its training subnets were timed at."""
+        return int(self.meta.get("batch", self.table.batch if self.table is not None else 1))
+
     def _features(self, archs: Sequence) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([self.space.features(a) for a in archs]).astype(np.float32)
         if self.table is None:
@@ -438,6 +487,7 @@ class LearnedLatencyModel:
             "format": MODEL_FORMAT,
             "version": VERSION,
             "space": space_spec(self.space),
+            "options": self.meta.get("options", {}),
             "meta": self.meta,
             "predictor": {
                 "name": self.predictor.name,

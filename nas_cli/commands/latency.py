@@ -1,0 +1,175 @@
+"""``nas latency profile|validate|fit``: latency lookup tables and learned latency models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from nas_cli.commands._common import user_errors
+
+latency_app = typer.Typer(
+    help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction.",
+    no_args_is_help=True,
+)
+
+_SPACE_HELP = "mobilenetv3 or mobilenetv3-tiny."
+
+
+def _progress(label: str, length: int, run):
+    """Runs ``run(tick)`` under a progress bar on stderr."""
+    with typer.progressbar(length=length, label=label, file=None) as bar:
+        return run(bar.update)
+
+
+def _fmt(m: dict) -> str:
+    return f"MAPE {m['mape']:.1f}%  tau {m['kendall_tau']:.3f}  rho {m['spearman']:.3f}  n {m['n']}"
+
+
+@latency_app.command("profile")
+@user_errors
+def profile(
+    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    out: Path = typer.Option(..., "--out", help="Where to write the lookup table (JSON)."),
+    resolution: List[int] = typer.Option([], "--resolution", help="Input resolution (repeatable; default: the space's)."),
+    batch: int = typer.Option(1, "--batch", help="Batch size to time at."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
+    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="mobilenetv3 only (default 1.0)."),
+    repeats: int = typer.Option(30, "--repeats", help="Timed runs per piece (median and IQR over them)."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed runs before timing."),
+    calib_samples: int = typer.Option(4, "--calib-samples", help="Random subnets timed end to end to calibrate "
+                                      "the overheads (besides the smallest and largest)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Time every block/stem/head choice of the space on this device and write a lookup table."""
+    from nas_cli.errors import UserError
+    from nas_cli.runs import enable_compilation_cache
+    from predictors.latency import make_latency_space, profile_steps, profile_table
+
+    sp, options = make_latency_space(space, resolutions=resolution, in_channels=in_channels,
+                                     num_classes=num_classes, width_mult=width_mult)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency.json'}")
+    enable_compilation_cache()
+    table = _progress("profiling", profile_steps(sp, calib_samples), lambda tick: profile_table(
+        sp, batch=batch, repeats=repeats, warmup=warmup, calib_samples=calib_samples, seed=seed,
+        options=options, progress=tick))
+    table.save(out)
+    d = table.data
+    typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} (batch {batch}); per-piece call "
+               f"{d['per_piece_ms']:.4f} ms, overhead {d['overhead_ms']:.4f} ms; wrote {out}")
+
+
+def _space_for(path: Path, space, resolution, in_channels, num_classes, width_mult):
+    from predictors.latency import file_options, make_latency_space
+
+    return make_latency_space(space, resolutions=resolution, in_channels=in_channels, num_classes=num_classes,
+                              width_mult=width_mult, defaults=file_options(path))
+
+
+@latency_app.command("validate")
+@user_errors
+def validate(
+    lut: Path = typer.Argument(..., help="A lookup table (`nas latency profile`) or learned model (`nas latency fit`)."),
+    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end."),
+    seed: int = typer.Option(0, "--seed"),
+    repeats: int = typer.Option(30, "--repeats"),
+    resolution: List[int] = typer.Option([], "--resolution", help="Default: the file's."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Default: the file's."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the file's."),
+    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Default: the file's."),
+    as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, ...} as JSON."),
+) -> None:
+    """Measure random subnets end to end and compare with the file's predictions (MAPE, Kendall tau)."""
+    from nas_cli.errors import UserError
+    from nas_cli.runs import enable_compilation_cache
+    from predictors.latency import load_latency_model, measure_archs, sample_archs, score
+
+    if samples < 2:
+        raise UserError(f"--samples {samples}: need at least 2 subnets to rank")
+    sp, _ = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
+    model = load_latency_model(lut, sp)
+    enable_compilation_cache()
+    archs = sample_archs(sp, samples, seed)
+    batch = model.batch
+    measured = _progress("measuring", samples, lambda tick: measure_archs(
+        sp, archs, batch=batch, repeats=repeats, progress=tick))
+    predicted = model.predict_many(archs)
+    result = {**score(measured, predicted), "samples": samples, "seed": seed, "batch": batch}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
+
+
+@latency_app.command("fit")
+@user_errors
+def fit(
+    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    samples: int = typer.Option(..., "--samples", help="Random subnets to measure end to end and fit on."),
+    out: Path = typer.Option(..., "--out", help="Where to write the learned model (JSON)."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="A lookup table: its sum becomes a feature and the model "
+                                       "learns its residual."),
+    model: str = typer.Option("ridge", "--model", help="A registered predictor: ridge, rbf, gp, gbt, mlp, auto."),
+    seed: int = typer.Option(0, "--seed"),
+    repeats: int = typer.Option(30, "--repeats"),
+    batch: int = typer.Option(1, "--batch", help="Batch size to time at (the table's, when --lut is given)."),
+    resolution: List[int] = typer.Option([], "--resolution", help="Default: the table's, else the space's."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
+    width_mult: Optional[float] = typer.Option(None, "--width-mult"),
+    as_json: bool = typer.Option(False, "--json", help="Print the training figures as JSON."),
+) -> None:
+    """Fit a latency predictor on end-to-end measurements of random subnets (optionally on a table's sum)."""
+    from nas_cli.errors import UserError
+    from nas_cli.runs import enable_compilation_cache
+    from predictors.latency import (
+        LatencyTable,
+        fit_latency_model,
+        load_latency_model,
+        make_latency_space,
+        measure_archs,
+        sample_archs,
+        score,
+    )
+
+    if samples < 2:
+        raise UserError(f"--samples {samples}: need at least 2 measured subnets to fit")
+    table = None
+    if lut is not None:
+        sp, options = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
+        table = load_latency_model(lut, sp)
+        if not isinstance(table, LatencyTable):
+            raise UserError(f"--lut {lut} is a learned model; pass a table written by `nas latency profile`")
+        batch = table.batch
+    else:
+        sp, options = make_latency_space(space, resolutions=resolution, in_channels=in_channels,
+                                         num_classes=num_classes, width_mult=width_mult)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
+    enable_compilation_cache()
+    archs = sample_archs(sp, samples, seed)
+    measured = _progress("measuring", samples, lambda tick: measure_archs(
+        sp, archs, batch=batch, repeats=repeats, progress=tick))
+    learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
+                                meta={"options": options, "samples": samples, "seed": seed, "batch": batch})
+    report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out)}
+    if table is not None:
+        report["table_train"] = score(measured, table.predict_many(archs))
+    learned.meta["train"] = report["train"]
+    learned.save(out)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{model} on {samples} subnets (training fit): {_fmt(report['train'])}")
+    if table is not None:
+        typer.echo(f"table on the same subnets:            {_fmt(report['table_train'])}")
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(latency_app, name="latency")

@@ -1,0 +1,129 @@
+"""``nas latency profile/validate/fit`` on the tiny space at batch 1 with few repeats.
+
+No assertion is about absolute timings (the machine is shared and noisy): only about the file,
+the arithmetic of ``predict``, errors, and the learned model's fit on its own training data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nas_cli.errors import UserError
+from nas_cli.main import app
+from predictors.latency import (
+    LatencyTable,
+    LearnedLatencyModel,
+    arch_keys,
+    fit_latency_model,
+    load_latency_model,
+    make_latency_space,
+    plan_pieces,
+    sample_archs,
+)
+from predictors.metrics import rmse
+
+runner = CliRunner()
+SPACE = "mobilenetv3-tiny"
+FAST = ["--repeats", "2", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def lut(tmp_path_factory):
+    path = tmp_path_factory.mktemp("latency") / "lut.json"
+    res = runner.invoke(app, ["latency", "profile", "--space", SPACE, "--warmup", "1", "--calib-samples", "1",
+                              "--out", str(path), *FAST])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_latency_space(SPACE)[0]
+
+
+def test_profile_writes_a_table_that_round_trips(lut, space, tmp_path):
+    data = json.loads(lut.read_text())
+    assert data["format"] == "nas-latency-table" and data["space"]["name"] == SPACE and data["batch"] == 1
+    assert set(data["entries"]) == {p.key for p in plan_pieces(space)}
+    assert all(np.isfinite(e["median_ms"]) and e["iqr_ms"] >= 0 for e in data["entries"].values())
+    table = LatencyTable.load(lut, space)
+    assert isinstance(table, LatencyTable)
+    table.save(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == data
+
+
+def test_predict_is_overhead_plus_the_sum_of_entries(lut, space):
+    data = json.loads(lut.read_text())
+    table = LatencyTable.load(lut, space)
+    for arch in sample_archs(space, 5, seed=3):
+        keys = arch_keys(space, arch)
+        assert len(keys) == 2 + sum(arch.depths)
+        expected = data["overhead_ms"] + sum(data["entries"][k]["ms"] for k in keys)
+        assert table.predict(arch) == pytest.approx(expected, rel=1e-12)
+
+
+def test_missing_entry_is_a_clear_error(lut, space):
+    data = json.loads(lut.read_text())
+    arch = space.smallest()
+    key = arch_keys(space, arch)[1]
+    del data["entries"][key]
+    with pytest.raises(UserError, match=key):
+        LatencyTable(data, space).predict(arch)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--space", "mobilenetv3"], "mobilenetv3-tiny"),
+    (["--space", SPACE, "--num-classes", "7"], "num_classes"),
+    (["--space", SPACE, "--resolution", "12"], "resolutions"),
+])
+def test_a_mismatched_space_exits_2_naming_what_differs(lut, flags, named):
+    res = runner.invoke(app, ["latency", "validate", str(lut), *flags, "--samples", "2"])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and named in res.output and "Traceback" not in res.output
+
+
+def test_not_a_latency_file_exits_2(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"format": "something"}')
+    res = runner.invoke(app, ["latency", "validate", str(bad), "--space", SPACE])
+    assert res.exit_code == 2 and "nas-latency-table" in res.output
+
+
+def test_validate_json_prints_the_metrics(lut):
+    res = runner.invoke(app, ["latency", "validate", str(lut), "--space", SPACE, "--samples", "3", "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert {"mape", "kendall_tau", "spearman", "n"} <= set(out) and out["n"] == 3
+
+
+def test_fit_with_the_table_beats_or_matches_it_on_its_training_data(lut, space, tmp_path):
+    model_path = tmp_path / "model.json"
+    res = runner.invoke(app, ["latency", "fit", "--space", SPACE, "--samples", "6", "--lut", str(lut),
+                              "--out", str(model_path), "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    # Ridge on the table's residual minimises squared error with an intercept, so on its own
+    # training data it can only match or beat predicting a zero residual (the table).
+    assert report["train"]["rmse"] <= report["table_train"]["rmse"] + 1e-9
+    # Either file loads where a table is expected (nas search --latency-table).
+    for loader in (load_latency_model, LatencyTable.load):
+        learned = loader(model_path, space)
+        assert isinstance(learned, LearnedLatencyModel)
+        assert np.isfinite(learned.predict(space.largest()))
+
+
+def test_learned_model_round_trips_and_corrects_a_biased_table(lut, space, tmp_path):
+    table = LatencyTable.load(lut, space)
+    archs = sample_archs(space, 30, seed=5)
+    base = table.predict_many(archs)
+    depth = np.asarray([sum(a.depths) for a in archs], np.float64)
+    measured = 1.5 * base + 0.05 * depth + 0.2  # a table off by a scale and a per-block cost
+    learned = fit_latency_model(space, archs, measured, table=table, model="ridge", seed=0)
+    assert rmse(measured, learned.predict_many(archs)) <= rmse(measured, base)
+    learned.save(tmp_path / "m.json")
+    again = load_latency_model(tmp_path / "m.json", space)
+    np.testing.assert_allclose(again.predict_many(archs), learned.predict_many(archs), rtol=1e-6)
