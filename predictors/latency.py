@@ -90,7 +90,7 @@ def _sides_after(cfg, side: int, stage: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Piece:
-    """One thing to time: its table key, what to build, and the input shape (without batch)."""
+    """One thing to time: its table key and what to build (``side``: the input side of a block or head)."""
 
     key: str
     kind: str  # "stem" | "block" | "head"
