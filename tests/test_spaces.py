@@ -1,0 +1,207 @@
+"""Conformance suite over every registered supernet space (STYLE habit 11).
+
+Each space with ``init_supernet`` runs the same checks: valid samples, canonical strings that round
+trip, invalid strings rejected with an error naming the field and its choices, the static subnet
+computing the supernet's function, exact FLOPs/params (counted independently from the static model),
+channel sorting preserving the largest network, and one compiled calib/eval program for all subnets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from search_spaces import ArchError, SupernetSpace, get_space, space_names
+
+# Small options per space keep compiles and forwards fast; a space not listed runs with its defaults.
+SPACE_OPTIONS = {
+    "mobilenetv3": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+}
+MODEL_RES = 8  # every model check runs at this one resolution: one compile per jitted function
+BATCH = 4
+
+
+def _supernet_space_names() -> list[str]:
+    names = []
+    for name in space_names():
+        space = get_space(name, **SPACE_OPTIONS.get(name, {}))
+        if isinstance(space, SupernetSpace) and hasattr(space, "init_supernet"):
+            names.append(name)
+    return names
+
+
+NAMES = _supernet_space_names()
+
+
+def test_registry_has_the_supernet_spaces():
+    assert {"mobilenetv3", "mobilenetv3-tiny"} <= set(NAMES)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def bundle(request):
+    """A space, perturbed supernet weights (so BN affine and kernel transforms are not identities),
+    inputs, and the jitted calib/eval programs shared by every test of the module."""
+    name = request.param
+    space = get_space(name, **SPACE_OPTIONS.get(name, {}))
+    params = space.init_supernet(jax.random.key(0))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+    channels = space.config.in_channels
+    x = jax.random.normal(jax.random.key(2), (BATCH, MODEL_RES, MODEL_RES, channels), jnp.float32)
+    calib = jax.jit(lambda p, x, arr: space.supernet_apply(p, None, x, arr, mode="calib")[1])
+    evaluate = jax.jit(lambda p, s, x, arr: space.supernet_apply(p, s, x, arr, mode="eval"))
+    return dict(name=name, space=space, params=params, x=x, calib=calib, evaluate=evaluate)
+
+
+def _at_res(arch, res=MODEL_RES):
+    return dataclasses.replace(arch, resolution=res)
+
+
+def _model_archs(space, n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [_at_res(space.sample(rng)) for _ in range(n)]
+
+
+def _supernet_logits(b, params, arch):
+    arr = jnp.asarray(b["space"].arch_arrays(arch))
+    stats = b["calib"](params, b["x"], arr)
+    return stats, np.asarray(b["evaluate"](params, stats, b["x"], arr))
+
+
+# --- genome and strings ----------------------------------------------------------------------
+def test_samples_are_valid(bundle):
+    space = bundle["space"]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        arch = space.sample(rng)
+        genome = space.to_genome(arch)
+        assert len(genome) == len(space.genes)
+        assert all(0 <= g < len(gene.choices) for g, gene in zip(genome, space.genes))
+        assert arch.resolution in space.resolutions
+        assert space.features(arch).shape == (len(space.feature_names()),)
+        assert space.flops(arch) > 0 and space.params(arch) > 0
+
+
+def test_canonical_strings_round_trip(bundle):
+    space = bundle["space"]
+    rng = np.random.default_rng(1)
+    archs = [space.sample(rng) for _ in range(50)] + [space.smallest(), space.largest()]
+    for arch in archs:
+        text = space.encode(arch)
+        assert space.decode(text) == arch
+        assert space.encode(space.decode(text)) == text
+        assert space.canonical(f"  {text} ") == text
+        assert space.from_genome(space.to_genome(arch)) == arch
+    assert len({space.encode(a) for a in archs}) == len(set(archs))
+
+
+def _choices(values) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _bad_strings(space):
+    """(string, words the error must contain) for each kind of mistake."""
+    cfg = space.config
+    good = space.encode(space.smallest())
+    res, *groups = good.split("-")
+    k0, e0 = space.smallest().stages[0][0]
+    bad_k = max(cfg.kernel_choices) + 2
+    bad_e = max(cfg.expand_choices) + 1
+    bad_r = max(cfg.resolutions) + 1
+    too_deep = ".".join([f"k{k0}e{e0}"] * (max(cfg.depth_choices) + 1))
+    return [
+        ("-".join([res, groups[0].replace(f"k{k0}", f"k{bad_k}", 1), *groups[1:]]),
+         ["kernel", str(bad_k), *_choices(cfg.kernel_choices)]),
+        ("-".join([res, groups[0].replace(f"e{e0}", f"e{bad_e}", 1), *groups[1:]]),
+         ["expand", str(bad_e), *_choices(cfg.expand_choices)]),
+        ("-".join([res, too_deep, *groups[1:]]),
+         ["depth", str(max(cfg.depth_choices) + 1), *_choices(cfg.depth_choices)]),
+        ("-".join([f"r{bad_r}", *groups]), ["resolution", str(bad_r), *_choices(cfg.resolutions)]),
+        ("hello", ["resolution", *_choices(cfg.resolutions)]),
+        ("-".join([res, "k3x9", *groups[1:]]), ["kernel", "expand", *_choices(cfg.kernel_choices)]),
+        ("-".join([res, *groups[:-1]]), ["stage", str(cfg.num_stages)]),
+        ("", ["resolution"]),
+    ]
+
+
+def test_invalid_strings_name_the_field_and_choices(bundle):
+    space = bundle["space"]
+    for text, words in _bad_strings(space):
+        with pytest.raises(ArchError) as err:
+            space.decode(text)
+        msg = str(err.value)
+        for word in words:
+            assert word in msg, (text, word, msg)
+
+
+# --- models ----------------------------------------------------------------------------------
+def test_static_subnet_equals_supernet(bundle):
+    space, params = bundle["space"], bundle["params"]
+    archs = _model_archs(space, 3, seed=2) + [_at_res(space.largest()), _at_res(space.smallest())]
+    for arch in archs:
+        stats, sup = _supernet_logits(bundle, params, arch)
+        static = space.extract(params, stats, arch)
+        out = np.asarray(static(bundle["x"]))
+        assert np.all(np.isfinite(sup))
+        np.testing.assert_allclose(out, sup, rtol=0, atol=1e-4, err_msg=space.encode(arch))
+
+
+def _count_macs(jaxpr) -> int:
+    """MACs of conv_general_dilated and dot_general equations, recursing into sub-jaxprs."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            _, rhs_spec, _ = eqn.params["dimension_numbers"]
+            # rhs_spec: (out feature dim, in feature dim, *spatial dims); in features are per group
+            per_output = rhs[rhs_spec[1]] * math.prod(rhs[d] for d in rhs_spec[2:])
+            total += math.prod(eqn.outvars[0].aval.shape) * per_output
+        elif name == "dot_general":
+            lhs = eqn.invars[0].aval.shape
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns"):
+                    total += _count_macs(sub)
+                elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    total += _count_macs(sub.jaxpr)
+    return total
+
+
+def test_flops_and_params_match_the_static_model(bundle):
+    space = bundle["space"]
+    archs = _model_archs(space, 3, seed=3) + [space.largest(), space.smallest()]
+    for arch in archs:
+        model = space.static_model(arch, nnx.Rngs(0))
+        n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        assert space.params(arch) == n_params, space.encode(arch)
+        graphdef, state = nnx.split(model)
+        x1 = jnp.zeros((1, arch.resolution, arch.resolution, space.config.in_channels), jnp.float32)
+        jaxpr = jax.make_jaxpr(lambda st, x: nnx.merge(graphdef, st)(x))(state, x1)
+        assert space.flops(arch) == _count_macs(jaxpr.jaxpr), space.encode(arch)
+
+
+def test_sort_channels_keeps_the_largest_network(bundle):
+    space, params = bundle["space"], bundle["params"]
+    largest = _at_res(space.largest())
+    _, before = _supernet_logits(bundle, params, largest)
+    _, after = _supernet_logits(bundle, space.sort_channels(params), largest)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+
+
+def test_calib_and_eval_compile_once_for_all_subnets(bundle):
+    space, params = bundle["space"], bundle["params"]
+    for arch in _model_archs(space, 4, seed=4):
+        _supernet_logits(bundle, params, arch)
+    assert bundle["calib"]._cache_size() == 1
+    assert bundle["evaluate"]._cache_size() == 1
