@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 # Re-running starts over: the previous demo run is moved aside to $(RUN_DIR).previous.
 demo: $(VENV)/.installed
 	@if [ -d $(RUN_DIR) ]; then rm -rf $(RUN_DIR).previous && mv $(RUN_DIR) $(RUN_DIR).previous; fi
-	$(VENV)/bin/nas train-supernet --dataset digits --epochs 40 --out $(RUN_DIR)
-	$(VENV)/bin/nas search $(RUN_DIR) --latency-budget 60% --population 16 --generations 8
+	$(VENV)/bin/nas train-supernet --dataset digits --epochs 30 --out $(RUN_DIR)
+	$(VENV)/bin/nas search $(RUN_DIR) --latency-budget 60% --population 16 --generations 6
 	$(VENV)/bin/nas export subnet $(RUN_DIR) --rank 1 --out $(RUN_DIR)/export
 	@echo "results in $(RUN_DIR): config.json, metrics.jsonl, final.json, checkpoint/;"
 	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export"

@@ -33,11 +33,12 @@ class TrainConfig:
     distill: bool = True  # in-place distillation from the largest subnet
     label_smoothing: float = 0.1
     calib_images: int = 2000  # BatchNorm recalibration images (OFA's default)
-    val_fraction: float = 0.1
+    val_fraction: float | None = None  # None: 0.2 for digits (small), 0.1 otherwise
     limit_train: int | None = None
     width_mult: float = 1.0
     resolutions: tuple[int, ...] | None = None  # None: the space's default
     kernels: str = "auto"
+    fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
 
     def validate(self) -> "TrainConfig":
         from search_spaces import space_names
@@ -59,7 +60,8 @@ class TrainConfig:
             (0 < self.max_flops_jump <= 1, f"max_flops_jump {self.max_flops_jump} must be in (0, 1]"),
             (self.calib_images >= self.batch_size,
              f"--calib-images {self.calib_images} must be at least the batch size {self.batch_size}"),
-            (0 < self.val_fraction < 1, f"val_fraction {self.val_fraction} must be in (0, 1)"),
+            (self.val_fraction is None or 0 < self.val_fraction < 1,
+             f"val_fraction {self.val_fraction} must be in (0, 1)"),
             (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} must be in [0, 1)"),
             (self.width_mult > 0, f"--width-mult {self.width_mult} must be positive"),
         ]

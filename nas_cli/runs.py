@@ -55,7 +55,8 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> MobileNetV3Space:
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
+    val_fraction = cfg.val_fraction or (0.2 if cfg.dataset == "digits" else 0.1)
+    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed,
                         limit_train=cfg.limit_train)
 
 

@@ -71,6 +71,27 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTran
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
 
+def resolve_kernels(kind: str) -> str:
+    """auto -> pallas on GPU/TPU, xla on CPU; pallas where it cannot run is an error, never a fallback."""
+    backend = jax.default_backend()
+    if kind == "auto":
+        return "pallas" if backend in ("gpu", "tpu") else "xla"
+    if kind == "pallas" and backend not in ("gpu", "tpu"):
+        raise UserError(f"--kernels pallas needs a GPU or TPU backend, but JAX runs on {backend!r}; "
+                        "use --kernels xla or auto")
+    return kind
+
+
+def make_trainer(cfg: TrainConfig, space: MobileNetV3Space, dataset: Dataset):
+    """The supernet training formulation for this backend (see search_spaces/composed.py and
+    search_spaces/elastic_kernels.py for the measurements behind each)."""
+    if resolve_kernels(cfg.kernels) == "pallas":
+        from search_spaces.elastic_kernels import KernelSupernet
+
+        return KernelSupernet(space.config, dataset.mean, dataset.std, cfg.label_smoothing, implementation="pallas")
+    return ComposedSupernet(space.config, dataset.mean, dataset.std, cfg.label_smoothing)
+
+
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
     """A fixed, seeded subset of the training images for BatchNorm recalibration."""
     order = np.random.default_rng(seed + 7).permutation(len(dataset.train))
@@ -120,11 +141,14 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int,
     opt_state = tx.init(params)
     update = jax.jit(lambda g, s, p, scale: _apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
     zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
-    net = ComposedSupernet(space.config, dataset.mean, dataset.std, cfg.label_smoothing)
+    net = make_trainer(cfg, space, dataset)
     evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)
     sampler = SubnetSampler(space, rng, cfg.sampler, cfg.max_flops_jump)
     calib = calibration_images(dataset, cfg.calib_images, cfg.seed)
     largest, smallest = space.largest(), space.smallest()
+    fixed = space.decode(cfg.fixed_arch) if cfg.fixed_arch else None
+    if fixed is not None:  # a stand-alone baseline: train and report this architecture only
+        largest = smallest = fixed
 
     log(f"space {space.name}: {len(space.genes)} genes, largest {space.encode(largest)} "
         f"({space.flops(largest) / 1e6:.2f} MMACs), smallest {space.encode(smallest)} "
@@ -142,7 +166,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int,
         t0 = time.time()
         losses = []
         for step, (images, labels) in enumerate(batches(dataset.train, cfg.batch_size, rng=rng)):
-            archs = _step_archs(cfg, phase, largest, smallest, sampler)
+            archs = [fixed] if fixed is not None else _step_archs(cfg, phase, largest, smallest, sampler)
             grads = zeros(params)
             soft = None
             step_loss = 0.0

@@ -32,13 +32,13 @@ def train_supernet_cmd(
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs
     from nas_cli.config import build_config
-    from nas_cli.train import train_supernet
+    from nas_cli.train import resolve_kernels, train_supernet
 
     cfg = build_config(config, dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
-    _check_kernels(cfg.kernels)
+    resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
     runs.enable_compilation_cache()
     state = {"bar": None}
 
@@ -61,17 +61,6 @@ def train_supernet_cmd(
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
                f"smallest {final['test_acc_smallest']:.4f}")
     typer.echo(f"run written to {out}")
-
-
-def _check_kernels(kind: str) -> None:
-    import jax
-
-    from nas_cli.errors import UserError
-
-    backend = jax.default_backend()
-    if kind == "pallas" and backend not in ("gpu", "tpu"):
-        raise UserError(f"--kernels pallas needs a GPU or TPU backend, but JAX runs on {backend!r}; "
-                        "use --kernels xla or auto")
 
 
 def register(app: typer.Typer) -> None:

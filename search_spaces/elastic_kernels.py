@@ -1,0 +1,135 @@
+"""Supernet training through the elastic kernels (kernels/): one program, sizes chosen at run time.
+
+This is the accelerator formulation (``--kernels pallas``): every elastic layer takes its active
+sizes (hidden width, kernel size) as int32 scalars, and the Pallas kernels skip the inactive tiles,
+so a small subnet costs what it computes with no recompilation. Skipped blocks go through
+``lax.cond``. With ``implementation="xla"`` the same program runs the kernels' XLA paths, which
+mask instead of skipping (the largest network's price); it exists for comparison and for testing.
+
+Numerically it equals :func:`search_spaces.mobilenetv3.supernet_apply` in training mode: inactive
+channels are exactly zero after every layer, and BatchNorm uses the active channels' batch statistics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from kernels import elastic_dwconv, elastic_matmul
+from search_spaces.composed import _head, _stem, subnet_loss
+from search_spaces.elastic import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid
+from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, preprocess
+
+
+def _masked_bn(x, p, active: jax.Array):
+    """Training-mode BatchNorm over channels where ``active`` (bool, (Cmax,)); others stay zero."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    y = (x - mean) * lax.rsqrt(var + BN_EPS) * p["scale"] + p["bias"]
+    return jnp.where(active, y, 0.0)
+
+
+def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, stride, act, se, impl, interpret):
+    kw = dict(implementation=impl, interpret=interpret)
+    hmax = p["expand"].shape[1]
+    h = jnp.int32(cin) * jnp.asarray(cfg.expand_choices, jnp.int32)[e_idx]
+    ks = jnp.asarray(cfg.kernel_choices, jnp.int32)[k_idx]
+    on = jnp.arange(hmax) < h
+    act_fn = ACTIVATIONS[act]
+    b, hh, ww, _ = x.shape
+    z = elastic_matmul(x.reshape(-1, cin), p["expand"], k=cin, n=h, **kw).reshape(b, hh, ww, hmax)
+    z = act_fn(_masked_bn(z, p["bn1"], on))
+    # OFA kernel transforms for every size, then pick: weights only, cheap next to the conv.
+    kmax = max(cfg.kernel_choices)
+    tf = {name: p[name] for name in p if name.startswith("tf")}
+    stacked = []
+    for kc in cfg.kernel_choices:
+        wk = centre_kernel(p["dw"], tf, kc, cfg.kernel_choices)
+        pad = (kmax - kc) // 2
+        stacked.append(jnp.pad(wk, ((pad, pad), (pad, pad), (0, 0))))
+    w = jnp.stack(stacked)[k_idx]
+    z = elastic_dwconv(z, w, c=h, ks=ks, stride=stride, **kw)
+    z = act_fn(_masked_bn(z, p["bn2"], on))
+    if se:
+        mmax = p["se"]["rw"].shape[1]
+        m = jnp.maximum(h // 4, 1)
+        pooled = jnp.mean(z, axis=(1, 2))  # (B, hmax), zero past h
+        r = elastic_matmul(pooled, p["se"]["rw"], p["se"]["rb"], k=h, n=m, **kw)
+        r = jax.nn.relu(r)
+        g = elastic_matmul(r, p["se"]["ew"], p["se"]["eb"], k=m, n=h, **kw)
+        gate = jnp.where(on, hard_sigmoid(g), 0.0)
+        del mmax
+        z = z * gate[:, None, None, :]
+    ho, wo = z.shape[1], z.shape[2]
+    y = elastic_matmul(z.reshape(-1, hmax), p["proj"], k=h, n=cout, **kw).reshape(b, ho, wo, cout)
+    y = _masked_bn(y, p["bn3"], jnp.ones((cout,), bool))
+    if stride == 1 and cin == cout:
+        y = y + x
+    return y
+
+
+def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: str, interpret: bool = False):
+    """Training-mode logits; ``sizes`` (stages, max_depth, 3) int32 holds (active, kernel idx, expand idx)."""
+    z = _stem(cfg, params, x)
+    for s in range(cfg.num_stages):
+        st = params["stages"][s]
+        for b in range(cfg.max_depth):
+            cin, cout, stride = cfg.block_io(s, b)
+            p = st["first"] if b == 0 else jax.tree.map(lambda a, b=b: a[b - 1], st["rest"])
+            blk = lambda p, z, s=s, cin=cin, cout=cout, stride=stride: _elastic_block(  # noqa: E731
+                cfg, p, z, sizes[s, b, 1], sizes[s, b, 2], cin=cin, cout=cout, stride=stride,
+                act=cfg.stage_acts[s], se=cfg.stage_se[s], impl=impl, interpret=interpret)
+            if b == 0:  # the first block of a stage is always active
+                z = blk(p, z)
+            else:
+                z = lax.cond(sizes[s, b, 0] > 0, blk, lambda p, z: z, p, z)
+    return _head(params, z)
+
+
+def arch_sizes(cfg: MobileNetV3Config, arch: MobileNetV3Arch) -> np.ndarray:
+    out = np.zeros((cfg.num_stages, cfg.max_depth, 3), np.int32)
+    for s, blocks in enumerate(arch.stages):
+        for b, (k, e) in enumerate(blocks):
+            out[s, b] = (1, cfg.kernel_choices.index(k), cfg.expand_choices.index(e))
+    return out
+
+
+class KernelSupernet:
+    """``accumulate_grad`` like :class:`search_spaces.composed.ComposedSupernet`, as one jitted
+    program per (resolution, distillation) through the elastic kernels."""
+
+    def __init__(self, cfg: MobileNetV3Config, mean: float, std: float, label_smoothing: float = 0.0, *,
+                 implementation: str = "pallas", interpret: bool = False):
+        self.cfg, self.mean, self.std = cfg, mean, std
+        self.label_smoothing = label_smoothing
+        self.impl, self.interpret = implementation, interpret
+        self._steps = {}
+
+    def _step(self, resolution: int, kd: bool):
+        key = (resolution, kd)
+        if key not in self._steps:
+            cfg, mean, std = self.cfg, self.mean, self.std
+
+            def step(params, acc, images, labels, soft, sizes):
+                def loss_fn(p):
+                    x = preprocess(images, resolution, mean, std)
+                    logits = kernel_supernet_logits(cfg, p, x, sizes, impl=self.impl, interpret=self.interpret)
+                    return subnet_loss(logits, labels, soft, kd, self.label_smoothing), logits
+
+                (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+                return loss, logits, jax.tree.map(jnp.add, acc, g)
+
+            self._steps[key] = jax.jit(step, donate_argnums=(1,))
+        return self._steps[key]
+
+    def num_compiled(self) -> int:
+        return sum(f._cache_size() for f in self._steps.values())
+
+    def accumulate_grad(self, params, grads, arch: MobileNetV3Arch, images, labels, soft_targets=None):
+        kd = soft_targets is not None
+        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
+        sizes = jnp.asarray(arch_sizes(self.cfg, arch))
+        return self._step(arch.resolution, kd)(params, grads, images, labels, soft, sizes)
