@@ -1,0 +1,108 @@
+"""Supernet quality: inherited-weight accuracy against the same architectures trained alone.
+
+Trains one supernet (sandwich rule + in-place distillation) for E epochs, then trains the smallest,
+the largest and N random architectures alone from scratch with the same data, epochs and recipe
+(``fixed_arch``), and compares test accuracy (BN recalibrated in both cases). Prints one JSON object:
+per-architecture inherited and stand-alone accuracy, the gaps of the smallest and largest, and the
+Kendall tau between inherited and stand-alone accuracy over the random architectures.
+
+This is a slow benchmark (many trainings). Each finished training is kept in --out, and a re-run
+reuses them, so an interrupted benchmark continues where it stopped.
+
+  python bench/supernet_quality.py --dataset fashion-mnist --data-dir ../shared/data/fashion-mnist \
+      --epochs 5 --limit-train 12000 --width-mult 0.5 --resolution 28 --subnets 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas_cli import runs  # noqa: E402
+from nas_cli.config import TrainConfig  # noqa: E402
+from nas_cli.subnet import SubnetEvaluator  # noqa: E402
+from nas_cli.train import calibration_images, train_supernet  # noqa: E402
+from predictors import kendall_tau  # noqa: E402
+
+
+def _train(cfg: TrainConfig, out: Path) -> None:
+    if (out / runs.FINAL).is_file():
+        return
+    if out.exists():  # an interrupted training: start it again
+        import shutil
+
+        shutil.rmtree(out)
+    train_supernet(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _test_accuracy(run_dir: Path, arch) -> float:
+    run = runs.open_run(run_dir)
+    ev = SubnetEvaluator(run.space, run.dataset.mean, run.dataset.std)
+    calib = calibration_images(run.dataset, run.config.calib_images, run.config.seed)
+    return ev.calibrated_accuracy(run.params, arch, calib, run.dataset.test)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir", default="../shared/data/fashion-mnist")
+    ap.add_argument("--space", default="mobilenetv3")
+    ap.add_argument("--width-mult", type=float, default=0.5)
+    ap.add_argument("--resolution", type=int, default=28)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--limit-train", type=int, default=12000)
+    ap.add_argument("--subnets", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench/quality")
+    args = ap.parse_args(argv)
+    runs.enable_compilation_cache()
+    out = Path(args.out)
+    base = TrainConfig(space=args.space, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                       batch_size=args.batch_size, seed=args.seed, limit_train=args.limit_train,
+                       width_mult=args.width_mult, resolutions=(args.resolution,)).validate()
+    t0 = time.time()
+    _train(base, out / "supernet")
+    run = runs.open_run(out / "supernet")
+    space = run.space
+    rng = np.random.default_rng(args.seed + 100)
+    archs = {"smallest": space.smallest(), "largest": space.largest()}
+    for i in range(args.subnets):
+        archs[f"random{i}"] = space.sample(rng)
+
+    rows = {}
+    for name, arch in archs.items():
+        code = space.encode(arch)
+        inherited = _test_accuracy(out / "supernet", arch)
+        alone_dir = out / f"alone-{name}"
+        _train(dataclasses.replace(base, fixed_arch=code, distill=False), alone_dir)
+        alone = json.loads((alone_dir / runs.FINAL).read_text())["test_acc_largest"]
+        rows[name] = {"arch": code, "inherited": inherited, "alone": alone,
+                      "gap_points": round(100 * (inherited - alone), 2), "mflops": space.flops(arch) / 1e6}
+        print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
+
+    rand = [r for n, r in rows.items() if n.startswith("random")]
+    result = {
+        "command": " ".join(["python", "bench/supernet_quality.py", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": dataclasses.asdict(base),
+        "rows": rows,
+        "gap_smallest_points": rows["smallest"]["gap_points"],
+        "gap_largest_points": rows["largest"]["gap_points"],
+        "within_2_points": abs(rows["smallest"]["gap_points"]) <= 2 and abs(rows["largest"]["gap_points"]) <= 2,
+        "kendall_tau_random": kendall_tau([r["alone"] for r in rand], [r["inherited"] for r in rand]) if len(rand) > 1 else None,
+        "seconds": round(time.time() - t0, 1),
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
