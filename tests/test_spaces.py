@@ -155,11 +155,14 @@ def test_static_subnet_equals_supernet(bundle):
 
 
 def _count_macs(jaxpr) -> int:
-    """MACs of conv_general_dilated and dot_general equations, recursing into sub-jaxprs."""
+    """MACs of conv_general_dilated and dot_general equations, and of the multiplies of the
+    shifted-sum depthwise convs (named scope "depthwise_conv"), recursing into sub-jaxprs."""
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "conv_general_dilated":
+        if name == "mul" and "depthwise_conv" in str(eqn.source_info.name_stack):
+            total += math.prod(eqn.outvars[0].aval.shape)  # one multiply-add per tap and output
+        elif name == "conv_general_dilated":
             rhs = eqn.invars[1].aval.shape
             _, rhs_spec, _ = eqn.params["dimension_numbers"]
             # rhs_spec: (out feature dim, in feature dim, *spatial dims); in features are per group
