@@ -73,7 +73,8 @@ def batch_norm(x, p, s, c: int, mode: str):
     else:
         mean = jnp.mean(x, axes)
         var = jnp.mean(jnp.square(x - mean), axes)
-    y = (x - mean) * lax.rsqrt(var + BN_EPS) * p["scale"][:c] + p["bias"][:c]
+    # Same operation order as nnx.BatchNorm, so the static subnet reproduces it bit for bit.
+    y = (x - mean) * (lax.rsqrt(var + BN_EPS) * p["scale"][:c]) + p["bias"][:c]
     if mode != "calib":
         return y, None
     full = p["scale"].shape[0]

@@ -621,12 +621,14 @@ class StaticBlock(nnx.Module):
         h = cin * e
         self.residual = stride == 1 and cin == cout
         self.act = act
-        self.expand = nnx.Conv(cin, h, (1, 1), use_bias=False, rngs=rngs)
+        # 1x1 convs as Linear over the channel axis: the same dot_general as the supernet's einsum,
+        # so both sum in the same order (BatchNorm on small maps amplifies any difference).
+        self.expand = nnx.Linear(cin, h, use_bias=False, rngs=rngs)
         self.bn1 = _bn(h, rngs)
         self.dw = DepthwiseConv(h, k, stride, rngs)
         self.bn2 = _bn(h, rngs)
         self.se = _SE(h, rngs) if se else None
-        self.proj = nnx.Conv(h, cout, (1, 1), use_bias=False, rngs=rngs)
+        self.proj = nnx.Linear(h, cout, use_bias=False, rngs=rngs)
         self.bn3 = _bn(cout, rngs)
 
     def __call__(self, x):
@@ -653,7 +655,7 @@ class StaticMobileNetV3(nnx.Module):
         self.stem_bn = _bn(c0, rngs)
         self.first_dw = DepthwiseConv(c0, 3, 1, rngs)
         self.first_bn1 = _bn(c0, rngs)
-        self.first_proj = nnx.Conv(c0, c1, (1, 1), use_bias=False, rngs=rngs)
+        self.first_proj = nnx.Linear(c0, c1, use_bias=False, rngs=rngs)
         self.first_bn2 = _bn(c1, rngs)
         self.first_residual = c0 == c1
         blocks = []
@@ -662,7 +664,7 @@ class StaticMobileNetV3(nnx.Module):
                 cin, cout, stride = cfg.block_io(s, b)
                 blocks.append(StaticBlock(cin, cout, stride, k, e, cfg.stage_acts[s], cfg.stage_se[s], rngs))
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Conv(cfg.stage_channels[-1], cfg.head_channels, (1, 1), use_bias=False, rngs=rngs)
+        self.head = nnx.Linear(cfg.stage_channels[-1], cfg.head_channels, use_bias=False, rngs=rngs)
         self.head_bn = _bn(cfg.head_channels, rngs)
         self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, rngs=rngs)
         self.classifier = nnx.Linear(cfg.feature_channels, cfg.num_classes, rngs=rngs)
@@ -693,7 +695,7 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
     _set_bn(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
     model.first_dw.kernel.set_value(params["first"]["dw"])
     _set_bn(model.first_bn1, params["first"]["bn1"], stats["first"]["bn1"], c0)
-    model.first_proj.kernel.set_value(params["first"]["proj"][None, None])
+    model.first_proj.kernel.set_value(params["first"]["proj"])
     _set_bn(model.first_bn2, params["first"]["bn2"], stats["first"]["bn2"], c1)
     i = 0
     for s, stage in enumerate(arch.stages):
@@ -706,7 +708,7 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
                 p = jax.tree.map(lambda a, b=b: a[b - 1], params["stages"][s]["rest"])
                 st = jax.tree.map(lambda a, b=b: a[b - 1], stats["stages"][s]["rest"])
             blk = model.blocks[i]
-            blk.expand.kernel.set_value(p["expand"][:, :h][None, None])
+            blk.expand.kernel.set_value(p["expand"][:, :h])
             _set_bn(blk.bn1, p["bn1"], st["bn1"], h)
             tf = {name: p[name] for name in p if name.startswith("tf")}
             blk.dw.kernel.set_value(centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices))
@@ -717,10 +719,10 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
                 blk.se.reduce.bias.set_value(p["se"]["rb"][:m])
                 blk.se.expand.kernel.set_value(p["se"]["ew"][:m, :h])
                 blk.se.expand.bias.set_value(p["se"]["eb"][:h])
-            blk.proj.kernel.set_value(p["proj"][:h, :][None, None])
+            blk.proj.kernel.set_value(p["proj"][:h, :])
             _set_bn(blk.bn3, p["bn3"], st["bn3"], cout)
             i += 1
-    model.head.kernel.set_value(params["head"]["w"][None, None])
+    model.head.kernel.set_value(params["head"]["w"])
     _set_bn(model.head_bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
     model.feature.kernel.set_value(params["feature"]["w"])
     model.feature.bias.set_value(params["feature"]["b"])

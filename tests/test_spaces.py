@@ -25,7 +25,7 @@ SPACE_OPTIONS = {
     "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
 }
 MODEL_RES = 8  # every model check runs at this one resolution: one compile per jitted function
-BATCH = 4
+BATCH = 16  # BatchNorm over 1x1 maps of 4 images amplifies float-order noise past 1e-4
 
 
 def _supernet_space_names() -> list[str]:
@@ -149,7 +149,10 @@ def test_static_subnet_equals_supernet(bundle):
     for arch in archs:
         stats, sup = _supernet_logits(bundle, params, arch)
         static = space.extract(params, stats, arch)
-        out = np.asarray(static(bundle["x"]))
+        graphdef, state = nnx.split(static)
+        # jitted like the supernet (and like export's parity check): eager op-by-op execution
+        # rounds differently from fused code
+        out = np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, bundle["x"]))
         assert np.all(np.isfinite(sup))
         np.testing.assert_allclose(out, sup, rtol=0, atol=1e-4, err_msg=space.encode(arch))
 
