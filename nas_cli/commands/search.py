@@ -96,7 +96,8 @@ def search(
                    + (f", best accuracy {best:.4f}" if best is not None else ""))
 
     result = run_search(evaluator, config, out_dir, source=source, progress=progress)
-    budgets_text = ", ".join(f"{m} <= {v:.4g}" for m, v in result.bounds.items())
+    units = {"latency": " ms"}
+    budgets_text = ", ".join(f"{m} <= {v:.4g}{units.get(m, '')}" for m, v in result.bounds.items())
     typer.echo(f"\nPareto front ({len(result.front)} subnets; {budgets_text}):")
     typer.echo(format_front(result.front))
     typer.echo(f"\nwrote {out_dir / 'pareto.json'}, pareto.csv, pareto.png, search_log.jsonl")
