@@ -112,7 +112,7 @@ _PHASE_GENES = {"largest": (), "kernel": ("kernel",), "depth": ("kernel", "depth
                 "width": ("kernel", "depth", "expand", "resolution")}
 
 
-def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int, str], None] | None = None,
+def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Trains the supernet described by ``cfg`` into run directory ``out``.
 
@@ -178,7 +178,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int,
             params, opt_state = update(grads, opt_state, params, 1.0 / len(archs))
             losses.append(step_loss / len(archs))
             if progress is not None:
-                progress(epoch, step, phase)
+                progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
         loss = float(np.mean([float(v) for v in losses]))
         record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
                   "val_acc_largest": evaluator.calibrated_accuracy(params, largest, calib, dataset.val),

@@ -40,24 +40,20 @@ def train_supernet_cmd(
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
     resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
     runs.enable_compilation_cache()
-    state = {"bar": None}
+    bar = None
 
-    def progress(epoch: int, step: int, phase: str) -> None:  # one tick per step
-        if state["bar"] is None:
-            steps = cfg.epochs * (state.get("steps") or 1)
-            state["bar"] = typer.progressbar(length=steps, label="training", file=None)
-            state["bar"].__enter__()
-        state["bar"].update(1)
+    def progress(done: int, total: int) -> None:  # called once per training step
+        nonlocal bar
+        if bar is None:
+            bar = typer.progressbar(length=total, label="training")
+            bar.__enter__()
+        bar.update(1)
 
-    from nas_cli.data import load_dataset  # noqa: F401  (errors about data surface before compiling)
-
-    n_train = len(runs.load_run_dataset(cfg).train)
-    state["steps"] = n_train // cfg.batch_size
     try:
         final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True))
     finally:
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
+        if bar is not None:
+            bar.__exit__(None, None, None)
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
                f"smallest {final['test_acc_smallest']:.4f}")
     typer.echo(f"run written to {out}")
