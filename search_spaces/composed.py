@@ -20,31 +20,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, _block, preprocess
-from search_spaces.elastic import batch_norm, depthwise_conv, hard_swish
+from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, _block, head_apply, preprocess, stem_apply
 
 
 def _stem(cfg: MobileNetV3Config, p, x):
-    z = jax.lax.conv_general_dilated(x, p["stem"]["w"], (cfg.stem_stride,) * 2, "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    z, _ = batch_norm(z, p["stem"]["bn"], None, cfg.stem_channels, "train")
-    z = hard_swish(z)
-    q = p["first"]
-    y = depthwise_conv(z, q["dw"], 1)
-    y, _ = batch_norm(y, q["bn1"], None, cfg.stem_channels, "train")
-    y = jax.nn.relu(y)
-    y = jnp.einsum("bhwc,cd->bhwd", y, q["proj"])
-    y, _ = batch_norm(y, q["bn2"], None, cfg.first_channels, "train")
-    return y + z if cfg.stem_channels == cfg.first_channels else y
+    return stem_apply(cfg, p, None, x, "train")[0]
 
 
-def _head(p, z):
-    z = jnp.einsum("bhwc,cd->bhwd", z, p["head"]["w"])
-    z, _ = batch_norm(z, p["head"]["bn"], None, p["head"]["w"].shape[1], "train")
-    z = hard_swish(z)
-    z = jnp.mean(z, axis=(1, 2))
-    z = hard_swish(z @ p["feature"]["w"] + p["feature"]["b"])
-    return z @ p["classifier"]["w"] + p["classifier"]["b"]
+def _head(cfg: MobileNetV3Config, p, z):
+    return head_apply(cfg, p, None, z, "train")[0]
 
 
 def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float = 0.0):
@@ -97,7 +81,7 @@ class ComposedSupernet:
 
             def head(p, z, labels, soft, acc):
                 def loss_fn(q, z):
-                    logits = _head(q, z)
+                    logits = _head(self.cfg, q, z)
                     return subnet_loss(logits, labels, soft, kd, smoothing), logits
 
                 (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)

@@ -86,7 +86,7 @@ def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: st
                 z = blk(p, z)
             else:
                 z = lax.cond(sizes[s, b, 0] > 0, blk, lambda p, z: z, p, z)
-    return _head(params, z)
+    return _head(cfg, params, z)
 
 
 def arch_sizes(cfg: MobileNetV3Config, arch: MobileNetV3Arch) -> np.ndarray:

@@ -484,6 +484,38 @@ def preprocess(images, resolution: int, mean: float, std: float):
     return x
 
 
+def stem_apply(cfg: MobileNetV3Config, params, stats, x, mode: str):
+    """The fixed stem conv and first (expand-1) block. Returns (z, {"stem", "first"} BN stats).
+
+    ``stats`` may be None outside "eval" mode (batch statistics are used)."""
+    s = stats or {"stem": {"bn": None}, "first": {"bn1": None, "bn2": None}}
+    p = params["stem"]
+    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z, bn = batch_norm(z, p["bn"], s["stem"]["bn"], cfg.stem_channels, mode)
+    z = hard_swish(z)
+    p, sf = params["first"], s["first"]
+    c0, c1 = cfg.stem_channels, cfg.first_channels
+    y = depthwise_conv(z, p["dw"], 1)
+    y, bn1 = batch_norm(y, p["bn1"], sf["bn1"], c0, mode)
+    y = jax.nn.relu(y)
+    y = jnp.einsum("bhwc,cd->bhwd", y, p["proj"])
+    y, bn2 = batch_norm(y, p["bn2"], sf["bn2"], c1, mode)
+    z = y + z if c0 == c1 else y
+    return z, {"stem": {"bn": bn}, "first": {"bn1": bn1, "bn2": bn2}}
+
+
+def head_apply(cfg: MobileNetV3Config, params, stats, z, mode: str):
+    """Final 1x1 conv, pooling, feature layer and classifier. Returns (logits, {"bn"} stats)."""
+    p, s = params["head"], (stats["head"] if stats is not None else {"bn": None})
+    z = jnp.einsum("bhwc,cd->bhwd", z, p["w"])
+    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.head_channels, mode)
+    z = hard_swish(z)
+    z = jnp.mean(z, axis=(1, 2))  # (B, head)
+    z = hard_swish(z @ params["feature"]["w"] + params["feature"]["b"])
+    return z @ params["classifier"]["w"] + params["classifier"]["b"], {"bn": bn}
+
+
 def supernet_apply(cfg: MobileNetV3Config, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
     """Forward of the subnet selected by ``arch_arr`` (stages, max_depth) int32 branch indices.
 
@@ -500,22 +532,8 @@ def supernet_apply(cfg: MobileNetV3Config, params, stats, x, arch_arr, *, mode: 
     if stats is None:
         stats = init_stats(params)
     new = {}
-    p, s = params["stem"], stats["stem"]
-    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.stem_channels, mode)
-    new["stem"] = {"bn": bn}
-    z = hard_swish(z)
-
-    p, s = params["first"], stats["first"]
-    c0, c1 = cfg.stem_channels, cfg.first_channels
-    y = depthwise_conv(z, p["dw"], 1)
-    y, bn1 = batch_norm(y, p["bn1"], s["bn1"], c0, mode)
-    y = jax.nn.relu(y)
-    y = jnp.einsum("bhwc,cd->bhwd", y, p["proj"])
-    y, bn2 = batch_norm(y, p["bn2"], s["bn2"], c1, mode)
-    z = y + z if c0 == c1 else y
-    new["first"] = {"bn1": bn1, "bn2": bn2}
+    z, stem_stats = stem_apply(cfg, params, stats, x, mode)
+    new.update(stem_stats)
 
     new["stages"] = []
     for st in range(cfg.num_stages):
@@ -533,14 +551,7 @@ def supernet_apply(cfg: MobileNetV3Config, params, stats, x, arch_arr, *, mode: 
         z, rest_stats = lax.scan(body, z, (ps["rest"], ss["rest"], arch_arr[st, 1:]))
         new["stages"].append({"first": first_stats, "rest": rest_stats})
 
-    p, s = params["head"], stats["head"]
-    z = jnp.einsum("bhwc,cd->bhwd", z, p["w"])
-    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.head_channels, mode)
-    new["head"] = {"bn": bn}
-    z = hard_swish(z)
-    z = jnp.mean(z, axis=(1, 2))  # (B, head)
-    z = hard_swish(z @ params["feature"]["w"] + params["feature"]["b"])
-    logits = z @ params["classifier"]["w"] + params["classifier"]["b"]
+    logits, new["head"] = head_apply(cfg, params, stats, z, mode)
     if mode == "calib":
         return logits, new
     return logits
