@@ -36,11 +36,8 @@ from predictors import kendall_tau  # noqa: E402
 def _train(cfg: TrainConfig, out: Path) -> None:
     if (out / runs.FINAL).is_file():
         return
-    if out.exists():  # an interrupted training: start it again
-        import shutil
-
-        shutil.rmtree(out)
-    train_supernet(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    # an interrupted training continues from its last finished epoch
+    train_supernet(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True), resume=True)
 
 
 def _test_accuracy(run_dir: Path, arch) -> float:

@@ -41,9 +41,9 @@ class TrainConfig:
     fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
 
     def validate(self) -> "TrainConfig":
-        from search_spaces import space_names
+        from search_spaces import supernet_space_names
 
-        supernet_spaces = [n for n in space_names() if n.startswith("mobilenetv3")]
+        supernet_spaces = supernet_space_names()
         if self.space not in supernet_spaces:
             raise UserError(f"--space {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}")
         if self.dataset not in DATASETS:
@@ -68,6 +68,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.val_fraction is None:  # make the dataset's default explicit in config.json
+            return dataclasses.replace(self, val_fraction=0.2 if self.dataset == "digits" else 0.1)
         return self
 
     def to_json(self) -> dict[str, Any]:

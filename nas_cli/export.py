@@ -19,7 +19,7 @@ from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
 from search_spaces import get_space
-from search_spaces.mobilenetv3 import preprocess
+from search_spaces.elastic import preprocess
 
 PARITY_TOLERANCE = 1e-4  # float32
 SUBNET_JSON = "subnet.json"
@@ -44,11 +44,8 @@ def resolve_arch(run: runs.Run, arch: str | None, rank: int | None, search_dir: 
 
 
 def space_options(run: runs.Run) -> dict:
-    cfg = run.space.config
-    options = {"in_channels": cfg.in_channels, "num_classes": cfg.num_classes,
-               "resolutions": list(cfg.resolutions)}
-    if run.space.name == "mobilenetv3":
-        options["width_mult"] = run.config.width_mult
+    options = dict(run.space.options)
+    options["resolutions"] = list(options["resolutions"])
     return options
 
 
@@ -96,7 +93,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "space": space.name,
         "space_options": space_options(run),
         "resolution": a.resolution,
-        "input": {"shape": ["batch", a.resolution, a.resolution, space.config.in_channels],
+        "input": {"shape": ["batch", a.resolution, a.resolution, space.in_channels],
                   "preprocess": "x = (uint8 / 255 - mean) / std, resized bilinearly to resolution",
                   "mean": ds.mean, "std": ds.std},
         "accuracy": val_acc,

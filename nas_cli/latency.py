@@ -43,6 +43,6 @@ def time_compiled(compiled, state, x, *, repeats: int = 30, warmup: int = 3) -> 
 def measure_latency(space, arch, *, batch: int = 1, repeats: int = 30, warmup: int = 3) -> dict:
     """Median latency (ms) of ``arch``'s static subnet forward at ``batch``, with its spread."""
     model = space.static_model(arch, nnx.Rngs(0))
-    shape = (batch, arch.resolution, arch.resolution, space.config.in_channels)
+    shape = (batch, arch.resolution, arch.resolution, space.in_channels)
     compiled, state, x = compile_forward(model, shape)
     return time_compiled(compiled, state, x, repeats=repeats, warmup=warmup)

@@ -14,8 +14,8 @@ import numpy as np
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, load_dataset
 from nas_cli.errors import UserError
-from search_spaces import get_space
-from search_spaces.mobilenetv3 import MobileNetV3Space
+from search_spaces import ArchError, get_space
+from search_spaces.base import SupernetSpace
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint"
@@ -40,18 +40,22 @@ def enable_compilation_cache() -> None:
 
 
 def default_resolutions(space: str, image_side: int) -> tuple[int, ...]:
-    if space == "mobilenetv3-tiny":
+    """Tiny spaces (tests, 8x8 digits) run at the image size; full spaces also 8 and 4 px less."""
+    if space.endswith("-tiny"):
         return (image_side,)
     return tuple(r for r in (image_side - 8, image_side - 4, image_side) if r >= 8)
 
 
-def make_space(cfg: TrainConfig, dataset: Dataset) -> MobileNetV3Space:
+def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
     side, channels = dataset.image_shape[0], dataset.image_shape[2]
     options: dict[str, Any] = dict(in_channels=channels, num_classes=dataset.num_classes,
-                                   resolutions=cfg.resolutions or default_resolutions(cfg.space, side))
-    if cfg.space == "mobilenetv3":
+                                   resolutions=tuple(cfg.resolutions or default_resolutions(cfg.space, side)))
+    if cfg.width_mult != 1.0:
         options["width_mult"] = cfg.width_mult
-    return get_space(cfg.space, **options)
+    try:
+        return get_space(cfg.space, **options)
+    except ArchError as e:
+        raise UserError(str(e)) from None
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
@@ -95,7 +99,7 @@ class Run:
     path: Path
     config: TrainConfig
     dataset: Dataset
-    space: MobileNetV3Space
+    space: SupernetSpace
     params: Any
     epoch: int
 

@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_cli.data import Split
-from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Space, preprocess
+from search_spaces.base import Arch, SupernetSpace
+from search_spaces.elastic import preprocess
 
 
 class SubnetEvaluator:
     """Recalibrates BatchNorm for a subnet and measures its accuracy, with the supernet's weights."""
 
-    def __init__(self, space: MobileNetV3Space, mean: float, std: float, batch_size: int = 128):
+    def __init__(self, space: SupernetSpace, mean: float, std: float, batch_size: int = 128):
         self.space, self.mean, self.std, self.batch_size = space, mean, std, batch_size
         self._calib = {}
         self._eval = {}
@@ -41,7 +42,7 @@ class SubnetEvaluator:
     def num_compiled(self) -> int:
         return sum(f._cache_size() for f in [*self._calib.values(), *self._eval.values()])
 
-    def calibrate(self, params, arch: MobileNetV3Arch, images: np.ndarray):
+    def calibrate(self, params, arch: Arch, images: np.ndarray):
         """BatchNorm statistics of ``arch``: the mean over batches of each layer's batch mean and
         variance, forwarding ``images`` (OFA's recipe; a partial last batch is dropped)."""
         calib, _ = self._fns(arch.resolution)
@@ -54,7 +55,7 @@ class SubnetEvaluator:
             n += 1
         return jax.tree.map(lambda t: t / n, total)
 
-    def logits(self, params, stats, arch: MobileNetV3Arch, images: np.ndarray) -> np.ndarray:
+    def logits(self, params, stats, arch: Arch, images: np.ndarray) -> np.ndarray:
         _, evaluate = self._fns(arch.resolution)
         arr = jnp.asarray(self.space.arch_arrays(arch))
         bs = self.batch_size
@@ -67,9 +68,9 @@ class SubnetEvaluator:
             out.append(np.asarray(evaluate(params, stats, chunk, arr))[:n])
         return np.concatenate(out)
 
-    def accuracy(self, params, stats, arch: MobileNetV3Arch, split: Split) -> float:
+    def accuracy(self, params, stats, arch: Arch, split: Split) -> float:
         pred = self.logits(params, stats, arch, split.images).argmax(-1)
         return float((pred == split.labels).mean())
 
-    def calibrated_accuracy(self, params, arch: MobileNetV3Arch, calib_images: np.ndarray, split: Split) -> float:
+    def calibrated_accuracy(self, params, arch: Arch, calib_images: np.ndarray, split: Split) -> float:
         return self.accuracy(params, self.calibrate(params, arch, calib_images), arch, split)

@@ -9,6 +9,7 @@ from search_spaces.base import (
     get_space,
     register_space,
     space_names,
+    supernet_space_names,
 )
 from search_spaces import mobilenetv3  # noqa: F401  (registers mobilenetv3, mobilenetv3-tiny)
 
@@ -21,5 +22,6 @@ __all__ = [
     "get_space",
     "register_space",
     "space_names",
+    "supernet_space_names",
 ]
 from search_spaces import nasbench201  # noqa: E402,F401  (registers nas-bench-201)

@@ -117,10 +117,23 @@ def _one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.
 
 
 class SupernetSpace(SearchSpace):
-    """A space with a weight-sharing supernet, static subnets and exact cost counts."""
+    """A space with a weight-sharing supernet, static subnets and exact cost counts.
+
+    This is everything `nas train-supernet`, `nas search` and `nas export` ask of a space; the
+    conformance suite (tests/test_spaces.py) checks every registered one. Architectures carry a
+    ``resolution`` (input side in pixels). Parameters are a pytree of arrays; BatchNorm statistics
+    (``stats``) are a pytree that "calib" mode returns and "eval" mode consumes.
+    """
 
     #: resolutions (input side in pixels) this space can run at
     resolutions: tuple[int, ...]
+    #: channels of the input images
+    in_channels: int
+    #: keyword options that rebuild this space with ``get_space(name, **options)``
+    options: dict
+    #: OFA progressive shrinking after the largest-only phase: (phase name, gene-name tags that
+    #: may vary in it), in order; entering a phase named "width" sorts channels by importance
+    progressive_phases: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @abc.abstractmethod
     def flops(self, arch: Arch) -> int:
@@ -130,17 +143,69 @@ class SupernetSpace(SearchSpace):
     def params(self, arch: Arch) -> int:
         """Number of trainable parameters of the static subnet."""
 
+    @abc.abstractmethod
+    def init_supernet(self, key) -> Any:
+        """Parameters of the largest network, from which every subnet slices its weights."""
+
+    @abc.abstractmethod
+    def arch_arrays(self, arch: Arch) -> np.ndarray:
+        """Integer arrays that select ``arch`` inside ``supernet_apply`` at run time (one fixed
+        shape for the whole space, so one compiled program serves every subnet)."""
+
+    @abc.abstractmethod
+    def supernet_apply(self, params, stats, x, arch_arr, *, mode: str):
+        """The subnet selected by ``arch_arr`` on preprocessed images ``x`` (B, R, R, C).
+
+        mode "eval": logits with the given BN ``stats``; "calib": (logits, batch BN statistics),
+        ``stats`` is None; "train": (logits, batch statistics), differentiable."""
+
+    @abc.abstractmethod
+    def static_model(self, arch: Arch, rngs) -> Any:
+        """The subnet as a standalone flax.nnx module with fresh weights (inference mode)."""
+
+    @abc.abstractmethod
+    def extract(self, params, stats, arch: Arch) -> Any:
+        """``static_model(arch)`` holding the supernet's weights for ``arch`` and the given BN
+        statistics; its forward must equal ``supernet_apply(..., mode="eval")``."""
+
+    @abc.abstractmethod
+    def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str) -> Any:
+        """The training formulation for ``kernels`` ("xla" or "pallas"): an object with
+        ``accumulate_grad(params, grads, arch, images, labels, soft_targets) -> (loss, logits,
+        grads)`` and ``num_compiled()``. A space without a Pallas formulation raises ArchError."""
+
+    def has_pallas(self) -> bool:
+        """Whether ``make_trainer(..., kernels="pallas")`` exists for this space."""
+        return False
+
+    def sort_channels(self, params) -> Any:
+        """Reorders channels by importance so that narrower subnets keep the most important ones
+        (OFA); must not change the largest network's function. Default: no elastic width."""
+        return params
+
 
 _REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
 
 
-def register_space(name: str, factory: Callable[..., SearchSpace]) -> None:
-    """Adds a space factory under ``name`` (factories take keyword options like ``num_classes``)."""
+_SUPERNET: set[str] = set()
+
+
+def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: bool = False) -> None:
+    """Adds a space factory under ``name``. Factories take keyword options; a ``supernet`` space's
+    factory takes ``in_channels``, ``num_classes``, ``resolutions`` and ``width_mult`` and builds a
+    :class:`SupernetSpace`."""
     _REGISTRY[name] = factory
+    if supernet:
+        _SUPERNET.add(name)
 
 
 def space_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def supernet_space_names() -> list[str]:
+    """The spaces `nas train-supernet` can train."""
+    return sorted(_SUPERNET)
 
 
 def get_space(name: str, **options) -> SearchSpace:

@@ -1,5 +1,11 @@
 """Supernet training by composing per-block static variants at run time (the CPU formulation).
 
+:class:`ComposedTrainer` is the space-independent engine: a space describes one subnet as a chain of
+:class:`Piece` s (a static-shape function of its parameter subtree and the previous activation) and
+a head piece computing the loss; the engine jits each distinct piece once, forward and backward,
+and accumulates the subnet's gradient into a full-size pytree. :class:`ComposedSupernet` is the
+mobilenetv3 space's chain.
+
 Measured on the 2-core CPU (see bench/RESULTS.md): one jitted train step holding every block's
 ``lax.switch`` over its width x kernel branches compiled for 60-70 s even for the tiny space, and
 XLA's time goes into HLO passes over the many conditionals, not into code generation. Here each
@@ -14,13 +20,16 @@ update is a single jitted call over the whole supernet whichever subnets were sa
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
+from typing import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, _block, head_apply, preprocess, stem_apply
+from search_spaces.elastic import preprocess
+from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, _block, head_apply, stem_apply
 
 
 def _stem(cfg: MobileNetV3Config, p, x):
@@ -41,114 +50,164 @@ def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float =
     return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
 
 
-_HEAD_KEYS = ("head", "feature", "classifier")
-_STEM_KEYS = ("stem", "first")
+@dataclasses.dataclass(frozen=True, eq=False)
+class Piece:
+    """One static-shape stage of a subnet's forward pass.
+
+    ``fn(p, x) -> y`` where ``p`` is the parameter subtree at ``path`` (restricted to ``keys`` when
+    given; row ``index`` of its leading axis when given). Pieces with equal ``key`` must compute the
+    same function: the engine compiles one forward and one backward per key. The first piece of a
+    chain gets the raw input batch and needs no input gradient (``input_grad=False``); a head
+    piece's ``fn(p, z)`` returns logits.
+    """
+
+    key: Hashable
+    fn: Callable
+    path: tuple = ()
+    keys: tuple[str, ...] | None = None
+    index: int | None = None
+    input_grad: bool = True
 
 
-class ComposedSupernet:
-    """Forward/backward of any subnet as a chain of cached per-block jitted variants."""
+def _get(tree, piece: Piece):
+    for k in piece.path:
+        tree = tree[k]
+    return {k: tree[k] for k in piece.keys} if piece.keys is not None else tree
 
-    def __init__(self, cfg: MobileNetV3Config, mean: float, std: float, label_smoothing: float = 0.0):
-        self.cfg = cfg
-        self.mean, self.std = mean, std
+
+def _put(tree, path: tuple, keys, value):
+    """A copy of ``tree`` with the subtree at ``path`` (or its ``keys``) replaced; only the
+    containers along the path are copied."""
+    if not path:
+        return {**tree, **value} if keys is not None else value
+    head, rest = path[0], path[1:]
+    child = _put(tree[head], rest, keys, value)
+    if isinstance(tree, (list, tuple)):
+        out = list(tree)
+        out[head] = child
+        return type(tree)(out) if isinstance(tree, tuple) else out
+    return {**tree, head: child}
+
+
+class ComposedTrainer:
+    """Forward/backward of any subnet as a chain of cached per-piece jitted variants."""
+
+    def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
-        self._fwd = {}
-        self._bwd = {}
-        self._stem_fwd = {}
-        self._stem_bwd = {}
-        self._head = {}
+        self._fns: dict[Hashable, tuple[Callable, Callable]] = {}
+        self._heads: dict[tuple[Hashable, bool], Callable] = {}
 
-    # --- compiled pieces (each jitted once per static key) ---------------------------------
-    def _stem_fns(self, resolution: int):
-        if resolution not in self._stem_fwd:
-            cfg, mean, std = self.cfg, self.mean, self.std
+    def _piece_fns(self, piece: Piece):
+        if piece.key not in self._fns:
+            fn, indexed, input_grad = piece.fn, piece.index is not None, piece.input_grad
 
-            def fwd(p, images):
-                return _stem(cfg, p, preprocess(images, resolution, mean, std))
+            def pick(p, i):
+                return jax.tree.map(lambda a: a[i], p) if indexed else p
 
-            def bwd(p, images, g, acc):
-                _, pullback = jax.vjp(lambda q: fwd(q, images), p)
-                (dp,) = pullback(g)
-                return jax.tree.map(jnp.add, acc, dp)
+            def fwd(p, i, x):
+                return fn(pick(p, i), x)
 
-            self._stem_fwd[resolution] = jax.jit(fwd)
-            self._stem_bwd[resolution] = jax.jit(bwd, donate_argnums=(3,))
-        return self._stem_fwd[resolution], self._stem_bwd[resolution]
+            def bwd(p, i, x, g, acc):
+                if input_grad:
+                    _, pullback = jax.vjp(lambda q, x: fn(q, x), pick(p, i), x)
+                    dp, dx = pullback(g)
+                else:
+                    _, pullback = jax.vjp(lambda q: fn(q, x), pick(p, i))
+                    (dp,), dx = pullback(g), None
+                if indexed:
+                    return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
+                return dx, jax.tree.map(jnp.add, acc, dp)
 
-    def _head_fn(self, kd: bool):
-        if kd not in self._head:
-            smoothing = self.label_smoothing
+            self._fns[piece.key] = (jax.jit(fwd), jax.jit(bwd, donate_argnums=(4,)))
+        return self._fns[piece.key]
+
+    def _head_fn(self, piece: Piece, kd: bool):
+        if (piece.key, kd) not in self._heads:
+            fn, smoothing = piece.fn, self.label_smoothing
 
             def head(p, z, labels, soft, acc):
                 def loss_fn(q, z):
-                    logits = _head(self.cfg, q, z)
+                    logits = fn(q, z)
                     return subnet_loss(logits, labels, soft, kd, smoothing), logits
 
                 (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
                 return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
 
-            self._head[kd] = jax.jit(head, donate_argnums=(4,))
-        return self._head[kd]
-
-    def _block_fns(self, stage: int, first: bool, k: int, e: int):
-        key = (stage, first, k, e)
-        if key not in self._fwd:
-            cfg = self.cfg
-            cin, cout, stride = cfg.block_io(stage, 0 if first else 1)
-            block = partial(_block, cfg, cin=cin, cout=cout, stride=stride, k=k, e=e,
-                            act=cfg.stage_acts[stage], se=cfg.stage_se[stage], mode="train")
-
-            def pick(p, i):
-                return p if first else jax.tree.map(lambda a: a[i], p)
-
-            def fwd(p, i, x):
-                return block(pick(p, i), None, x)[0]
-
-            def bwd(p, i, x, g, acc):
-                _, pullback = jax.vjp(lambda q, x: block(q, None, x)[0], pick(p, i), x)
-                dp, dx = pullback(g)
-                if first:
-                    return dx, jax.tree.map(jnp.add, acc, dp)
-                return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
-
-            self._fwd[key] = jax.jit(fwd)
-            self._bwd[key] = jax.jit(bwd, donate_argnums=(4,))
-        return self._fwd[key], self._bwd[key]
+            self._heads[(piece.key, kd)] = jax.jit(head, donate_argnums=(4,))
+        return self._heads[(piece.key, kd)]
 
     def num_compiled(self) -> int:
         """Compiled executables across every cached variant (for no-recompile checks)."""
-        fns = [*self._fwd.values(), *self._bwd.values(), *self._stem_fwd.values(),
-               *self._stem_bwd.values(), *self._head.values()]
+        fns = [f for pair in self._fns.values() for f in pair] + list(self._heads.values())
         return sum(f._cache_size() for f in fns)
 
-    # --- one subnet's loss and gradient ------------------------------------------------
+    def accumulate_grad_chain(self, params, grads, chain: list[Piece], head: Piece, inputs, labels,
+                              soft_targets=None):
+        """Adds d(loss)/d(params) of the subnet ``chain`` + ``head`` on this batch into ``grads``
+        (donated) and returns (loss, logits, grads). ``soft_targets`` switches to distillation."""
+        z = inputs
+        tape = []
+        for piece in chain:
+            fwd, bwd = self._piece_fns(piece)
+            p = _get(params, piece)
+            i = jnp.int32(piece.index if piece.index is not None else 0)
+            tape.append((piece, bwd, p, i, z))
+            z = fwd(p, i, z)
+        kd = soft_targets is not None
+        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
+        loss, logits, g, acc = self._head_fn(head, kd)(_get(params, head), z, labels, soft, _get(grads, head))
+        grads = _put(grads, head.path, head.keys, acc)
+        for piece, bwd, p, i, x in reversed(tape):
+            g, acc = bwd(p, i, x, g, _get(grads, piece))
+            grads = _put(grads, piece.path, piece.keys, acc)
+        return loss, logits, grads
+
+
+_HEAD_KEYS = ("head", "feature", "classifier")
+_STEM_KEYS = ("stem", "first")
+
+
+class ComposedSupernet(ComposedTrainer):
+    """The mobilenetv3 chain: stem (with preprocessing), one piece per active block keyed by
+    (stage, first block of the stage, kernel, expand), and the head."""
+
+    def __init__(self, cfg: MobileNetV3Config, mean: float, std: float, label_smoothing: float = 0.0):
+        super().__init__(label_smoothing)
+        self.cfg = cfg
+        self.mean, self.std = mean, std
+        self._pieces: dict[Hashable, Piece] = {}
+
+    def _piece(self, key, make) -> Piece:
+        if key not in self._pieces:
+            self._pieces[key] = make()
+        return self._pieces[key]
+
+    def chain(self, arch: MobileNetV3Arch) -> tuple[list[Piece], Piece]:
+        cfg, res = self.cfg, arch.resolution
+
+        def stem():
+            return Piece(("stem", res), lambda p, images: _stem(cfg, p, preprocess(images, res, self.mean, self.std)),
+                         keys=_STEM_KEYS, input_grad=False)
+
+        pieces = [self._piece(("stem", res), stem)]
+        for s, blocks in enumerate(arch.stages):
+            for b, (k, e) in enumerate(blocks):
+                first = b == 0
+                base = self._piece(("block", s, first, k, e), lambda s=s, first=first, k=k, e=e: self._block(s, first, k, e))
+                pieces.append(base if first else dataclasses.replace(base, index=b - 1))
+        head = self._piece("head", lambda: Piece("head", lambda p, z: _head(cfg, p, z), keys=_HEAD_KEYS))
+        return pieces, head
+
+    def _block(self, stage: int, first: bool, k: int, e: int) -> Piece:
+        cfg = self.cfg
+        cin, cout, stride = cfg.block_io(stage, 0 if first else 1)
+        block = partial(_block, cfg, cin=cin, cout=cout, stride=stride, k=k, e=e,
+                        act=cfg.stage_acts[stage], se=cfg.stage_se[stage], mode="train")
+        return Piece(("block", stage, first, k, e), lambda p, x: block(p, None, x)[0],
+                     path=("stages", stage, "first" if first else "rest"), index=None if first else 0)
+
     def accumulate_grad(self, params, grads, arch: MobileNetV3Arch, images, labels, soft_targets=None):
         """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
         (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
-        stem_fwd, stem_bwd = self._stem_fns(arch.resolution)
-        stem_p = {k: params[k] for k in _STEM_KEYS}
-        z = stem_fwd(stem_p, images)
-        tape = []
-        for s, blocks in enumerate(arch.stages):
-            stage_p = params["stages"][s]
-            for b, (k, e) in enumerate(blocks):
-                first = b == 0
-                fwd, bwd = self._block_fns(s, first, k, e)
-                p = stage_p["first"] if first else stage_p["rest"]
-                i = jnp.int32(b - 1)
-                tape.append((bwd, s, first, p, i, z))
-                z = fwd(p, i, z)
-        kd = soft_targets is not None
-        head_p = {k: params[k] for k in _HEAD_KEYS}
-        head_acc = {k: grads[k] for k in _HEAD_KEYS}
-        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
-        loss, logits, g, head_acc = self._head_fn(kd)(head_p, z, labels, soft, head_acc)
-        grads = dict(grads, **head_acc)
-        stages = [dict(st) for st in grads["stages"]]
-        for bwd, s, first, p, i, x in reversed(tape):
-            slot = "first" if first else "rest"
-            g, stages[s][slot] = bwd(p, i, x, g, stages[s][slot])
-        grads["stages"] = stages
-        stem_acc = stem_bwd(stem_p, images, g, {k: grads[k] for k in _STEM_KEYS})
-        grads.update(stem_acc)
-        return loss, logits, grads
+        chain, head = self.chain(arch)
+        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)

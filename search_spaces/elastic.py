@@ -147,3 +147,11 @@ def hard_sigmoid(x):
 
 
 ACTIVATIONS = {"relu": jax.nn.relu, "hswish": hard_swish}
+
+
+def preprocess(images, resolution: int, mean: float, std: float):
+    """uint8 (B, H, W, C) -> float32 normalised, resized to ``resolution`` (bilinear, no antialias)."""
+    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    if x.shape[1] != resolution or x.shape[2] != resolution:
+        x = jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), "bilinear", antialias=False)
+    return x

@@ -20,7 +20,8 @@ from jax import lax
 from kernels import elastic_dwconv, elastic_matmul
 from search_spaces.composed import _head, _stem, subnet_loss
 from search_spaces.elastic import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid
-from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, preprocess
+from search_spaces.elastic import preprocess
+from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config
 
 
 def _masked_bn(x, p, active: jax.Array):
@@ -54,14 +55,12 @@ def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, str
     z = elastic_dwconv(z, w, c=h, ks=ks, stride=stride, **kw)
     z = act_fn(_masked_bn(z, p["bn2"], on))
     if se:
-        mmax = p["se"]["rw"].shape[1]
         m = jnp.maximum(h // 4, 1)
         pooled = jnp.mean(z, axis=(1, 2))  # (B, hmax), zero past h
         r = elastic_matmul(pooled, p["se"]["rw"], p["se"]["rb"], k=h, n=m, **kw)
         r = jax.nn.relu(r)
         g = elastic_matmul(r, p["se"]["ew"], p["se"]["eb"], k=m, n=h, **kw)
         gate = jnp.where(on, hard_sigmoid(g), 0.0)
-        del mmax
         z = z * gate[:, None, None, :]
     ho, wo = z.shape[1], z.shape[2]
     y = elastic_matmul(z.reshape(-1, hmax), p["proj"], k=h, n=cout, **kw).reshape(b, ho, wo, cout)

@@ -142,10 +142,15 @@ _BLOCK_RE = re.compile(r"^k(\d+)e(\d+)$")
 class MobileNetV3Space(SupernetSpace):
     """OFA MobileNetV3 space over a :class:`MobileNetV3Config`."""
 
-    def __init__(self, config: MobileNetV3Config, name: str = "mobilenetv3"):
+    progressive_phases = (("kernel", ("kernel",)), ("depth", ("kernel", "depth")),
+                          ("width", ("kernel", "depth", "expand", "resolution")))
+
+    def __init__(self, config: MobileNetV3Config, name: str = "mobilenetv3", options: dict | None = None):
         self.config = config
         self.name = name
         self.resolutions = config.resolutions
+        self.in_channels = config.in_channels
+        self.options = dict(options or {})
         genes = [Gene("resolution", config.resolutions)]
         for s in range(config.num_stages):
             genes.append(Gene(f"s{s + 1}.depth", config.depth_choices))
@@ -329,6 +334,20 @@ class MobileNetV3Space(SupernetSpace):
     def sort_channels(self, params) -> dict:
         return sort_channels(self.config, params)
 
+    def has_pallas(self) -> bool:
+        return True
+
+    def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str):
+        """Composed per-block static variants on XLA (search_spaces/composed.py), or one program
+        through the elastic Pallas kernels (search_spaces/elastic_kernels.py)."""
+        if kernels == "pallas":
+            from search_spaces.elastic_kernels import KernelSupernet
+
+            return KernelSupernet(self.config, mean, std, label_smoothing, implementation="pallas")
+        from search_spaces.composed import ComposedSupernet
+
+        return ComposedSupernet(self.config, mean, std, label_smoothing)
+
 
 def se_mid(hidden: int) -> int:
     return max(1, hidden // 4)
@@ -474,14 +493,6 @@ def _elastic_block(cfg, p, s, x, index, *, stage: int, first: bool, mode: str, t
         return lax.switch(index, branches, p, s, x)
     y = lax.switch(index, [lambda p, s, x, f=f: f(p, s, x)[0] for f in branches], p, s, x)
     return y, None
-
-
-def preprocess(images, resolution: int, mean: float, std: float):
-    """uint8 (B, H, W, C) -> float32 normalised, resized to ``resolution`` (bilinear, no antialias)."""
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    if x.shape[1] != resolution or x.shape[2] != resolution:
-        x = jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), "bilinear", antialias=False)
-    return x
 
 
 def stem_apply(cfg: MobileNetV3Config, params, stats, x, mode: str):
@@ -742,14 +753,17 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
 
 
 def _make_full(**options) -> MobileNetV3Space:
-    width = options.pop("width_mult", 1.0)
-    return MobileNetV3Space(ofa_config(width_mult=width, **options), name="mobilenetv3")
+    kw = dict(options)
+    width = kw.pop("width_mult", 1.0)
+    return MobileNetV3Space(ofa_config(width_mult=width, **kw), name="mobilenetv3", options=options)
 
 
 def _make_tiny(**options) -> MobileNetV3Space:
-    options.pop("width_mult", None)
-    return MobileNetV3Space(tiny_config(**options), name="mobilenetv3-tiny")
+    kw = dict(options)
+    if kw.pop("width_mult", 1.0) != 1.0:
+        raise ArchError("mobilenetv3-tiny has fixed widths; --width-mult applies to mobilenetv3")
+    return MobileNetV3Space(tiny_config(**kw), name="mobilenetv3-tiny", options=options)
 
 
-register_space("mobilenetv3", _make_full)
-register_space("mobilenetv3-tiny", _make_tiny)
+register_space("mobilenetv3", _make_full, supernet=True)
+register_space("mobilenetv3-tiny", _make_tiny, supernet=True)

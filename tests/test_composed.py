@@ -10,7 +10,8 @@ import pytest
 
 from search_spaces import get_space
 from search_spaces.composed import ComposedSupernet, subnet_loss
-from search_spaces.mobilenetv3 import MobileNetV3Arch, preprocess, supernet_apply
+from search_spaces.elastic import preprocess
+from search_spaces.mobilenetv3 import MobileNetV3Arch, supernet_apply
 
 RES, BATCH, MEAN, STD = 8, 8, 0.45, 0.25
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from nas_cli.config import TrainConfig
+from nas_cli.errors import UserError
 from nas_cli.train import SubnetSampler, _phase, train_supernet
 from search_spaces import get_space
 
@@ -30,7 +32,7 @@ def test_complexity_sampler_bounds_the_flops_jump():
 
 def test_progressive_phases_free_genes_in_ofa_order():
     cfg = TrainConfig(recipe="progressive", epochs=8)
-    assert [_phase(cfg, e) for e in range(8)] == ["largest"] * 2 + ["kernel"] * 2 + ["depth"] * 2 + ["width"] * 2
+    assert [_phase(cfg, e, _space()) for e in range(8)] == ["largest"] * 2 + ["kernel"] * 2 + ["depth"] * 2 + ["width"] * 2
     space = _space()
     sampler = SubnetSampler(space, np.random.default_rng(0), "uniform", 1.0)
     sampler.genes_free = ("kernel",)
@@ -38,7 +40,7 @@ def test_progressive_phases_free_genes_in_ofa_order():
         arch = sampler.sample()
         assert arch.depths == space.largest().depths
         assert all(e == max(space.config.expand_choices) for stage in arch.stages for _, e in stage)
-    assert _phase(TrainConfig(recipe="sandwich", epochs=8), 3) == "all"
+    assert _phase(TrainConfig(recipe="sandwich", epochs=8), 3, _space()) == "all"
 
 
 def test_training_is_deterministic_per_seed(tmp_path):
@@ -59,3 +61,30 @@ def test_progressive_recipe_runs_and_sorts_channels(tmp_path):
     train_supernet(cfg, tmp_path / "p", log=lambda m: None)
     phases = [json.loads(line)["phase"] for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["largest", "kernel", "depth", "width"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_ends_where_an_uninterrupted_run_does(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=32, limit_train=96, calib_images=64, seed=1)
+    whole = train_supernet(cfg, tmp_path / "whole", log=lambda m: None)
+
+    def stop_in_second_epoch(done, total):
+        if done > total // 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_supernet(cfg, tmp_path / "cut", progress=stop_in_second_epoch, log=lambda m: None)
+    assert not (tmp_path / "cut" / "final.json").exists()
+    with pytest.raises(UserError, match="--resume"):  # never silently overwrites a run
+        train_supernet(cfg, tmp_path / "cut", log=lambda m: None)
+    with pytest.raises(UserError, match="seed: 1 in the run, 2 now"):
+        train_supernet(dataclasses.replace(cfg, seed=2), tmp_path / "cut", log=lambda m: None, resume=True)
+    resumed = train_supernet(cfg, tmp_path / "cut", log=lambda m: None, resume=True)
+    assert resumed == whole
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    with pytest.raises(UserError, match="already finished"):
+        train_supernet(cfg, tmp_path / "cut", log=lambda m: None, resume=True)

@@ -28,6 +28,7 @@ def train_supernet_cmd(
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
     kernels: Optional[str] = typer.Option(None, help="Weight-shared layer implementation: auto, xla or pallas (pallas needs a GPU/TPU). [default: auto]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished epoch (same settings required)."),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs
@@ -40,17 +41,18 @@ def train_supernet_cmd(
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
     resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
     runs.enable_compilation_cache()
-    bar = None
+    bar, shown = None, 0
 
     def progress(done: int, total: int) -> None:  # called once per training step
-        nonlocal bar
+        nonlocal bar, shown
         if bar is None:
             bar = typer.progressbar(length=total, label="training")
             bar.__enter__()
-        bar.update(1)
+        bar.update(done - shown)
+        shown = done
 
     try:
-        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True))
+        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True), resume=resume)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
