@@ -157,7 +157,8 @@ class SupernetSpace(SearchSpace):
         """The subnet selected by ``arch_arr`` on preprocessed images ``x`` (B, R, R, C).
 
         mode "eval": logits with the given BN ``stats``; "calib": (logits, batch BN statistics),
-        ``stats`` is None; "train": (logits, batch statistics), differentiable."""
+        ``stats`` is None; "train": logits with batch statistics, differentiable (the reference the
+        trainer's gradients are tested against)."""
 
     @abc.abstractmethod
     def static_model(self, arch: Arch, rngs) -> Any:

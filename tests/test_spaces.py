@@ -54,7 +54,7 @@ def bundle(request):
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     params = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
-    channels = space.config.in_channels
+    channels = space.in_channels
     x = jax.random.normal(jax.random.key(2), (BATCH, MODEL_RES, MODEL_RES, channels), jnp.float32)
     calib = jax.jit(lambda p, x, arr: space.supernet_apply(p, None, x, arr, mode="calib")[1])
     evaluate = jax.jit(lambda p, s, x, arr: space.supernet_apply(p, s, x, arr, mode="eval"))
@@ -192,7 +192,7 @@ def test_flops_and_params_match_the_static_model(bundle):
         n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
         assert space.params(arch) == n_params, space.encode(arch)
         graphdef, state = nnx.split(model)
-        x1 = jnp.zeros((1, arch.resolution, arch.resolution, space.config.in_channels), jnp.float32)
+        x1 = jnp.zeros((1, arch.resolution, arch.resolution, space.in_channels), jnp.float32)
         jaxpr = jax.make_jaxpr(lambda st, x: nnx.merge(graphdef, st)(x))(state, x1)
         assert space.flops(arch) == _count_macs(jaxpr.jaxpr), space.encode(arch)
 
@@ -203,6 +203,46 @@ def test_sort_channels_keeps_the_largest_network(bundle):
     _, before = _supernet_logits(bundle, params, largest)
     _, after = _supernet_logits(bundle, space.sort_channels(params), largest)
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+
+
+def test_trainer_gradients_equal_the_supernet(bundle):
+    """The space's CPU training formulation computes jax.grad of supernet_apply(mode="train") (run
+    eagerly: conditionals take their concrete branch), and zero outside the subnet's slices.
+
+    Run on the tiny variants only: a full space is the same code with a larger config, and its
+    eager reference plus per-piece compiles cost minutes on a 2-core CPU."""
+    from search_spaces.composed import subnet_loss
+    from search_spaces.elastic import preprocess
+
+    if not bundle["name"].endswith("-tiny"):
+        pytest.skip("checked on the space's -tiny variant (same code, smaller config)")
+    space, params = bundle["space"], bundle["params"]
+    mean, std = 0.4, 0.3
+    rng = np.random.default_rng(5)
+    images = jnp.asarray(rng.integers(0, 256, (BATCH, MODEL_RES, MODEL_RES, space.in_channels), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, (BATCH,)).astype(np.int32))
+    trainer = space.make_trainer(mean, std, 0.0, "xla")
+    for arch in _model_archs(space, 1, seed=6):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        loss, _, grads = trainer.accumulate_grad(params, zeros, arch, images, labels, None)
+        arr = jnp.asarray(space.arch_arrays(arch))
+
+        def loss_fn(p):
+            x = preprocess(images, MODEL_RES, mean, std)
+            return subnet_loss(space.supernet_apply(p, None, x, arr, mode="train"), labels, None, False)
+
+        with jax.disable_jit():
+            ref_loss, ref = jax.value_and_grad(loss_fn)(params)
+        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5, err_msg=space.encode(arch))
+        overall = max(float(np.max(np.abs(w), initial=0.0)) for w in jax.tree.leaves(ref))
+        for (path, g), w in zip(jax.tree.flatten_with_path(grads)[0], jax.tree.leaves(ref)):
+            g, w = np.asarray(g), np.asarray(w)
+            where = f"{space.encode(arch)} {jax.tree_util.keystr(path)}"
+            np.testing.assert_allclose(g[w == 0], 0, rtol=0, atol=1e-6, err_msg=where)
+            # per leaf relative to its own scale, with a floor relative to the whole gradient (a
+            # BN bias feeding another BN has an analytically zero gradient, ~1e-6 in float32)
+            scale = float(np.max(np.abs(w), initial=0.0))
+            assert np.max(np.abs(g - w), initial=0.0) <= 1e-3 * scale + 1e-5 * overall, where
 
 
 def test_calib_and_eval_compile_once_for_all_subnets(bundle):
