@@ -51,6 +51,8 @@ class SubnetEvaluator:
         total, n = None, 0
         for start in range(0, len(images) - bs + 1, bs):
             stats = calib(params, images[start : start + bs], arr)
+            if not jax.tree.leaves(stats):  # no BatchNorm (vit): more forwards would average nothing
+                return stats
             total = stats if total is None else jax.tree.map(jnp.add, total, stats)
             n += 1
         return jax.tree.map(lambda t: t / n, total)

@@ -12,6 +12,7 @@ from search_spaces.base import (
     supernet_space_names,
 )
 from search_spaces import mobilenetv3  # noqa: F401  (registers mobilenetv3, mobilenetv3-tiny)
+from search_spaces import vit  # noqa: F401  (registers vit, vit-tiny)
 
 __all__ = [
     "Arch",

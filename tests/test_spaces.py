@@ -23,6 +23,8 @@ from search_spaces import ArchError, SupernetSpace, get_space, space_names
 SPACE_OPTIONS = {
     "mobilenetv3": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "vit": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "vit-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
 }
 MODEL_RES = 8  # every model check runs at this one resolution: one compile per jitted function
 BATCH = 16  # BatchNorm over 1x1 maps of 4 images amplifies float-order noise past 1e-4
@@ -41,7 +43,7 @@ NAMES = _supernet_space_names()
 
 
 def test_registry_has_the_supernet_spaces():
-    assert {"mobilenetv3", "mobilenetv3-tiny"} <= set(NAMES)
+    assert {"mobilenetv3", "mobilenetv3-tiny", "vit", "vit-tiny"} <= set(NAMES)
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -107,7 +109,7 @@ def _choices(values) -> list[str]:
     return [str(v) for v in values]
 
 
-def _bad_strings(space):
+def _mobilenetv3_bad_strings(space):
     """(string, words the error must contain) for each kind of mistake."""
     cfg = space.config
     good = space.encode(space.smallest())
@@ -132,9 +134,38 @@ def _bad_strings(space):
     ]
 
 
+def _vit_bad_strings(space):
+    """vit strings: r<res>-e<embed>-h<heads>m<mlp ratio>-... (one field per active layer)."""
+    cfg = space.config
+    res, embed, first, *rest = space.encode(space.smallest()).split("-")
+    heads, mlp = first[1:].split("m")
+    bad_h, bad_m, bad_e = max(cfg.heads_choices) + 1, max(cfg.mlp_choices) + 1, max(cfg.embed_choices) + 8
+    too_deep = [first] * (max(cfg.depth_choices) + 1)
+    ratios = [f"{m:g}" for m in cfg.mlp_choices]
+    return [
+        ("-".join([res, embed, f"h{bad_h}m{mlp}", *rest]), ["heads", str(bad_h), *_choices(cfg.heads_choices)]),
+        ("-".join([res, embed, f"h{heads}m{bad_m:g}", *rest]), ["mlp", f"{bad_m:g}", *ratios]),
+        ("-".join([res, f"e{bad_e}", first, *rest]), ["embed", str(bad_e), *_choices(cfg.embed_choices)]),
+        ("-".join([res, embed, *too_deep]), ["depth", str(len(too_deep)), *_choices(cfg.depth_choices)]),
+        ("-".join([res, embed]), ["depth", "0", *_choices(cfg.depth_choices)]),
+        ("-".join([f"r{max(cfg.resolutions) + 1}", embed, first, *rest]), ["resolution", *_choices(cfg.resolutions)]),
+        ("hello", ["resolution", *_choices(cfg.resolutions)]),
+        ("-".join([res, "x9", first]), ["embed", *_choices(cfg.embed_choices)]),
+        ("-".join([res, embed, "k3e4"]), ["heads", "mlp", *_choices(cfg.heads_choices), *ratios]),
+        ("", ["resolution"]),
+    ]
+
+
+# each family's string syntax differs, so each says how to break it
+BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "vit": _vit_bad_strings}
+
+
 def test_invalid_strings_name_the_field_and_choices(bundle):
     space = bundle["space"]
-    for text, words in _bad_strings(space):
+    family = space.name.removesuffix("-tiny")
+    if family not in BAD_STRINGS:
+        pytest.fail(f"add {family!r}'s invalid strings to BAD_STRINGS in tests/test_spaces.py")
+    for text, words in BAD_STRINGS[family](space):
         with pytest.raises(ArchError) as err:
             space.decode(text)
         msg = str(err.value)
