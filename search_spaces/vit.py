@@ -17,12 +17,15 @@ the image itself in :func:`search_spaces.elastic.preprocess`), so each token kee
 the same relative image position. The static subnet stores the resized embedding as its own
 parameter, so its forward has no resize.
 
-Run-time selection in :func:`supernet_apply` masks: the program computes at the largest width with
-the inactive embed channels, heads and hidden units zeroed and LayerNorm's statistics taken over the
-active channels only, which is exact; depth is a ``lax.cond`` per layer inside one ``lax.scan``. It
-compiled 4-10x faster than a ``lax.switch`` over the static variants and ran at the same speed for
-the largest subnet (bench/vit_selection.py, bench/RESULTS.md). Training on CPU composes static
-per-layer variants instead (:class:`ComposedViT`), so its cost follows the subnet's size.
+Run-time selection in :func:`supernet_apply` is a ``lax.switch`` over the static-shape pieces
+(embed dim outside, (heads, mlp ratio) per layer inside one ``lax.scan``, an identity branch for
+depth). Masking (the largest width with inactive channels, heads and hidden units zeroed, exact
+LayerNorm over the active channels) compiled 3-4x faster (about 1 s against 3-4 s for vit at 32 px)
+but ran every subnet at nearly the largest one's cost: per batch of 64, smallest subnet 65 ms
+(switch) against 201 ms (masking), middle 171 against 248, largest 297 against 284 (2-core CPU under
+load; bench/vit_selection.py, bench/RESULTS.md). Search evaluates many subnets, so the switch wins.
+Training on CPU composes the same static pieces (:class:`ComposedViT`), so its cost follows the
+subnet's size.
 
 There is no BatchNorm: "calib" mode returns ``(logits, {})``.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from functools import partial
 from typing import Hashable, Sequence
 
 import jax
@@ -405,33 +409,17 @@ def head_static(p, z, d: int):
 
 
 # ----------------------------------------------------------------------------------------------
-# Supernet forward with run-time selection (masking)
+# Supernet forward with run-time selection (lax.switch over the static pieces)
 # ----------------------------------------------------------------------------------------------
-def _masked_layer_norm(x, scale, bias, mask, d):
-    """LayerNorm over the ``d`` active channels of ``x`` (zero elsewhere); zero outside them."""
-    mean = jnp.sum(x, -1, keepdims=True) / d
-    xc = (x - mean) * mask
-    var = jnp.sum(jnp.square(xc), -1, keepdims=True) / d
-    return (xc * (lax.rsqrt(var + LN_EPS) * scale) + bias) * mask
-
-
-def _masked_layer(cfg: ViTConfig, p, x, emask, d, hmask, mmask):
-    """A layer at the largest width with inactive embed channels, heads and hidden units zeroed."""
-    D, H, hd = cfg.max_embed, cfg.max_heads, cfg.head_dim
-    y = _masked_layer_norm(x, p["ln1"]["scale"], p["ln1"]["bias"], emask, d)
-    qkv = (y @ p["qkv"]["w"].reshape(D, 3 * H * hd) + p["qkv"]["b"].reshape(-1)).reshape(*y.shape[:-1], 3, H, hd)
-    a = attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]) * hmask[:, None]
-    o = a.reshape(*a.shape[:-2], H * hd) @ p["proj"]["w"].reshape(H * hd, D) + p["proj"]["b"]
-    x = x + o * emask
-    y = _masked_layer_norm(x, p["ln2"]["scale"], p["ln2"]["bias"], emask, d)
-    y = jax.nn.gelu(y @ p["fc1"]["w"] + p["fc1"]["b"]) * mmask
-    return x + (y @ p["fc2"]["w"] + p["fc2"]["b"]) * emask
-
-
 def supernet_apply(cfg: ViTConfig, params, stats, x, arch_arr, *, mode: str):
     """Forward of the subnet selected by ``arch_arr`` (see :meth:`ViTSpace.arch_arrays`).
 
-    One program for every subnet: the largest width with masks (exact), depth by ``lax.cond``.
+    One program for every subnet: an outer ``lax.switch`` over the embed dim, and in one
+    ``lax.scan`` over the stacked layers a ``lax.switch`` over (heads, mlp ratio) with an identity
+    branch for layers beyond the depth. Every branch is the static piece the trainer and the static
+    subnet compute, so a subnet runs its own shapes. Training differentiates this only as the
+    trainer's reference (eagerly): plain switch VJPs are slow on XLA CPU, and the CPU trainer
+    composes the pieces instead (:class:`ComposedViT`).
 
     Args:
       params: from :func:`init_supernet`.
@@ -444,29 +432,26 @@ def supernet_apply(cfg: ViTConfig, params, stats, x, arch_arr, *, mode: str):
     """
     assert mode in ("train", "calib", "eval"), mode
     assert x.shape[1] % cfg.patch == 0, (x.shape, cfg.patch)
-    D, M = cfg.max_embed, cfg.max_hidden
-    embeds = jnp.asarray(cfg.embed_choices, jnp.int32)
-    hidden = jnp.asarray([[hidden_units(r, e) for r in cfg.mlp_choices] for e in cfg.embed_choices], jnp.int32)
-    heads = jnp.asarray(cfg.heads_choices, jnp.int32)
-    e_idx, depth = arch_arr[0, 0], arch_arr[0, 1]
-    d = embeds[e_idx]
-    emask = (jnp.arange(D) < d).astype(jnp.float32)
-    df = d.astype(jnp.float32)
+    nm = len(cfg.mlp_choices)
+    skip = len(cfg.heads_choices) * nm  # the identity branch
 
-    z = patch_embed(cfg, params["patch"]["w"], params["patch"]["b"], x)
-    cls = jnp.broadcast_to(params["cls"], (z.shape[0], 1, D))
-    z = (jnp.concatenate([cls, z], axis=1) + resized_pos(cfg, params["pos"], x.shape[1] // cfg.patch)) * emask
+    def net(d: int):
+        branches = [partial(layer_static, cfg, d=d, heads=h, ratio=m)
+                    for h in cfg.heads_choices for m in cfg.mlp_choices] + [lambda p, z: z]
 
-    def body(z, inputs):
-        p, i, genes = inputs
-        hmask = (jnp.arange(cfg.max_heads) < heads[genes[0]]).astype(jnp.float32)
-        mmask = (jnp.arange(M) < hidden[e_idx, genes[1]]).astype(jnp.float32)
-        z = lax.cond(i < depth, lambda z: _masked_layer(cfg, p, z, emask, df, hmask, mmask), lambda z: z, z)
-        return z, None
+        def run(params, x, arch_arr):
+            def body(z, inputs):
+                p, i, genes = inputs
+                index = jnp.where(i < arch_arr[0, 1], genes[0] * nm + genes[1], skip)
+                return lax.switch(index, branches, p, z), None
 
-    z, _ = lax.scan(body, z, (params["layers"], jnp.arange(cfg.max_depth), arch_arr[1:]))
-    cls = _masked_layer_norm(z[:, 0], params["norm"]["scale"], params["norm"]["bias"], emask, df)
-    logits = cls @ params["classifier"]["w"] + params["classifier"]["b"]
+            z = stem_static(cfg, params, x, d)
+            z, _ = lax.scan(body, z, (params["layers"], jnp.arange(cfg.max_depth), arch_arr[1:]))
+            return head_static(params, z, d)
+
+        return run
+
+    logits = lax.switch(arch_arr[0, 0], [net(d) for d in cfg.embed_choices], params, x, arch_arr)
     return (logits, {}) if mode == "calib" else logits
 
 
