@@ -1,24 +1,34 @@
-"""The Evaluator of a training run: accuracy through the supernet, latency measured here."""
+"""The Evaluator of a training run: accuracy through the supernet, latency measured here or modelled."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 from nas_cli import runs
 from nas_cli.errors import UserError
+from nas_cli.io import append_jsonl
 from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
+
+#: inherited-weight validation accuracies, kept in the run directory: every search and every
+#: `nas predictor sample` on this run reuses them (they depend only on the run and the arch)
+ACCURACY_CACHE = "subnet_accuracy.jsonl"
 
 
 class RunEvaluator:
     """Measures subnets of a trained supernet.
 
     ``evaluate``: validation accuracy with weights inherited from the supernet and BatchNorm
-    recalibrated on ``calib_images`` training images, the measured batch-1 latency of the static
-    subnet on this machine, and exact FLOPs/params. ``estimate``: the exact FLOPs/params (and the
-    latency of a lookup table, when one is given). Results are cached by canonical string.
+    recalibrated on the run's ``calib_images`` training images; the batch-1 latency of the static
+    subnet, measured on this machine, or predicted by a latency table / learned model when one is
+    given (then ``remeasure`` times the final front for real); exact FLOPs/params. ``estimate``: the
+    exact FLOPs/params (and the modelled latency, when there is a model).
+
+    Accuracies persist in the run directory (``subnet_accuracy.jsonl``), so no subnet of a run is
+    measured twice, across searches and interruptions.
     """
 
     def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30):
@@ -29,11 +39,17 @@ class RunEvaluator:
         self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std)
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
+        self._accuracy_path = Path(run.path) / ACCURACY_CACHE
+        self._accuracy = _read_accuracies(self._accuracy_path)
         self._table = None
         if latency_table is not None:
-            from predictors.latency import LatencyTable  # noqa: PLC0415
+            from predictors.latency import load_latency_model  # noqa: PLC0415
 
-            self._table = LatencyTable.load(latency_table, self.space)
+            self._table = load_latency_model(latency_table, self.space)
+
+    @property
+    def latency_source(self) -> str:
+        return "model" if self._table is not None else "measured"
 
     def metric_names(self) -> tuple[str, ...]:
         return ("accuracy", "latency", "flops", "params")
@@ -42,16 +58,29 @@ class RunEvaluator:
         """Recalibrated BatchNorm statistics of ``arch``."""
         return self._subnets.calibrate(self.run.params, arch, self._calib)
 
+    def accuracy(self, arch) -> float:
+        """Validation accuracy of ``arch`` with inherited weights and recalibrated BatchNorm."""
+        key = self.space.encode(arch)
+        if key not in self._accuracy:
+            acc = self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
+            try:
+                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc})
+            except OSError:
+                pass  # a read-only run directory only costs re-measurement later
+            self._accuracy[key] = acc
+        return self._accuracy[key]
+
+    def measured_latency(self, arch) -> float:
+        return measure_latency(self.space, arch, repeats=self.repeats)["latency_ms"]
+
     def evaluate(self, archs: Sequence) -> list[dict[str, float]]:
         out = []
         for arch in archs:
             key = self.space.encode(arch)
             if key not in self._cache:
-                stats = self.stats(arch)
-                acc = self._subnets.accuracy(self.run.params, stats, arch, self.run.dataset.val)
-                lat = measure_latency(self.space, arch, repeats=self.repeats)["latency_ms"]
-                self._cache[key] = {"accuracy": acc, "latency": lat, "flops": float(self.space.flops(arch)),
-                                    "params": float(self.space.params(arch))}
+                lat = self._table.predict(arch) if self._table is not None else self.measured_latency(arch)
+                self._cache[key] = {"accuracy": self.accuracy(arch), "latency": float(lat),
+                                    "flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
             out.append(dict(self._cache[key]))
         return out
 
@@ -64,6 +93,24 @@ class RunEvaluator:
             out.append(d)
         return out
 
+    def remeasure(self, archs: Sequence) -> list[dict[str, float]]:
+        """Extra fields for the final front: with a latency model, each subnet's measured latency."""
+        if self._table is None:
+            return [{} for _ in archs]
+        return [{"latency_measured_ms": self.measured_latency(a)} for a in archs]
+
+
+def _read_accuracies(path: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                out[rec["arch"]] = float(rec["accuracy"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line cut by a crash
+    return out
+
 
 def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None) -> RunEvaluator:
     """Opens the run in ``run_dir`` (a UserError if it is not one). ``seed`` is accepted for the
@@ -74,3 +121,35 @@ def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | No
     if latency_table is not None and not Path(latency_table).is_file():
         raise UserError(f"--latency-table {latency_table} does not exist; make one with `nas latency profile`")
     return RunEvaluator(run, latency_table=latency_table)
+
+
+def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: bool = False,
+                   progress=None) -> list[dict]:
+    """Measures ``n`` distinct random subnets (seeded): rows of arch, accuracy, flops, params and,
+    with ``latency``, the measured batch-1 latency. Accuracies already in the run's cache are reused,
+    so an interrupted sample continues where it stopped."""
+    import numpy as np
+
+    space = evaluator.space
+    rng = np.random.default_rng(seed)
+    archs, seen = [], set()
+    for _ in range(100 * n):
+        if len(archs) == n:
+            break
+        arch = space.sample(rng)
+        key = space.encode(arch)
+        if key not in seen:
+            seen.add(key)
+            archs.append(arch)
+    if len(archs) < n:
+        raise UserError(f"--n {n}: found only {len(archs)} distinct subnets in {100 * n} random draws; ask for fewer")
+    rows = []
+    for i, arch in enumerate(archs):
+        row = {"arch": space.encode(arch), "accuracy": evaluator.accuracy(arch),
+               "flops": space.flops(arch), "params": space.params(arch)}
+        if latency:
+            row["latency_ms"] = evaluator.measured_latency(arch)
+        rows.append(row)
+        if progress is not None:
+            progress(i + 1, n)
+    return rows

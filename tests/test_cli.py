@@ -62,6 +62,37 @@ def test_search_writes_a_feasible_front(searched: Path):
     assert (searched / "pareto.png").stat().st_size > 0
 
 
+def test_predictor_sample_measures_distinct_subnets_once(run_dir: Path, tmp_path: Path):
+    first = invoke("predictor", "sample", run_dir, "--n", "5", "--seed", "3", "--out", tmp_path / "a.csv")
+    assert first.exit_code == 0, first.output
+    rows = (tmp_path / "a.csv").read_text().splitlines()
+    assert rows[0] == "arch,accuracy,flops,params" and len(rows) == 6
+    archs = [r.split(",")[0] for r in rows[1:]]
+    assert len(set(archs)) == 5
+    assert all(0.0 <= float(r.split(",")[1]) <= 1.0 for r in rows[1:])
+    cache = run_dir / "subnet_accuracy.jsonl"
+    measured = cache.read_text()
+    assert all(a in measured for a in archs)
+    again = invoke("predictor", "sample", run_dir, "--n", "5", "--seed", "3", "--out", tmp_path / "b.csv")
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    assert cache.read_text() == measured  # nothing was measured twice
+
+
+def test_search_with_a_latency_table_remeasures_the_front(run_dir: Path, tmp_path: Path):
+    lut = tmp_path / "lut.json"
+    made = invoke("latency", "profile", "--space", "mobilenetv3-tiny", "--resolution", "8", "--in-channels", "1",
+                  "--num-classes", "10", "--repeats", "3", "--calib-samples", "1", "--out", lut)
+    assert made.exit_code == 0, made.output
+    result = invoke("search", run_dir, "--latency-budget", "90%", "--latency-table", lut, "--population", "4",
+                    "--generations", "1", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    front = json.loads((tmp_path / "s" / "pareto.json").read_text())["front"]
+    assert front and all(row["latency_measured_ms"] > 0 for row in front)
+    assert "latency_measured_ms" in (tmp_path / "s" / "pareto.csv").read_text().splitlines()[0]
+    assert "measured" in result.output
+
+
 def test_export_matches_the_supernet_and_reloads(run_dir: Path, searched: Path, tmp_path: Path):
     from nas_cli.data import load_dataset
     from nas_cli.export import load_subnet

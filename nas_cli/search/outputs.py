@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,9 +37,15 @@ def front_rows(keys: Sequence[str], records: Sequence[Mapping[str, float]], norm
 
 
 def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], norm: Normaliser,
-                  keys: Sequence[str], records: Sequence[Mapping[str, float]]) -> list[dict]:
-    """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows."""
+                  keys: Sequence[str], records: Sequence[Mapping[str, float]],
+                  remeasure: Callable[[list[str]], list[dict]] | None = None) -> list[dict]:
+    """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows.
+
+    ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value)."""
     front = front_rows(keys, records, norm, bounds)
+    if remeasure is not None and front:
+        for row, extra in zip(front, remeasure([r["arch"] for r in front])):
+            row.update(extra)
     atomic_write_json(out_dir / "pareto.json", {
         "space": space.name,
         "objectives": list(config.objectives),
@@ -51,9 +57,10 @@ def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], nor
     })
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    columns = list(CSV_COLUMNS) + sorted({k for row in front for k in row} - set(CSV_COLUMNS) - {"rank"})
+    w.writerow(columns)
     for row in front:
-        w.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+        w.writerow(["" if row.get(c) is None else row[c] for c in columns])
     atomic_write_text(out_dir / "pareto.csv", buf.getvalue())
     atomic_write_bytes(out_dir / "pareto.png", _plot(keys, records, front, bounds))
     return front
@@ -93,11 +100,16 @@ def _plot(keys, records, front, bounds) -> bytes:
 
 def format_front(front: Sequence[dict]) -> str:
     """The front as a fixed-width text table."""
-    head = f"{'rank':>4}  {'accuracy':>8}  {'latency_ms':>10}  {'flops':>12}  {'params':>10}  arch"
+    measured = any("latency_measured_ms" in r for r in front)  # the latency above came from a model
+    head = f"{'rank':>4}  {'accuracy':>8}  {'latency_ms':>10}  " + (f"{'measured':>10}  " if measured else "") \
+        + f"{'flops':>12}  {'params':>10}  arch"
     lines = [head]
+
+    def f(v, spec):
+        return format(v, spec) if v is not None else "-"
+
     for r in front:
-        def f(v, spec):
-            return format(v, spec) if v is not None else "-"
-        lines.append(f"{r['rank']:>4}  {f(r['accuracy'], '8.4f')}  {f(r['latency_ms'], '10.4f')}  "
+        again = f"{f(r.get('latency_measured_ms'), '10.4f')}  " if measured else ""
+        lines.append(f"{r['rank']:>4}  {f(r['accuracy'], '8.4f')}  {f(r['latency_ms'], '10.4f')}  {again}"
                      f"{f(r['flops'], '>12')}  {f(r['params'], '>10')}  {r['arch']}")
     return "\n".join(lines)
