@@ -26,3 +26,4 @@ __all__ = [
     "supernet_space_names",
 ]
 from search_spaces import nasbench201  # noqa: E402,F401  (registers nas-bench-201)
+from search_spaces import resnet  # noqa: E402,F401  (registers resnet, resnet-tiny)

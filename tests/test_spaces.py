@@ -25,6 +25,8 @@ SPACE_OPTIONS = {
     "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "resnet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "resnet-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
 }
 MODEL_RES = 8  # every model check runs at this one resolution: one compile per jitted function
 BATCH = 16  # BatchNorm over 1x1 maps of 4 images amplifies float-order noise past 1e-4
@@ -53,9 +55,13 @@ def bundle(request):
     name = request.param
     space = get_space(name, **SPACE_OPTIONS.get(name, {}))
     params = space.init_supernet(jax.random.key(0))
+
+    # one normal draw carved into every leaf: a draw per leaf compiles a threefry per shape (~40 s)
     leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+    noise = np.asarray(jax.random.normal(jax.random.key(1), (sum(a.size for a in leaves),), jnp.float32))
+    offsets = np.cumsum([0] + [a.size for a in leaves])
+    params = jax.tree.unflatten(tree, [a + 0.1 * noise[o : o + a.size].reshape(a.shape).astype(a.dtype)
+                                       for a, o in zip(leaves, offsets)])
     channels = space.in_channels
     x = jax.random.normal(jax.random.key(2), (BATCH, MODEL_RES, MODEL_RES, channels), jnp.float32)
     calib = jax.jit(lambda p, x, arr: space.supernet_apply(p, None, x, arr, mode="calib")[1])
@@ -134,6 +140,30 @@ def _mobilenetv3_bad_strings(space):
     ]
 
 
+def _resnet_bad_strings(space):
+    """resnet strings: r<res>-w<stem width>-w<width>.e<expand>...; widths and expands in percent."""
+    cfg = space.config
+    good = space.encode(space.smallest())
+    res, stem, first, *rest = good.split("-")
+    w0, e0 = first.split(".")[:2]
+    bad_w, bad_e, bad_r = max(cfg.width_choices) + 1, max(cfg.expand_choices) + 1, max(cfg.resolutions) + 1
+    too_deep = ".".join([w0] + [e0] * (max(cfg.depth_choices(0)) + 1))
+    return [
+        ("-".join([res, stem, first.replace(e0, f"e{bad_e}", 1), *rest]),
+         ["expand", str(bad_e), *_choices(cfg.expand_choices)]),
+        ("-".join([res, stem, first.replace(w0, f"w{bad_w}", 1), *rest]),
+         ["width", str(bad_w), *_choices(cfg.width_choices)]),
+        ("-".join([res, f"w{bad_w}", first, *rest]), ["stem width", str(bad_w), *_choices(cfg.width_choices)]),
+        ("-".join([res, stem, too_deep, *rest]),
+         ["depth", str(max(cfg.depth_choices(0)) + 1), *_choices(cfg.depth_choices(0))]),
+        ("-".join([f"r{bad_r}", stem, first, *rest]), ["resolution", str(bad_r), *_choices(cfg.resolutions)]),
+        ("hello", ["resolution", *_choices(cfg.resolutions)]),
+        ("-".join([res, stem, f"{w0}.k3", *rest]), ["expand", *_choices(cfg.expand_choices)]),
+        ("-".join([res, stem, first, *rest[:-1]]), ["stage", str(cfg.num_stages)]),
+        ("", ["resolution"]),
+    ]
+
+
 def _vit_bad_strings(space):
     """vit strings: r<res>-e<embed>-h<heads>m<mlp ratio>-... (one field per active layer)."""
     cfg = space.config
@@ -157,7 +187,7 @@ def _vit_bad_strings(space):
 
 
 # each family's string syntax differs, so each says how to break it
-BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "vit": _vit_bad_strings}
+BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
 
 
 def test_invalid_strings_name_the_field_and_choices(bundle):
