@@ -13,7 +13,7 @@ from nas_cli.commands._common import user_errors
 @user_errors
 def train_supernet_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
-    space: Optional[str] = typer.Option(None, help="Search space with a supernet: mobilenetv3-tiny (8x8 digits, tests) or mobilenetv3 (28/32 px). [default: mobilenetv3-tiny]"),
+    space: Optional[str] = typer.Option(None, help="Search space with a supernet: mobilenetv3, resnet or vit (28/32 px), each with a -tiny variant (8x8 digits, tests). [default: mobilenetv3-tiny]"),
     dataset: Optional[str] = typer.Option(None, help="digits (bundled, no download), mnist, fashion-mnist or cifar10. [default: digits]"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's original files (IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs. [default: 30]"),
@@ -24,7 +24,7 @@ def train_supernet_cmd(
     sampler: Optional[str] = typer.Option(None, help="uniform, or complexity (bound the FLOPs jump between consecutive samples, ElasticViT). [default: uniform]"),
     num_random: Optional[int] = typer.Option(None, help="Random subnets per step besides the largest and smallest. [default: 2]"),
     calib_images: Optional[int] = typer.Option(None, help="Training images used to recalibrate BatchNorm for each evaluated subnet. [default: 2000]"),
-    width_mult: Optional[float] = typer.Option(None, help="Channel width multiplier of the mobilenetv3 space. [default: 1.0]"),
+    width_mult: Optional[float] = typer.Option(None, help="Channel width multiplier of the mobilenetv3, resnet and vit spaces (not their -tiny variants). [default: 1.0]"),
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
     kernels: Optional[str] = typer.Option(None, help="Weight-shared layer implementation: auto, xla or pallas (pallas needs a GPU/TPU). [default: auto]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
