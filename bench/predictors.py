@@ -44,6 +44,7 @@ def run(
     pretrain_samples: int = 2000,
     seed: int = 0,
     ignore=(),
+    test_rows: int | None = None,
 ) -> dict:
     """The benchmark as a dict (see the module docstring)."""
     models = list(models or predictor_names())
@@ -53,7 +54,8 @@ def run(
     table = read_csv(data)
     encoder = make_encoder(table, target, space=space, ignore=ignore)
     X, y = encoder.transform(table), targets(table, target)
-    usable = [s for s in sizes if s <= len(y) - MIN_TEST_ROWS]
+    room = len(y) - (test_rows or MIN_TEST_ROWS)
+    usable = [s for s in sizes if s <= room]
     if not usable:
         raise UserError(
             f"{data}: {len(y)} rows leave fewer than {MIN_TEST_ROWS} test rows at every size {list(sizes)}; "
@@ -72,7 +74,10 @@ def run(
         runs: dict = {label: [] for label, _, _ in variants}
         for r in range(repeats):
             order = np.random.default_rng(seed + 1000 * r + size).permutation(len(y))
-            train, test = order[:size], order[size:]
+            if test_rows:  # one fixed held-out set per repeat, training sets drawn from the rest
+                test, train = order[:test_rows], order[test_rows : test_rows + size]
+            else:
+                train, test = order[:size], order[size:]
             for label, model, use_pretrain in variants:
                 start = time.perf_counter()
                 p = get_predictor(model, seed=seed + r)
@@ -86,7 +91,7 @@ def run(
                 entry[key] = round(float(values.mean()), 4)
                 if key != "fit_s":
                     entry[f"{key}_std"] = round(float(values.std()), 4)
-            entry["n_test"] = len(y) - size
+            entry["n_test"] = test_rows or len(y) - size
             results[label][str(size)] = entry
     return {
         "data": str(data),
@@ -106,7 +111,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data")
     parser.add_argument("--target", default="accuracy")
-    parser.add_argument("--space", default=None)
+    parser.add_argument("--space", default=None, help="a space name, or the training run the rows come from")
+    parser.add_argument("--test-rows", type=int, default=None,
+                        help="score every size on the same N held-out rows (default: all rows not trained on)")
     parser.add_argument("--ignore", action="append", default=[])
     parser.add_argument("--sizes", default="16,32,64,128", help="comma-separated training-set sizes")
     parser.add_argument("--models", default=",".join(predictor_names()))
@@ -116,9 +123,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
+        space = args.space
+        if space is not None:
+            from nas_cli.runs import space_spec
+
+            space = space_spec(space)
         out = run(
-            args.data, args.target, space=args.space, sizes=sizes, models=[m for m in args.models.split(",") if m],
+            args.data, args.target, space=space, sizes=sizes, models=[m for m in args.models.split(",") if m],
             repeats=args.repeats, pretrain_samples=args.pretrain_samples, seed=args.seed, ignore=args.ignore,
+            test_rows=args.test_rows,
         )
     except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

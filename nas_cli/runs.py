@@ -126,3 +126,14 @@ def open_run(run_dir: str | Path) -> Run:
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
     state, step = restore_checkpoint(run_dir, {"params": target})
     return Run(run_dir, cfg, dataset, space, state["params"], step)
+
+
+def space_spec(spec: str | Path) -> str | tuple[str, dict]:
+    """``--space`` of the predictor tools: a registered space name, or a training run directory,
+    which gives that run's space with its options (width, resolutions, channels, classes)."""
+    path = Path(spec)
+    if not (path / CONFIG).is_file():
+        return str(spec)
+    cfg = read_config(path)
+    space = make_space(cfg, load_run_dataset(cfg))
+    return space.name, dict(space.options)

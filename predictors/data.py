@@ -115,12 +115,13 @@ class ArchEncoder:
 
     kind = "arch"
 
-    def __init__(self, space_name: str):
+    def __init__(self, space_name: str, options: dict | None = None):
         from search_spaces.base import get_space
 
         registered_spaces()  # a saved model may name a space whose module is not imported yet
         self.space_name = space_name
-        self.space = get_space(space_name)
+        self.options = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
+        self.space = get_space(space_name, **self.options)
 
     def transform(self, table: Table) -> np.ndarray:
         table.require(ARCH_COLUMN, f"canonical architecture strings of space {self.space_name!r}")
@@ -142,7 +143,8 @@ class ArchEncoder:
         return list(self.space.feature_names())
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "space": self.space_name}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
+        return {"kind": self.kind, "space": self.space_name, "options": options}
 
 
 class TableEncoder:
@@ -219,7 +221,7 @@ def _check_cell(table: Table, i: int, col: str, text: str) -> None:
 def encoder_from_json(obj: dict):
     """Rebuilds an encoder from :meth:`to_json` output."""
     if obj.get("kind") == ArchEncoder.kind:
-        return ArchEncoder(obj["space"])
+        return ArchEncoder(obj["space"], obj.get("options"))
     if obj.get("kind") == TableEncoder.kind:
         return TableEncoder(obj["columns"], obj["values"], obj["ranges"])
     raise ValueError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
@@ -256,8 +258,9 @@ def detect_space(table: Table) -> str:
     if not matches:
         raise UserError(
             f"{table.path}: no registered search space decodes every value of column {ARCH_COLUMN!r} "
-            f"(tried: {', '.join(names) or 'none registered'}); pass --space NAME to see why, or rename "
-            f"the column to use it as a generic categorical feature"
+            f"(tried with default options: {', '.join(names) or 'none registered'}); pass --space RUN_DIR (the "
+            f"training run the subnets come from) or --space NAME to see why, or rename the column to use it "
+            f"as a generic categorical feature"
         )
     raise UserError(
         f"{table.path}: column {ARCH_COLUMN!r} decodes in several spaces ({', '.join(matches)}); "
@@ -265,8 +268,12 @@ def detect_space(table: Table) -> str:
     )
 
 
-def make_encoder(table: Table, target: str, space: str | None = None, ignore: Sequence[str] = ()):
-    """Chooses and fits the encoder of a training table (see the module docstring)."""
+def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None = None, ignore: Sequence[str] = ()):
+    """Chooses and fits the encoder of a training table (see the module docstring). ``space`` is a
+    registered name (default options) or (name, options), e.g. a training run's space."""
+    options = None
+    if isinstance(space, tuple):
+        space, options = space
     table.require(target, "the --target column")
     for col in ignore:
         table.require(col, "named by --ignore")
@@ -280,7 +287,7 @@ def make_encoder(table: Table, target: str, space: str | None = None, ignore: Se
             if space not in space_names():
                 raise UserError(f"unknown search space {space!r}; known spaces: {', '.join(space_names())}")
             table.require(ARCH_COLUMN, f"--space {space} needs canonical architecture strings")
-        return ArchEncoder(space)
+        return ArchEncoder(space, options)
     columns = [c for c in table.header if c != target and c not in ignore]
     if not columns:
         raise UserError(f"{table.path}: no feature columns left besides the target {target!r} and --ignore")

@@ -62,7 +62,7 @@ def fit_table(
     path,
     target: str,
     model: str = "auto",
-    space: str | None = None,
+    space: str | tuple[str, dict] | None = None,
     ignore: Sequence[str] = (),
     seed: int = 0,
     k: int = 5,

@@ -79,6 +79,18 @@ def test_predictor_sample_measures_distinct_subnets_once(run_dir: Path, tmp_path
     assert cache.read_text() == measured  # nothing was measured twice
 
 
+def test_predictor_fits_a_sample_with_the_runs_space(run_dir: Path, tmp_path: Path):
+    data = tmp_path / "sample.csv"
+    assert invoke("predictor", "sample", run_dir, "--n", "12", "--out", data).exit_code == 0
+    fitted = invoke("predictor", "fit", data, "--target", "accuracy", "--model", "ridge", "--space", run_dir,
+                    "--folds", "3", "--out", tmp_path / "model")
+    assert fitted.exit_code == 0, fitted.output
+    saved = "".join(p.read_text() for p in (tmp_path / "model").glob("*.json"))
+    assert '"resolutions": [' in saved and '"in_channels": 1' in saved  # the run's space options travel along
+    scored = invoke("predictor", "evaluate", tmp_path / "model", data, "--target", "accuracy", "--json")
+    assert scored.exit_code == 0 and json.loads(scored.output)["n"] == 12
+
+
 def test_search_with_a_latency_table_remeasures_the_front(run_dir: Path, tmp_path: Path):
     lut = tmp_path / "lut.json"
     made = invoke("latency", "profile", "--space", "mobilenetv3-tiny", "--resolution", "8", "--in-channels", "1",

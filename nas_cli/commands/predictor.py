@@ -20,6 +20,14 @@ def _fmt(m: dict) -> str:
     return f"tau {m['kendall_tau']:.3f}  rho {m['spearman']:.3f}  rmse {m['rmse']:.4g}"
 
 
+def _space(spec: Optional[str]):
+    if spec is None:
+        return None
+    from nas_cli.runs import space_spec
+
+    return space_spec(spec)
+
+
 @predictor_app.command("fit")
 @user_errors
 def fit(
@@ -27,7 +35,7 @@ def fit(
     target: str = typer.Option(..., "--target", help="Column to predict, e.g. accuracy."),
     out: Path = typer.Option(..., "--out", help="Directory to save the fitted predictor in."),
     model: str = typer.Option("auto", "--model", help="ridge, rbf, gp, gbt, mlp or auto (best k-fold tau)."),
-    space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column (default: detected)."),
+    space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column: a name, or the training run directory the subnets come from (its space's options). Default: detected."),
     ignore: List[str] = typer.Option([], "--ignore", help="Column to leave out of the features (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
     folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation."),
@@ -44,7 +52,7 @@ def fit(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory to save the predictor in")
     table_model, report = fit_table(
-        data, target, model=model, space=space, ignore=ignore, seed=seed, k=folds, holdout=holdout,
+        data, target, model=model, space=_space(space), ignore=ignore, seed=seed, k=folds, holdout=holdout,
         pretrain_samples=pretrain_samples,
     )
     table_model.save(out)
