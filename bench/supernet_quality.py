@@ -60,15 +60,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--subnets", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench/quality")
+    ap.add_argument("--supernet", default=None,
+                    help="an existing finished training run to compare (its settings replace the ones above)")
     args = ap.parse_args(argv)
     runs.enable_compilation_cache()
     out = Path(args.out)
-    base = TrainConfig(space=args.space, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
-                       batch_size=args.batch_size, seed=args.seed, limit_train=args.limit_train,
-                       width_mult=args.width_mult, resolutions=(args.resolution,)).validate()
     t0 = time.time()
-    _train(base, out / "supernet")
-    run = runs.open_run(out / "supernet")
+    if args.supernet is not None:
+        supernet_dir = Path(args.supernet)
+        base = runs.read_config(supernet_dir).validate()
+    else:
+        supernet_dir = out / "supernet"
+        base = TrainConfig(space=args.space, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                           batch_size=args.batch_size, seed=args.seed, limit_train=args.limit_train or None,
+                           width_mult=args.width_mult, resolutions=(args.resolution,)).validate()
+        _train(base, supernet_dir)
+    run = runs.open_run(supernet_dir)
     space = run.space
     rng = np.random.default_rng(args.seed + 100)
     archs = {"smallest": space.smallest(), "largest": space.largest()}
@@ -78,7 +85,7 @@ def main(argv=None) -> dict:
     rows = {}
     for name, arch in archs.items():
         code = space.encode(arch)
-        inherited = _test_accuracy(out / "supernet", arch)
+        inherited = _test_accuracy(supernet_dir, arch)
         alone_dir = out / f"alone-{name}"
         _train(dataclasses.replace(base, fixed_arch=code, distill=False), alone_dir)
         alone = json.loads((alone_dir / runs.FINAL).read_text())["test_acc_largest"]

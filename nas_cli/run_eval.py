@@ -14,7 +14,8 @@ from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
 
 #: inherited-weight validation accuracies, kept in the run directory: every search and every
-#: `nas predictor sample` on this run reuses them (they depend only on the run and the arch)
+#: `nas predictor sample` on this run reuses them (they depend only on the arch and the checkpoint
+#: they were measured with, which each record names)
 ACCURACY_CACHE = "subnet_accuracy.jsonl"
 
 
@@ -40,7 +41,7 @@ class RunEvaluator:
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE
-        self._accuracy = _read_accuracies(self._accuracy_path)
+        self._accuracy = _read_accuracies(self._accuracy_path, run.epoch)
         self._table = None
         if latency_table is not None:
             from predictors.latency import load_latency_model  # noqa: PLC0415
@@ -64,7 +65,7 @@ class RunEvaluator:
         if key not in self._accuracy:
             acc = self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
             try:
-                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc})
+                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch})
             except OSError:
                 pass  # a read-only run directory only costs re-measurement later
             self._accuracy[key] = acc
@@ -100,12 +101,16 @@ class RunEvaluator:
         return [{"latency_measured_ms": self.measured_latency(a)} for a in archs]
 
 
-def _read_accuracies(path: Path) -> dict[str, float]:
+def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
+    """The cached accuracies measured with checkpoint ``checkpoint`` (a resumed run's later
+    checkpoints are other weights)."""
     out: dict[str, float] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
+                if rec.get("checkpoint") != checkpoint:
+                    continue
                 out[rec["arch"]] = float(rec["accuracy"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a line cut by a crash
