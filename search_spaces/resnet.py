@@ -122,8 +122,8 @@ def tiny_config(in_channels: int = 1, num_classes: int = 10,
                 resolutions: tuple[int, ...] = (8,)) -> ResNetConfig:
     """Three small stages for 8x8 digits and the tests; same mechanisms as the full space."""
     return ResNetConfig(
-        stem_channels=8,
-        stage_channels=(16, 24, 32),
+        stem_channels=16,
+        stage_channels=(32, 48, 64),
         stage_strides=(1, 2, 2),
         base_depths=(1, 1, 1),
         extra_depth_choices=(0, 1),
