@@ -200,6 +200,26 @@ def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: 
         _SUPERNET.add(name)
 
 
+def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full_config: Callable[..., Any],
+                             tiny_config: Callable[..., Any]) -> None:
+    """Registers ``name`` (its config scaled by ``width_mult``) and ``name-tiny`` (fixed widths, for
+    8x8 digits and the tests); ``make(config, name, options)`` builds either space."""
+
+    def full(**options):
+        kw = dict(options)
+        width = kw.pop("width_mult", 1.0)
+        return make(full_config(width_mult=width, **kw), name, options)
+
+    def tiny(**options):
+        kw = dict(options)
+        if kw.pop("width_mult", 1.0) != 1.0:
+            raise ArchError(f"{name}-tiny has fixed widths; --width-mult applies to {name}")
+        return make(tiny_config(**kw), f"{name}-tiny", options)
+
+    register_space(name, full, supernet=True)
+    register_space(f"{name}-tiny", tiny, supernet=True)
+
+
 def space_names() -> list[str]:
     return sorted(_REGISTRY)
 

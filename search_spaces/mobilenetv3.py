@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_space
+from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
 from search_spaces.elastic import (
     ACTIVATIONS,
     BN_EPS,
@@ -752,18 +752,4 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
     model.classifier.bias.set_value(params["classifier"]["b"])
 
 
-def _make_full(**options) -> MobileNetV3Space:
-    kw = dict(options)
-    width = kw.pop("width_mult", 1.0)
-    return MobileNetV3Space(ofa_config(width_mult=width, **kw), name="mobilenetv3", options=options)
-
-
-def _make_tiny(**options) -> MobileNetV3Space:
-    kw = dict(options)
-    if kw.pop("width_mult", 1.0) != 1.0:
-        raise ArchError("mobilenetv3-tiny has fixed widths; --width-mult applies to mobilenetv3")
-    return MobileNetV3Space(tiny_config(**kw), name="mobilenetv3-tiny", options=options)
-
-
-register_space("mobilenetv3", _make_full, supernet=True)
-register_space("mobilenetv3-tiny", _make_tiny, supernet=True)
+register_supernet_family("mobilenetv3", MobileNetV3Space, ofa_config, tiny_config)

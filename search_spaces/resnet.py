@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_space
+from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
 from search_spaces.composed import ComposedTrainer, Piece
 from search_spaces.elastic import batch_norm, preprocess, same_padding, switch_vjp
 from search_spaces.mobilenetv3 import _bn, _set_bn, init_stats, make_divisible
@@ -62,6 +62,33 @@ class ResNetConfig:
         # the supernet stacks blocks after a stage's first for lax.scan; at least one must exist
         assert all(max(self.depth_choices(s)) >= 2 for s in range(self.num_stages)), self
         assert max(self.width_choices) == 100, self.width_choices
+        clash = self.first_clash()
+        if clash:
+            raise ArchError(f"{clash}: two choices would build one network under two strings; "
+                            "use a larger --width-mult")
+
+    def first_clash(self) -> str | None:
+        """The first layer where two width (or expand) choices round to the same channel count."""
+        def first_dup(values: dict) -> str | None:
+            seen: dict[int, object] = {}
+            for choice, channels in values.items():
+                if channels in seen:
+                    return f"{seen[channels]}% and {choice}% both give {channels} channels"
+                seen[channels] = choice
+            return None
+
+        layers = [("stem width", {w: self.stem_width(w) for w in self.width_choices})]
+        for s in range(self.num_stages):
+            layers.append((f"stage {s + 1} width", {w: self.stage_width(s, w) for w in self.width_choices}))
+            for w in self.width_choices:
+                cout = self.stage_width(s, w)
+                layers.append((f"stage {s + 1} expand at width {w}%",
+                               {e: self.mid(cout, e) for e in self.expand_choices}))
+        for name, values in layers:
+            dup = first_dup(values)
+            if dup:
+                return f"{name}: {dup}"
+        return None
 
     @property
     def num_stages(self) -> int:
@@ -107,15 +134,20 @@ def ofa_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int =
     """OFA-ResNet50's 4 stages (base depths 2, 2, 4, 2 plus 0-2 blocks), for 28-32 px inputs:
     a stride-1 3x3 stem and no max-pool, so stage 1 runs at the input resolution."""
     w = lambda c: make_divisible(c * width_mult)  # noqa: E731
-    return ResNetConfig(
-        stem_channels=w(64),
-        stage_channels=tuple(w(c) for c in (256, 512, 1024, 2048)),
-        stage_strides=(1, 2, 2, 2),
-        base_depths=(2, 2, 4, 2),
-        resolutions=tuple(resolutions),
-        in_channels=in_channels,
-        num_classes=num_classes,
-    )
+    common = dict(stem_channels=w(64), stage_channels=tuple(w(c) for c in (256, 512, 1024, 2048)),
+                  stage_strides=(1, 2, 2, 2), base_depths=(2, 2, 4, 2), resolutions=tuple(resolutions),
+                  in_channels=in_channels, num_classes=num_classes)
+    # Channels round to multiples of 8 (OFA); a narrow network rounds to 4, 2 or 1 instead where 8
+    # would make two choices the same network (65% and 80% of 32 channels are both 24).
+    for divisor in (8, 4, 2):
+        try:
+            return ResNetConfig(divisor=divisor, **common)
+        except ArchError:
+            continue
+    try:
+        return ResNetConfig(divisor=1, **common)
+    except ArchError as e:
+        raise ArchError(f"--width-mult {width_mult} is too narrow for resnet: {e}") from None
 
 
 def tiny_config(in_channels: int = 1, num_classes: int = 10,
@@ -721,18 +753,4 @@ def load_static_weights(space: ResNetSpace, model: StaticResNet, params, stats, 
     model.classifier.bias.set_value(params["classifier"]["b"])
 
 
-def _make_full(**options) -> ResNetSpace:
-    kw = dict(options)
-    width = kw.pop("width_mult", 1.0)
-    return ResNetSpace(ofa_config(width_mult=width, **kw), name="resnet", options=options)
-
-
-def _make_tiny(**options) -> ResNetSpace:
-    kw = dict(options)
-    if kw.pop("width_mult", 1.0) != 1.0:
-        raise ArchError("resnet-tiny has fixed widths; --width-mult applies to resnet")
-    return ResNetSpace(tiny_config(**kw), name="resnet-tiny", options=options)
-
-
-register_space("resnet", _make_full, supernet=True)
-register_space("resnet-tiny", _make_tiny, supernet=True)
+register_supernet_family("resnet", ResNetSpace, ofa_config, tiny_config)

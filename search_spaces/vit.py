@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_space
+from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
 from search_spaces.composed import ComposedTrainer, Piece
 from search_spaces.elastic import preprocess
 from search_spaces.mobilenetv3 import make_divisible
@@ -607,18 +607,4 @@ def load_static_weights(cfg: ViTConfig, model: StaticViT, params, arch: ViTArch)
     model.classifier.bias.set_value(params["classifier"]["b"])
 
 
-def _make_full(**options) -> ViTSpace:
-    kw = dict(options)
-    width = kw.pop("width_mult", 1.0)
-    return ViTSpace(vit_config(width_mult=width, **kw), name="vit", options=options)
-
-
-def _make_tiny(**options) -> ViTSpace:
-    kw = dict(options)
-    if kw.pop("width_mult", 1.0) != 1.0:
-        raise ArchError("vit-tiny has fixed widths; --width-mult applies to vit")
-    return ViTSpace(tiny_config(**kw), name="vit-tiny", options=options)
-
-
-register_space("vit", _make_full, supernet=True)
-register_space("vit-tiny", _make_tiny, supernet=True)
+register_supernet_family("vit", ViTSpace, vit_config, tiny_config)
