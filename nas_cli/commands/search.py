@@ -100,6 +100,12 @@ def search(
     budgets_text = ", ".join(f"{m} <= {v:.4g}{units.get(m, '')}" for m, v in result.bounds.items())
     typer.echo(f"\nPareto front ({len(result.front)} subnets; {budgets_text}):")
     typer.echo(format_front(result.front))
+    over = [r for r in result.front if r.get("latency_measured_ms", 0.0) > result.bounds.get("latency", float("inf"))]
+    if over:
+        worst = max(r["latency_measured_ms"] / r["latency_ms"] - 1 for r in over)
+        typer.echo(f"warning: {len(over)} of the {len(result.front)} subnets on the front measure above the latency "
+                   f"budget here (the latency table is off by up to {100 * worst:.0f}%); profile the table on an "
+                   "idle machine, fit a learned model (`nas latency fit`), or search without --latency-table", err=True)
     typer.echo(f"\nwrote {out_dir / 'pareto.json'}, pareto.csv, pareto.png, search_log.jsonl")
 
 
