@@ -69,8 +69,15 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
-            return dataclasses.replace(self, val_fraction=0.2 if self.dataset == "digits" else 0.1)
+            return dataclasses.replace(self, val_fraction=self.validation_fraction)
         return self
+
+    @property
+    def validation_fraction(self) -> float:
+        """``val_fraction``, or the dataset's default: 0.2 of small digits, 0.1 otherwise."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return 0.2 if self.dataset == "digits" else 0.1
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -48,10 +48,6 @@ class RunEvaluator:
 
             self._table = load_latency_model(latency_table, self.space)
 
-    @property
-    def latency_source(self) -> str:
-        return "model" if self._table is not None else "measured"
-
     def metric_names(self) -> tuple[str, ...]:
         return ("accuracy", "latency", "flops", "params")
 

@@ -59,8 +59,7 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
-    val_fraction = cfg.val_fraction or (0.2 if cfg.dataset == "digits" else 0.1)
-    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed,
+    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.validation_fraction, seed=cfg.seed,
                         limit_train=cfg.limit_train)
 
 

@@ -183,7 +183,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     log(f"space {space.name}: {len(space.genes)} genes, largest {space.encode(largest)} "
         f"({space.flops(largest) / 1e6:.2f} MMACs), smallest {space.encode(smallest)} "
         f"({space.flops(smallest) / 1e6:.2f} MMACs); {len(dataset.train)} train / {len(dataset.val)} val images")
-    record = done[-1] if resuming and done else {}
+    record = done[-1] if done else {}
     phase_genes = dict(progressive_phases(space))
     phase = _phase(cfg, start - 1, space) if start else None
     if phase is not None:

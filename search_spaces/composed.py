@@ -96,6 +96,23 @@ class ComposedTrainer:
         self.label_smoothing = label_smoothing
         self._fns: dict[Hashable, tuple[Callable, Callable]] = {}
         self._heads: dict[tuple[Hashable, bool], Callable] = {}
+        self._pieces: dict[Hashable, Piece] = {}
+
+    def chain(self, arch) -> tuple[list[Piece], Piece]:
+        """The pieces of ``arch``'s forward pass, and its head piece (each space's trainer)."""
+        raise NotImplementedError
+
+    def _piece(self, key, make) -> Piece:
+        """The piece for ``key``, made once by ``make()``: one Piece object per static variant."""
+        if key not in self._pieces:
+            self._pieces[key] = make()
+        return self._pieces[key]
+
+    def accumulate_grad(self, params, grads, arch, images, labels, soft_targets=None):
+        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
+        (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
+        chain, head = self.chain(arch)
+        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
 
     def _piece_fns(self, piece: Piece):
         if piece.key not in self._fns:
@@ -175,12 +192,6 @@ class ComposedSupernet(ComposedTrainer):
         super().__init__(label_smoothing)
         self.cfg = cfg
         self.mean, self.std = mean, std
-        self._pieces: dict[Hashable, Piece] = {}
-
-    def _piece(self, key, make) -> Piece:
-        if key not in self._pieces:
-            self._pieces[key] = make()
-        return self._pieces[key]
 
     def chain(self, arch: MobileNetV3Arch) -> tuple[list[Piece], Piece]:
         cfg, res = self.cfg, arch.resolution
@@ -205,9 +216,3 @@ class ComposedSupernet(ComposedTrainer):
                         act=cfg.stage_acts[stage], se=cfg.stage_se[stage], mode="train")
         return Piece(("block", stage, first, k, e), lambda p, x: block(p, None, x)[0],
                      path=("stages", stage, "first" if first else "rest"), index=None if first else 0)
-
-    def accumulate_grad(self, params, grads, arch: MobileNetV3Arch, images, labels, soft_targets=None):
-        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
-        (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
-        chain, head = self.chain(arch)
-        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)

@@ -637,12 +637,6 @@ class ComposedResNet(ComposedTrainer):
         super().__init__(label_smoothing)
         self.space, self.cfg = space, space.config
         self.mean, self.std = mean, std
-        self._pieces: dict = {}
-
-    def _piece(self, key, make) -> Piece:
-        if key not in self._pieces:
-            self._pieces[key] = make()
-        return self._pieces[key]
 
     def chain(self, arch: ResNetArch) -> tuple[list[Piece], Piece]:
         cfg, res = self.cfg, arch.resolution
@@ -670,12 +664,6 @@ class ComposedResNet(ComposedTrainer):
         head = self._piece(("head", c_last), lambda: Piece(("head", c_last), lambda p, z: head_apply(p, z),
                                                           path=("classifier",)))
         return pieces, head
-
-    def accumulate_grad(self, params, grads, arch: ResNetArch, images, labels, soft_targets=None):
-        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
-        (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
-        chain, head = self.chain(arch)
-        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from functools import partial
-from typing import Hashable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -489,12 +489,6 @@ class ComposedViT(ComposedTrainer):
     def __init__(self, cfg: ViTConfig, mean: float, std: float, label_smoothing: float = 0.0):
         super().__init__(label_smoothing)
         self.cfg, self.mean, self.std = cfg, mean, std
-        self._pieces: dict[Hashable, Piece] = {}
-
-    def _piece(self, key, make) -> Piece:
-        if key not in self._pieces:
-            self._pieces[key] = make()
-        return self._pieces[key]
 
     def chain(self, arch: ViTArch) -> tuple[list[Piece], Piece]:
         cfg, res, d = self.cfg, arch.resolution, arch.embed
@@ -514,12 +508,6 @@ class ComposedViT(ComposedTrainer):
         head = self._piece(("head", d), lambda: Piece(("head", d), lambda p, z: head_static(p, z, d),
                                                       keys=("norm", "classifier")))
         return pieces, head
-
-    def accumulate_grad(self, params, grads, arch: ViTArch, images, labels, soft_targets=None):
-        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
-        (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
-        chain, head = self.chain(arch)
-        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
 
 
 # ----------------------------------------------------------------------------------------------
