@@ -1,13 +1,15 @@
 """Latency benchmark: MAPE and Kendall tau of the lookup table and of the learned predictor.
 
     python bench/latency.py [--space mobilenetv3] [--resolution 32] [--width-mult 1.0] [--in-channels 3]
-        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 30] [--calib-samples 4]
-        [--model ridge] [--seed 0]
+        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 30] [--rounds 5]
+        [--calib-samples 4] [--model ridge] [--seed 0]
 
 Profiles the table on this device, measures ``--samples`` random subnets end to end (the test set,
 nas_cli.latency.measure_latency) and ``--train-samples`` other random subnets (the learned model's
 training set), and scores on the test set: the table, the learned model on features + the table's
-sum, and the learned model on features alone. Prints one JSON object (progress goes to stderr).
+sum, and the learned model on features alone; ``repeatability`` is the test measurement against
+itself (even vs odd timing rounds), the floor under any model's error. Prints one JSON object
+(progress goes to stderr).
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from predictors.latency import (  # noqa: E402
+    FIT_STREAM,
+    VALIDATE_STREAM,
     fit_latency_model,
-    measure_archs,
     profile_table,
+    repeatability,
     sample_archs,
     score,
+    time_archs,
 )
 from search_spaces import get_space  # noqa: E402
 
@@ -47,7 +53,7 @@ def _progress(label: str, total: int):
 
 def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 1.0, in_channels: int = 3,
         num_classes: int = 10, samples: int = 100, train_samples: int = 100, repeats: int = 30,
-        calib_samples: int = 4, model: str = "ridge", seed: int = 0) -> dict:
+        calib_samples: int = 4, model: str = "ridge", seed: int = 0, rounds: int = 5) -> dict:
     options = dict(in_channels=in_channels, num_classes=num_classes, resolutions=tuple(resolutions))
     if space_name == "mobilenetv3":
         options["width_mult"] = width_mult
@@ -55,13 +61,17 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
     from predictors.latency import plan_pieces, profile_steps
 
     t0 = time.perf_counter()
-    table = profile_table(space, repeats=repeats, calib_samples=calib_samples, seed=seed, options=options,
+    table = profile_table(space, repeats=repeats, calib_samples=calib_samples, seed=seed, options=options, rounds=rounds,
                           progress=_progress("profile", profile_steps(space, calib_samples)))
     t1 = time.perf_counter()
-    train = sample_archs(space, train_samples, seed + 1)
-    test = sample_archs(space, samples, seed + 2)
-    y_train = measure_archs(space, train, repeats=repeats, progress=_progress("train subnets", len(train)))
-    y_test = measure_archs(space, test, repeats=repeats, progress=_progress("test subnets", len(test)))
+    # the streams `nas latency fit` and `nas latency validate` draw from
+    train = sample_archs(space, train_samples, seed, FIT_STREAM)
+    test = sample_archs(space, samples, seed, VALIDATE_STREAM)
+    timed_train = time_archs(space, train, repeats=repeats, rounds=rounds,
+                             progress=_progress("train subnets", len(train)))
+    timed_test = time_archs(space, test, repeats=repeats, rounds=rounds, progress=_progress("test subnets", len(test)))
+    y_train = np.asarray([t["latency_ms"] for t in timed_train])
+    y_test = np.asarray([t["latency_ms"] for t in timed_test])
     t2 = time.perf_counter()
     out = {
         "space": space_name,
@@ -72,6 +82,8 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
         "overhead_ms": table.data["overhead_ms"],
         "test_latency_ms": {"min": float(y_test.min()), "median": float(sorted(y_test)[len(y_test) // 2]),
                             "max": float(y_test.max())},
+        "rounds": rounds,
+        "repeatability": repeatability(timed_test),
         "table": score(y_test, table.predict_many(test)),
     }
     if train_samples >= 2:
@@ -95,13 +107,14 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=100, help="test subnets")
     ap.add_argument("--train-samples", type=int, default=100, help="learned model's training subnets (0: skip)")
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calib-samples", type=int, default=4)
     ap.add_argument("--model", default="ridge")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     resolutions = args.resolution or ([8] if args.space == "mobilenetv3-tiny" else [32])
     result = run(args.space, resolutions, args.width_mult, args.in_channels, args.num_classes, args.samples,
-                 args.train_samples, args.repeats, args.calib_samples, args.model, args.seed)
+                 args.train_samples, args.repeats, args.calib_samples, args.model, args.seed, args.rounds)
     result = {"command": shlex.join([sys.executable, *sys.argv]), **result}
     print(json.dumps(result))
 

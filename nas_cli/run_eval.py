@@ -91,10 +91,14 @@ class RunEvaluator:
         return out
 
     def remeasure(self, archs: Sequence) -> list[dict[str, float]]:
-        """Extra fields for the final front: with a latency model, each subnet's measured latency."""
+        """Extra fields for the final front: with a latency model, each subnet's measured latency
+        (the front timed together, interleaved: nas_cli.latency's protocol)."""
         if self._table is None:
             return [{} for _ in archs]
-        return [{"latency_measured_ms": self.measured_latency(a)} for a in archs]
+        from predictors.latency import measure_archs  # noqa: PLC0415
+
+        measured = measure_archs(self.space, list(archs), batch=self._table.batch, repeats=self.repeats)
+        return [{"latency_measured_ms": float(m)} for m in measured]
 
 
 def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:

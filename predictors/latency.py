@@ -12,8 +12,10 @@ measured dispatch cost of an almost empty jitted function::
     predict(arch) = overhead_ms + sum(entries[key]["ms"] for key in pieces(arch))
 
 The learned model (``nas latency fit``) is a registered predictor fitted on end-to-end measurements
-of random subnets: on ``space.features(arch)`` plus the table's sum when a table is given, predicting
-the residual ``measured - table`` (so the table's error is what it learns).
+of random subnets: on ``space.features(arch)``, the count of each table piece in the subnet (so a
+linear model learns each piece's cost inside the whole program, fusion and all, instead of alone),
+and the table's sum when a table is given, predicting the residual ``measured - table`` (so the
+table's error is what it learns).
 
 Both are JSON files; :func:`load_latency_model` reads either and checks it against the space.
 """
@@ -32,7 +34,7 @@ from flax import nnx
 
 from nas_cli.errors import UserError
 from nas_cli.io import atomic_write_json
-from nas_cli.latency import compile_forward, measure_latency, time_compiled
+from nas_cli.latency import compile_forward, compile_subnet, time_compiled, time_interleaved
 from search_spaces.elastic import hard_swish, same_padding
 from predictors.base import _from_state, get_predictor, predictor_names
 from predictors.metrics import all_metrics
@@ -188,34 +190,74 @@ class _Head(nnx.Module):
 # ----------------------------------------------------------------------------------------------
 # Measuring
 # ----------------------------------------------------------------------------------------------
-def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3) -> dict:
+#: programs compiled and timed together (interleaved); bounds the memory of compiled subnets held
+CHUNK = 25
+
+
+def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3, rounds: int = 1) -> dict:
     """Median time of calling an almost empty compiled function: the per-executable fixed cost."""
     x = jnp.zeros((batch, 1), jnp.float32)
     compiled = jax.jit(lambda state, x: x + state).lower(jnp.float32(1.0), x).compile()
-    return time_compiled(compiled, jnp.float32(1.0), x, repeats=repeats, warmup=warmup)
+    return time_compiled(compiled, jnp.float32(1.0), x, repeats=repeats, warmup=warmup, rounds=rounds)
 
 
-def measure_piece(space, piece: Piece, *, batch: int = 1, repeats: int = 30, warmup: int = 3) -> dict:
-    """``{"latency_ms", "iqr_ms", "repeats"}`` of one piece, jitted alone (nas_cli.latency's protocol)."""
-    module, shape = _piece_module(space, piece)
-    compiled, state, x = compile_forward(module, (batch, *shape))
-    return time_compiled(compiled, state, x, repeats=repeats, warmup=warmup)
-
-
-def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3,
-                  progress: Progress | None = None) -> np.ndarray:
-    """End-to-end median latency (ms) of each arch's static subnet (nas_cli.latency.measure_latency)."""
+def _time_chunked(make_programs: Sequence[Callable], *, repeats: int, warmup: int, rounds: int,
+                  progress: Progress | None) -> list[dict]:
+    """Compiles ``CHUNK`` programs at a time and times each chunk interleaved (nas_cli.latency)."""
     out = []
-    for arch in archs:
-        out.append(measure_latency(space, arch, batch=batch, repeats=repeats, warmup=warmup)["latency_ms"])
+    for start in range(0, len(make_programs), CHUNK):
+        programs = [make() for make in make_programs[start:start + CHUNK]]
+        out += time_interleaved(programs, repeats=repeats, warmup=warmup, rounds=rounds)
         if progress is not None:
-            progress(1)
-    return np.asarray(out, np.float64)
+            progress(len(programs))
+    return out
 
 
-def sample_archs(space, n: int, seed: int) -> list:
-    """``n`` random subnets (uniform genomes), deterministic per seed."""
-    rng = np.random.default_rng(seed)
+def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int = 30, warmup: int = 3,
+                rounds: int = 5, progress: Progress | None = None) -> list[dict]:
+    """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each piece, jitted alone."""
+    def make(piece):
+        module, shape = _piece_module(space, piece)
+        return lambda: compile_forward(module, (batch, *shape))
+
+    return _time_chunked([make(p) for p in pieces], repeats=repeats, warmup=warmup, rounds=rounds,
+                         progress=progress)
+
+
+def time_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3, rounds: int = 5,
+               progress: Progress | None = None) -> list[dict]:
+    """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each arch's static subnet end to end,
+    timed interleaved in chunks (nas_cli.latency's protocol); ``progress`` gets each chunk's size."""
+    return _time_chunked([lambda a=a: compile_subnet(space, a, batch) for a in archs], repeats=repeats,
+                         warmup=warmup, rounds=rounds, progress=progress)
+
+
+def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3, rounds: int = 5,
+                  progress: Progress | None = None) -> np.ndarray:
+    """End-to-end median latency (ms) of each arch's static subnet (:func:`time_archs`)."""
+    timed = time_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=progress)
+    return np.asarray([t["latency_ms"] for t in timed], np.float64)
+
+
+def repeatability(timed: Sequence[dict]) -> dict | None:
+    """How well the measurement agrees with itself: MAPE and Kendall tau between the even and the
+    odd rounds' medians of the same programs (each half has half the runs, so the full
+    measurement is somewhat steadier than this says). None with fewer than two rounds."""
+    if not timed or "halves_ms" not in timed[0]:
+        return None
+    a, b = (np.asarray([t["halves_ms"][h] for t in timed]) for h in (0, 1))
+    agree = score(a, b)
+    return {"mape": agree["mape"], "kendall_tau": agree["kendall_tau"], "n": agree["n"]}
+
+
+#: the random streams of latency sampling: `nas latency fit` and `validate` draw disjoint sets of
+#: subnets even with the same --seed, so a model is never validated on its own training subnets
+FIT_STREAM, VALIDATE_STREAM = 0x1A7F, 0x7A11
+
+
+def sample_archs(space, n: int, seed: int, stream: int | None = None) -> list:
+    """``n`` random subnets (uniform genomes), deterministic per (seed, stream)."""
+    rng = np.random.default_rng(seed if stream is None else [seed, stream])
     return [space.sample(rng) for _ in range(n)]
 
 
@@ -246,33 +288,35 @@ def _jsonable(obj):
 
 
 def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, calib_samples: int = 4,
-                  seed: int = 0, options: dict | None = None, progress: Progress | None = None) -> "LatencyTable":
+                  seed: int = 0, rounds: int = 5, options: dict | None = None,
+                  progress: Progress | None = None) -> "LatencyTable":
     """Times every piece of ``space`` on the current device and calibrates the fixed overhead.
 
     Args:
       options: the space's construction options, recorded for ``validate``/``fit`` to rebuild it.
       calib_samples: random subnets measured end to end (besides the smallest and largest) to
         calibrate the per-piece and fixed overheads.
-      progress: called with 1 after each measurement (see :func:`profile_steps`).
+      rounds: interleaved timing rounds (nas_cli.latency's protocol).
+      progress: called with the number of measurements done (see :func:`profile_steps`).
     """
-    if batch < 1 or repeats < 1 or warmup < 0 or calib_samples < 0:
-        raise UserError(f"batch {batch}, repeats {repeats}, warmup {warmup}, calib samples {calib_samples}: "
-                        "need batch >= 1, repeats >= 1, warmup >= 0, calib samples >= 0")
+    if batch < 1 or repeats < 1 or warmup < 0 or calib_samples < 0 or rounds < 1:
+        raise UserError(f"batch {batch}, repeats {repeats}, warmup {warmup}, calib samples {calib_samples}, "
+                        f"rounds {rounds}: need batch >= 1, repeats >= 1, warmup >= 0, calib samples >= 0, "
+                        "rounds >= 1")
     tick = progress or (lambda n: None)
-    dispatch = measure_dispatch(batch=batch, repeats=max(repeats, 30), warmup=warmup)["latency_ms"]
+    dispatch = measure_dispatch(batch=batch, repeats=max(repeats, 30), warmup=warmup, rounds=rounds)["latency_ms"]
     tick(1)
-    medians, iqrs = {}, {}
-    for piece in plan_pieces(space):
-        m = measure_piece(space, piece, batch=batch, repeats=repeats, warmup=warmup)
-        medians[piece.key], iqrs[piece.key] = m["latency_ms"], m["iqr_ms"]
-        tick(1)
+    pieces = plan_pieces(space)
+    timed = time_pieces(space, pieces, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=tick)
+    medians = {p.key: t["latency_ms"] for p, t in zip(pieces, timed)}
+    iqrs = {p.key: t["iqr_ms"] for p, t in zip(pieces, timed)}
     calib = []
-    for arch in calibration_archs(space, calib_samples, seed):
-        measured = float(measure_archs(space, [arch], batch=batch, repeats=repeats, warmup=warmup)[0])
+    archs = calibration_archs(space, calib_samples, seed)
+    for arch, measured in zip(archs, measure_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup,
+                                                   rounds=rounds, progress=tick)):
         keys = arch_keys(space, arch)
-        calib.append({"arch": space.encode(arch), "measured_ms": measured,
+        calib.append({"arch": space.encode(arch), "measured_ms": float(measured),
                       "summed_ms": float(sum(medians[k] for k in keys)), "pieces": len(keys)})
-        tick(1)
     per_piece, overhead = _calibrate(calib, dispatch, min(medians.values()))
     for c in calib:
         c["predicted_ms"] = overhead + c["summed_ms"] - per_piece * c["pieces"]
@@ -285,6 +329,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, 
         "batch": batch,
         "repeats": repeats,
         "warmup": warmup,
+        "rounds": rounds,
         "device": {"platform": device.platform, "kind": device.device_kind},
         "jax_version": jax.__version__,
         "dispatch_ms": dispatch,
@@ -453,8 +498,23 @@ def load_latency_model(path, space):
 # ----------------------------------------------------------------------------------------------
 # The learned model
 # ----------------------------------------------------------------------------------------------
+#: what a learned model's inputs are; a file fitted on other features must be re-fitted
+MODEL_FEATURES = "genes+piece-counts"
+
+
+def piece_counts(space, archs: Sequence) -> np.ndarray:
+    """(n, pieces): how many times each of ``plan_pieces(space)`` runs in each arch."""
+    index = {p.key: i for i, p in enumerate(plan_pieces(space))}
+    out = np.zeros((len(archs), len(index)), np.float32)
+    for row, arch in enumerate(archs):
+        for key in arch_keys(space, arch):
+            out[row, index[key]] += 1
+    return out
+
+
 class LearnedLatencyModel:
-    """A predictor on ``space.features(arch)`` (+ the table's sum), predicting the table's residual."""
+    """A predictor on ``space.features(arch)`` and piece counts (+ the table's sum), predicting the
+    table's residual."""
 
     def __init__(self, space, predictor, table: LatencyTable | None, meta: dict | None = None):
         self.space = space
@@ -469,6 +529,7 @@ class LearnedLatencyModel:
 
     def _features(self, archs: Sequence) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([self.space.features(a) for a in archs]).astype(np.float32)
+        X = np.concatenate([X, piece_counts(self.space, archs)], axis=1)
         if self.table is None:
             return X, np.zeros(len(archs))
         base = self.table.predict_many(archs)
@@ -486,6 +547,7 @@ class LearnedLatencyModel:
         return {
             "format": MODEL_FORMAT,
             "version": VERSION,
+            "features": MODEL_FEATURES,
             "space": space_spec(self.space),
             "options": self.meta.get("options", {}),
             "meta": self.meta,
@@ -505,6 +567,9 @@ class LearnedLatencyModel:
 
     @classmethod
     def from_json(cls, data: dict, space) -> "LearnedLatencyModel":
+        if data.get("features") != MODEL_FEATURES:
+            raise UserError(f"latency model was fitted on features {data.get('features', 'genes')!r}; this nas "
+                            f"uses {MODEL_FEATURES!r}: re-fit it with `nas latency fit`")
         try:
             p = data["predictor"]
             arrays = {k: np.asarray(a["values"], a["dtype"]).reshape(a["shape"]) for k, a in p["arrays"].items()}

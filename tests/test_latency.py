@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +21,8 @@ from predictors.latency import (
     arch_keys,
     fit_latency_model,
     load_latency_model,
+    FIT_STREAM,
+    VALIDATE_STREAM,
     make_latency_space,
     plan_pieces,
     sample_archs,
@@ -93,11 +96,64 @@ def test_not_a_latency_file_exits_2(tmp_path):
     assert res.exit_code == 2 and "nas-latency-table" in res.output
 
 
-def test_validate_json_prints_the_metrics(lut):
-    res = runner.invoke(app, ["latency", "validate", str(lut), "--space", SPACE, "--samples", "3", "--json", *FAST])
+def test_validate_json_prints_the_metrics_and_the_measurement_against_itself(lut):
+    res = runner.invoke(app, ["latency", "validate", str(lut), "--space", SPACE, "--samples", "3", "--json",
+                              "--rounds", "2", *FAST])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert {"mape", "kendall_tau", "spearman", "n"} <= set(out) and out["n"] == 3
+    assert out["rounds"] == 2 and out["repeatability"]["n"] == 3 and out["repeatability"]["mape"] >= 0
+
+
+def test_bad_timing_options_exit_2(lut):
+    res = runner.invoke(app, ["latency", "validate", str(lut), "--space", SPACE, "--rounds", "0"])
+    assert res.exit_code == 2 and "--rounds 0" in res.output
+
+
+def test_interleaved_timing_keeps_two_independent_halves():
+    import jax.numpy as jnp
+
+    from nas_cli.latency import time_interleaved
+
+    x = jnp.ones((4,), jnp.float32)
+    programs = [(jax.jit(lambda s, x, k=k: x * s + k).lower(jnp.float32(2), x).compile(), jnp.float32(2), x)
+                for k in range(3)]
+    timed = time_interleaved(programs, repeats=3, warmup=1, rounds=4)
+    assert len(timed) == 3
+    for t in timed:
+        assert t["repeats"] == 12 and len(t["halves_ms"]) == 2 and t["latency_ms"] > 0
+    assert "halves_ms" not in time_interleaved(programs[:1], repeats=2, warmup=0, rounds=1)[0]
+
+
+def test_fit_and_validate_draw_disjoint_subnets_with_the_same_seed(space):
+    fit = {space.encode(a) for a in sample_archs(space, 50, 0, FIT_STREAM)}
+    val = {space.encode(a) for a in sample_archs(space, 50, 0, VALIDATE_STREAM)}
+    assert len(fit & val) <= 2  # only chance collisions in a space of 10^5+ subnets
+
+
+def test_learned_model_recovers_per_piece_costs_from_end_to_end_times(space):
+    """Latency that is a sum of per-piece costs (any costs, not the table's) is what the piece-count
+    features express: ridge fitted on 60 subnets predicts 40 others almost exactly."""
+    rng = np.random.default_rng(0)
+    cost = {p.key: float(rng.uniform(0.05, 0.5)) for p in plan_pieces(space)}
+    train, test = sample_archs(space, 60, 1), sample_archs(space, 40, 2)
+
+    def truth(archs):
+        return np.asarray([0.3 + sum(cost[k] for k in arch_keys(space, a)) for a in archs])
+
+    learned = fit_latency_model(space, train, truth(train), table=None, model="ridge", seed=0)
+    err = np.abs(learned.predict_many(test) - truth(test)) / truth(test)
+    assert float(np.mean(err)) < 0.03
+
+
+def test_a_learned_model_on_other_features_is_refused(lut, space, tmp_path):
+    archs = sample_archs(space, 6, seed=5)
+    learned = fit_latency_model(space, archs, np.linspace(1, 2, 6), table=None, model="ridge", seed=0)
+    data = learned.to_json()
+    data.pop("features")
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="re-fit"):
+        load_latency_model(tmp_path / "old.json", space)
 
 
 def test_fit_with_the_table_beats_or_matches_it_on_its_training_data(lut, space, tmp_path):

@@ -28,6 +28,18 @@ def _fmt(m: dict) -> str:
     return f"MAPE {m['mape']:.1f}%  tau {m['kendall_tau']:.3f}  rho {m['spearman']:.3f}  n {m['n']}"
 
 
+def _rounds_option():
+    return typer.Option(5, "--rounds", help="Interleaved timing rounds of --repeats runs each (a shared "
+                        "machine's bursts then fall on every subnet alike).")
+
+
+def _check_timing(repeats: int, rounds: int) -> None:
+    from nas_cli.errors import UserError
+
+    if repeats < 1 or rounds < 1:
+        raise UserError(f"--repeats {repeats} --rounds {rounds}: both must be at least 1")
+
+
 @latency_app.command("profile")
 @user_errors
 def profile(
@@ -38,7 +50,8 @@ def profile(
     in_channels: Optional[int] = typer.Option(None, "--in-channels"),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     width_mult: Optional[float] = typer.Option(None, "--width-mult", help="mobilenetv3 only (default 1.0)."),
-    repeats: int = typer.Option(30, "--repeats", help="Timed runs per piece (median and IQR over them)."),
+    repeats: int = typer.Option(30, "--repeats", help="Timed runs per piece and round (median and IQR over all)."),
+    rounds: int = _rounds_option(),
     warmup: int = typer.Option(3, "--warmup", help="Untimed runs before timing."),
     calib_samples: int = typer.Option(4, "--calib-samples", help="Random subnets timed end to end to calibrate "
                                       "the overheads (besides the smallest and largest)."),
@@ -56,7 +69,7 @@ def profile(
     enable_compilation_cache()
     table = _progress("profiling", profile_steps(sp, calib_samples), lambda tick: profile_table(
         sp, batch=batch, repeats=repeats, warmup=warmup, calib_samples=calib_samples, seed=seed,
-        options=options, progress=tick))
+        rounds=rounds, options=options, progress=tick))
     table.save(out)
     d = table.data
     typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} (batch {batch}); per-piece call "
@@ -75,35 +88,48 @@ def _space_for(path: Path, space, resolution, in_channels, num_classes, width_mu
 def validate(
     lut: Path = typer.Argument(..., help="A lookup table (`nas latency profile`) or learned model (`nas latency fit`)."),
     space: str = typer.Option(..., "--space", help=_SPACE_HELP),
-    samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end."),
+    samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end (never the ones "
+                                "`nas latency fit` draws with the same --seed)."),
     seed: int = typer.Option(0, "--seed"),
     repeats: int = typer.Option(30, "--repeats"),
+    rounds: int = _rounds_option(),
     resolution: List[int] = typer.Option([], "--resolution", help="Default: the file's."),
     in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Default: the file's."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the file's."),
     width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Default: the file's."),
-    as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, ...} as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, "
+                                 "repeatability, ...} as JSON."),
 ) -> None:
-    """Measure random subnets end to end and compare with the file's predictions (MAPE, Kendall tau)."""
+    """Measure random subnets end to end and compare with the file's predictions (MAPE, Kendall tau).
+
+    Also reports the measurement's own repeatability: MAPE and tau between the medians of the even
+    and the odd timing rounds, the error floor that no latency model can go below on this machine."""
     from nas_cli.errors import UserError
     from nas_cli.runs import enable_compilation_cache
-    from predictors.latency import load_latency_model, measure_archs, sample_archs, score
+    from predictors.latency import VALIDATE_STREAM, load_latency_model, repeatability, sample_archs, score, time_archs
 
     if samples < 2:
         raise UserError(f"--samples {samples}: need at least 2 subnets to rank")
+    _check_timing(repeats, rounds)
     sp, _ = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
     model = load_latency_model(lut, sp)
     enable_compilation_cache()
-    archs = sample_archs(sp, samples, seed)
+    archs = sample_archs(sp, samples, seed, VALIDATE_STREAM)
     batch = model.batch
-    measured = _progress("measuring", samples, lambda tick: measure_archs(
-        sp, archs, batch=batch, repeats=repeats, progress=tick))
+    timed = _progress("measuring", samples, lambda tick: time_archs(
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick))
+    measured = [t["latency_ms"] for t in timed]
     predicted = model.predict_many(archs)
-    result = {**score(measured, predicted), "samples": samples, "seed": seed, "batch": batch}
+    result = {**score(measured, predicted), "samples": samples, "seed": seed, "batch": batch,
+              "rounds": rounds, "repeatability": repeatability(timed)}
     if as_json:
         typer.echo(json.dumps(result))
-    else:
-        typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
+        return
+    typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
+    if result["repeatability"] is not None:
+        r = result["repeatability"]
+        typer.echo(f"measurement against itself (even vs odd rounds): MAPE {r['mape']:.1f}%  "
+                   f"tau {r['kendall_tau']:.3f}")
 
 
 @latency_app.command("fit")
@@ -117,6 +143,7 @@ def fit(
     model: str = typer.Option("ridge", "--model", help="A registered predictor: ridge, rbf, gp, gbt, mlp, auto."),
     seed: int = typer.Option(0, "--seed"),
     repeats: int = typer.Option(30, "--repeats"),
+    rounds: int = _rounds_option(),
     batch: int = typer.Option(1, "--batch", help="Batch size to time at (the table's, when --lut is given)."),
     resolution: List[int] = typer.Option([], "--resolution", help="Default: the table's, else the space's."),
     in_channels: Optional[int] = typer.Option(None, "--in-channels"),
@@ -128,6 +155,7 @@ def fit(
     from nas_cli.errors import UserError
     from nas_cli.runs import enable_compilation_cache
     from predictors.latency import (
+        FIT_STREAM,
         LatencyTable,
         fit_latency_model,
         load_latency_model,
@@ -139,6 +167,7 @@ def fit(
 
     if samples < 2:
         raise UserError(f"--samples {samples}: need at least 2 measured subnets to fit")
+    _check_timing(repeats, rounds)
     table = None
     if lut is not None:
         sp, options = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
@@ -152,9 +181,9 @@ def fit(
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
     enable_compilation_cache()
-    archs = sample_archs(sp, samples, seed)
+    archs = sample_archs(sp, samples, seed, FIT_STREAM)
     measured = _progress("measuring", samples, lambda tick: measure_archs(
-        sp, archs, batch=batch, repeats=repeats, progress=tick))
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick))
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
                                 meta={"options": options, "samples": samples, "seed": seed, "batch": batch})
     report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out)}
