@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from nas_cli import runs
 from nas_cli.errors import UserError
-from nas_cli.io import append_jsonl
+from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
@@ -105,15 +104,12 @@ def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
     """The cached accuracies measured with checkpoint ``checkpoint`` (a resumed run's later
     checkpoints are other weights)."""
     out: dict[str, float] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
+    for rec in read_jsonl(path):
+        if rec.get("checkpoint") == checkpoint and "arch" in rec:
             try:
-                rec = json.loads(line)
-                if rec.get("checkpoint") != checkpoint:
-                    continue
                 out[rec["arch"]] = float(rec["accuracy"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a line cut by a crash
+            except (KeyError, TypeError, ValueError):
+                continue
     return out
 
 

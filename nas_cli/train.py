@@ -23,7 +23,7 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, batches
 from nas_cli.errors import UserError
-from nas_cli.io import append_jsonl, atomic_write_json, atomic_write_text
+from nas_cli.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
 from search_spaces.base import Arch, ArchError, SupernetSpace
 
@@ -162,8 +162,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     if resuming:
         state, start = runs.restore_checkpoint(out, {"params": params, "opt_state": opt_state})
         params, opt_state = jax.tree.map(jnp.asarray, (state["params"], state["opt_state"]))
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        done = [r for r in map(json.loads, lines) if r["epoch"] <= start]  # drop a half-written epoch
+        done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
         log(f"resuming {out} after epoch {start} of {cfg.epochs}")
     else:

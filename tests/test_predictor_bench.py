@@ -6,7 +6,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 
 import search_spaces.base
 from test_predictor_cli import arch_rows, write_csv

@@ -82,6 +82,8 @@ def test_resume_after_interruption_ends_where_an_uninterrupted_run_does(tmp_path
         train_supernet(cfg, tmp_path / "cut", log=lambda m: None)
     with pytest.raises(UserError, match="seed: 1 in the run, 2 now"):
         train_supernet(dataclasses.replace(cfg, seed=2), tmp_path / "cut", log=lambda m: None, resume=True)
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # a line cut by a crash mid-write
+        f.write('{"epoch": 2, "phase": "al')
     resumed = train_supernet(cfg, tmp_path / "cut", log=lambda m: None, resume=True)
     assert resumed == whole
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]

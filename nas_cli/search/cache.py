@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nas_cli.io import append_jsonl
+from nas_cli.io import append_jsonl, read_jsonl
 from search_spaces.base import Arch, SearchSpace
 
 
@@ -19,14 +18,8 @@ class EvalCache:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._data: dict[str, dict[str, float]] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self._data[rec["arch"]] = rec["metrics"]
+        self._data: dict[str, dict[str, float]] = {
+            rec["arch"]: rec["metrics"] for rec in read_jsonl(self.path) if "arch" in rec and "metrics" in rec}
 
     def __contains__(self, key: str) -> bool:
         return key in self._data

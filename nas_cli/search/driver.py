@@ -28,7 +28,7 @@ from pymoo.problems.static import StaticProblem
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import METRICS, Evaluator
-from nas_cli.io import atomic_write_bytes, atomic_write_json
+from nas_cli.io import atomic_write_bytes, atomic_write_json, read_jsonl
 from nas_cli.search.algorithms import ALGORITHMS, make_algorithm
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
@@ -176,7 +176,7 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
     remeasure = getattr(evaluator, "remeasure", None)  # a modelled latency: time the final front for real
     front = write_outputs(out_dir, space, config, bounds, norm, state["measured"], records,
                           (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None)
-    log = [json.loads(line) for line in (out_dir / LOG_FILE).read_text().splitlines() if line.strip()]
+    log = read_jsonl(out_dir / LOG_FILE)
     return SearchResult(front, log, bounds, norm, out_dir)
 
 

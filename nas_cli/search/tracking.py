@@ -12,7 +12,7 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas_cli.evaluation import METRICS
-from nas_cli.io import append_jsonl, atomic_write_text
+from nas_cli.io import append_jsonl, atomic_write_text, read_jsonl
 
 #: every normalised objective's reference coordinate (10% beyond the nadir, a common choice)
 REF_COORD = 1.1
@@ -113,15 +113,8 @@ def truncate_log(path: Path, last_iteration: int) -> None:
     """Drops log lines written after the checkpoint ``last_iteration`` (an interrupted iteration)."""
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the crash
-        if rec.get("iteration", -1) <= last_iteration:
-            keep.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
+    keep = [rec for rec in read_jsonl(path) if rec.get("iteration", -1) <= last_iteration]
+    atomic_write_text(path, "".join(json.dumps(rec) + "\n" for rec in keep))
 
 
 def log_line(path: Path, record: dict) -> None:
