@@ -55,6 +55,17 @@ class SearchSpace(abc.ABC):
     def from_genome(self, genome: Sequence[int]) -> Arch:
         """Builds the architecture of a vector of choice indices (one per gene)."""
 
+    def check_genome(self, genome: Sequence[int]) -> list[int]:
+        """``genome`` as a list of ints, or an ArchError naming the wrong length or the first gene
+        whose index is not an integer in range (every space's ``from_genome`` starts here)."""
+        genome = list(genome)
+        if len(genome) != len(self.genes):
+            raise ArchError(f"a {self.name} genome has {len(self.genes)} genes, got {len(genome)}")
+        for gene, idx in zip(self.genes, genome):
+            if not (0 <= idx < len(gene.choices)) or int(idx) != idx:
+                raise ArchError(f"gene {gene.name} has index {idx!r}; allowed: 0..{len(gene.choices) - 1}")
+        return [int(v) for v in genome]
+
     @abc.abstractmethod
     def to_genome(self, arch: Arch) -> np.ndarray:
         """The canonical genome of an architecture (genes a shallower depth switches off are 0)."""

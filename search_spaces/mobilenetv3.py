@@ -164,18 +164,9 @@ class MobileNetV3Space(SupernetSpace):
     def genes(self) -> tuple[Gene, ...]:
         return self._genes
 
-    def _check_genome(self, genome: Sequence[int]) -> list[int]:
-        genome = [int(g) for g in genome]
-        if len(genome) != len(self._genes):
-            raise ArchError(f"{self.name} genome has {len(genome)} genes; expected {len(self._genes)}")
-        for gene, idx in zip(self._genes, genome):
-            if not 0 <= idx < len(gene.choices):
-                raise ArchError(f"gene {gene.name} index {idx} out of range 0..{len(gene.choices) - 1}")
-        return genome
-
     def from_genome(self, genome: Sequence[int]) -> MobileNetV3Arch:
         cfg = self.config
-        g = self._check_genome(genome)
+        g = self.check_genome(genome)
         resolution = cfg.resolutions[g[0]]
         stages, pos = [], 1
         for _ in range(cfg.num_stages):

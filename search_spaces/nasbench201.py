@@ -41,15 +41,7 @@ class NASBench201Space(SearchSpace):
         return self._genes
 
     def from_genome(self, genome: Sequence[int]) -> Cell:
-        genome = list(genome)
-        if len(genome) != len(EDGES):
-            raise ArchError(f"a nas-bench-201 genome has {len(EDGES)} genes, got {len(genome)}")
-        ops = []
-        for gene, idx in zip(self._genes, genome):
-            if not (0 <= int(idx) < len(OPS)) or int(idx) != idx:
-                raise ArchError(f"gene {gene.name} has index {idx!r}; allowed: 0..{len(OPS) - 1}")
-            ops.append(OPS[int(idx)])
-        return Cell(tuple(ops))
+        return Cell(tuple(OPS[idx] for idx in self.check_genome(genome)))
 
     def to_genome(self, arch: Cell) -> np.ndarray:
         return np.asarray([OPS.index(op) for op in arch.ops], np.int64)

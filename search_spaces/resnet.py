@@ -218,12 +218,7 @@ class ResNetSpace(SupernetSpace):
 
     def from_genome(self, genome: Sequence[int]) -> ResNetArch:
         cfg = self.config
-        g = [int(v) for v in genome]
-        if len(g) != len(self._genes):
-            raise ArchError(f"{self.name} genome has {len(g)} genes; expected {len(self._genes)}")
-        for gene, idx in zip(self._genes, g):
-            if not 0 <= idx < len(gene.choices):
-                raise ArchError(f"gene {gene.name} index {idx} out of range 0..{len(gene.choices) - 1}")
+        g = self.check_genome(genome)
         stages, pos = [], 2
         for s in range(cfg.num_stages):
             depth = cfg.depth_choices(s)[g[pos]]

@@ -175,12 +175,7 @@ class ViTSpace(SupernetSpace):
 
     def from_genome(self, genome: Sequence[int]) -> ViTArch:
         cfg = self.config
-        g = [int(v) for v in genome]
-        if len(g) != len(self._genes):
-            raise ArchError(f"{self.name} genome has {len(g)} genes; expected {len(self._genes)}")
-        for gene, idx in zip(self._genes, g):
-            if not 0 <= idx < len(gene.choices):
-                raise ArchError(f"gene {gene.name} index {idx} out of range 0..{len(gene.choices) - 1}")
+        g = self.check_genome(genome)
         depth = cfg.depth_choices[g[2]]
         layers = tuple((cfg.heads_choices[g[3 + 2 * i]], cfg.mlp_choices[g[4 + 2 * i]]) for i in range(depth))
         return ViTArch(cfg.resolutions[g[0]], cfg.embed_choices[g[1]], layers)
