@@ -444,6 +444,7 @@ class _Surrogate:
         return out
 
     def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X).round().astype(np.int64)  # pymoo's operators hand over floats
         return self.ctx.objectives(self.metrics([self.ctx.space.from_genome(x) for x in X]))
 
 
