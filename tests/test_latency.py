@@ -165,6 +165,7 @@ def test_fit_with_the_table_beats_or_matches_it_on_its_training_data(lut, space,
     # Ridge on the table's residual minimises squared error with an intercept, so on its own
     # training data it can only match or beat predicting a zero residual (the table).
     assert report["train"]["rmse"] <= report["table_train"]["rmse"] + 1e-9
+    assert report["repeatability"]["n"] == 6  # the error floor is reported beside the fit
     # Either file loads where a table is expected (nas search --latency-table).
     for loader in (load_latency_model, LatencyTable.load):
         learned = loader(model_path, space)

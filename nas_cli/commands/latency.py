@@ -33,6 +33,11 @@ def _rounds_option():
                         "machine's bursts then fall on every subnet alike).")
 
 
+def _echo_repeatability(r: dict | None) -> None:
+    if r is not None:
+        typer.echo(f"measurement against itself (even vs odd rounds): MAPE {r['mape']:.1f}%  tau {r['kendall_tau']:.3f}")
+
+
 def _check_timing(repeats: int, rounds: int) -> None:
     from nas_cli.errors import UserError
 
@@ -126,10 +131,7 @@ def validate(
         typer.echo(json.dumps(result))
         return
     typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
-    if result["repeatability"] is not None:
-        r = result["repeatability"]
-        typer.echo(f"measurement against itself (even vs odd rounds): MAPE {r['mape']:.1f}%  "
-                   f"tau {r['kendall_tau']:.3f}")
+    _echo_repeatability(result["repeatability"])
 
 
 @latency_app.command("fit")
@@ -160,9 +162,10 @@ def fit(
         fit_latency_model,
         load_latency_model,
         make_latency_space,
-        measure_archs,
+        repeatability,
         sample_archs,
         score,
+        time_archs,
     )
 
     if samples < 2:
@@ -182,11 +185,13 @@ def fit(
         raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
     enable_compilation_cache()
     archs = sample_archs(sp, samples, seed, FIT_STREAM)
-    measured = _progress("measuring", samples, lambda tick: measure_archs(
+    timed = _progress("measuring", samples, lambda tick: time_archs(
         sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick))
+    measured = [t["latency_ms"] for t in timed]
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
                                 meta={"options": options, "samples": samples, "seed": seed, "batch": batch})
-    report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out)}
+    report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out),
+              "repeatability": repeatability(timed)}
     if table is not None:
         report["table_train"] = score(measured, table.predict_many(archs))
     learned.meta["train"] = report["train"]
@@ -197,6 +202,7 @@ def fit(
     typer.echo(f"{model} on {samples} subnets (training fit): {_fmt(report['train'])}")
     if table is not None:
         typer.echo(f"table on the same subnets:            {_fmt(report['table_train'])}")
+    _echo_repeatability(report["repeatability"])
     typer.echo(f"wrote {out}")
 
 
