@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,7 +21,7 @@ _SPACE_HELP = "mobilenetv3 or mobilenetv3-tiny."
 
 def _progress(label: str, length: int, run):
     """Runs ``run(tick)`` under a progress bar on stderr."""
-    with typer.progressbar(length=length, label=label, file=None) as bar:
+    with typer.progressbar(length=length, label=label, file=sys.stderr) as bar:
         return run(bar.update)
 
 

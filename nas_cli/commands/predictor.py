@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -88,7 +89,7 @@ def sample(
     if n < 1:
         raise UserError(f"--n {n} must be at least 1")
     evaluator = open_run_evaluator(run_dir)
-    with typer.progressbar(length=n, label="measuring") as bar:
+    with typer.progressbar(length=n, label="measuring", file=sys.stderr) as bar:
         rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=lambda done, total: bar.update(1))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +47,7 @@ def train_supernet_cmd(
     def progress(done: int, total: int) -> None:  # called once per training step
         nonlocal bar, shown
         if bar is None:
-            bar = typer.progressbar(length=total, label="training")
+            bar = typer.progressbar(length=total, label="training", file=sys.stderr)
             bar.__enter__()
         bar.update(done - shown)
         shown = done
