@@ -217,8 +217,10 @@ def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int 
                 rounds: int = 5, progress: Progress | None = None) -> list[dict]:
     """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each piece, jitted alone."""
     def make(piece):
-        module, shape = _piece_module(space, piece)
-        return lambda: compile_forward(module, (batch, *shape))
+        def build():  # built when its chunk is compiled, like the subnets
+            module, shape = _piece_module(space, piece)
+            return compile_forward(module, (batch, *shape))
+        return build
 
     return _time_chunked([make(p) for p in pieces], repeats=repeats, warmup=warmup, rounds=rounds,
                          progress=progress)
