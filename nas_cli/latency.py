@@ -9,9 +9,9 @@ Several programs are timed interleaved (round 1 of each, round 2 of each, ...). 
 a neighbour's burst lasts longer than one program's 30 runs (~0.1 s at batch 1), so timing programs
 one after another lets the burst land on whichever was being timed; interleaved, each program's
 samples spread over the whole measurement and a burst falls on all of them alike. Measured on the
-2-core CPU (bench/RESULTS.md): back-to-back medians of the same subnet disagreed by 13% MAPE.
-The medians of the even and of the odd rounds are kept, so the measurement's own repeatability is
-reported beside any model's error.
+2-core CPU (bench/RESULTS.md): back-to-back medians of the same subnet disagreed by 13% MAPE;
+interleaved, the even and the odd rounds of one measurement still disagree by 8-10%. Those two
+medians are kept, so the measurement's own repeatability is reported beside any model's error.
 """
 
 from __future__ import annotations
