@@ -2,7 +2,7 @@
 # issues 5 and 6 on the Fashion-MNIST mobilenetv3-tiny supernet (14 px): random search first (its
 # 600 uniformly random measured subnets are also the predictor dataset), then
 # predictor-in-the-loop NSGA-II; 200 evaluations each, 3 seeds.
-cd /work/main
+cd "$(dirname "$0")/../.."
 RUN=runs/fm/supernet
 while [ ! -f $RUN/final.json ]; do sleep 20; done
 for s in 0 1 2; do
