@@ -5,7 +5,7 @@
         [--calib-samples 4] [--model ridge] [--seed 0]
 
 Profiles the table on this device, measures ``--samples`` random subnets end to end (the test set,
-nas_cli.latency.measure_latency) and ``--train-samples`` other random subnets (the learned model's
+predictors.latency.time_archs) and ``--train-samples`` other random subnets (the learned model's
 training set), and scores on the test set: the table, the learned model on features + the table's
 sum, and the learned model on features alone; ``repeatability`` is the test measurement against
 itself (even vs odd timing rounds), the floor under any model's error. Prints one JSON object

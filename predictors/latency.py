@@ -504,9 +504,13 @@ def load_latency_model(path, space):
 MODEL_FEATURES = "genes+piece-counts"
 
 
-def piece_counts(space, archs: Sequence) -> np.ndarray:
-    """(n, pieces): how many times each of ``plan_pieces(space)`` runs in each arch."""
-    index = {p.key: i for i, p in enumerate(plan_pieces(space))}
+def piece_index(space) -> dict[str, int]:
+    """Column of each of ``plan_pieces(space)`` in :func:`piece_counts`."""
+    return {p.key: i for i, p in enumerate(plan_pieces(space))}
+
+
+def piece_counts(space, archs: Sequence, index: dict[str, int]) -> np.ndarray:
+    """(n, pieces): how many times each piece of ``index`` (:func:`piece_index`) runs in each arch."""
     out = np.zeros((len(archs), len(index)), np.float32)
     for row, arch in enumerate(archs):
         for key in arch_keys(space, arch):
@@ -523,6 +527,7 @@ class LearnedLatencyModel:
         self.predictor = predictor
         self.table = table
         self.meta = dict(meta or {})
+        self._pieces = piece_index(space)  # planned once: search predicts one arch at a time
 
     @property
     def batch(self) -> int:
@@ -531,7 +536,7 @@ class LearnedLatencyModel:
 
     def _features(self, archs: Sequence) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([self.space.features(a) for a in archs]).astype(np.float32)
-        X = np.concatenate([X, piece_counts(self.space, archs)], axis=1)
+        X = np.concatenate([X, piece_counts(self.space, archs, self._pieces)], axis=1)
         if self.table is None:
             return X, np.zeros(len(archs))
         base = self.table.predict_many(archs)

@@ -14,7 +14,8 @@ model_dir, csv_path = sys.argv[1:3]
 model, table = load_table_model(model_dir), read_csv(csv_path)
 y, p = np.asarray(targets(table, "accuracy")), np.asarray(model.predict_table(table))
 archs = table.column("arch")
-res = [int(a.split("-")[0][1:]) for a in archs]
+space = model.encoder.space  # the arch column's space, as the model was fitted
+res = [space.decode(a).resolution for a in archs]
 groups = defaultdict(list)
 for i, r in enumerate(res):
     groups[r].append(i)

@@ -11,7 +11,8 @@ from nas_cli.train import calibration_images
 from predictors import kendall_tau
 import csv
 runs.enable_compilation_cache()
-RUN, CSV = (sys.argv[1:3] + ["runs/fm/supernet", "runs/fm/test200.csv"][len(sys.argv[1:3]):])
+RUN = sys.argv[1] if len(sys.argv) > 1 else "runs/fm/supernet"
+CSV = sys.argv[2] if len(sys.argv) > 2 else "runs/fm/test200.csv"
 run = runs.open_run(RUN)
 ev = SubnetEvaluator(run.space, run.dataset.mean, run.dataset.std)
 calib = calibration_images(run.dataset, run.config.calib_images, run.config.seed)
