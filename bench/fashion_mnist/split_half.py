@@ -5,7 +5,6 @@ import json, sys
 import numpy as np
 sys.path.insert(0, ".")
 from nas_cli import runs
-from nas_cli.data import Split
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
 from predictors import kendall_tau
