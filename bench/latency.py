@@ -1,14 +1,16 @@
 """Latency benchmark: MAPE and Kendall tau of the lookup table and of the learned predictor.
 
     python bench/latency.py [--space mobilenetv3] [--resolution 32] [--width-mult 1.0] [--in-channels 3]
-        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 30] [--rounds 5]
+        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 10] [--rounds 20]
         [--calib-samples 4] [--model ridge] [--seed 0]
 
 Profiles the table on this device, measures ``--samples`` random subnets end to end (the test set,
 predictors.latency.time_archs) and ``--train-samples`` other random subnets (the learned model's
 training set), and scores on the test set: the table, the learned model on features + the table's
 sum, and the learned model on features alone; ``repeatability`` is the test measurement against
-itself (even vs odd timing rounds), the floor under any model's error. Prints one JSON object
+itself (even vs odd timing rounds), the floor under any model's error. The reference subnets are
+timed in every chunk: training targets are put at the table's level, and test predictions are
+scaled to each test chunk's level (``*_uncalibrated``: not scaled). Prints one JSON object
 (progress goes to stderr).
 """
 
@@ -31,8 +33,11 @@ import numpy as np  # noqa: E402
 from predictors.latency import (  # noqa: E402
     FIT_STREAM,
     VALIDATE_STREAM,
+    at_level,
+    calibrated_predictions,
     fit_latency_model,
     profile_table,
+    reference_archs,
     repeatability,
     sample_archs,
     score,
@@ -52,8 +57,8 @@ def _progress(label: str, total: int):
 
 
 def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 1.0, in_channels: int = 3,
-        num_classes: int = 10, samples: int = 100, train_samples: int = 100, repeats: int = 30,
-        calib_samples: int = 4, model: str = "ridge", seed: int = 0, rounds: int = 5) -> dict:
+        num_classes: int = 10, samples: int = 100, train_samples: int = 100, repeats: int = 10,
+        calib_samples: int = 4, model: str = "ridge", seed: int = 0, rounds: int = 20) -> dict:
     options = dict(in_channels=in_channels, num_classes=num_classes, resolutions=tuple(resolutions))
     if space_name == "mobilenetv3":
         options["width_mult"] = width_mult
@@ -67,11 +72,15 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
     # the streams `nas latency fit` and `nas latency validate` draw from
     train = sample_archs(space, train_samples, seed, FIT_STREAM)
     test = sample_archs(space, samples, seed, VALIDATE_STREAM)
-    timed_train = time_archs(space, train, repeats=repeats, rounds=rounds,
+    refs = reference_archs(space)
+    timed_train = time_archs(space, train, repeats=repeats, rounds=rounds, references=refs,
                              progress=_progress("train subnets", len(train)))
-    timed_test = time_archs(space, test, repeats=repeats, rounds=rounds, progress=_progress("test subnets", len(test)))
-    y_train = np.asarray([t["latency_ms"] for t in timed_train])
-    y_test = np.asarray([t["latency_ms"] for t in timed_test])
+    timed_test = time_archs(space, test, repeats=repeats, rounds=rounds, references=refs,
+                            progress=_progress("test subnets", len(test)))
+    reference = table.reference
+    y_train = at_level(timed_train, reference["level_ms"])  # at the table's device speed
+    y_test = np.asarray([t["latency_ms"] for t in timed_test])  # as measured
+    levels = [t["level_ms"] for t in timed_test]
     t2 = time.perf_counter()
     out = {
         "space": space_name,
@@ -84,15 +93,21 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
                             "max": float(y_test.max())},
         "rounds": rounds,
         "repeatability": repeatability(timed_test),
-        "table": score(y_test, table.predict_many(test)),
+        "device_speed_test": reference["level_ms"] / float(np.median(levels)),
+        "table": score(y_test, calibrated_predictions(table, test, levels)),
+        "table_uncalibrated": score(y_test, table.predict_many(test)),
     }
     if train_samples >= 2:
-        with_lut = fit_latency_model(space, train, y_train, table=table, model=model, seed=seed)
-        alone = fit_latency_model(space, train, y_train, table=None, model=model, seed=seed)
-        out["learned"] = {"model": model, "train_n": len(train), **score(y_test, with_lut.predict_many(test))}
+        meta = {"reference": reference}
+        with_lut = fit_latency_model(space, train, y_train, table=table, model=model, seed=seed, meta=meta)
+        alone = fit_latency_model(space, train, y_train, table=None, model=model, seed=seed, meta=meta)
+        out["learned"] = {"model": model, "train_n": len(train),
+                          **score(y_test, calibrated_predictions(with_lut, test, levels))}
+        out["learned_uncalibrated"] = score(y_test, with_lut.predict_many(test))
         out["learned_train_fit"] = score(y_train, with_lut.predict_many(train))
         out["table_on_train"] = score(y_train, table.predict_many(train))
-        out["learned_without_table"] = {"model": model, **score(y_test, alone.predict_many(test))}
+        out["learned_without_table"] = {"model": model,
+                                        **score(y_test, calibrated_predictions(alone, test, levels))}
     out["seconds"] = {"profile": round(t1 - t0, 1), "measure": round(t2 - t1, 1)}
     return out
 
@@ -106,8 +121,8 @@ def main(argv=None) -> None:
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--samples", type=int, default=100, help="test subnets")
     ap.add_argument("--train-samples", type=int, default=100, help="learned model's training subnets (0: skip)")
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--calib-samples", type=int, default=4)
     ap.add_argument("--model", default="ridge")
     ap.add_argument("--seed", type=int, default=0)

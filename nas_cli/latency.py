@@ -10,8 +10,12 @@ a neighbour's burst lasts longer than one program's 30 runs (~0.1 s at batch 1),
 one after another lets the burst land on whichever was being timed; interleaved, each program's
 samples spread over the whole measurement and a burst falls on all of them alike. Measured on the
 2-core CPU (bench/RESULTS.md): back-to-back medians of the same subnet disagreed by 13% MAPE;
-interleaved, the even and the odd rounds of one measurement still disagree by 8-10%. Those two
-medians are kept, so the measurement's own repeatability is reported beside any model's error.
+interleaved in 5 rounds of 30 runs, the even and the odd rounds still disagreed by 8-10%. A
+subnet's median moves by +-20% from one round to the next (the device's speed, not the subnet), so
+many short rounds beat a few long ones: 20 rounds of 10 runs (the CLI's default) bring the halves
+to 3.5-5%. Those two medians are kept, so the measurement's own repeatability is reported beside
+any model's error. (The speed also moves between processes; predictors.latency's reference
+subnets measure it.)
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class RunEvaluator:
             return [{} for _ in archs]
         from predictors.latency import measure_archs  # noqa: PLC0415
 
-        measured = measure_archs(self.space, list(archs), batch=self._table.batch, repeats=self.repeats)
+        measured = measure_archs(self.space, list(archs), batch=self._table.batch)
         return [{"latency_measured_ms": float(m)} for m in measured]
 
 

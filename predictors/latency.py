@@ -18,6 +18,18 @@ and the table's sum when a table is given, predicting the residual ``measured - 
 table's error is what it learns).
 
 Both are JSON files; :func:`load_latency_model` reads either and checks it against the space.
+
+**The device's speed drifts; the references measure it.** On a shared machine (and on any laptop
+with turbo and thermal limits) the same subnet's latency moves by 20-40% between two processes a
+few minutes apart, and between timing rounds of one process, while the *ratios* between subnets
+stay put (bench/RESULTS.md). So three fixed reference subnets (the smallest, a middle and the
+largest, at the largest resolution) are timed in every round of every chunk, and the geometric mean
+of their medians, the chunk's *level*, says how fast the device ran while the chunk was timed. A
+table or learned model stores its measurements at one level (``reference.level_ms``, the median
+over its chunks), and ``nas latency validate`` scales its predictions by the level it measures
+now before comparing (reporting the uncalibrated error too)::
+
+    calibrated(arch) = predict(arch) * level_now / reference.level_ms
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from search_spaces.mobilenetv3 import MobileNetV3Arch, StaticBlock, StaticMobile
 
 TABLE_FORMAT = "nas-latency-table"
 MODEL_FORMAT = "nas-latency-model"
-VERSION = 1
+VERSION = 2  # 2: tables and models record their reference level
 
 Progress = Callable[[int], None]
 
@@ -201,21 +213,59 @@ def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3, roun
     return time_compiled(compiled, jnp.float32(1.0), x, repeats=repeats, warmup=warmup, rounds=rounds)
 
 
+def reference_archs(space) -> list:
+    """The subnets whose latency measures the device's current speed: the smallest, a middle and
+    the largest, at the space's largest resolution."""
+    cfg = space.config
+    r = max(cfg.resolutions)
+    mid = lambda choices: choices[len(choices) // 2]  # noqa: E731
+    middle = tuple(tuple((mid(cfg.kernel_choices), mid(cfg.expand_choices)) for _ in range(mid(cfg.depth_choices)))
+                   for _ in range(cfg.num_stages))
+    return [MobileNetV3Arch(r, stages) for stages in (space.smallest().stages, middle, space.largest().stages)]
+
+
+def _level(timed_refs: Sequence[dict]) -> float:
+    """A chunk's level: the geometric mean of the reference programs' medians."""
+    return float(np.exp(np.mean(np.log([t["latency_ms"] for t in timed_refs]))))
+
+
 def _time_chunked(make_programs: Sequence[Callable], *, repeats: int, warmup: int, rounds: int,
-                  progress: Progress | None) -> list[dict]:
-    """Compiles ``CHUNK`` programs at a time and times each chunk interleaved (nas_cli.latency)."""
+                  progress: Progress | None, references: Sequence[Callable] = ()) -> list[dict]:
+    """Compiles ``CHUNK`` programs at a time and times each chunk interleaved (nas_cli.latency).
+
+    ``references`` (program makers, compiled once) are timed in every round of every chunk; each
+    program's result then carries ``level_ms``, its chunk's level (:func:`_level`)."""
+    refs = [make() for make in references]
     out = []
     for start in range(0, len(make_programs), CHUNK):
         programs = [make() for make in make_programs[start:start + CHUNK]]
-        out += time_interleaved(programs, repeats=repeats, warmup=warmup, rounds=rounds)
+        timed = time_interleaved(programs + refs, repeats=repeats, warmup=warmup, rounds=rounds)
+        body = timed[:len(programs)]
+        if refs:
+            level = _level(timed[len(programs):])
+            for t in body:
+                t["level_ms"] = level
+        out += body
         if progress is not None:
             progress(len(programs))
     return out
 
 
-def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int = 30, warmup: int = 3,
-                rounds: int = 5, progress: Progress | None = None) -> list[dict]:
-    """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each piece, jitted alone."""
+def at_level(timed: Sequence[dict], level: float) -> np.ndarray:
+    """Each program's median rescaled from its chunk's level to ``level``: the latency it would
+    have had with the device at that speed."""
+    return np.asarray([t["latency_ms"] * level / t["level_ms"] for t in timed], np.float64)
+
+
+def common_level(timed: Sequence[dict]) -> float:
+    """The median of the chunks' levels: the one level a table or model records."""
+    return float(np.median([t["level_ms"] for t in timed]))
+
+
+def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int = 10, warmup: int = 3,
+                rounds: int = 20, progress: Progress | None = None, references: Sequence = ()) -> list[dict]:
+    """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each piece, jitted alone (with
+    ``level_ms`` when reference archs are given)."""
     def make(piece):
         def build():  # built when its chunk is compiled, like the subnets
             module, shape = _piece_module(space, piece)
@@ -223,18 +273,23 @@ def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int 
         return build
 
     return _time_chunked([make(p) for p in pieces], repeats=repeats, warmup=warmup, rounds=rounds,
-                         progress=progress)
+                         progress=progress, references=_subnet_makers(space, references, batch))
 
 
-def time_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3, rounds: int = 5,
-               progress: Progress | None = None) -> list[dict]:
+def _subnet_makers(space, archs: Sequence, batch: int) -> list[Callable]:
+    return [lambda a=a: compile_subnet(space, a, batch) for a in archs]
+
+
+def time_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3, rounds: int = 20,
+               progress: Progress | None = None, references: Sequence = ()) -> list[dict]:
     """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each arch's static subnet end to end,
-    timed interleaved in chunks (nas_cli.latency's protocol); ``progress`` gets each chunk's size."""
-    return _time_chunked([lambda a=a: compile_subnet(space, a, batch) for a in archs], repeats=repeats,
-                         warmup=warmup, rounds=rounds, progress=progress)
+    timed interleaved in chunks (nas_cli.latency's protocol); ``progress`` gets each chunk's size.
+    With ``references`` (archs, e.g. :func:`reference_archs`), each result has ``level_ms`` too."""
+    return _time_chunked(_subnet_makers(space, archs, batch), repeats=repeats, warmup=warmup, rounds=rounds,
+                         progress=progress, references=_subnet_makers(space, references, batch))
 
 
-def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 30, warmup: int = 3, rounds: int = 5,
+def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3, rounds: int = 20,
                   progress: Progress | None = None) -> np.ndarray:
     """End-to-end median latency (ms) of each arch's static subnet (:func:`time_archs`)."""
     timed = time_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=progress)
@@ -289,8 +344,8 @@ def _jsonable(obj):
     return obj
 
 
-def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, calib_samples: int = 4,
-                  seed: int = 0, rounds: int = 5, options: dict | None = None,
+def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, calib_samples: int = 4,
+                  seed: int = 0, rounds: int = 20, options: dict | None = None,
                   progress: Progress | None = None) -> "LatencyTable":
     """Times every piece of ``space`` on the current device and calibrates the fixed overhead.
 
@@ -308,14 +363,18 @@ def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, 
     tick = progress or (lambda n: None)
     dispatch = measure_dispatch(batch=batch, repeats=max(repeats, 30), warmup=warmup, rounds=rounds)["latency_ms"]
     tick(1)
-    pieces = plan_pieces(space)
-    timed = time_pieces(space, pieces, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=tick)
-    medians = {p.key: t["latency_ms"] for p, t in zip(pieces, timed)}
-    iqrs = {p.key: t["iqr_ms"] for p, t in zip(pieces, timed)}
-    calib = []
+    pieces, refs = plan_pieces(space), reference_archs(space)
+    timed = time_pieces(space, pieces, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=tick,
+                        references=refs)
     archs = calibration_archs(space, calib_samples, seed)
-    for arch, measured in zip(archs, measure_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup,
-                                                   rounds=rounds, progress=tick)):
+    calib_timed = time_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds,
+                             progress=tick, references=refs)
+    # every figure at one device speed: the median level over all chunks
+    level = common_level(timed + calib_timed)
+    medians = {p.key: float(m) for p, m in zip(pieces, at_level(timed, level))}
+    iqrs = {p.key: t["iqr_ms"] * level / t["level_ms"] for p, t in zip(pieces, timed)}
+    calib = []
+    for arch, measured in zip(archs, at_level(calib_timed, level)):
         keys = arch_keys(space, arch)
         calib.append({"arch": space.encode(arch), "measured_ms": float(measured),
                       "summed_ms": float(sum(medians[k] for k in keys)), "pieces": len(keys)})
@@ -335,6 +394,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 30, warmup: int = 3, 
         "device": {"platform": device.platform, "kind": device.device_kind},
         "jax_version": jax.__version__,
         "dispatch_ms": dispatch,
+        "reference": {"archs": [space.encode(a) for a in refs], "level_ms": level},
         "per_piece_ms": per_piece,
         "overhead_ms": overhead,
         "calibration": calib,
@@ -374,7 +434,8 @@ def _read_json(path) -> dict:
         fmt = data.get("format") if isinstance(data, dict) else None
         raise UserError(f"latency file {path} has format {fmt!r}; expected {TABLE_FORMAT!r} or {MODEL_FORMAT!r}")
     if data.get("version") != VERSION:
-        raise UserError(f"latency file {path} has version {data.get('version')!r}; this nas reads version {VERSION}")
+        raise UserError(f"latency file {path} has version {data.get('version')!r}; this nas reads version {VERSION}: "
+                        "re-make it with `nas latency profile` or `nas latency fit`")
     return data
 
 
@@ -439,8 +500,29 @@ class LatencyTable:
     def predict_many(self, archs: Iterable) -> np.ndarray:
         return np.asarray([self.predict(a) for a in archs], np.float64)
 
+    @property
+    def reference(self) -> dict | None:
+        """``{"archs", "level_ms"}``: the reference subnets and the level its figures are at."""
+        return self.data.get("reference")
+
     def save(self, path) -> None:
         atomic_write_json(path, self.data)
+
+
+def reference_archs_of(model, space) -> list:
+    """The reference subnets a table or model was measured against (else the space's own)."""
+    ref = model.reference
+    return [space.decode(a) for a in ref["archs"]] if ref else reference_archs(space)
+
+
+def calibrated_predictions(model, archs: Sequence, levels) -> np.ndarray:
+    """``model``'s predictions scaled from its recorded level to ``levels`` (each arch's chunk
+    level, measured now); unscaled for a model that records no level."""
+    predicted = model.predict_many(archs)
+    ref = model.reference
+    if not ref:
+        return predicted
+    return predicted * np.asarray(levels, np.float64) / float(ref["level_ms"])
 
 
 LATENCY_SPACES = ("mobilenetv3", "mobilenetv3-tiny")
@@ -534,12 +616,22 @@ class LearnedLatencyModel:
         """The batch size its training subnets were timed at."""
         return int(self.meta.get("batch", self.table.batch if self.table is not None else 1))
 
+    @property
+    def reference(self) -> dict | None:
+        """``{"archs", "level_ms"}`` of its training measurements (None when fitted on given numbers)."""
+        return self.meta.get("reference")
+
+    def table_scale(self) -> float:
+        """The table's figures are at the table's level; the model's targets at the model's."""
+        mine, theirs = self.reference, self.table.reference
+        return float(mine["level_ms"]) / float(theirs["level_ms"]) if mine and theirs else 1.0
+
     def _features(self, archs: Sequence) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([self.space.features(a) for a in archs]).astype(np.float32)
         X = np.concatenate([X, piece_counts(self.space, archs, self._pieces)], axis=1)
         if self.table is None:
             return X, np.zeros(len(archs))
-        base = self.table.predict_many(archs)
+        base = self.table.predict_many(archs) * self.table_scale()
         return np.concatenate([X, base[:, None].astype(np.float32)], axis=1), base
 
     def predict_many(self, archs: Sequence) -> np.ndarray:

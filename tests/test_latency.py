@@ -19,13 +19,17 @@ from predictors.latency import (
     LatencyTable,
     LearnedLatencyModel,
     arch_keys,
+    at_level,
+    calibrated_predictions,
     fit_latency_model,
     load_latency_model,
     FIT_STREAM,
     VALIDATE_STREAM,
     make_latency_space,
     plan_pieces,
+    reference_archs,
     sample_archs,
+    time_archs,
 )
 from predictors.metrics import rmse
 
@@ -103,6 +107,57 @@ def test_validate_json_prints_the_metrics_and_the_measurement_against_itself(lut
     out = json.loads(res.stdout)  # the progress bar goes to stderr: stdout is the JSON alone
     assert {"mape", "kendall_tau", "spearman", "n"} <= set(out) and out["n"] == 3
     assert out["rounds"] == 2 and out["repeatability"]["n"] == 3 and out["repeatability"]["mape"] >= 0
+    # scored against predictions scaled to the device's speed now, and unscaled
+    assert out["device_speed"] > 0 and out["uncalibrated"]["n"] == 3
+
+
+def test_profile_records_its_reference_subnets_and_their_level(lut, space):
+    ref = json.loads(lut.read_text())["reference"]
+    assert [space.decode(a) for a in ref["archs"]] == reference_archs(space)
+    assert ref["level_ms"] > 0
+    assert reference_archs(space)[0] == space.smallest() and reference_archs(space)[-1] == space.largest()
+
+
+def test_every_program_of_a_chunk_carries_the_chunks_level(space):
+    archs = sample_archs(space, 3, seed=1)
+    timed = time_archs(space, archs, repeats=2, warmup=1, rounds=2, references=reference_archs(space)[:2])
+    assert len({t["level_ms"] for t in timed}) == 1 and timed[0]["level_ms"] > 0
+    assert "level_ms" not in time_archs(space, archs[:1], repeats=1, warmup=0, rounds=1)[0]
+
+
+def test_at_level_puts_every_chunk_at_one_device_speed():
+    timed = [{"latency_ms": 2.0, "level_ms": 1.0}, {"latency_ms": 3.0, "level_ms": 1.5}]
+    np.testing.assert_allclose(at_level(timed, 2.0), [4.0, 4.0])
+
+
+def test_predictions_are_scaled_by_the_device_speed_now(lut, space):
+    table = LatencyTable.load(lut, space)
+    archs = sample_archs(space, 4, seed=2)
+    level = table.reference["level_ms"]
+    np.testing.assert_allclose(calibrated_predictions(table, archs, [level, 2 * level, level / 2, level]),
+                               table.predict_many(archs) * [1, 2, 0.5, 1])
+    # fitted on given numbers, a model records no level: its predictions stay as they are
+    learned = fit_latency_model(space, archs, [1.0, 2.0, 3.0, 4.0], table=None, model="ridge", seed=0)
+    np.testing.assert_allclose(calibrated_predictions(learned, archs, [9.0] * 4), learned.predict_many(archs))
+
+
+def test_a_learned_model_reads_the_table_at_its_own_level(lut, space):
+    table = LatencyTable.load(lut, space)
+    ref = table.reference
+    archs = sample_archs(space, 8, seed=4)
+    meta = {"reference": {"archs": ref["archs"], "level_ms": 2 * ref["level_ms"]}}  # a device half as fast
+    learned = fit_latency_model(space, archs, 2 * table.predict_many(archs) + 0.1, table=table, model="ridge",
+                                seed=0, meta=meta)
+    assert learned.table_scale() == pytest.approx(2.0)
+    np.testing.assert_allclose(learned._features(archs)[1], 2 * table.predict_many(archs))
+
+
+def test_a_file_of_another_version_says_to_remake_it(lut, space, tmp_path):
+    data = json.loads(lut.read_text())
+    data["version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="re-make it with `nas latency profile`"):
+        load_latency_model(tmp_path / "v1.json", space)
 
 
 def test_bad_timing_options_exit_2(lut):

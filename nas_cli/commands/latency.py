@@ -30,8 +30,12 @@ def _fmt(m: dict) -> str:
 
 
 def _rounds_option():
-    return typer.Option(5, "--rounds", help="Interleaved timing rounds of --repeats runs each (a shared "
-                        "machine's bursts then fall on every subnet alike).")
+    return typer.Option(20, "--rounds", help="Interleaved timing rounds of --repeats runs each (the device's "
+                        "speed moves between rounds; many short rounds average it out).")
+
+
+def _repeats_option():
+    return typer.Option(10, "--repeats", help="Timed runs per subnet (or piece) and round; the median is over all.")
 
 
 def _echo_repeatability(r: dict | None) -> None:
@@ -56,7 +60,7 @@ def profile(
     in_channels: Optional[int] = typer.Option(None, "--in-channels"),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     width_mult: Optional[float] = typer.Option(None, "--width-mult", help="mobilenetv3 only (default 1.0)."),
-    repeats: int = typer.Option(30, "--repeats", help="Timed runs per piece and round (median and IQR over all)."),
+    repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     warmup: int = typer.Option(3, "--warmup", help="Untimed runs before timing."),
     calib_samples: int = typer.Option(4, "--calib-samples", help="Random subnets timed end to end to calibrate "
@@ -97,22 +101,36 @@ def validate(
     samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end (never the ones "
                                 "`nas latency fit` draws with the same --seed)."),
     seed: int = typer.Option(0, "--seed"),
-    repeats: int = typer.Option(30, "--repeats"),
+    repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     resolution: List[int] = typer.Option([], "--resolution", help="Default: the file's."),
     in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Default: the file's."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the file's."),
     width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Default: the file's."),
     as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, "
-                                 "repeatability, ...} as JSON."),
+                                 "uncalibrated, device_speed, repeatability, ...} as JSON."),
 ) -> None:
     """Measure random subnets end to end and compare with the file's predictions (MAPE, Kendall tau).
 
-    Also reports the measurement's own repeatability: MAPE and tau between the medians of the even
-    and the odd timing rounds, the error floor that no latency model can go below on this machine."""
+    The file's reference subnets are timed beside the samples, and its predictions are scaled by how
+    fast the device runs now against when the file was made (``device_speed``); the unscaled
+    predictions' error is reported too (``uncalibrated``). Also reports the measurement's own
+    repeatability: MAPE and tau between the medians of the even and the odd timing rounds, the error
+    floor that no latency model can go below on this machine."""
+    import numpy as np
+
     from nas_cli.errors import UserError
     from nas_cli.runs import enable_compilation_cache
-    from predictors.latency import VALIDATE_STREAM, load_latency_model, repeatability, sample_archs, score, time_archs
+    from predictors.latency import (
+        VALIDATE_STREAM,
+        calibrated_predictions,
+        load_latency_model,
+        reference_archs_of,
+        repeatability,
+        sample_archs,
+        score,
+        time_archs,
+    )
 
     if samples < 2:
         raise UserError(f"--samples {samples}: need at least 2 subnets to rank")
@@ -123,15 +141,24 @@ def validate(
     archs = sample_archs(sp, samples, seed, VALIDATE_STREAM)
     batch = model.batch
     timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick))
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick,
+        references=reference_archs_of(model, sp)))
     measured = [t["latency_ms"] for t in timed]
-    predicted = model.predict_many(archs)
-    result = {**score(measured, predicted), "samples": samples, "seed": seed, "batch": batch,
-              "rounds": rounds, "repeatability": repeatability(timed)}
+    levels = [t["level_ms"] for t in timed]
+    ref = model.reference
+    result = {**score(measured, calibrated_predictions(model, archs, levels)),
+              "uncalibrated": score(measured, model.predict_many(archs)),
+              # > 1: the device runs faster now than when the file was made
+              "device_speed": float(ref["level_ms"]) / float(np.median(levels)) if ref else None,
+              "samples": samples, "seed": seed, "batch": batch, "rounds": rounds, "repeats": repeats,
+              "repeatability": repeatability(timed)}
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
+    if ref:
+        typer.echo(f"(predictions scaled to the device's speed now: {result['device_speed']:.3f}x its speed when "
+                   f"the file was made; unscaled: {_fmt(result['uncalibrated'])})")
     _echo_repeatability(result["repeatability"])
 
 
@@ -145,7 +172,7 @@ def fit(
                                        "learns its residual."),
     model: str = typer.Option("ridge", "--model", help="A registered predictor: ridge, rbf, gp, gbt, mlp, auto."),
     seed: int = typer.Option(0, "--seed"),
-    repeats: int = typer.Option(30, "--repeats"),
+    repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     batch: int = typer.Option(1, "--batch", help="Batch size to time at (the table's, when --lut is given)."),
     resolution: List[int] = typer.Option([], "--resolution", help="Default: the table's, else the space's."),
@@ -160,9 +187,13 @@ def fit(
     from predictors.latency import (
         FIT_STREAM,
         LatencyTable,
+        at_level,
+        common_level,
         fit_latency_model,
         load_latency_model,
         make_latency_space,
+        reference_archs,
+        reference_archs_of,
         repeatability,
         sample_archs,
         score,
@@ -186,15 +217,20 @@ def fit(
         raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
     enable_compilation_cache()
     archs = sample_archs(sp, samples, seed, FIT_STREAM)
+    refs = reference_archs_of(table, sp) if table is not None else reference_archs(sp)
     timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick))
-    measured = [t["latency_ms"] for t in timed]
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs))
+    # every measurement at one device speed (the chunks were timed minutes apart)
+    level = common_level(timed)
+    measured = at_level(timed, level)
+    reference = {"archs": [sp.encode(a) for a in refs], "level_ms": level}
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
-                                meta={"options": options, "samples": samples, "seed": seed, "batch": batch})
+                                meta={"options": options, "samples": samples, "seed": seed, "batch": batch,
+                                      "reference": reference})
     report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out),
               "repeatability": repeatability(timed)}
     if table is not None:
-        report["table_train"] = score(measured, table.predict_many(archs))
+        report["table_train"] = score(measured, table.predict_many(archs) * learned.table_scale())
     learned.meta["train"] = report["train"]
     learned.save(out)
     if as_json:
