@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,11 @@ from nas_cli.train import calibration_images
 #: they were measured with, which each record names)
 ACCURACY_CACHE = "subnet_accuracy.jsonl"
 
+#: written in a search's output directory: the scale from a latency file's recorded device speed to
+#: the speed measured when the search started (a resumed search keeps it, so that the latencies in
+#: its cache and the new ones share one scale)
+LATENCY_CALIBRATION = "latency_calibration.json"
+
 
 class RunEvaluator:
     """Measures subnets of a trained supernet.
@@ -31,7 +37,8 @@ class RunEvaluator:
     measured twice, across searches and interruptions.
     """
 
-    def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30):
+    def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30,
+                 calibrate_in: Path | None = None):
         self.run = run
         self.space = run.space
         self.repeats = repeats
@@ -46,6 +53,15 @@ class RunEvaluator:
             from predictors.latency import load_latency_model  # noqa: PLC0415
 
             self._table = load_latency_model(latency_table, self.space)
+        self.latency_calibration = None
+        if self._table is not None and calibrate_in is not None:
+            self.latency_calibration = _calibration(self._table, self.space, Path(latency_table),
+                                                    Path(calibrate_in) / LATENCY_CALIBRATION)
+        self._latency_scale = self.latency_calibration["scale"] if self.latency_calibration else 1.0
+
+    def predicted_latency(self, arch) -> float:
+        """The latency model's prediction, scaled to the device's speed when the search started."""
+        return float(self._table.predict(arch)) * self._latency_scale
 
     def metric_names(self) -> tuple[str, ...]:
         return ("accuracy", "latency", "flops", "params")
@@ -74,7 +90,7 @@ class RunEvaluator:
         for arch in archs:
             key = self.space.encode(arch)
             if key not in self._cache:
-                lat = self._table.predict(arch) if self._table is not None else self.measured_latency(arch)
+                lat = self.predicted_latency(arch) if self._table is not None else self.measured_latency(arch)
                 self._cache[key] = {"accuracy": self.accuracy(arch), "latency": float(lat),
                                     "flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
             out.append(dict(self._cache[key]))
@@ -85,7 +101,7 @@ class RunEvaluator:
         for arch in archs:
             d = {"flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
             if self._table is not None:
-                d["latency"] = float(self._table.predict(arch))
+                d["latency"] = self.predicted_latency(arch)
             out.append(d)
         return out
 
@@ -113,15 +129,47 @@ def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
     return out
 
 
-def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None) -> RunEvaluator:
+def _calibration(model, space, source: Path, record: Path) -> dict:
+    """``{"file", "scale", "level_recorded_ms", "level_now_ms"}`` or, where the model cannot be put at
+    this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
+    start of the same search wrote it (for the same file), else measured and written there."""
+    from nas_cli.io import atomic_write_json  # noqa: PLC0415
+    from predictors.latency import current_device, device_of, measure_level, reference_archs_of  # noqa: PLC0415
+
+    if record.is_file():
+        try:
+            kept = json.loads(record.read_text())
+            if kept.get("file") == str(source.resolve()) and float(kept["scale"]) > 0:
+                return kept
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: measure again
+    out = {"file": str(source.resolve()), "scale": 1.0}
+    made_on, here = device_of(model), current_device()
+    if model.reference is None:
+        out["why"] = "the file records no reference level"
+    elif made_on is not None and made_on.get("kind") != here["kind"]:
+        out["why"] = f"the file was measured on {made_on.get('kind')!r}, this is {here['kind']!r}"
+    else:
+        recorded = float(model.reference["level_ms"])
+        now = measure_level(space, reference_archs_of(model, space), batch=model.batch)
+        out.update(scale=now / recorded, level_recorded_ms=recorded, level_now_ms=now)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, out)
+    return out
+
+
+def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None,
+                       calibrate_in: Path | None = None) -> RunEvaluator:
     """Opens the run in ``run_dir`` (a UserError if it is not one). ``seed`` is accepted for the
-    search's interface; measurement itself is deterministic up to timing noise."""
+    search's interface; measurement itself is deterministic up to timing noise. With
+    ``calibrate_in`` (a search's output directory), a latency model's predictions are scaled to the
+    device's speed now (see :data:`LATENCY_CALIBRATION`)."""
     del seed
     runs.enable_compilation_cache()
     run = runs.open_run(run_dir)
     if latency_table is not None and not Path(latency_table).is_file():
         raise UserError(f"--latency-table {latency_table} does not exist; make one with `nas latency profile`")
-    return RunEvaluator(run, latency_table=latency_table)
+    return RunEvaluator(run, latency_table=latency_table, calibrate_in=calibrate_in)
 
 
 def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: bool = False,

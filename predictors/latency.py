@@ -381,7 +381,6 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
     per_piece, overhead = _calibrate(calib, dispatch, min(medians.values()))
     for c in calib:
         c["predicted_ms"] = overhead + c["summed_ms"] - per_piece * c["pieces"]
-    device = jax.devices()[0]
     return LatencyTable({
         "format": TABLE_FORMAT,
         "version": VERSION,
@@ -391,7 +390,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
         "repeats": repeats,
         "warmup": warmup,
         "rounds": rounds,
-        "device": {"platform": device.platform, "kind": device.device_kind},
+        "device": current_device(),
         "jax_version": jax.__version__,
         "dispatch_ms": dispatch,
         "reference": {"archs": [space.encode(a) for a in refs], "level_ms": level},
@@ -507,6 +506,25 @@ class LatencyTable:
 
     def save(self, path) -> None:
         atomic_write_json(path, self.data)
+
+
+def measure_level(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3,
+                  rounds: int = 20) -> float:
+    """The device's level now: ``archs`` (reference subnets) timed interleaved, :func:`_level`."""
+    programs = [compile_subnet(space, a, batch) for a in archs]
+    return _level(time_interleaved(programs, repeats=repeats, warmup=warmup, rounds=rounds))
+
+
+def device_of(model) -> dict | None:
+    """``{"platform", "kind"}`` of the device a table or model was measured on (None if unknown)."""
+    if isinstance(model, LatencyTable):
+        return model.data.get("device")
+    return model.meta.get("device") or (model.table.data.get("device") if model.table is not None else None)
+
+
+def current_device() -> dict:
+    device = jax.devices()[0]
+    return {"platform": device.platform, "kind": device.device_kind}
 
 
 def reference_archs_of(model, space) -> list:

@@ -103,6 +103,13 @@ def test_search_with_a_latency_table_remeasures_the_front(run_dir: Path, tmp_pat
     assert front and all(row["latency_measured_ms"] > 0 for row in front)
     assert "latency_measured_ms" in (tmp_path / "s" / "pareto.csv").read_text().splitlines()[0]
     assert "measured" in result.output
+    # the table's predictions were put at the device's speed now, and a resumed search keeps that scale
+    cal = json.loads((tmp_path / "s" / "latency_calibration.json").read_text())
+    assert cal["scale"] > 0 and cal["level_now_ms"] > 0 and "scaled by" in result.output
+    again = invoke("search", run_dir, "--latency-budget", "90%", "--latency-table", lut, "--population", "4",
+                   "--generations", "1", "--out", tmp_path / "s")
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "s" / "latency_calibration.json").read_text()) == cal
 
 
 def test_export_matches_the_supernet_and_reloads(run_dir: Path, searched: Path, tmp_path: Path):

@@ -318,8 +318,9 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
 
     seen = {}
 
-    def open_run_evaluator(run_dir, *, seed=0, latency_table=None):
+    def open_run_evaluator(run_dir, *, seed=0, latency_table=None, calibrate_in=None):
         seen.update(run_dir=run_dir, seed=seed, latency_table=latency_table)
+        assert calibrate_in is None  # no latency model, nothing to calibrate
         return ToyEvaluator()
 
     monkeypatch.setitem(sys.modules, "nas_cli.run_eval", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))

@@ -189,6 +189,7 @@ def fit(
         LatencyTable,
         at_level,
         common_level,
+        current_device,
         fit_latency_model,
         load_latency_model,
         make_latency_space,
@@ -226,7 +227,7 @@ def fit(
     reference = {"archs": [sp.encode(a) for a in refs], "level_ms": level}
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
                                 meta={"options": options, "samples": samples, "seed": seed, "batch": batch,
-                                      "reference": reference})
+                                      "reference": reference, "device": current_device()})
     report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out),
               "repeatability": repeatability(timed)}
     if table is not None:

@@ -45,6 +45,9 @@ def search(
                                         "--benchmark-table; default nas-bench-201)."),
     latency_table: Optional[Path] = typer.Option(None, "--latency-table", help="A latency lookup table for "
                                                  "the supernet run's cheap latency estimates."),
+    latency_calibrate: bool = typer.Option(True, "--latency-calibrate/--no-latency-calibrate", help="With "
+                                           "--latency-table: time its reference subnets first and scale its "
+                                           "predictions to this device's speed now (kept for a resumed search)."),
 ) -> None:
     """Search Pareto-optimal subnets (accuracy vs latency by default) under hard budgets.
 
@@ -84,10 +87,15 @@ def search(
             raise UserError("searching a training run needs nas_cli.run_eval, which this build lacks; "
                             "search a benchmark table with --benchmark-table instead") from None
 
-        evaluator = open_run_evaluator(run_dir, seed=seed, latency_table=latency_table)
-        source = str(run_dir.resolve())
-
     out_dir = out if out is not None else run_dir / "search"
+    if benchmark_table is None:
+        calibrate_in = out_dir if latency_table is not None and latency_calibrate else None
+        evaluator = open_run_evaluator(run_dir, seed=seed, latency_table=latency_table, calibrate_in=calibrate_in)
+        source = str(run_dir.resolve())
+        cal = getattr(evaluator, "latency_calibration", None)
+        if cal is not None:
+            typer.echo(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
+                       else f"latency model used as recorded ({cal['why']})")
 
     def progress(rec: dict) -> None:
         best = rec.get("best_accuracy")
