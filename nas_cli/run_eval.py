@@ -134,7 +134,7 @@ def _calibration(model, space, source: Path, record: Path) -> dict:
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""
     from nas_cli.io import atomic_write_json  # noqa: PLC0415
-    from predictors.latency import current_device, device_of, measure_level, reference_archs_of  # noqa: PLC0415
+    from predictors.latency import current_device, device_of, measure_level, references_of  # noqa: PLC0415
 
     if record.is_file():
         try:
@@ -151,7 +151,7 @@ def _calibration(model, space, source: Path, record: Path) -> dict:
         out["why"] = f"the file was measured on {made_on.get('kind')!r}, this is {here['kind']!r}"
     else:
         recorded = float(model.reference["level_ms"])
-        now = measure_level(space, reference_archs_of(model, space), batch=model.batch)
+        now = measure_level(*references_of(model, space), batch=model.batch)
         out.update(scale=now / recorded, level_recorded_ms=recorded, level_now_ms=now)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, out)

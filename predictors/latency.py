@@ -281,12 +281,13 @@ def _subnet_makers(space, archs: Sequence, batch: int) -> list[Callable]:
 
 
 def time_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3, rounds: int = 20,
-               progress: Progress | None = None, references: Sequence = ()) -> list[dict]:
+               progress: Progress | None = None, references: Sequence = (), reference_space=None) -> list[dict]:
     """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each arch's static subnet end to end,
     timed interleaved in chunks (nas_cli.latency's protocol); ``progress`` gets each chunk's size.
-    With ``references`` (archs, e.g. :func:`reference_archs`), each result has ``level_ms`` too."""
+    With ``references`` (archs of ``reference_space``, default ``space``; e.g.
+    :func:`reference_archs`), each result has ``level_ms`` too."""
     return _time_chunked(_subnet_makers(space, archs, batch), repeats=repeats, warmup=warmup, rounds=rounds,
-                         progress=progress, references=_subnet_makers(space, references, batch))
+                         progress=progress, references=_subnet_makers(reference_space or space, references, batch))
 
 
 def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3, rounds: int = 20,
@@ -527,10 +528,24 @@ def current_device() -> dict:
     return {"platform": device.platform, "kind": device.device_kind}
 
 
-def reference_archs_of(model, space) -> list:
-    """The reference subnets a table or model was measured against (else the space's own)."""
+def references_of(model, space) -> tuple:
+    """(space, archs): the reference subnets a table or model was measured against (else
+    ``space``'s own, :func:`reference_archs`) and the space to build them in."""
+    if not model.reference:
+        return space, reference_archs(space)
+    ref_space = reference_space(model, space)
+    return ref_space, [ref_space.decode(a) for a in model.reference["archs"]]
+
+
+def reference_space(model, space):
+    """The space to build a file's reference subnets in: ``space``, or, where the file covers a
+    resolution ``space`` does not use (check_space allows that), the file's own space."""
     ref = model.reference
-    return [space.decode(a) for a in ref["archs"]] if ref else reference_archs(space)
+    resolutions = sorted({int(a.split("-", 1)[0][1:]) for a in ref["archs"]}) if ref else []
+    if all(r in space.config.resolutions for r in resolutions):
+        return space
+    options = model.data.get("options") if isinstance(model, LatencyTable) else model.meta.get("options")
+    return make_latency_space(space.name, resolutions=resolutions, defaults=options or {})[0]
 
 
 def calibrated_predictions(model, archs: Sequence, levels) -> np.ndarray:

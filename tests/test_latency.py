@@ -252,3 +252,20 @@ def test_a_search_scales_a_model_only_where_it_knows_the_device_and_its_level(lu
     assert "no reference" in _calibration(bare, space, lut, tmp_path / "b.json")["why"]
     measured = _calibration(table, space, lut, tmp_path / "c.json")
     assert measured["scale"] == pytest.approx(measured["level_now_ms"] / table.reference["level_ms"])
+
+
+def test_references_keep_their_resolution_when_the_space_uses_fewer(lut, space):
+    from predictors.latency import references_of
+
+    table = LatencyTable.load(lut, space)
+    assert references_of(table, space)[0] is space
+    wider = make_latency_space(SPACE, resolutions=[8, 12])[0]
+    refs = reference_archs(wider)
+    assert {a.resolution for a in refs} == {12}
+    table.data = {**table.data, "options": {"resolutions": [8, 12]},
+                  "reference": {"archs": [wider.encode(a) for a in refs], "level_ms": 1.0}}
+    ref_space, got = references_of(table, space)  # space: 8 px only
+    assert got == refs and 12 in ref_space.config.resolutions
+    timed = time_archs(space, [space.smallest()], repeats=1, warmup=0, rounds=1, references=got,
+                       reference_space=ref_space)
+    assert timed[0]["level_ms"] > 0

@@ -125,7 +125,7 @@ def validate(
         VALIDATE_STREAM,
         calibrated_predictions,
         load_latency_model,
-        reference_archs_of,
+        references_of,
         repeatability,
         sample_archs,
         score,
@@ -140,9 +140,10 @@ def validate(
     enable_compilation_cache()
     archs = sample_archs(sp, samples, seed, VALIDATE_STREAM)
     batch = model.batch
+    ref_space, refs = references_of(model, sp)
     timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick,
-        references=reference_archs_of(model, sp)))
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs,
+        reference_space=ref_space))
     measured = [t["latency_ms"] for t in timed]
     levels = [t["level_ms"] for t in timed]
     ref = model.reference
@@ -194,7 +195,7 @@ def fit(
         load_latency_model,
         make_latency_space,
         reference_archs,
-        reference_archs_of,
+        references_of,
         repeatability,
         sample_archs,
         score,
@@ -218,13 +219,14 @@ def fit(
         raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
     enable_compilation_cache()
     archs = sample_archs(sp, samples, seed, FIT_STREAM)
-    refs = reference_archs_of(table, sp) if table is not None else reference_archs(sp)
+    ref_space, refs = references_of(table, sp) if table is not None else (sp, reference_archs(sp))
     timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs))
+        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs,
+        reference_space=ref_space))
     # every measurement at one device speed (the chunks were timed minutes apart)
     level = common_level(timed)
     measured = at_level(timed, level)
-    reference = {"archs": [sp.encode(a) for a in refs], "level_ms": level}
+    reference = {"archs": [ref_space.encode(a) for a in refs], "level_ms": level}
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
                                 meta={"options": options, "samples": samples, "seed": seed, "batch": batch,
                                       "reference": reference, "device": current_device()})
