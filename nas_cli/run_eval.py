@@ -18,10 +18,14 @@ from nas_cli.train import calibration_images
 #: they were measured with, which each record names)
 ACCURACY_CACHE = "subnet_accuracy.jsonl"
 
-#: written in a search's output directory: the scale from a latency file's recorded device speed to
-#: the speed measured when the search started (a resumed search keeps it, so that the latencies in
-#: its cache and the new ones share one scale)
+#: written in a search's output directory: with a latency file, the scale from the file's recorded
+#: device speed to the speed measured when the search started; without one, the reference level at
+#: the search's start, to which every measured latency is put. A resumed search keeps it, so that the
+#: latencies in its cache and the new ones share one device speed.
 LATENCY_CALIBRATION = "latency_calibration.json"
+
+#: a search's direct latency measurement: interleaved rounds x runs per subnet (with the references)
+SEARCH_ROUNDS, SEARCH_REPEATS = 10, 5
 
 
 class RunEvaluator:
@@ -58,6 +62,12 @@ class RunEvaluator:
             self.latency_calibration = _calibration(self._table, self.space, Path(latency_table),
                                                     Path(calibrate_in) / LATENCY_CALIBRATION)
         self._latency_scale = self.latency_calibration["scale"] if self.latency_calibration else 1.0
+        # without a model: measured latencies at one device speed, that of the search's start
+        self._level_record = Path(calibrate_in) / LATENCY_CALIBRATION if (
+            self._table is None and calibrate_in is not None) else None
+        self._refs = None
+        if self._level_record is not None:
+            self.latency_calibration = _read_record(self._level_record, lambda r: r.get("mode") == "measured")
 
     def predicted_latency(self, arch) -> float:
         """The latency model's prediction, scaled to the device's speed when the search started."""
@@ -85,16 +95,41 @@ class RunEvaluator:
     def measured_latency(self, arch) -> float:
         return measure_latency(self.space, arch, repeats=self.repeats)["latency_ms"]
 
-    def evaluate(self, archs: Sequence) -> list[dict[str, float]]:
+    def measured_latencies(self, archs: Sequence) -> list[float]:
+        """Measured latencies of ``archs``. In a search (``calibrate_in``), timed interleaved beside
+        reference subnets and put at the device's speed at the search's start; else one by one."""
+        if self._level_record is None:
+            return [self.measured_latency(a) for a in archs]
+        from nas_cli.io import atomic_write_json  # noqa: PLC0415
+        from nas_cli.latency import compile_subnet, time_interleaved  # noqa: PLC0415
+        from predictors.latency import CHUNK, level_of, reference_archs  # noqa: PLC0415
+
+        if self._refs is None:
+            self._refs = [compile_subnet(self.space, a) for a in reference_archs(self.space)]
         out = []
-        for arch in archs:
-            key = self.space.encode(arch)
-            if key not in self._cache:
-                lat = self.predicted_latency(arch) if self._table is not None else self.measured_latency(arch)
-                self._cache[key] = {"accuracy": self.accuracy(arch), "latency": float(lat),
-                                    "flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
-            out.append(dict(self._cache[key]))
+        for start in range(0, len(archs), CHUNK):
+            chunk = [compile_subnet(self.space, a) for a in archs[start:start + CHUNK]]
+            timed = time_interleaved(chunk + self._refs, repeats=SEARCH_REPEATS, rounds=SEARCH_ROUNDS)
+            level = level_of(timed[len(chunk):])
+            if self.latency_calibration is None:
+                self.latency_calibration = {"mode": "measured", "level_ms": level,
+                                            "references": [self.space.encode(a) for a in reference_archs(self.space)]}
+                atomic_write_json(self._level_record, self.latency_calibration)
+            start_level = float(self.latency_calibration["level_ms"])
+            out += [t["latency_ms"] * start_level / level for t in timed[:len(chunk)]]
         return out
+
+    def evaluate(self, archs: Sequence) -> list[dict[str, float]]:
+        todo = list({self.space.encode(a): a for a in archs if self.space.encode(a) not in self._cache}.values())
+        if self._table is not None:
+            latencies = [self.predicted_latency(a) for a in todo]
+        else:
+            latencies = self.measured_latencies(todo) if todo else []
+        for arch, lat in zip(todo, latencies):
+            self._cache[self.space.encode(arch)] = {
+                "accuracy": self.accuracy(arch), "latency": float(lat),
+                "flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
+        return [dict(self._cache[self.space.encode(a)]) for a in archs]
 
     def estimate(self, archs: Sequence) -> list[dict[str, float]]:
         out = []
@@ -136,13 +171,9 @@ def _calibration(model, space, source: Path, record: Path) -> dict:
     from nas_cli.io import atomic_write_json  # noqa: PLC0415
     from predictors.latency import current_device, device_of, measure_level, references_of  # noqa: PLC0415
 
-    if record.is_file():
-        try:
-            kept = json.loads(record.read_text())
-            if kept.get("file") == str(source.resolve()) and float(kept["scale"]) > 0:
-                return kept
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable: measure again
+    kept = _read_record(record, lambda r: r.get("file") == str(source.resolve()) and float(r["scale"]) > 0)
+    if kept is not None:
+        return kept
     out = {"file": str(source.resolve()), "scale": 1.0}
     made_on, here = device_of(model), current_device()
     if model.reference is None:
@@ -158,12 +189,24 @@ def _calibration(model, space, source: Path, record: Path) -> dict:
     return out
 
 
+def _read_record(path: Path, belongs) -> dict | None:
+    """The calibration record at ``path`` if it exists, reads, and ``belongs(record)``; else None
+    (then it is measured again and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        kept = json.loads(path.read_text())
+        return kept if isinstance(kept, dict) and belongs(kept) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None,
                        calibrate_in: Path | None = None) -> RunEvaluator:
     """Opens the run in ``run_dir`` (a UserError if it is not one). ``seed`` is accepted for the
     search's interface; measurement itself is deterministic up to timing noise. With
-    ``calibrate_in`` (a search's output directory), a latency model's predictions are scaled to the
-    device's speed now (see :data:`LATENCY_CALIBRATION`)."""
+    ``calibrate_in`` (a search's output directory), every latency is put at one device speed
+    (see :data:`LATENCY_CALIBRATION`)."""
     del seed
     runs.enable_compilation_cache()
     run = runs.open_run(run_dir)

@@ -215,7 +215,9 @@ def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3, roun
 
 def reference_archs(space) -> list:
     """The subnets whose latency measures the device's current speed: the smallest, a middle and
-    the largest, at the space's largest resolution."""
+    the largest, at the space's largest resolution (another space's: its smallest and largest)."""
+    if not isinstance(space.smallest(), MobileNetV3Arch):
+        return [space.smallest(), space.largest()]
     cfg = space.config
     r = max(cfg.resolutions)
     mid = lambda choices: choices[len(choices) // 2]  # noqa: E731
@@ -224,7 +226,7 @@ def reference_archs(space) -> list:
     return [MobileNetV3Arch(r, stages) for stages in (space.smallest().stages, middle, space.largest().stages)]
 
 
-def _level(timed_refs: Sequence[dict]) -> float:
+def level_of(timed_refs: Sequence[dict]) -> float:
     """A chunk's level: the geometric mean of the reference programs' medians."""
     return float(np.exp(np.mean(np.log([t["latency_ms"] for t in timed_refs]))))
 
@@ -234,7 +236,7 @@ def _time_chunked(make_programs: Sequence[Callable], *, repeats: int, warmup: in
     """Compiles ``CHUNK`` programs at a time and times each chunk interleaved (nas_cli.latency).
 
     ``references`` (program makers, compiled once) are timed in every round of every chunk; each
-    program's result then carries ``level_ms``, its chunk's level (:func:`_level`)."""
+    program's result then carries ``level_ms``, its chunk's level (:func:`level_of`)."""
     refs = [make() for make in references]
     out = []
     for start in range(0, len(make_programs), CHUNK):
@@ -242,7 +244,7 @@ def _time_chunked(make_programs: Sequence[Callable], *, repeats: int, warmup: in
         timed = time_interleaved(programs + refs, repeats=repeats, warmup=warmup, rounds=rounds)
         body = timed[:len(programs)]
         if refs:
-            level = _level(timed[len(programs):])
+            level = level_of(timed[len(programs):])
             for t in body:
                 t["level_ms"] = level
         out += body
@@ -511,9 +513,9 @@ class LatencyTable:
 
 def measure_level(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3,
                   rounds: int = 20) -> float:
-    """The device's level now: ``archs`` (reference subnets) timed interleaved, :func:`_level`."""
+    """The device's level now: ``archs`` (reference subnets) timed interleaved, :func:`level_of`."""
     programs = [compile_subnet(space, a, batch) for a in archs]
-    return _level(time_interleaved(programs, repeats=repeats, warmup=warmup, rounds=rounds))
+    return level_of(time_interleaved(programs, repeats=repeats, warmup=warmup, rounds=rounds))
 
 
 def device_of(model) -> dict | None:

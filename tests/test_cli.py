@@ -60,6 +60,26 @@ def test_search_writes_a_feasible_front(searched: Path):
     header = (searched / "pareto.csv").read_text().splitlines()[0]
     assert header.split(",")[:5] == ["arch", "accuracy", "latency_ms", "flops", "params"]
     assert (searched / "pareto.png").stat().st_size > 0
+    # measured latencies were timed beside reference subnets and put at the search's first level
+    record = json.loads((searched / "latency_calibration.json").read_text())
+    assert record["mode"] == "measured" and record["level_ms"] > 0 and len(record["references"]) == 3
+
+
+def test_measured_latencies_are_put_at_the_level_of_the_searchs_start(run_dir: Path, tmp_path: Path, monkeypatch):
+    import nas_cli.latency
+    from nas_cli.run_eval import open_run_evaluator
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "latency_calibration.json").write_text(json.dumps({"mode": "measured", "level_ms": 2.0}))
+    ev = open_run_evaluator(run_dir, calibrate_in=out)  # a resumed search: the start level is kept
+
+    def fake(programs, **kw):  # subnets 1.0 ms; references at level 4.0 (the device half as fast)
+        return [{"latency_ms": 1.0} for _ in programs[:-3]] + [{"latency_ms": 4.0} for _ in programs[-3:]]
+
+    monkeypatch.setattr(nas_cli.latency, "time_interleaved", fake)
+    space = ev.space
+    assert ev.measured_latencies([space.smallest(), space.largest()]) == [0.5, 0.5]
 
 
 def test_predictor_sample_measures_distinct_subnets_once(run_dir: Path, tmp_path: Path):

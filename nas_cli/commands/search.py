@@ -45,9 +45,11 @@ def search(
                                         "--benchmark-table; default nas-bench-201)."),
     latency_table: Optional[Path] = typer.Option(None, "--latency-table", help="A latency lookup table for "
                                                  "the supernet run's cheap latency estimates."),
-    latency_calibrate: bool = typer.Option(True, "--latency-calibrate/--no-latency-calibrate", help="With "
-                                           "--latency-table: time its reference subnets first and scale its "
-                                           "predictions to this device's speed now (kept for a resumed search)."),
+    latency_calibrate: bool = typer.Option(True, "--latency-calibrate/--no-latency-calibrate", help="Put every "
+                                           "latency at one device speed (kept for a resumed search): with "
+                                           "--latency-table, its predictions scaled to this device's speed now; "
+                                           "without, each measurement timed beside reference subnets and scaled "
+                                           "to the speed at the search's start."),
 ) -> None:
     """Search Pareto-optimal subnets (accuracy vs latency by default) under hard budgets.
 
@@ -89,11 +91,11 @@ def search(
 
     out_dir = out if out is not None else run_dir / "search"
     if benchmark_table is None:
-        calibrate_in = out_dir if latency_table is not None and latency_calibrate else None
-        evaluator = open_run_evaluator(run_dir, seed=seed, latency_table=latency_table, calibrate_in=calibrate_in)
+        evaluator = open_run_evaluator(run_dir, seed=seed, latency_table=latency_table,
+                                       calibrate_in=out_dir if latency_calibrate else None)
         source = str(run_dir.resolve())
         cal = getattr(evaluator, "latency_calibration", None)
-        if cal is not None:
+        if latency_table is not None and cal is not None:
             typer.echo(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
                        else f"latency model used as recorded ({cal['why']})")
 
