@@ -7,7 +7,9 @@ per-architecture inherited and stand-alone accuracy, the gaps of the smallest an
 Kendall tau between inherited and stand-alone accuracy over the random architectures.
 
 This is a slow benchmark (many trainings). Each finished training is kept in --out, and a re-run
-reuses them, so an interrupted benchmark continues where it stopped.
+reuses them, so an interrupted benchmark continues where it stopped. The stand-alone trainings do not
+need the supernet, so on a machine with cores to spare they can run beside it in a second process
+(``--stage alone``); a last run with the default ``--stage all`` reuses both and compares.
 
   python bench/supernet_quality.py --dataset fashion-mnist --data-dir ../shared/data/fashion-mnist \
       --epochs 5 --limit-train 12000 --width-mult 0.5 --resolution 28 --subnets 10
@@ -62,6 +64,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/bench/quality")
     ap.add_argument("--supernet", default=None,
                     help="an existing finished training run to compare (its settings replace the ones above)")
+    ap.add_argument("--stage", choices=("all", "supernet", "alone"), default="all",
+                    help="all: train what is missing and compare; supernet: train the supernet only; "
+                         "alone: train the stand-alone architectures only (no supernet needed)")
     args = ap.parse_args(argv)
     runs.enable_compilation_cache()
     out = Path(args.out)
@@ -74,9 +79,14 @@ def main(argv=None) -> dict:
         base = TrainConfig(space=args.space, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                            batch_size=args.batch_size, seed=args.seed, limit_train=args.limit_train or None,
                            width_mult=args.width_mult, resolutions=(args.resolution,)).validate()
-        _train(base, supernet_dir)
-    run = runs.open_run(supernet_dir)
-    space = run.space
+        if args.stage != "alone":
+            _train(base, supernet_dir)
+    if args.stage == "supernet":
+        return {}
+    if args.stage == "alone" and not (supernet_dir / runs.FINAL).is_file():
+        space = runs.make_space(base, runs.load_run_dataset(base))
+    else:
+        space = runs.open_run(supernet_dir).space
     rng = np.random.default_rng(args.seed + 100)
     archs = {"smallest": space.smallest(), "largest": space.largest()}
     for i in range(args.subnets):
@@ -85,14 +95,18 @@ def main(argv=None) -> dict:
     rows = {}
     for name, arch in archs.items():
         code = space.encode(arch)
-        inherited = _test_accuracy(supernet_dir, arch)
         alone_dir = out / f"alone-{name}"
         _train(dataclasses.replace(base, fixed_arch=code, distill=False), alone_dir)
+        if args.stage == "alone":
+            continue
+        inherited = _test_accuracy(supernet_dir, arch)
         alone = json.loads((alone_dir / runs.FINAL).read_text())["test_acc_largest"]
         rows[name] = {"arch": code, "inherited": inherited, "alone": alone,
                       "gap_points": round(100 * (inherited - alone), 2), "mflops": space.flops(arch) / 1e6}
         print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
 
+    if args.stage == "alone":
+        return {}
     rand = [r for n, r in rows.items() if n.startswith("random")]
     result = {
         "command": " ".join(["python", "bench/supernet_quality.py", *(argv if argv is not None else sys.argv[1:])]),
