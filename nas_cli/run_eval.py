@@ -219,7 +219,11 @@ def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: b
                    progress=None) -> list[dict]:
     """Measures ``n`` distinct random subnets (seeded): rows of arch, accuracy, flops, params and,
     with ``latency``, the measured batch-1 latency. Accuracies already in the run's cache are reused,
-    so an interrupted sample continues where it stopped."""
+    so an interrupted sample continues where it stopped.
+
+    Latencies are timed after the accuracies, all subnets together: interleaved in chunks beside the
+    space's reference subnets, and each put at the median level of the chunks
+    (predictors.latency.time_archs / at_level), so rows measured minutes apart share one device speed."""
     import numpy as np
 
     space = evaluator.space
@@ -237,11 +241,14 @@ def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: b
         raise UserError(f"--n {n}: found only {len(archs)} distinct subnets in {100 * n} random draws; ask for fewer")
     rows = []
     for i, arch in enumerate(archs):
-        row = {"arch": space.encode(arch), "accuracy": evaluator.accuracy(arch),
-               "flops": space.flops(arch), "params": space.params(arch)}
-        if latency:
-            row["latency_ms"] = evaluator.measured_latency(arch)
-        rows.append(row)
+        rows.append({"arch": space.encode(arch), "accuracy": evaluator.accuracy(arch),
+                     "flops": space.flops(arch), "params": space.params(arch)})
         if progress is not None:
             progress(i + 1, n)
+    if latency:
+        from predictors.latency import at_level, common_level, reference_archs, time_archs  # noqa: PLC0415
+
+        timed = time_archs(space, archs, references=reference_archs(space))
+        for row, ms in zip(rows, at_level(timed, common_level(timed))):
+            row["latency_ms"] = float(ms)
     return rows

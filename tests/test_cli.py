@@ -99,6 +99,24 @@ def test_predictor_sample_measures_distinct_subnets_once(run_dir: Path, tmp_path
     assert cache.read_text() == measured  # nothing was measured twice
 
 
+def test_predictor_sample_latencies_share_one_device_speed(run_dir: Path, tmp_path: Path, monkeypatch):
+    calls = []
+
+    def fake(programs, **kw):  # two chunks: the device twice as slow in the second
+        calls.append(len(programs))
+        level = 1.0 if len(calls) == 1 else 2.0
+        return [{"latency_ms": level} for _ in programs[:-3]] + [{"latency_ms": level} for _ in programs[-3:]]
+
+    monkeypatch.setattr("predictors.latency.time_interleaved", fake)
+    monkeypatch.setattr("predictors.latency.CHUNK", 3)
+    res = invoke("predictor", "sample", run_dir, "--n", "5", "--latency", "--out", tmp_path / "lat.csv")
+    assert res.exit_code == 0, res.output
+    rows = (tmp_path / "lat.csv").read_text().splitlines()
+    assert rows[0] == "arch,accuracy,flops,params,latency_ms"
+    # every subnet took the references' time in its own chunk: at one level they are all equal
+    assert calls == [6, 5] and len({float(r.split(",")[-1]) for r in rows[1:]}) == 1
+
+
 def test_predictor_fits_a_sample_with_the_runs_space(run_dir: Path, tmp_path: Path):
     data = tmp_path / "sample.csv"
     assert invoke("predictor", "sample", run_dir, "--n", "12", "--out", data).exit_code == 0

@@ -75,7 +75,8 @@ def sample(
     n: int = typer.Option(..., "--n", help="Number of distinct random subnets to measure."),
     out: Path = typer.Option(..., "--out", help="CSV to write: arch, accuracy, flops, params[, latency_ms]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
-    latency: bool = typer.Option(False, "--latency", help="Also time each static subnet here (batch 1)."),
+    latency: bool = typer.Option(False, "--latency", help="Also time each static subnet here (batch 1), all of "
+                                 "them interleaved beside reference subnets and put at one device speed."),
 ) -> None:
     """Measure N random subnets through the supernet (inherited weights, BatchNorm recalibrated,
     validation accuracy) into a CSV for `nas predictor fit`. Re-running continues an interrupted sample."""
