@@ -5,9 +5,10 @@
 
 DATA.csv is any table ``nas predictor fit`` reads (a column ``arch`` of a space's canonical strings,
 or generic categorical columns). For each size n and repeat r, a seeded split trains on n rows and
-scores the remaining rows. Models that support pretraining (the MLP ensemble) are also run as
-``<model>+pretrain``, pretrained on the log FLOPs/params of ``--pretrain-samples`` random
-architectures of the space, when the table is an arch table of a space that counts them. Prints one
+scores the remaining rows. Every model is also run as ``<model>+pretrain``, pretrained on the log
+FLOPs/params of ``--pretrain-samples`` random architectures of the space (the MLP ensemble its own
+network, the others through the learnt statistics as features), when the table is an arch table of
+a space that counts them. Prints one
 JSON object; figures are means (and std) over repeats.
 """
 
@@ -67,7 +68,7 @@ def run(
 
     variants = [(m, m, False) for m in models]
     if pretrain is not None:
-        variants += [(f"{m}+pretrain", m, True) for m in models if get_predictor(m).supports_pretrain]
+        variants += [(f"{m}+pretrain", m, True) for m in models]
 
     results: dict = {label: {} for label, _, _ in variants}
     for size in usable:

@@ -6,8 +6,9 @@
 
 Registered names (``predictor_names()``): ``ridge``, ``rbf``, ``gp``, ``gbt``, ``mlp``, ``auto``.
 ``predict_std`` works for ``gp`` (posterior std) and ``mlp`` (ensemble spread), and for ``auto``
-when it chose one of those; the others raise NotImplementedError. ``fit(..., pretrain=...)`` is
-accepted by ``mlp`` only.
+when it chose one of those; the others raise NotImplementedError. ``fit(..., pretrain=...)`` (FBNetV3-style
+pretraining on free FLOPs/params) works for every model: ``mlp`` pretrains its own network, the
+others get the statistics a separate network learnt as extra features.
 """
 
 from predictors.base import Predictor, get_predictor, load_predictor, predictor_names, register_predictor

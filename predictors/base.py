@@ -35,8 +35,12 @@ class Predictor(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: whether :meth:`predict_std` works (``auto`` answers for the model it chose)
     supports_std: ClassVar[bool] = False
-    #: whether :meth:`fit` accepts ``pretrain=(X_unlabelled, stats)``
-    supports_pretrain: ClassVar[bool] = False
+    #: every model accepts ``fit(..., pretrain=(X_unlabelled, stats))``
+    supports_pretrain: ClassVar[bool] = True
+    #: whether the model pretrains a network of its own (``mlp``: FBNetV3's network learns the free
+    #: statistics, then its head is swapped); the others get the statistics that a separate network
+    #: learnt as extra features (:class:`predictors.pretrain.StatFeatures`)
+    native_pretrain: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, **config):
         unknown = sorted(set(config) - set(self.defaults))
@@ -48,6 +52,7 @@ class Predictor(abc.ABC):
         self.seed = int(seed)
         self.config = {**self.defaults, **config}
         self.n_features: int | None = None
+        self._pretrained = None  # StatFeatures, when fitted with pretrain and no native pretraining
         self._y_mean = 0.0
         self._y_std = 1.0
 
@@ -57,8 +62,9 @@ class Predictor(abc.ABC):
 
         Args:
           pretrain: optional ``(X_unlabelled (M, F), stats (M, S))``: free statistics (FLOPs,
-            params, ...) of many more architectures, learnt first (FBNetV3-style). Only models
-            with ``supports_pretrain`` accept it.
+            params, ...) of many more architectures, learnt first (FBNetV3-style): by the model's
+            own network where it has one (``native_pretrain``), else by a separate network whose
+            predicted statistics become extra features (:class:`predictors.pretrain.StatFeatures`).
 
         Raises:
           ValueError: shapes disagree, values are not finite, or fewer than 2 samples.
@@ -71,12 +77,8 @@ class Predictor(abc.ABC):
             raise ValueError(f"need at least 2 samples to fit a predictor, got {len(y)}")
         if not np.all(np.isfinite(y)):
             raise ValueError(f"y has non-finite values at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
+        self._pretrained = None
         if pretrain is not None:
-            if not self.supports_pretrain:
-                raise ValueError(
-                    f"predictor {self.name!r} does not support pretrain; "
-                    f"predictors that do: {', '.join(n for n in predictor_names() if _REGISTRY[n].supports_pretrain)}"
-                )
             Xu, stats = pretrain
             Xu = _as_features(Xu)
             stats = np.asarray(stats, np.float64)
@@ -88,16 +90,21 @@ class Predictor(abc.ABC):
             if not np.all(np.isfinite(stats)):
                 raise ValueError("pretrain stats have non-finite values")
             pretrain = (Xu, stats)
+            if not self.native_pretrain:
+                from predictors.pretrain import StatFeatures  # noqa: PLC0415
+
+                self._pretrained = StatFeatures(seed=self.seed).fit(Xu, stats)
+                pretrain = None
         self.n_features = X.shape[1]
         self._y_mean = float(y.mean())
         std = float(y.std())
         self._y_std = std if std > 0 else 1.0
-        self._fit(X, (y - self._y_mean) / self._y_std, pretrain)
+        self._fit(self._model_input(X), (y - self._y_mean) / self._y_std, pretrain)
         return self
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, shape ``(N,)`` float64."""
-        X = self._check_predict_input(X)
+        X = self._model_input(self._check_predict_input(X))
         return self._predict(X) * self._y_std + self._y_mean
 
     def predict_std(self, X) -> np.ndarray:
@@ -111,7 +118,7 @@ class Predictor(abc.ABC):
                 f"predictor {self.name!r} gives no predictive std; predictors that do: "
                 f"{', '.join(n for n in predictor_names() if _REGISTRY[n].supports_std)}"
             )
-        X = self._check_predict_input(X)
+        X = self._model_input(self._check_predict_input(X))
         return self._predict_std(X) * self._y_std
 
     def save(self, path) -> None:
@@ -121,6 +128,10 @@ class Predictor(abc.ABC):
         if self.n_features is None:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit before save")
         meta, arrays = self._state()
+        pretrained = None
+        if self._pretrained is not None:
+            pretrained, pre_arrays = self._pretrained.state()
+            arrays = {**arrays, **pre_arrays}
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         path = Path(path)
@@ -137,6 +148,7 @@ class Predictor(abc.ABC):
                 "y_mean": self._y_mean,
                 "y_std": self._y_std,
                 "state": meta,
+                "pretrained": pretrained,
             },
         )
 
@@ -156,6 +168,10 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def _model_input(self, X: np.ndarray) -> np.ndarray:
+        """What ``_fit``/``_predict`` see: ``X``, with the pretrained statistics appended if any."""
+        return X if self._pretrained is None else self._pretrained.transform(X)
 
     def _check_predict_input(self, X) -> np.ndarray:
         if self.n_features is None:
@@ -226,6 +242,10 @@ def _from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
     predictor.n_features = int(meta["n_features"])
     predictor._y_mean = float(meta["y_mean"])
     predictor._y_std = float(meta["y_std"])
+    if meta.get("pretrained"):
+        from predictors.pretrain import StatFeatures  # noqa: PLC0415
+
+        predictor._pretrained = StatFeatures.restore(meta["pretrained"], arrays)
     predictor._restore(meta["state"], arrays)
     return predictor
 

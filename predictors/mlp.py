@@ -90,7 +90,7 @@ class MLPEnsemble(Predictor):
         "pretrain_steps": 400,
     }
     supports_std = True
-    supports_pretrain = True
+    native_pretrain = True
 
     def _weights(self, key, n_rows: int, n_real: int) -> jnp.ndarray:
         m = self.config["members"]

@@ -78,7 +78,8 @@ def fit_table(
 
     Args:
       pretrain_samples: if > 0, pretrain on the FLOPs/params of this many random architectures of
-        the table's space (arch tables of a space with FLOPs/params, models that support it).
+        the table's space (arch tables of a space with FLOPs/params; every model: see
+        ``Predictor.fit``).
     """
     _check_model(model)
     if k < 2:
@@ -98,9 +99,6 @@ def fit_table(
         )
     pretrain = None
     if pretrain_samples > 0:
-        if not get_predictor(model).supports_pretrain:
-            supported = [m for m in predictor_names() if get_predictor(m).supports_pretrain]
-            raise UserError(f"model {model!r} does not support pretraining; models that do: {', '.join(supported)}")
         if not isinstance(encoder, ArchEncoder) or not has_stats(encoder.space):
             raise UserError("pretraining needs an arch table of a space that counts FLOPs/params")
         pretrain = random_pretrain_set(encoder.space, pretrain_samples, seed=seed)

@@ -30,7 +30,7 @@ def test_bench_reports_every_model_with_and_without_pretraining(tmp_path, capsys
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sizes"] == [16, 32]  # 64 leaves too few test rows
-    assert set(out["results"]) == {"ridge", "mlp", "mlp+pretrain"}
+    assert set(out["results"]) == {"ridge", "mlp", "ridge+pretrain", "mlp+pretrain"}
     for by_size in out["results"].values():
         assert set(by_size) == {"16", "32"}
         for entry in by_size.values():

@@ -105,12 +105,16 @@ def test_fit_auto_and_explicit_space(files, monkeypatch):
     assert evaluate_json(out, files["arch_test"], "accuracy")["kendall_tau"] > 0.5
 
 
-def test_fit_with_pretraining(files, monkeypatch):
+@pytest.mark.parametrize("model", ["mlp", "gp"])
+def test_fit_with_pretraining(files, monkeypatch, model):
     monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
-    r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--model", "mlp",
-                            "--pretrain-samples", "200", "--out", str(files["dir"] / "mlp_pre"), "--json"])
+    out = files["dir"] / f"{model}_pre"
+    r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--model", model,
+                            "--pretrain-samples", "200", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["holdout"]["kendall_tau"] > 0.3
+    # the saved model carries its pretraining: evaluate needs nothing else
+    assert evaluate_json(out, files["arch_test"], "accuracy")["kendall_tau"] > 0.3
 
 
 def _bad(files, name):

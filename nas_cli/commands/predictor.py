@@ -42,7 +42,7 @@ def fit(
     folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation."),
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction of rows held out for the held-out figures."),
     pretrain_samples: int = typer.Option(
-        0, "--pretrain-samples", help="Pretrain on FLOPs/params of this many random archs (mlp, arch tables)."
+        0, "--pretrain-samples", help="Pretrain on FLOPs/params of this many random archs (arch tables; mlp pretrains its own network, the other models get the learnt statistics as features)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
@@ -125,7 +125,7 @@ def list_models() -> None:
 
     for name in predictor_names():
         p = get_predictor(name)
-        flags = [f for f, on in (("std", p.supports_std), ("pretrain", p.supports_pretrain)) if on]
+        flags = [f for f, on in (("std", p.supports_std), ("native pretraining", p.native_pretrain)) if on]
         typer.echo(name + (f"  ({', '.join(flags)})" if flags else ""))
 
 
