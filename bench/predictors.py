@@ -8,8 +8,7 @@ or generic categorical columns). For each size n and repeat r, a seeded split tr
 scores the remaining rows. Every model is also run as ``<model>+pretrain``, pretrained on the log
 FLOPs/params of ``--pretrain-samples`` random architectures of the space (the MLP ensemble its own
 network, the others through the learnt statistics as features), when the table is an arch table of
-a space that counts them. Prints one
-JSON object; figures are means (and std) over repeats.
+a space that counts them. Prints one JSON object; figures are means (and std) over repeats.
 """
 
 from __future__ import annotations

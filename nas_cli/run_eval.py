@@ -223,7 +223,7 @@ def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: b
 
     Latencies are timed after the accuracies, all subnets together: interleaved in chunks beside the
     space's reference subnets, and each put at the median level of the chunks
-    (predictors.latency.time_archs / at_level), so rows measured minutes apart share one device speed."""
+    (predictors.latency.measure_archs), so rows measured minutes apart share one device speed."""
     import numpy as np
 
     space = evaluator.space
@@ -246,9 +246,8 @@ def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: b
         if progress is not None:
             progress(i + 1, n)
     if latency:
-        from predictors.latency import at_level, common_level, reference_archs, time_archs  # noqa: PLC0415
+        from predictors.latency import measure_archs, reference_archs  # noqa: PLC0415
 
-        timed = time_archs(space, archs, references=reference_archs(space))
-        for row, ms in zip(rows, at_level(timed, common_level(timed))):
+        for row, ms in zip(rows, measure_archs(space, archs, references=reference_archs(space))):
             row["latency_ms"] = float(ms)
     return rows

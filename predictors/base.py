@@ -35,9 +35,8 @@ class Predictor(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: whether :meth:`predict_std` works (``auto`` answers for the model it chose)
     supports_std: ClassVar[bool] = False
-    #: every model accepts ``fit(..., pretrain=(X_unlabelled, stats))``
-    supports_pretrain: ClassVar[bool] = True
-    #: whether the model pretrains a network of its own (``mlp``: FBNetV3's network learns the free
+    #: every model accepts ``fit(..., pretrain=(X_unlabelled, stats))``; this says whether it
+    #: pretrains a network of its own (``mlp``: FBNetV3's network learns the free
     #: statistics, then its head is swapped); the others get the statistics that a separate network
     #: learnt as extra features (:class:`predictors.pretrain.StatFeatures`)
     native_pretrain: ClassVar[bool] = False

@@ -293,9 +293,15 @@ def time_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, war
 
 
 def measure_archs(space, archs: Sequence, *, batch: int = 1, repeats: int = 10, warmup: int = 3, rounds: int = 20,
-                  progress: Progress | None = None) -> np.ndarray:
-    """End-to-end median latency (ms) of each arch's static subnet (:func:`time_archs`)."""
-    timed = time_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=progress)
+                  progress: Progress | None = None, references: Sequence = ()) -> np.ndarray:
+    """End-to-end median latency (ms) of each arch's static subnet (:func:`time_archs`).
+
+    With ``references`` (e.g. :func:`reference_archs`), every latency is put at one device speed,
+    the median level of the chunks, so archs timed minutes apart are comparable."""
+    timed = time_archs(space, archs, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=progress,
+                       references=references)
+    if references:
+        return at_level(timed, common_level(timed))
     return np.asarray([t["latency_ms"] for t in timed], np.float64)
 
 

@@ -70,6 +70,19 @@ def _train(params, X, Y, weights, *, steps: int, lr: float, weight_decay: float)
     return jax.vmap(train_member)(params, weights)
 
 
+def layers_to_arrays(params, prefix: str = "") -> dict[str, np.ndarray]:
+    """``[(w, b), ...]`` as named arrays for a predictor's ``arrays.npz``."""
+    arrays = {}
+    for i, (w, b) in enumerate(params):
+        arrays[f"{prefix}w{i}"], arrays[f"{prefix}b{i}"] = np.asarray(w), np.asarray(b)
+    return arrays
+
+
+def layers_from_arrays(arrays: dict, layers: int, prefix: str = "") -> list:
+    """The inverse of :func:`layers_to_arrays`."""
+    return [(arrays[f"{prefix}w{i}"], arrays[f"{prefix}b{i}"]) for i in range(layers)]
+
+
 @jax.jit
 def _predict_members(params, X):
     return jax.vmap(_forward, in_axes=(0, None))(params, X)[..., 0]  # (M, N)
@@ -144,10 +157,7 @@ class MLPEnsemble(Predictor):
         return self._member_predictions(X).std(0)
 
     def _state(self):
-        arrays = {}
-        for i, (w, b) in enumerate(self._params):
-            arrays[f"w{i}"], arrays[f"b{i}"] = np.asarray(w), np.asarray(b)
-        return {"layers": len(self._params)}, arrays
+        return {"layers": len(self._params)}, layers_to_arrays(self._params)
 
     def _restore(self, meta, arrays):
-        self._params = [(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(meta["layers"])]
+        self._params = layers_from_arrays(arrays, meta["layers"])

@@ -99,16 +99,16 @@ class StatFeatures:
     PREFIX = "pretrain_"
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        arrays = {}
-        for i, (w, b) in enumerate(self._params):
-            arrays[f"{self.PREFIX}w{i}"], arrays[f"{self.PREFIX}b{i}"] = w, b
-        return {"seed": self.seed, "config": self.config, "scale": self._scale, "layers": len(self._params)}, arrays
+        from predictors.mlp import layers_to_arrays  # noqa: PLC0415
+
+        meta = {"seed": self.seed, "config": self.config, "scale": self._scale, "layers": len(self._params)}
+        return meta, layers_to_arrays(self._params, self.PREFIX)
 
     @classmethod
     def restore(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "StatFeatures":
-        c = meta["config"]
-        self = cls(seed=meta["seed"], hidden=c["hidden"], steps=c["steps"], lr=c["lr"],
-                   weight_decay=c["weight_decay"], weight=c["weight"])
+        from predictors.mlp import layers_from_arrays  # noqa: PLC0415
+
+        self = cls(seed=meta["seed"], **meta["config"])
         self._scale = float(meta["scale"])
-        self._params = [(arrays[f"{cls.PREFIX}w{i}"], arrays[f"{cls.PREFIX}b{i}"]) for i in range(meta["layers"])]
+        self._params = layers_from_arrays(arrays, meta["layers"], cls.PREFIX)
         return self
