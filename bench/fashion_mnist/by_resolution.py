@@ -2,7 +2,8 @@
 
     python runs/fm5/by_resolution.py runs/fm5/pred-auto runs/fm5/test200.csv
 """
-import json, sys
+import json
+import sys
 from collections import defaultdict
 import numpy as np
 sys.path.insert(0, ".")

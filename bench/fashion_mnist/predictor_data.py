@@ -1,5 +1,7 @@
 """Issue 5 data: the uniformly random subnets measured by the three random searches, as CSVs."""
-import csv, json, random
+import csv
+import json
+import random
 from pathlib import Path
 rows = {}
 for s in (0, 1, 2):
@@ -13,7 +15,9 @@ archs = sorted(rows)
 random.Random(0).shuffle(archs)
 def write(path, keys):
     with open(path, "w", newline="") as f:
-        w = csv.writer(f); w.writerow(["arch", "accuracy"]); w.writerows([k, rows[k]] for k in keys)
+        w = csv.writer(f)
+        w.writerow(["arch", "accuracy"])
+        w.writerows([k, rows[k]] for k in keys)
 write("runs/fm/random_all.csv", archs)
 write("runs/fm/test200.csv", archs[:200])
 write("runs/fm/train300.csv", archs[200:500])

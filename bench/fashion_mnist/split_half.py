@@ -1,7 +1,8 @@
 """How much of a subnet's measured accuracy is predictable at all: accuracy on two disjoint halves of
 the validation split for the same subnets (BN recalibrated once); Kendall tau between the halves,
 and the Spearman-Brown-corrected reliability of the full split."""
-import json, sys
+import json
+import sys
 import numpy as np
 sys.path.insert(0, ".")
 from nas_cli import runs
@@ -23,7 +24,9 @@ for s in archs:
     arch = run.space.decode(s)
     st = ev.calibrate(run.params, arch, calib)
     pred = ev.logits(run.params, st, arch, val.images).argmax(-1) == val.labels
-    a.append(pred[:h].mean()); b.append(pred[h:].mean()); full.append(pred.mean())
+    a.append(pred[:h].mean())
+    b.append(pred[h:].mean())
+    full.append(pred.mean())
 r = np.corrcoef(a, b)[0, 1]
 print(json.dumps({"n": len(archs), "tau_half_vs_half": kendall_tau(a, b), "pearson_half_vs_half": r,
                   "reliability_full_spearman_brown": 2 * r / (1 + r),
