@@ -63,7 +63,7 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
     if space_name == "mobilenetv3":
         options["width_mult"] = width_mult
     space = get_space(space_name, **options)
-    from predictors.latency import plan_pieces, profile_steps
+    from predictors.latency import profile_steps
 
     t0 = time.perf_counter()
     table = profile_table(space, repeats=repeats, calib_samples=calib_samples, seed=seed, options=options, rounds=rounds,
@@ -86,7 +86,7 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
         "space": space_name,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "device": jax.devices()[0].device_kind,
-        "pieces": len(plan_pieces(space)),
+        "pieces": len(space.latency_pieces()),
         "per_piece_ms": table.data["per_piece_ms"],
         "overhead_ms": table.data["overhead_ms"],
         "test_latency_ms": {"min": float(y_test.min()), "median": float(sorted(y_test)[len(y_test) // 2]),

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from search_spaces import get_space
-from search_spaces.composed import subnet_loss
-from search_spaces.elastic import preprocess
+from search_spaces.engine import subnet_loss
+from search_spaces.layers import preprocess
 from search_spaces.resnet import block_apply, head_apply, stem_apply
 
 MEAN, STD = 0.1, 0.3

@@ -41,7 +41,7 @@ from nas_cli.subnet import SubnetEvaluator  # noqa: E402
 from nas_cli.train import _apply_update  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.composed import _STEM_KEYS, ComposedSupernet, _head, _stem, subnet_loss  # noqa: E402
-from search_spaces.elastic import preprocess  # noqa: E402
+from search_spaces.layers import preprocess  # noqa: E402
 from search_spaces.mobilenetv3 import MobileNetV3Arch, _block, supernet_apply  # noqa: E402
 
 MEAN, STD = 0.5, 0.25

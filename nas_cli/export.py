@@ -14,12 +14,12 @@ from flax import nnx
 
 from nas_cli import runs
 from nas_cli.errors import UserError
-from nas_cli.io import atomic_write_bytes, atomic_write_json
+from predictors.files import atomic_write_bytes, atomic_write_json
 from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
 from search_spaces import get_space
-from search_spaces.elastic import preprocess
+from search_spaces.layers import preprocess
 
 PARITY_TOLERANCE = 1e-4  # float32
 SUBNET_JSON = "subnet.json"

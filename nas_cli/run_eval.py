@@ -100,7 +100,7 @@ class RunEvaluator:
         reference subnets and put at the device's speed at the search's start; else one by one."""
         if self._level_record is None:
             return [self.measured_latency(a) for a in archs]
-        from nas_cli.io import atomic_write_json  # noqa: PLC0415
+        from predictors.files import atomic_write_json  # noqa: PLC0415
         from nas_cli.latency import compile_subnet, time_interleaved  # noqa: PLC0415
         from predictors.latency import CHUNK, level_of, reference_archs  # noqa: PLC0415
 
@@ -168,7 +168,7 @@ def _calibration(model, space, source: Path, record: Path) -> dict:
     """``{"file", "scale", "level_recorded_ms", "level_now_ms"}`` or, where the model cannot be put at
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""
-    from nas_cli.io import atomic_write_json  # noqa: PLC0415
+    from predictors.files import atomic_write_json  # noqa: PLC0415
     from predictors.latency import current_device, device_of, measure_level, references_of  # noqa: PLC0415
 
     kept = _read_record(record, lambda r: r.get("file") == str(source.resolve()) and float(r["scale"]) > 0)

@@ -12,7 +12,7 @@ import numpy as np
 
 from nas_cli.data import Split
 from search_spaces.base import Arch, SupernetSpace
-from search_spaces.elastic import preprocess
+from search_spaces.layers import preprocess
 
 
 class SubnetEvaluator:

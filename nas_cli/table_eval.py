@@ -145,7 +145,7 @@ def write_table(path: Path, rows: Sequence[dict]) -> None:
     """Writes rows (dicts with the same keys) as a CSV file, atomically."""
     import io
 
-    from nas_cli.io import atomic_write_text
+    from predictors.files import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -23,7 +23,8 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, batches
 from nas_cli.errors import UserError
-from nas_cli.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from nas_cli.io import append_jsonl, read_jsonl
+from predictors.files import atomic_write_json, atomic_write_text
 from nas_cli.subnet import SubnetEvaluator
 from search_spaces.base import Arch, ArchError, SupernetSpace
 

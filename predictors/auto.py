@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from predictors.base import Predictor, _from_state, get_predictor, register_predictor
+from predictors.base import Predictor, from_state, get_predictor, register_predictor
 from predictors.metrics import cross_validate
 
 
@@ -64,4 +64,4 @@ class AutoPredictor(Predictor):
 
     def _restore(self, meta, arrays):
         self.scores = meta["scores"]
-        self.chosen = _from_state(meta["chosen"], arrays)
+        self.chosen = from_state(meta["chosen"], arrays)

@@ -122,7 +122,7 @@ class Predictor(abc.ABC):
 
     def save(self, path) -> None:
         """Writes ``path/predictor.json`` and ``path/arrays.npz`` (each atomically)."""
-        from nas_cli.io import atomic_write_bytes, atomic_write_json
+        from predictors.files import atomic_write_bytes, atomic_write_json
 
         if self.n_features is None:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit before save")
@@ -233,10 +233,11 @@ def load_predictor(path) -> Predictor:
         raise ValueError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} file")
     with np.load(arrays_path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    return _from_state(meta, arrays)
+    return from_state(meta, arrays)
 
 
-def _from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
+def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
+    """The predictor whose state ``save`` wrote as (meta, arrays); predicts exactly as the saved one."""
     predictor = get_predictor(meta["name"], seed=meta["seed"], **meta["config"])
     predictor.n_features = int(meta["n_features"])
     predictor._y_mean = float(meta["y_mean"])

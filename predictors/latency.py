@@ -45,12 +45,11 @@ import numpy as np
 from flax import nnx
 
 from nas_cli.errors import UserError
-from nas_cli.io import atomic_write_json
+from predictors.files import atomic_write_json
 from nas_cli.latency import compile_forward, compile_subnet, time_compiled, time_interleaved
-from search_spaces.elastic import hard_swish, same_padding
-from predictors.base import _from_state, get_predictor, predictor_names
+from predictors.base import from_state, get_predictor, predictor_names
 from predictors.metrics import all_metrics
-from search_spaces.mobilenetv3 import MobileNetV3Arch, StaticBlock, StaticMobileNetV3
+from search_spaces.base import LatencyPiece
 
 TABLE_FORMAT = "nas-latency-table"
 MODEL_FORMAT = "nas-latency-model"
@@ -60,88 +59,7 @@ Progress = Callable[[int], None]
 
 
 # ----------------------------------------------------------------------------------------------
-# Which pieces a subnet is made of
-# ----------------------------------------------------------------------------------------------
-def _sides(cfg, resolution: int) -> tuple[int, list[int], int]:
-    """(side after the stem, input side of each stage's first block, side at the head)."""
-    h = same_padding(resolution, 3, cfg.stem_stride)[2]
-    stem_out, stage_in = h, []
-    for s in range(cfg.num_stages):
-        stage_in.append(h)
-        # The output side of a 'SAME' conv does not depend on the kernel size.
-        h = same_padding(h, 3, cfg.stage_strides[s])[2]
-    return stem_out, stage_in, h
-
-
-def stem_key(resolution: int) -> str:
-    return f"stem/r{resolution}"
-
-
-def block_key(stage: int, first: bool, k: int, e: int, side: int) -> str:
-    return f"block/s{stage + 1}/{'first' if first else 'rest'}/k{k}e{e}/h{side}"
-
-
-def head_key(side: int) -> str:
-    return f"head/h{side}"
-
-
-def arch_keys(space, arch) -> list[str]:
-    """The table keys of the pieces ``arch``'s static subnet runs, in order."""
-    cfg = space.config
-    _, stage_in, last = _sides(cfg, arch.resolution)
-    keys = [stem_key(arch.resolution)]
-    for s, blocks in enumerate(arch.stages):
-        for b, (k, e) in enumerate(blocks):
-            side = stage_in[s] if b == 0 else _sides_after(cfg, stage_in[s], s)
-            keys.append(block_key(s, b == 0, k, e, side))
-    keys.append(head_key(last))
-    return keys
-
-
-def _sides_after(cfg, side: int, stage: int) -> int:
-    return same_padding(side, 3, cfg.stage_strides[stage])[2]
-
-
-@dataclasses.dataclass(frozen=True)
-class Piece:
-    """One thing to time: its table key and what to build (``side``: the input side of a block or head)."""
-
-    key: str
-    kind: str  # "stem" | "block" | "head"
-    resolution: int = 0
-    stage: int = 0
-    first: bool = True
-    kernel: int = 0
-    expand: int = 0
-    side: int = 0
-
-
-def plan_pieces(space) -> list[Piece]:
-    """Every piece any subnet of ``space`` can contain, each once, in a deterministic order."""
-    cfg = space.config
-    pieces: dict[str, Piece] = {}
-    for r in cfg.resolutions:
-        pieces.setdefault(stem_key(r), Piece(stem_key(r), "stem", resolution=r))
-    for r in cfg.resolutions:
-        _, stage_in, _ = _sides(cfg, r)
-        for s in range(cfg.num_stages):
-            positions = [(True, stage_in[s])]
-            if cfg.max_depth > 1:
-                positions.append((False, _sides_after(cfg, stage_in[s], s)))
-            for first, side in positions:
-                for k in cfg.kernel_choices:
-                    for e in cfg.expand_choices:
-                        key = block_key(s, first, k, e, side)
-                        pieces.setdefault(key, Piece(key, "block", resolution=r, stage=s, first=first,
-                                                     kernel=k, expand=e, side=side))
-    for r in cfg.resolutions:
-        key = head_key(_sides(cfg, r)[2])
-        pieces.setdefault(key, Piece(key, "head", resolution=r, side=_sides(cfg, r)[2]))
-    return list(pieces.values())
-
-
-# ----------------------------------------------------------------------------------------------
-# The pieces as NNX modules (the static subnet's own layers, run as its forward runs them)
+# The pieces: the static subnet's own submodules, as each space lists them
 # ----------------------------------------------------------------------------------------------
 def _zeros_like_built(make: Callable[[], nnx.Module]) -> nnx.Module:
     """``make()``'s module with zero weights, built without running its initialisers.
@@ -152,51 +70,6 @@ def _zeros_like_built(make: Callable[[], nnx.Module]) -> nnx.Module:
     graphdef, state = nnx.split(nnx.eval_shape(make))
     state = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), state)
     return nnx.merge(graphdef, state)
-
-
-def _piece_module(space, piece: Piece):
-    """(module, input shape without batch) of a piece, built from StaticMobileNetV3's layers."""
-    cfg = space.config
-    if piece.kind == "block":
-        cin, cout, stride = cfg.block_io(piece.stage, 0 if piece.first else 1)
-        block = _zeros_like_built(lambda: StaticBlock(cin, cout, stride, piece.kernel, piece.expand,
-                                                      cfg.stage_acts[piece.stage], cfg.stage_se[piece.stage],
-                                                      nnx.Rngs(0)))
-        return block, (piece.side, piece.side, cin)
-    arch = MobileNetV3Arch(piece.resolution, space.smallest().stages)
-    model = _zeros_like_built(lambda: space.static_model(arch, nnx.Rngs(0)))
-    if piece.kind == "stem":
-        return _Stem(model), (piece.resolution, piece.resolution, cfg.in_channels)
-    return _Head(model), (piece.side, piece.side, cfg.stage_channels[-1])
-
-
-class _Stem(nnx.Module):
-    """StaticMobileNetV3's stem and fixed first block (kept in step with its ``__call__``)."""
-
-    def __init__(self, m: StaticMobileNetV3):
-        self.stem, self.stem_bn = m.stem, m.stem_bn
-        self.first_dw, self.first_bn1 = m.first_dw, m.first_bn1
-        self.first_proj, self.first_bn2 = m.first_proj, m.first_bn2
-        self.first_residual = m.first_residual
-
-    def __call__(self, x):
-        z = hard_swish(self.stem_bn(self.stem(x)))
-        y = jax.nn.relu(self.first_bn1(self.first_dw(z)))
-        y = self.first_bn2(self.first_proj(y))
-        return y + z if self.first_residual else y
-
-
-class _Head(nnx.Module):
-    """StaticMobileNetV3's head conv, pooling, feature layer and classifier."""
-
-    def __init__(self, m: StaticMobileNetV3):
-        self.head, self.head_bn = m.head, m.head_bn
-        self.feature, self.classifier = m.feature, m.classifier
-
-    def __call__(self, z):
-        z = hard_swish(self.head_bn(self.head(z)))
-        z = jnp.mean(z, axis=(1, 2))  # (B, head)
-        return self.classifier(hard_swish(self.feature(z)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,14 +89,10 @@ def measure_dispatch(*, batch: int = 1, repeats: int = 30, warmup: int = 3, roun
 def reference_archs(space) -> list:
     """The subnets whose latency measures the device's current speed: the smallest, a middle and
     the largest, at the space's largest resolution (another space's: its smallest and largest)."""
-    if not isinstance(space.smallest(), MobileNetV3Arch):
+    if not hasattr(space, "at_resolution"):
         return [space.smallest(), space.largest()]
-    cfg = space.config
-    r = max(cfg.resolutions)
-    mid = lambda choices: choices[len(choices) // 2]  # noqa: E731
-    middle = tuple(tuple((mid(cfg.kernel_choices), mid(cfg.expand_choices)) for _ in range(mid(cfg.depth_choices)))
-                   for _ in range(cfg.num_stages))
-    return [MobileNetV3Arch(r, stages) for stages in (space.smallest().stages, middle, space.largest().stages)]
+    r = max(space.resolutions)
+    return [space.at_resolution(a, r) for a in (space.smallest(), space.middle(), space.largest())]
 
 
 def level_of(timed_refs: Sequence[dict]) -> float:
@@ -264,14 +133,13 @@ def common_level(timed: Sequence[dict]) -> float:
     return float(np.median([t["level_ms"] for t in timed]))
 
 
-def time_pieces(space, pieces: Sequence[Piece], *, batch: int = 1, repeats: int = 10, warmup: int = 3,
+def time_pieces(space, pieces: Sequence[LatencyPiece], *, batch: int = 1, repeats: int = 10, warmup: int = 3,
                 rounds: int = 20, progress: Progress | None = None, references: Sequence = ()) -> list[dict]:
     """``{"latency_ms", "iqr_ms", "repeats", "halves_ms"}`` of each piece, jitted alone (with
     ``level_ms`` when reference archs are given)."""
     def make(piece):
         def build():  # built when its chunk is compiled, like the subnets
-            module, shape = _piece_module(space, piece)
-            return compile_forward(module, (batch, *shape))
+            return compile_forward(_zeros_like_built(piece.build), (batch, *piece.input_shape))
         return build
 
     return _time_chunked([make(p) for p in pieces], repeats=repeats, warmup=warmup, rounds=rounds,
@@ -331,13 +199,13 @@ def calibration_archs(space, samples: int = 4, seed: int = 0) -> list:
     """Subnets whose end-to-end latency calibrates the table: the smallest and largest at every
     resolution, then ``samples`` random ones (seeded), so the number of pieces varies."""
     small, large = space.smallest(), space.largest()
-    fixed = [MobileNetV3Arch(r, a.stages) for r in space.config.resolutions for a in (small, large)]
+    fixed = [space.at_resolution(a, r) for r in space.resolutions for a in (small, large)]
     return fixed + sample_archs(space, samples, seed + 7919)
 
 
 def profile_steps(space, calib_samples: int = 4) -> int:
     """How many progress steps :func:`profile_table` reports (for a progress bar's length)."""
-    return len(plan_pieces(space)) + 1 + len(calibration_archs(space, calib_samples))
+    return len(space.latency_pieces()) + 1 + len(calibration_archs(space, calib_samples))
 
 
 def space_spec(space) -> dict:
@@ -372,7 +240,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
     tick = progress or (lambda n: None)
     dispatch = measure_dispatch(batch=batch, repeats=max(repeats, 30), warmup=warmup, rounds=rounds)["latency_ms"]
     tick(1)
-    pieces, refs = plan_pieces(space), reference_archs(space)
+    pieces, refs = space.latency_pieces(), reference_archs(space)
     timed = time_pieces(space, pieces, batch=batch, repeats=repeats, warmup=warmup, rounds=rounds, progress=tick,
                         references=refs)
     archs = calibration_archs(space, calib_samples, seed)
@@ -384,7 +252,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
     iqrs = {p.key: t["iqr_ms"] * level / t["level_ms"] for p, t in zip(pieces, timed)}
     calib = []
     for arch, measured in zip(archs, at_level(calib_timed, level)):
-        keys = arch_keys(space, arch)
+        keys = space.latency_keys(arch)
         calib.append({"arch": space.encode(arch), "measured_ms": float(measured),
                       "summed_ms": float(sum(medians[k] for k in keys)), "pieces": len(keys)})
     per_piece, overhead = _calibrate(calib, dispatch, min(medians.values()))
@@ -503,7 +371,7 @@ class LatencyTable:
 
     def predict(self, arch) -> float:
         """Predicted latency (ms) of ``arch`` at the table's batch size."""
-        return self.overhead_ms + sum(self.entry(k) for k in arch_keys(self.space, arch))
+        return self.overhead_ms + sum(self.entry(k) for k in self.space.latency_keys(arch))
 
     def predict_many(self, archs: Iterable) -> np.ndarray:
         return np.asarray([self.predict(a) for a in archs], np.float64)
@@ -628,15 +496,15 @@ MODEL_FEATURES = "genes+piece-counts"
 
 
 def piece_index(space) -> dict[str, int]:
-    """Column of each of ``plan_pieces(space)`` in :func:`piece_counts`."""
-    return {p.key: i for i, p in enumerate(plan_pieces(space))}
+    """Column of each of ``space.latency_pieces()`` in :func:`piece_counts`."""
+    return {p.key: i for i, p in enumerate(space.latency_pieces())}
 
 
 def piece_counts(space, archs: Sequence, index: dict[str, int]) -> np.ndarray:
     """(n, pieces): how many times each piece of ``index`` (:func:`piece_index`) runs in each arch."""
     out = np.zeros((len(archs), len(index)), np.float32)
     for row, arch in enumerate(archs):
-        for key in arch_keys(space, arch):
+        for key in space.latency_keys(arch):
             out[row, index[key]] += 1
     return out
 
@@ -713,7 +581,7 @@ class LearnedLatencyModel:
         try:
             p = data["predictor"]
             arrays = {k: np.asarray(a["values"], a["dtype"]).reshape(a["shape"]) for k, a in p["arrays"].items()}
-            predictor = _from_state(p, arrays)
+            predictor = from_state(p, arrays)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"latency model file is damaged or from another version ({e!r})") from None
         table = LatencyTable(data["table"], space) if data.get("table") else None

@@ -33,7 +33,7 @@ class TableModel:
         return self.predictor.predict(self.encoder.transform(table))
 
     def save(self, path) -> None:
-        from nas_cli.io import atomic_write_json
+        from predictors.files import atomic_write_json
 
         self.predictor.save(path)
         atomic_write_json(Path(path) / ENCODING_FILE, {"target": self.target, "encoder": self.encoder.to_json()})

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
+from search_spaces.errors import ArchError
+from search_spaces.registry import Registry
+
 Arch = Any  # each space defines its own frozen dataclass
-
-
-class ArchError(ValueError):
-    """An architecture string or genome that is not valid in a space (the message says why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +102,7 @@ class SearchSpace(abc.ABC):
         encode as all-zero, making equal architectures encode equally.
         """
         genome = self.to_genome(arch)
-        return _one_hot_plus_ordinal(self.genes, genome, active=np.ones(len(genome), bool))
+        return one_hot_plus_ordinal(self.genes, genome, active=np.ones(len(genome), bool))
 
     def feature_names(self) -> list[str]:
         """Column names matching :meth:`features`."""
@@ -112,7 +111,9 @@ class SearchSpace(abc.ABC):
         return names
 
 
-def _one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.ndarray) -> np.ndarray:
+def one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """One-hot of every gene (all zero where ``active`` is False), then each numeric gene's value
+    scaled to [0, 1]: the encoding of :meth:`SearchSpace.features`."""
     one_hot = []
     ordinal = []
     for gene, idx, on in zip(genes, genome, active):
@@ -125,6 +126,31 @@ def _one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.
             value = (gene.choices[int(idx)] - lo) / (hi - lo) if (on and hi > lo) else 0.0
             ordinal.append(np.float32(value))
     return np.concatenate(one_hot + [np.asarray(ordinal, np.float32)])
+
+
+class Trainer(Protocol):
+    """What `nas train-supernet` asks of a space's training formulation (``make_trainer``)."""
+
+    def accumulate_grad(self, params, grads, arch: Arch, images, labels, soft_targets=None):
+        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
+        (loss, logits, grads); ``soft_targets`` switches the loss to distillation."""
+
+    def num_compiled(self) -> int:
+        """Programs compiled so far (reported in the training metrics)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LatencyPiece:
+    """One part of a static subnet that a latency table times on its own.
+
+    ``build()`` returns the static model's own submodule (never a re-implementation of it) and
+    ``input_shape`` is its input without the batch axis. A subnet's latency is predicted from the
+    pieces that :meth:`SupernetSpace.latency_keys` lists for it.
+    """
+
+    key: str
+    input_shape: tuple[int, ...]
+    build: Callable[[], Any]
 
 
 class SupernetSpace(SearchSpace):
@@ -182,13 +208,33 @@ class SupernetSpace(SearchSpace):
 
     @abc.abstractmethod
     def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str) -> Any:
-        """The training formulation for ``kernels`` ("xla" or "pallas"): an object with
-        ``accumulate_grad(params, grads, arch, images, labels, soft_targets) -> (loss, logits,
-        grads)`` and ``num_compiled()``. A space without a Pallas formulation raises ArchError."""
+        """The :class:`Trainer` for ``kernels`` ("xla" or "pallas"). A space without a Pallas
+        formulation raises ArchError."""
 
     def has_pallas(self) -> bool:
         """Whether ``make_trainer(..., kernels="pallas")`` exists for this space."""
         return False
+
+    def at_resolution(self, arch: Arch, resolution: int) -> Arch:
+        """``arch`` with its input resolution replaced (every supernet space has a "resolution" gene)."""
+        names = [g.name for g in self.genes]
+        genome = list(self.to_genome(arch))
+        i = names.index("resolution")
+        genome[i] = self.genes[i].choices.index(resolution)
+        return self.from_genome(genome)
+
+    def middle(self) -> Arch:
+        """The architecture with the middle choice of every gene."""
+        return self.from_genome([len(g.choices) // 2 for g in self.genes])
+
+    def latency_pieces(self) -> list[LatencyPiece]:
+        """Every piece any subnet of this space contains, each once, in a deterministic order (what
+        a latency lookup table times)."""
+        raise NotImplementedError(f"space {self.name!r} defines no latency pieces")
+
+    def latency_keys(self, arch: Arch) -> list[str]:
+        """The :class:`LatencyPiece` keys that ``arch``'s static subnet runs, in order."""
+        raise NotImplementedError(f"space {self.name!r} defines no latency pieces")
 
     def sort_channels(self, params) -> Any:
         """Reorders channels by importance so that narrower subnets keep the most important ones
@@ -196,19 +242,22 @@ class SupernetSpace(SearchSpace):
         return params
 
 
-_REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
+class SpaceEntry(NamedTuple):
+    """A registered space: its factory (keyword options -> space) and whether it has a supernet."""
+
+    factory: Callable[..., SearchSpace]
+    supernet: bool = False
 
 
-_SUPERNET: set[str] = set()
+#: every search space, by name
+SPACES: Registry[SpaceEntry] = Registry("search space")
 
 
 def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: bool = False) -> None:
-    """Adds a space factory under ``name``. Factories take keyword options; a ``supernet`` space's
-    factory takes ``in_channels``, ``num_classes``, ``resolutions`` and ``width_mult`` and builds a
-    :class:`SupernetSpace`."""
-    _REGISTRY[name] = factory
-    if supernet:
-        _SUPERNET.add(name)
+    """Adds a space factory under ``name`` (a taken name is an error). Factories take keyword
+    options; a ``supernet`` space's factory takes ``in_channels``, ``num_classes``, ``resolutions``
+    and ``width_mult`` and builds a :class:`SupernetSpace`."""
+    SPACES.register(name, SpaceEntry(factory, supernet))
 
 
 def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full_config: Callable[..., Any],
@@ -224,7 +273,7 @@ def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full
     def tiny(**options):
         kw = dict(options)
         if kw.pop("width_mult", 1.0) != 1.0:
-            raise ArchError(f"{name}-tiny has fixed widths; --width-mult applies to {name}")
+            raise ArchError(f"{name}-tiny has fixed widths (width_mult 1.0); a width multiplier applies to {name}")
         return make(tiny_config(**kw), f"{name}-tiny", options)
 
     register_space(name, full, supernet=True)
@@ -232,16 +281,14 @@ def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full
 
 
 def space_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(SPACES.names())
 
 
 def supernet_space_names() -> list[str]:
     """The spaces `nas train-supernet` can train."""
-    return sorted(_SUPERNET)
+    return sorted(n for n in SPACES.names() if SPACES.get(n).supernet)
 
 
 def get_space(name: str, **options) -> SearchSpace:
     """Builds the space registered as ``name``; unknown names list the known ones."""
-    if name not in _REGISTRY:
-        raise ArchError(f"unknown search space {name!r}; known spaces: {', '.join(space_names())}")
-    return _REGISTRY[name](**options)
+    return SPACES.get(name).factory(**options)

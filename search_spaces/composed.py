@@ -1,34 +1,12 @@
-"""Supernet training by composing per-block static variants at run time (the CPU formulation).
-
-:class:`ComposedTrainer` is the space-independent engine: a space describes one subnet as a chain of
-:class:`Piece` s (a static-shape function of its parameter subtree and the previous activation) and
-a head piece computing the loss; the engine jits each distinct piece once, forward and backward,
-and accumulates the subnet's gradient into a full-size pytree. :class:`ComposedSupernet` is the
-mobilenetv3 space's chain.
-
-Measured on the 2-core CPU (see bench/RESULTS.md): one jitted train step holding every block's
-``lax.switch`` over its width x kernel branches compiled for 60-70 s even for the tiny space, and
-XLA's time goes into HLO passes over the many conditionals, not into code generation. Here each
-(stage, block position, kernel, expand) variant is its own small jitted function, forward and
-backward (its VJP, recomputing the block's forward), compiled the first time a subnet uses it and
-then reused: a bounded cache of at most ``stages x 2 x kernels x expands`` variants. A subnet's step
-then runs exactly its own static shapes, so its cost is the static subnet's cost plus dispatch.
-
-Gradients accumulate into one full-size pytree (zero outside the active slices), so the optimizer
-update is a single jitted call over the whole supernet whichever subnets were sampled.
-"""
+"""The mobilenetv3 space's chain for the composed trainer (search_spaces/engine.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Callable, Hashable
 
-import jax
-import jax.numpy as jnp
-import optax
-
-from search_spaces.elastic import preprocess
+from search_spaces.engine import ComposedTrainer, Piece
+from search_spaces.layers import preprocess
 from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config, _block, head_apply, stem_apply
 
 
@@ -38,146 +16,6 @@ def _stem(cfg: MobileNetV3Config, p, x):
 
 def _head(cfg: MobileNetV3Config, p, z):
     return head_apply(cfg, p, None, z, "train")[0]
-
-
-def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float = 0.0):
-    """Cross-entropy with the labels, or (in-place distillation) with the teacher's soft targets."""
-    if kd:
-        return jnp.mean(optax.softmax_cross_entropy(logits, soft_targets))
-    onehot = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        onehot = optax.smooth_labels(onehot, label_smoothing)
-    return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Piece:
-    """One static-shape stage of a subnet's forward pass.
-
-    ``fn(p, x) -> y`` where ``p`` is the parameter subtree at ``path`` (restricted to ``keys`` when
-    given; row ``index`` of its leading axis when given). Pieces with equal ``key`` must compute the
-    same function: the engine compiles one forward and one backward per key. The first piece of a
-    chain gets the raw input batch and needs no input gradient (``input_grad=False``); a head
-    piece's ``fn(p, z)`` returns logits.
-    """
-
-    key: Hashable
-    fn: Callable
-    path: tuple = ()
-    keys: tuple[str, ...] | None = None
-    index: int | None = None
-    input_grad: bool = True
-
-
-def _get(tree, piece: Piece):
-    for k in piece.path:
-        tree = tree[k]
-    return {k: tree[k] for k in piece.keys} if piece.keys is not None else tree
-
-
-def _put(tree, path: tuple, keys, value):
-    """A copy of ``tree`` with the subtree at ``path`` (or its ``keys``) replaced; only the
-    containers along the path are copied."""
-    if not path:
-        return {**tree, **value} if keys is not None else value
-    head, rest = path[0], path[1:]
-    child = _put(tree[head], rest, keys, value)
-    if isinstance(tree, (list, tuple)):
-        out = list(tree)
-        out[head] = child
-        return type(tree)(out) if isinstance(tree, tuple) else out
-    return {**tree, head: child}
-
-
-class ComposedTrainer:
-    """Forward/backward of any subnet as a chain of cached per-piece jitted variants."""
-
-    def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = label_smoothing
-        self._fns: dict[Hashable, tuple[Callable, Callable]] = {}
-        self._heads: dict[tuple[Hashable, bool], Callable] = {}
-        self._pieces: dict[Hashable, Piece] = {}
-
-    def chain(self, arch) -> tuple[list[Piece], Piece]:
-        """The pieces of ``arch``'s forward pass, and its head piece (each space's trainer)."""
-        raise NotImplementedError
-
-    def _piece(self, key, make) -> Piece:
-        """The piece for ``key``, made once by ``make()``: one Piece object per static variant."""
-        if key not in self._pieces:
-            self._pieces[key] = make()
-        return self._pieces[key]
-
-    def accumulate_grad(self, params, grads, arch, images, labels, soft_targets=None):
-        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
-        (loss, logits, grads). ``soft_targets`` switches the loss to distillation."""
-        chain, head = self.chain(arch)
-        return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
-
-    def _piece_fns(self, piece: Piece):
-        if piece.key not in self._fns:
-            fn, indexed, input_grad = piece.fn, piece.index is not None, piece.input_grad
-
-            def pick(p, i):
-                return jax.tree.map(lambda a: a[i], p) if indexed else p
-
-            def fwd(p, i, x):
-                return fn(pick(p, i), x)
-
-            def bwd(p, i, x, g, acc):
-                if input_grad:
-                    _, pullback = jax.vjp(lambda q, x: fn(q, x), pick(p, i), x)
-                    dp, dx = pullback(g)
-                else:
-                    _, pullback = jax.vjp(lambda q: fn(q, x), pick(p, i))
-                    (dp,), dx = pullback(g), None
-                if indexed:
-                    return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
-                return dx, jax.tree.map(jnp.add, acc, dp)
-
-            self._fns[piece.key] = (jax.jit(fwd), jax.jit(bwd, donate_argnums=(4,)))
-        return self._fns[piece.key]
-
-    def _head_fn(self, piece: Piece, kd: bool):
-        if (piece.key, kd) not in self._heads:
-            fn, smoothing = piece.fn, self.label_smoothing
-
-            def head(p, z, labels, soft, acc):
-                def loss_fn(q, z):
-                    logits = fn(q, z)
-                    return subnet_loss(logits, labels, soft, kd, smoothing), logits
-
-                (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
-                return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
-
-            self._heads[(piece.key, kd)] = jax.jit(head, donate_argnums=(4,))
-        return self._heads[(piece.key, kd)]
-
-    def num_compiled(self) -> int:
-        """Compiled executables across every cached variant (for no-recompile checks)."""
-        fns = [f for pair in self._fns.values() for f in pair] + list(self._heads.values())
-        return sum(f._cache_size() for f in fns)
-
-    def accumulate_grad_chain(self, params, grads, chain: list[Piece], head: Piece, inputs, labels,
-                              soft_targets=None):
-        """Adds d(loss)/d(params) of the subnet ``chain`` + ``head`` on this batch into ``grads``
-        (donated) and returns (loss, logits, grads). ``soft_targets`` switches to distillation."""
-        z = inputs
-        tape = []
-        for piece in chain:
-            fwd, bwd = self._piece_fns(piece)
-            p = _get(params, piece)
-            i = jnp.int32(piece.index if piece.index is not None else 0)
-            tape.append((piece, bwd, p, i, z))
-            z = fwd(p, i, z)
-        kd = soft_targets is not None
-        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
-        loss, logits, g, acc = self._head_fn(head, kd)(_get(params, head), z, labels, soft, _get(grads, head))
-        grads = _put(grads, head.path, head.keys, acc)
-        for piece, bwd, p, i, x in reversed(tape):
-            g, acc = bwd(p, i, x, g, _get(grads, piece))
-            grads = _put(grads, piece.path, piece.keys, acc)
-        return loss, logits, grads
 
 
 _HEAD_KEYS = ("head", "feature", "classifier")

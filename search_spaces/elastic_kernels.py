@@ -18,9 +18,9 @@ import numpy as np
 from jax import lax
 
 from kernels import elastic_dwconv, elastic_matmul
-from search_spaces.composed import _head, _stem, subnet_loss
-from search_spaces.elastic import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid
-from search_spaces.elastic import preprocess
+from search_spaces.composed import _head, _stem
+from search_spaces.engine import subnet_loss
+from search_spaces.layers import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid, preprocess
 from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config
 
 

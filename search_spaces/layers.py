@@ -1,6 +1,7 @@
-"""Building blocks for supernets whose subnet is chosen at run time, without recompiling.
+"""Layers that several spaces share: elastic BatchNorm, depthwise conv, the one-branch-VJP switch,
+preprocessing, activations, and the NNX BatchNorm helpers of the static subnets.
 
-The subnet is selected by integer arrays passed to the jitted step. Each elastic block is a
+Supernets select their subnet with integer arrays passed to the jitted step. Each elastic block is a
 ``lax.switch`` over static-shape branches (one per width x kernel choice, plus an identity branch
 for blocks that elastic depth switches off), so a small subnet only computes its own shapes.
 
@@ -16,6 +17,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 
 BN_EPS = 1e-5
@@ -155,3 +157,45 @@ def preprocess(images, resolution: int, mean: float, std: float):
     if x.shape[1] != resolution or x.shape[2] != resolution:
         x = jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), "bilinear", antialias=False)
     return x
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """``v`` rounded to a multiple of ``divisor``, never below 90% of ``v`` (MobileNet's rule)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def init_stats(params) -> dict:
+    """BatchNorm statistics with the structure of ``params``' BN nodes: mean 0, variance 1."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            if set(node) == {"scale", "bias"}:
+                return {"mean": jnp.zeros_like(node["scale"]), "var": jnp.ones_like(node["scale"])}
+            return {k: walk(v) for k, v in node.items() if _has_bn(v)}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        raise TypeError(node)
+
+    return walk(params)
+
+
+def _has_bn(node) -> bool:
+    if isinstance(node, dict):
+        return set(node) == {"scale", "bias"} or any(_has_bn(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_bn(v) for v in node)
+    return False
+
+
+def batch_norm_module(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    """An inference-mode ``nnx.BatchNorm`` with the supernet's epsilon (static subnets)."""
+    return nnx.BatchNorm(channels, use_running_average=True, epsilon=BN_EPS, rngs=rngs)
+
+
+def set_batch_norm(bn: nnx.BatchNorm, p, s, c: int) -> None:
+    """Loads the first ``c`` channels of supernet BN parameters ``p`` and statistics ``s`` into ``bn``."""
+    bn.scale.set_value(p["scale"][:c])
+    bn.bias.set_value(p["bias"][:c])
+    bn.mean.set_value(s["mean"][:c])
+    bn.var.set_value(s["var"][:c])

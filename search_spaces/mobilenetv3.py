@@ -22,23 +22,21 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
-from search_spaces.elastic import (
+from search_spaces.base import ArchError, Gene, LatencyPiece, SupernetSpace, one_hot_plus_ordinal, register_supernet_family
+from search_spaces.layers import (
     ACTIVATIONS,
-    BN_EPS,
     batch_norm,
+    batch_norm_module,
     centre_kernel,
     depthwise_conv,
     hard_sigmoid,
     hard_swish,
+    init_stats,
+    make_divisible,
     same_padding,
+    set_batch_norm,
     switch_vjp,
 )
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +201,7 @@ class MobileNetV3Space(SupernetSpace):
         return np.asarray(mask)
 
     def features(self, arch: MobileNetV3Arch) -> np.ndarray:
-        return _one_hot_plus_ordinal(self._genes, self.to_genome(arch), self._active_mask(arch))
+        return one_hot_plus_ordinal(self._genes, self.to_genome(arch), self._active_mask(arch))
 
     # --- strings -------------------------------------------------------------------------
     def _validate(self, arch: MobileNetV3Arch) -> None:
@@ -328,6 +326,58 @@ class MobileNetV3Space(SupernetSpace):
     def has_pallas(self) -> bool:
         return True
 
+    # --- latency pieces ----------------------------------------------------------------
+    def _sides(self, resolution: int) -> tuple[list[int], list[int], int]:
+        """(input side of each stage's first block, of its later blocks, side at the head)."""
+        cfg = self.config
+        h = same_padding(resolution, 3, cfg.stem_stride)[2]
+        first, rest = [], []
+        for s in range(cfg.num_stages):
+            first.append(h)
+            # The output side of a 'SAME' conv does not depend on the kernel size.
+            h = same_padding(h, 3, cfg.stage_strides[s])[2]
+            rest.append(h)
+        return first, rest, h
+
+    def latency_keys(self, arch: MobileNetV3Arch) -> list[str]:
+        first, rest, last = self._sides(arch.resolution)
+        keys = [f"stem/r{arch.resolution}"]
+        for s, blocks in enumerate(arch.stages):
+            for b, (k, e) in enumerate(blocks):
+                keys.append(_block_key(s, b == 0, k, e, first[s] if b == 0 else rest[s]))
+        keys.append(f"head/h{last}")
+        return keys
+
+    def latency_pieces(self) -> list[LatencyPiece]:
+        """The stem (per resolution), every block (stage, first/rest, kernel, expand, input side)
+        and the head (per final side), as :class:`StaticMobileNetV3`'s own submodules."""
+        cfg = self.config
+        pieces: dict[str, LatencyPiece] = {}
+
+        def model(resolution: int) -> StaticMobileNetV3:
+            return self.static_model(self.at_resolution(self.smallest(), resolution), nnx.Rngs(0))
+
+        for r in cfg.resolutions:
+            pieces.setdefault(f"stem/r{r}", LatencyPiece(f"stem/r{r}", (r, r, cfg.in_channels),
+                                                         lambda r=r: model(r).stem))
+        for r in cfg.resolutions:
+            first, rest, _ = self._sides(r)
+            for s in range(cfg.num_stages):
+                positions = [(True, first[s])] + ([(False, rest[s])] if cfg.max_depth > 1 else [])
+                for is_first, side in positions:
+                    cin, cout, stride = cfg.block_io(s, 0 if is_first else 1)
+                    for k in cfg.kernel_choices:
+                        for e in cfg.expand_choices:
+                            key = _block_key(s, is_first, k, e, side)
+                            act, se = cfg.stage_acts[s], cfg.stage_se[s]
+                            build = partial(lambda *a: StaticBlock(*a, nnx.Rngs(0)), cin, cout, stride, k, e, act, se)
+                            pieces.setdefault(key, LatencyPiece(key, (side, side, cin), build))
+        for r in cfg.resolutions:
+            side = self._sides(r)[2]
+            pieces.setdefault(f"head/h{side}", LatencyPiece(f"head/h{side}", (side, side, cfg.stage_channels[-1]),
+                                                            lambda r=r: model(r).head))
+        return list(pieces.values())
+
     def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str):
         """Composed per-block static variants on XLA (search_spaces/composed.py), or one program
         through the elastic Pallas kernels (search_spaces/elastic_kernels.py)."""
@@ -338,6 +388,10 @@ class MobileNetV3Space(SupernetSpace):
         from search_spaces.composed import ComposedSupernet
 
         return ComposedSupernet(self.config, mean, std, label_smoothing)
+
+
+def _block_key(stage: int, first: bool, k: int, e: int, side: int) -> str:
+    return f"block/s{stage + 1}/{'first' if first else 'rest'}/k{k}e{e}/h{side}"
 
 
 def se_mid(hidden: int) -> int:
@@ -403,29 +457,6 @@ def init_supernet(cfg: MobileNetV3Config, key: jax.Array) -> dict:
         rest = [_block_params(cfg, k, cout, cout, cfg.stage_se[s]) for k in bkeys[1:]]
         params["stages"].append({"first": first, "rest": jax.tree.map(lambda *a: jnp.stack(a), *rest)})
     return params
-
-
-def init_stats(params) -> dict:
-    """BatchNorm statistics with the structure of ``params``' BN nodes: mean 0, variance 1."""
-
-    def walk(node):
-        if isinstance(node, dict):
-            if set(node) == {"scale", "bias"}:
-                return {"mean": jnp.zeros_like(node["scale"]), "var": jnp.ones_like(node["scale"])}
-            return {k: walk(v) for k, v in node.items() if _has_bn(v)}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        raise TypeError(node)
-
-    return walk(params)
-
-
-def _has_bn(node) -> bool:
-    if isinstance(node, dict):
-        return set(node) == {"scale", "bias"} or any(_has_bn(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_bn(v) for v in node)
-    return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,10 +656,6 @@ class DepthwiseConv(nnx.Module):
             return depthwise_conv(x, self.kernel[...], self.stride)
 
 
-def _bn(c, rngs):
-    return nnx.BatchNorm(c, use_running_average=True, epsilon=BN_EPS, rngs=rngs)
-
-
 class StaticBlock(nnx.Module):
     def __init__(self, cin, cout, stride, k, e, act, se, rngs: nnx.Rngs):
         h = cin * e
@@ -637,12 +664,12 @@ class StaticBlock(nnx.Module):
         # 1x1 convs as Linear over the channel axis: the same dot_general as the supernet's einsum,
         # so both sum in the same order (BatchNorm on small maps amplifies any difference).
         self.expand = nnx.Linear(cin, h, use_bias=False, rngs=rngs)
-        self.bn1 = _bn(h, rngs)
+        self.bn1 = batch_norm_module(h, rngs)
         self.dw = DepthwiseConv(h, k, stride, rngs)
-        self.bn2 = _bn(h, rngs)
+        self.bn2 = batch_norm_module(h, rngs)
         self.se = _SE(h, rngs) if se else None
         self.proj = nnx.Linear(h, cout, use_bias=False, rngs=rngs)
-        self.bn3 = _bn(cout, rngs)
+        self.bn3 = batch_norm_module(cout, rngs)
 
     def __call__(self, x):
         act = ACTIVATIONS[self.act]
@@ -654,62 +681,77 @@ class StaticBlock(nnx.Module):
         return y + x if self.residual else y
 
 
+class StaticStem(nnx.Module):
+    """The fixed stem conv and the expand-1 first block: (B, R, R, C) images -> (B, R', R', c1)."""
+
+    def __init__(self, cfg: MobileNetV3Config, rngs: nnx.Rngs):
+        c0, c1 = cfg.stem_channels, cfg.first_channels
+        self.conv = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding="SAME",
+                             use_bias=False, rngs=rngs)
+        self.bn = batch_norm_module(c0, rngs)
+        self.first_dw = DepthwiseConv(c0, 3, 1, rngs)
+        self.first_bn1 = batch_norm_module(c0, rngs)
+        self.first_proj = nnx.Linear(c0, c1, use_bias=False, rngs=rngs)
+        self.first_bn2 = batch_norm_module(c1, rngs)
+        self.first_residual = c0 == c1
+
+    def __call__(self, x):
+        z = hard_swish(self.bn(self.conv(x)))
+        y = jax.nn.relu(self.first_bn1(self.first_dw(z)))
+        y = self.first_bn2(self.first_proj(y))
+        return y + z if self.first_residual else y
+
+
+class StaticHead(nnx.Module):
+    """Final 1x1 conv, pooling, feature layer and classifier: (B, H, W, C) -> (B, num_classes)."""
+
+    def __init__(self, cfg: MobileNetV3Config, rngs: nnx.Rngs):
+        self.conv = nnx.Linear(cfg.stage_channels[-1], cfg.head_channels, use_bias=False, rngs=rngs)
+        self.bn = batch_norm_module(cfg.head_channels, rngs)
+        self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, rngs=rngs)
+        self.classifier = nnx.Linear(cfg.feature_channels, cfg.num_classes, rngs=rngs)
+
+    def __call__(self, z):
+        z = hard_swish(self.bn(self.conv(z)))
+        z = jnp.mean(z, axis=(1, 2))  # (B, head)
+        return self.classifier(hard_swish(self.feature(z)))
+
+
 class StaticMobileNetV3(nnx.Module):
     """A standalone subnet: plain NNX layers with static shapes, batch norm in inference mode.
 
+    ``stem``, then ``blocks`` in order, then ``head``: the latency table times exactly these.
     Input: (B, resolution, resolution, C) images already normalised (see :func:`preprocess`).
     """
 
     def __init__(self, cfg: MobileNetV3Config, arch: MobileNetV3Arch, rngs: nnx.Rngs):
         self.resolution = arch.resolution
-        c0, c1 = cfg.stem_channels, cfg.first_channels
-        self.stem = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding="SAME",
-                             use_bias=False, rngs=rngs)
-        self.stem_bn = _bn(c0, rngs)
-        self.first_dw = DepthwiseConv(c0, 3, 1, rngs)
-        self.first_bn1 = _bn(c0, rngs)
-        self.first_proj = nnx.Linear(c0, c1, use_bias=False, rngs=rngs)
-        self.first_bn2 = _bn(c1, rngs)
-        self.first_residual = c0 == c1
+        self.stem = StaticStem(cfg, rngs)
         blocks = []
         for s, stage in enumerate(arch.stages):
             for b, (k, e) in enumerate(stage):
                 cin, cout, stride = cfg.block_io(s, b)
                 blocks.append(StaticBlock(cin, cout, stride, k, e, cfg.stage_acts[s], cfg.stage_se[s], rngs))
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(cfg.stage_channels[-1], cfg.head_channels, use_bias=False, rngs=rngs)
-        self.head_bn = _bn(cfg.head_channels, rngs)
-        self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, rngs=rngs)
-        self.classifier = nnx.Linear(cfg.feature_channels, cfg.num_classes, rngs=rngs)
+        self.head = StaticHead(cfg, rngs)
 
     def __call__(self, x):
-        z = hard_swish(self.stem_bn(self.stem(x)))
-        y = jax.nn.relu(self.first_bn1(self.first_dw(z)))
-        y = self.first_bn2(self.first_proj(y))
-        z = y + z if self.first_residual else y
+        z = self.stem(x)
         for block in self.blocks:
             z = block(z)
-        z = hard_swish(self.head_bn(self.head(z)))
-        z = jnp.mean(z, axis=(1, 2))
-        return self.classifier(hard_swish(self.feature(z)))
-
-
-def _set_bn(bn: nnx.BatchNorm, p, s, c: int):
-    bn.scale.set_value(p["scale"][:c])
-    bn.bias.set_value(p["bias"][:c])
-    bn.mean.set_value(s["mean"][:c])
-    bn.var.set_value(s["var"][:c])
+        return self.head(z)
 
 
 def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params, stats, arch: MobileNetV3Arch):
     """Copies the subnet's slices of the supernet weights (and the given BN statistics) into ``model``."""
     c0, c1 = cfg.stem_channels, cfg.first_channels
-    model.stem.kernel.set_value(params["stem"]["w"])
-    _set_bn(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
-    model.first_dw.kernel.set_value(params["first"]["dw"])
-    _set_bn(model.first_bn1, params["first"]["bn1"], stats["first"]["bn1"], c0)
-    model.first_proj.kernel.set_value(params["first"]["proj"])
-    _set_bn(model.first_bn2, params["first"]["bn2"], stats["first"]["bn2"], c1)
+    stem = model.stem
+    stem.conv.kernel.set_value(params["stem"]["w"])
+    set_batch_norm(stem.bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
+    stem.first_dw.kernel.set_value(params["first"]["dw"])
+    set_batch_norm(stem.first_bn1, params["first"]["bn1"], stats["first"]["bn1"], c0)
+    stem.first_proj.kernel.set_value(params["first"]["proj"])
+    set_batch_norm(stem.first_bn2, params["first"]["bn2"], stats["first"]["bn2"], c1)
     i = 0
     for s, stage in enumerate(arch.stages):
         for b, (k, e) in enumerate(stage):
@@ -722,10 +764,10 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
                 st = jax.tree.map(lambda a, b=b: a[b - 1], stats["stages"][s]["rest"])
             blk = model.blocks[i]
             blk.expand.kernel.set_value(p["expand"][:, :h])
-            _set_bn(blk.bn1, p["bn1"], st["bn1"], h)
+            set_batch_norm(blk.bn1, p["bn1"], st["bn1"], h)
             tf = {name: p[name] for name in p if name.startswith("tf")}
             blk.dw.kernel.set_value(centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices))
-            _set_bn(blk.bn2, p["bn2"], st["bn2"], h)
+            set_batch_norm(blk.bn2, p["bn2"], st["bn2"], h)
             if blk.se is not None:
                 m = se_mid(h)
                 blk.se.reduce.kernel.set_value(p["se"]["rw"][:h, :m])
@@ -733,14 +775,15 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
                 blk.se.expand.kernel.set_value(p["se"]["ew"][:m, :h])
                 blk.se.expand.bias.set_value(p["se"]["eb"][:h])
             blk.proj.kernel.set_value(p["proj"][:h, :])
-            _set_bn(blk.bn3, p["bn3"], st["bn3"], cout)
+            set_batch_norm(blk.bn3, p["bn3"], st["bn3"], cout)
             i += 1
-    model.head.kernel.set_value(params["head"]["w"])
-    _set_bn(model.head_bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
-    model.feature.kernel.set_value(params["feature"]["w"])
-    model.feature.bias.set_value(params["feature"]["b"])
-    model.classifier.kernel.set_value(params["classifier"]["w"])
-    model.classifier.bias.set_value(params["classifier"]["b"])
+    head = model.head
+    head.conv.kernel.set_value(params["head"]["w"])
+    set_batch_norm(head.bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
+    head.feature.kernel.set_value(params["feature"]["w"])
+    head.feature.bias.set_value(params["feature"]["b"])
+    head.classifier.kernel.set_value(params["classifier"]["w"])
+    head.classifier.bias.set_value(params["classifier"]["b"])
 
 
 register_supernet_family("mobilenetv3", MobileNetV3Space, ofa_config, tiny_config)

@@ -32,10 +32,18 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
-from search_spaces.composed import ComposedTrainer, Piece
-from search_spaces.elastic import batch_norm, preprocess, same_padding, switch_vjp
-from search_spaces.mobilenetv3 import _bn, _set_bn, init_stats, make_divisible
+from search_spaces.base import ArchError, Gene, SupernetSpace, one_hot_plus_ordinal, register_supernet_family
+from search_spaces.engine import ComposedTrainer, Piece
+from search_spaces.layers import (
+    batch_norm,
+    batch_norm_module,
+    init_stats,
+    make_divisible,
+    preprocess,
+    same_padding,
+    set_batch_norm,
+    switch_vjp,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +250,7 @@ class ResNetSpace(SupernetSpace):
         active = [True, True]
         for s, (_, expands) in enumerate(arch.stages):
             active += [True, True] + [b < len(expands) for b in range(max(self.config.depth_choices(s)))]
-        return _one_hot_plus_ordinal(self._genes, self.to_genome(arch), np.asarray(active))
+        return one_hot_plus_ordinal(self._genes, self.to_genome(arch), np.asarray(active))
 
     # --- strings -------------------------------------------------------------------------
     def _validate(self, arch: ResNetArch) -> None:
@@ -669,13 +677,13 @@ class StaticBottleneck(nnx.Module):
         self.stride = stride
         # 1x1 convs as Linear over the channel axis: the same dot_general as the supernet's einsum
         self.conv1 = nnx.Linear(cin, mid, use_bias=False, rngs=rngs)
-        self.bn1 = _bn(mid, rngs)
+        self.bn1 = batch_norm_module(mid, rngs)
         self.conv2 = nnx.Conv(mid, mid, (3, 3), strides=(stride, stride), padding="SAME", use_bias=False, rngs=rngs)
-        self.bn2 = _bn(mid, rngs)
+        self.bn2 = batch_norm_module(mid, rngs)
         self.conv3 = nnx.Linear(mid, cout, use_bias=False, rngs=rngs)
-        self.bn3 = _bn(cout, rngs)
+        self.bn3 = batch_norm_module(cout, rngs)
         self.down = nnx.Linear(cin, cout, use_bias=False, rngs=rngs) if shortcut else None
-        self.bn_down = _bn(cout, rngs) if shortcut else None
+        self.bn_down = batch_norm_module(cout, rngs) if shortcut else None
 
     def __call__(self, x):
         z = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -697,7 +705,7 @@ class StaticResNet(nnx.Module):
         c0 = cfg.stem_width(arch.stem_width)
         self.stem = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding="SAME",
                              use_bias=False, rngs=rngs)
-        self.stem_bn = _bn(c0, rngs)
+        self.stem_bn = batch_norm_module(c0, rngs)
         self.blocks = nnx.List([StaticBottleneck(cin, cout, mid, stride, b == 0, rngs)
                                 for _, b, cin, cout, mid, stride in space._blocks(arch)])
         c_last = cfg.stage_width(cfg.num_stages - 1, arch.stages[-1][0])
@@ -715,7 +723,7 @@ def load_static_weights(space: ResNetSpace, model: StaticResNet, params, stats, 
     cfg = space.config
     c0 = cfg.stem_width(arch.stem_width)
     model.stem.kernel.set_value(params["stem"]["w"][..., :c0])
-    _set_bn(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
+    set_batch_norm(model.stem_bn, params["stem"]["bn"], stats["stem"]["bn"], c0)
     for blk, (s, b, cin, cout, mid, _) in zip(model.blocks, space._blocks(arch)):
         if b == 0:
             p, st = params["stages"][s]["first"], stats["stages"][s]["first"]
@@ -723,14 +731,14 @@ def load_static_weights(space: ResNetSpace, model: StaticResNet, params, stats, 
             p = jax.tree.map(lambda a, b=b: a[b - 1], params["stages"][s]["rest"])
             st = jax.tree.map(lambda a, b=b: a[b - 1], stats["stages"][s]["rest"])
         blk.conv1.kernel.set_value(p["conv1"][:cin, :mid])
-        _set_bn(blk.bn1, p["bn1"], st["bn1"], mid)
+        set_batch_norm(blk.bn1, p["bn1"], st["bn1"], mid)
         blk.conv2.kernel.set_value(p["conv2"][:, :, :mid, :mid])
-        _set_bn(blk.bn2, p["bn2"], st["bn2"], mid)
+        set_batch_norm(blk.bn2, p["bn2"], st["bn2"], mid)
         blk.conv3.kernel.set_value(p["conv3"][:mid, :cout])
-        _set_bn(blk.bn3, p["bn3"], st["bn3"], cout)
+        set_batch_norm(blk.bn3, p["bn3"], st["bn3"], cout)
         if b == 0:
             blk.down.kernel.set_value(p["down"][:cin, :cout])
-            _set_bn(blk.bn_down, p["bn_down"], st["bn_down"], cout)
+            set_batch_norm(blk.bn_down, p["bn_down"], st["bn_down"], cout)
     c_last = model.classifier.kernel.shape[0]
     model.classifier.kernel.set_value(params["classifier"]["w"][:c_last])
     model.classifier.bias.set_value(params["classifier"]["b"])

@@ -13,7 +13,7 @@ first heads' slices) and an MLP of ``round(ratio * d)`` hidden units (the first 
 
 Position embeddings are learned for the largest grid (``max(resolutions) // patch`` per side, plus
 the class token's). A smaller resolution resizes the grid part bilinearly (no antialiasing, like
-the image itself in :func:`search_spaces.elastic.preprocess`), so each token keeps the embedding of
+the image itself in :func:`search_spaces.layers.preprocess`), so each token keeps the embedding of
 the same relative image position. The static subnet stores the resized embedding as its own
 parameter, so its forward has no resize.
 
@@ -43,10 +43,9 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from search_spaces.base import ArchError, Gene, SupernetSpace, _one_hot_plus_ordinal, register_supernet_family
-from search_spaces.composed import ComposedTrainer, Piece
-from search_spaces.elastic import preprocess
-from search_spaces.mobilenetv3 import make_divisible
+from search_spaces.base import ArchError, Gene, SupernetSpace, one_hot_plus_ordinal, register_supernet_family
+from search_spaces.engine import ComposedTrainer, Piece
+from search_spaces.layers import make_divisible, preprocess
 
 LN_EPS = 1e-6
 
@@ -195,7 +194,7 @@ class ViTSpace(SupernetSpace):
 
     def features(self, arch: ViTArch) -> np.ndarray:
         active = np.asarray([True] * 3 + [i < arch.depth for i in range(self.config.max_depth) for _ in (0, 1)])
-        return _one_hot_plus_ordinal(self._genes, self.to_genome(arch), active)
+        return one_hot_plus_ordinal(self._genes, self.to_genome(arch), active)
 
     # --- strings -------------------------------------------------------------------------
     def _validate(self, arch: ViTArch) -> None:
@@ -539,7 +538,7 @@ class StaticLayer(nnx.Module):
 
 class StaticViT(nnx.Module):
     """A standalone subnet with static shapes. Input: (B, resolution, resolution, C) images already
-    normalised (see :func:`search_spaces.elastic.preprocess`)."""
+    normalised (see :func:`search_spaces.layers.preprocess`)."""
 
     def __init__(self, cfg: ViTConfig, arch: ViTArch, rngs: nnx.Rngs):
         d, p = arch.embed, cfg.patch

@@ -18,7 +18,6 @@ from nas_cli.main import app
 from predictors.latency import (
     LatencyTable,
     LearnedLatencyModel,
-    arch_keys,
     at_level,
     calibrated_predictions,
     fit_latency_model,
@@ -26,7 +25,6 @@ from predictors.latency import (
     FIT_STREAM,
     VALIDATE_STREAM,
     make_latency_space,
-    plan_pieces,
     reference_archs,
     sample_archs,
     time_archs,
@@ -55,7 +53,7 @@ def space():
 def test_profile_writes_a_table_that_round_trips(lut, space, tmp_path):
     data = json.loads(lut.read_text())
     assert data["format"] == "nas-latency-table" and data["space"]["name"] == SPACE and data["batch"] == 1
-    assert set(data["entries"]) == {p.key for p in plan_pieces(space)}
+    assert set(data["entries"]) == {p.key for p in space.latency_pieces()}
     assert all(np.isfinite(e["median_ms"]) and e["iqr_ms"] >= 0 for e in data["entries"].values())
     table = LatencyTable.load(lut, space)
     assert isinstance(table, LatencyTable)
@@ -67,7 +65,7 @@ def test_predict_is_overhead_plus_the_sum_of_entries(lut, space):
     data = json.loads(lut.read_text())
     table = LatencyTable.load(lut, space)
     for arch in sample_archs(space, 5, seed=3):
-        keys = arch_keys(space, arch)
+        keys = space.latency_keys(arch)
         assert len(keys) == 2 + sum(arch.depths)
         expected = data["overhead_ms"] + sum(data["entries"][k]["ms"] for k in keys)
         assert table.predict(arch) == pytest.approx(expected, rel=1e-12)
@@ -76,7 +74,7 @@ def test_predict_is_overhead_plus_the_sum_of_entries(lut, space):
 def test_missing_entry_is_a_clear_error(lut, space):
     data = json.loads(lut.read_text())
     arch = space.smallest()
-    key = arch_keys(space, arch)[1]
+    key = space.latency_keys(arch)[1]
     del data["entries"][key]
     with pytest.raises(UserError, match=key):
         LatencyTable(data, space).predict(arch)
@@ -190,11 +188,11 @@ def test_learned_model_recovers_per_piece_costs_from_end_to_end_times(space):
     """Latency that is a sum of per-piece costs (any costs, not the table's) is what the piece-count
     features express: ridge fitted on 60 subnets predicts 40 others almost exactly."""
     rng = np.random.default_rng(0)
-    cost = {p.key: float(rng.uniform(0.05, 0.5)) for p in plan_pieces(space)}
+    cost = {p.key: float(rng.uniform(0.05, 0.5)) for p in space.latency_pieces()}
     train, test = sample_archs(space, 60, 1), sample_archs(space, 40, 2)
 
     def truth(archs):
-        return np.asarray([0.3 + sum(cost[k] for k in arch_keys(space, a)) for a in archs])
+        return np.asarray([0.3 + sum(cost[k] for k in space.latency_keys(a)) for a in archs])
 
     learned = fit_latency_model(space, train, truth(train), table=None, model="ridge", seed=0)
     err = np.abs(learned.predict_many(test) - truth(test)) / truth(test)

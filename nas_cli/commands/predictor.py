@@ -84,7 +84,7 @@ def sample(
     import io
 
     from nas_cli.errors import UserError
-    from nas_cli.io import atomic_write_text
+    from predictors.files import atomic_write_text
     from nas_cli.run_eval import open_run_evaluator, sample_subnets
 
     if n < 1:

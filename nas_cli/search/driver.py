@@ -28,7 +28,8 @@ from pymoo.problems.static import StaticProblem
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import METRICS, Evaluator
-from nas_cli.io import atomic_write_bytes, atomic_write_json, read_jsonl
+from nas_cli.io import read_jsonl
+from predictors.files import atomic_write_bytes, atomic_write_json
 from nas_cli.search.algorithms import ALGORITHMS, make_algorithm
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache

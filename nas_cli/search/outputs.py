@@ -9,7 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from nas_cli.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from predictors.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from nas_cli.search.tracking import Normaliser, feasible_front, feasible_mask
 
 CSV_COLUMNS = ("arch", "accuracy", "latency_ms", "flops", "params")
