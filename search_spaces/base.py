@@ -110,6 +110,18 @@ class SearchSpace(abc.ABC):
         names += [g.name for g in self.genes if g.ordinal]
         return names
 
+    def structure_features(self, arch: Arch) -> np.ndarray:
+        """What the space knows of ``arch``'s structure, for predictors (deterministic, finite).
+
+        Spaces override this with what their structure says (a cell space: the cell after pruning
+        dead edges, connectivity, live-op counts, a path encoding); by default it is
+        :meth:`features`."""
+        return self.features(arch)
+
+    def structure_feature_names(self) -> list[str]:
+        """Column names matching :meth:`structure_features`."""
+        return self.feature_names()
+
 
 def one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.ndarray) -> np.ndarray:
     """One-hot of every gene (all zero where ``active`` is False), then each numeric gene's value
