@@ -27,7 +27,7 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 
 from nas_cli.errors import UserError  # noqa: E402
-from predictors import all_metrics, get_predictor, predictor_names  # noqa: E402
+from predictors import all_metrics, check_predictor_name, get_predictor, predictor_names  # noqa: E402
 from predictors.data import ArchEncoder, make_encoder, read_csv, targets  # noqa: E402
 from predictors.pretrain import has_stats, random_pretrain_set  # noqa: E402
 
@@ -49,8 +49,7 @@ def run(
     """The benchmark as a dict (see the module docstring)."""
     models = list(models or predictor_names())
     for m in models:
-        if m not in predictor_names():
-            raise UserError(f"unknown model {m!r}; known models: {', '.join(predictor_names())}")
+        check_predictor_name(m, "model")
     table = read_csv(data)
     encoder = make_encoder(table, target, space=space, ignore=ignore)
     X, y = encoder.transform(table), targets(table, target)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from predictors.base import Predictor, from_state, get_predictor, register_predictor
-from predictors.metrics import cross_validate
+from predictors.base import Predictor, check_predictor_name, from_state, get_predictor, register_predictor
+from predictors.cross_validation import cross_validate
+from predictors.errors import PredictorError
 
 
 @register_predictor
@@ -22,8 +23,8 @@ class AutoPredictor(Predictor):
         super().__init__(seed=seed, **config)
         for candidate in self.config["candidates"]:
             if candidate == self.name:
-                raise ValueError("auto cannot be one of its own candidates")
-            get_predictor(candidate)  # unknown names fail here, listing the known ones
+                raise PredictorError("auto cannot be one of its own candidates")
+            check_predictor_name(candidate)
         self.chosen: Predictor | None = None
         self.scores: dict[str, dict] = {}
 
@@ -50,17 +51,8 @@ class AutoPredictor(Predictor):
         return self.chosen.predict_std(X)
 
     def _state(self):
-        meta, arrays = self.chosen._state()
-        inner = {
-            "name": self.chosen.name,
-            "seed": self.chosen.seed,
-            "config": self.chosen.config,
-            "n_features": self.chosen.n_features,
-            "y_mean": self.chosen._y_mean,
-            "y_std": self.chosen._y_std,
-            "state": meta,
-        }
-        return {"chosen": inner, "scores": self.scores}, arrays
+        meta, arrays = self.chosen.to_state()
+        return {"chosen": meta, "scores": self.scores}, arrays
 
     def _restore(self, meta, arrays):
         self.scores = meta["scores"]

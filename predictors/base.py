@@ -1,10 +1,13 @@
-"""The one fit/predict interface of every accuracy predictor, its registry and its file format.
+"""The one fit/predict interface of every accuracy predictor, its registry, its state and its file format.
 
 A predictor maps an architecture encoding (a float matrix, one row per architecture, as given by
 ``SearchSpace.features`` or by :class:`predictors.data.TableEncoder`) to one scalar per row.
 
-Saved predictors are a directory holding ``predictor.json`` (name, seed, config, small metadata)
-and ``arrays.npz`` (numbers only, loaded with ``allow_pickle=False``), never a pickle.
+A fitted predictor's state is a public value: ``meta, arrays = p.to_state()`` (JSON-able metadata
+and named numpy arrays) and ``from_state(meta, arrays)`` rebuilds a predictor that predicts exactly
+as ``p``. Saved predictors are that state in a directory: ``predictor.json`` (the metadata) and
+``arrays.npz`` (numbers only, loaded with ``allow_pickle=False``), never a pickle. Models that hold
+a predictor of their own (``auto``, the learned latency model) store its state the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from predictors.errors import PredictorError
+from predictors.files import atomic_write_bytes, atomic_write_json
+from predictors.pretrain import StatFeatures
+from search_spaces.errors import UnknownNameError
+from search_spaces.registry import Registry
+
 FORMAT = "nas-predictor"
 FORMAT_VERSION = 1
 META_FILE = "predictor.json"
@@ -27,7 +36,7 @@ class Predictor(abc.ABC):
     """Fits ``X (N, F) -> y (N,)`` and predicts, deterministically per ``seed``.
 
     Subclasses see targets standardised to mean 0 and std 1 (the base class undoes it) and
-    implement ``_fit``, ``_predict`` and ``_state``/``_restore`` for saving.
+    implement ``_fit``, ``_predict`` and ``_state``/``_restore`` (their own part of :meth:`to_state`).
     """
 
     name: ClassVar[str]
@@ -44,14 +53,14 @@ class Predictor(abc.ABC):
     def __init__(self, seed: int = 0, **config):
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise PredictorError(
                 f"unknown option(s) {', '.join(unknown)} for predictor {self.name!r}; "
                 f"known options: {', '.join(sorted(self.defaults)) or '(none)'}"
             )
         self.seed = int(seed)
         self.config = {**self.defaults, **config}
         self.n_features: int | None = None
-        self._pretrained = None  # StatFeatures, when fitted with pretrain and no native pretraining
+        self._pretrained: StatFeatures | None = None  # when fitted with pretrain and no native pretraining
         self._y_mean = 0.0
         self._y_std = 1.0
 
@@ -66,16 +75,16 @@ class Predictor(abc.ABC):
             predicted statistics become extra features (:class:`predictors.pretrain.StatFeatures`).
 
         Raises:
-          ValueError: shapes disagree, values are not finite, or fewer than 2 samples.
+          PredictorError: shapes disagree, values are not finite, or fewer than 2 samples.
         """
         X = _as_features(X)
         y = np.asarray(y, np.float64).reshape(-1)
         if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; pass one target per row")
+            raise PredictorError(f"X has {len(X)} rows but y has {len(y)} values; pass one target per row")
         if len(y) < 2:
-            raise ValueError(f"need at least 2 samples to fit a predictor, got {len(y)}")
+            raise PredictorError(f"need at least 2 samples to fit a predictor, got {len(y)}")
         if not np.all(np.isfinite(y)):
-            raise ValueError(f"y has non-finite values at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
+            raise PredictorError(f"y has non-finite values at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
         self._pretrained = None
         if pretrain is not None:
             Xu, stats = pretrain
@@ -83,15 +92,13 @@ class Predictor(abc.ABC):
             stats = np.asarray(stats, np.float64)
             stats = stats.reshape(len(stats), -1)
             if Xu.shape[1] != X.shape[1] or len(stats) != len(Xu):
-                raise ValueError(
+                raise PredictorError(
                     f"pretrain X has shape {Xu.shape} and stats {stats.shape}; need (M, {X.shape[1]}) and (M, S)"
                 )
             if not np.all(np.isfinite(stats)):
-                raise ValueError("pretrain stats have non-finite values")
+                raise PredictorError("pretrain stats have non-finite values")
             pretrain = (Xu, stats)
             if not self.native_pretrain:
-                from predictors.pretrain import StatFeatures  # noqa: PLC0415
-
                 self._pretrained = StatFeatures(seed=self.seed).fit(Xu, stats)
                 pretrain = None
         self.n_features = X.shape[1]
@@ -115,40 +122,55 @@ class Predictor(abc.ABC):
         if not self.supports_std:
             raise NotImplementedError(
                 f"predictor {self.name!r} gives no predictive std; predictors that do: "
-                f"{', '.join(n for n in predictor_names() if _REGISTRY[n].supports_std)}"
+                f"{', '.join(n for n in predictor_names() if PREDICTORS.get(n).supports_std)}"
             )
         X = self._model_input(self._check_predict_input(X))
         return self._predict_std(X) * self._y_std
 
-    def save(self, path) -> None:
-        """Writes ``path/predictor.json`` and ``path/arrays.npz`` (each atomically)."""
-        from predictors.files import atomic_write_bytes, atomic_write_json
+    @property
+    def stat_features(self) -> StatFeatures | None:
+        """The separate statistics network fitted with ``pretrain`` (None for native pretraining or none)."""
+        return self._pretrained
 
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The fitted predictor as ``(meta, arrays)``: what :func:`from_state` rebuilds it from.
+
+        ``meta`` (JSON-able) holds ``name``, ``seed``, ``config``, ``n_features``, ``y_mean``,
+        ``y_std``, the model's own ``state`` and, when fitted with a separate statistics network,
+        ``pretrained``; ``arrays`` maps names to numpy arrays (that network's start with ``pretrain_``).
+
+        Raises:
+          PredictorError: the predictor is not fitted.
+        """
         if self.n_features is None:
-            raise ValueError(f"predictor {self.name!r} is not fitted; call fit before save")
-        meta, arrays = self._state()
-        pretrained = None
+            raise PredictorError(f"predictor {self.name!r} is not fitted; call fit first")
+        state, arrays = self._state()
+        meta = {
+            "name": self.name,
+            "seed": self.seed,
+            "config": self.config,
+            "n_features": self.n_features,
+            "y_mean": self._y_mean,
+            "y_std": self._y_std,
+            "state": state,
+        }
         if self._pretrained is not None:
-            pretrained, pre_arrays = self._pretrained.state()
+            meta["pretrained"], pre_arrays = self._pretrained.to_state()
             arrays = {**arrays, **pre_arrays}
+        return meta, arrays
+
+    def save(self, path) -> None:
+        """Writes :meth:`to_state` as ``path/predictor.json`` and ``path/arrays.npz`` (each atomically)."""
+        if self.n_features is None:
+            raise PredictorError(f"predictor {self.name!r} is not fitted; call fit before save")
+        meta, arrays = self.to_state()
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         path = Path(path)
         atomic_write_bytes(path / ARRAYS_FILE, buf.getvalue())
         atomic_write_json(
             path / META_FILE,
-            {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "name": self.name,
-                "seed": self.seed,
-                "config": self.config,
-                "n_features": self.n_features,
-                "y_mean": self._y_mean,
-                "y_std": self._y_std,
-                "state": meta,
-                "pretrained": pretrained,
-            },
+            {"format": FORMAT, "version": FORMAT_VERSION, **meta, "pretrained": meta.get("pretrained")},
         )
 
     # --- for subclasses ---------------------------------------------------------------------
@@ -163,7 +185,7 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """JSON-able metadata and named arrays that :meth:`_restore` rebuilds the fit from."""
+        """The model's own JSON-able metadata and named arrays, that :meth:`_restore` rebuilds the fit from."""
 
     @abc.abstractmethod
     def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None: ...
@@ -174,10 +196,10 @@ class Predictor(abc.ABC):
 
     def _check_predict_input(self, X) -> np.ndarray:
         if self.n_features is None:
-            raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
+            raise PredictorError(f"predictor {self.name!r} is not fitted; call fit first")
         X = _as_features(X)
         if X.shape[1] != self.n_features:
-            raise ValueError(f"X has {X.shape[1]} features but the predictor was fitted on {self.n_features}")
+            raise PredictorError(f"X has {X.shape[1]} features but the predictor was fitted on {self.n_features}")
         return X
 
     def __repr__(self) -> str:
@@ -187,31 +209,36 @@ class Predictor(abc.ABC):
 def _as_features(X) -> np.ndarray:
     X = np.asarray(X, np.float32)
     if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D (N, F) feature matrix, got shape {X.shape}")
+        raise PredictorError(f"X must be a 2-D (N, F) feature matrix, got shape {X.shape}")
     if not np.all(np.isfinite(X)):
-        raise ValueError("X has non-finite values")
+        raise PredictorError("X has non-finite values")
     return X
 
 
-_REGISTRY: dict[str, type[Predictor]] = {}
+#: every accuracy predictor class, by name, in registration order (cheapest first)
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 
 
 def register_predictor(cls: type[Predictor]) -> type[Predictor]:
-    """Class decorator adding a predictor under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator adding a predictor under ``cls.name`` (a taken name is an error)."""
+    return PREDICTORS.register(cls.name, cls)
 
 
 def predictor_names() -> list[str]:
     """Registered predictor names, in registration order (cheapest first)."""
-    return list(_REGISTRY)
+    return PREDICTORS.names()
+
+
+def check_predictor_name(name: str, noun: str = "predictor") -> None:
+    """Raises UnknownNameError ("unknown <noun> ...; known <noun>s: ...") unless ``name`` is registered."""
+    if name not in PREDICTORS:
+        raise UnknownNameError(f"unknown {noun} {name!r}; known {noun}s: {', '.join(predictor_names())}")
 
 
 def get_predictor(name: str, seed: int = 0, **config) -> Predictor:
-    """A fresh predictor registered as ``name``; unknown names raise ValueError listing known ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown predictor {name!r}; known predictors: {', '.join(predictor_names())}")
-    return _REGISTRY[name](seed=seed, **config)
+    """A fresh predictor registered as ``name``; unknown names raise UnknownNameError listing known ones."""
+    check_predictor_name(name)
+    return PREDICTORS.get(name)(seed=seed, **config)
 
 
 def load_predictor(path) -> Predictor:
@@ -219,7 +246,7 @@ def load_predictor(path) -> Predictor:
 
     Raises:
       FileNotFoundError: ``path`` holds no saved predictor.
-      ValueError: the files are not a predictor this version can read.
+      PredictorError: the files are not a predictor this version can read.
     """
     path = Path(path)
     meta_path, arrays_path = path / META_FILE, path / ARRAYS_FILE
@@ -228,24 +255,21 @@ def load_predictor(path) -> Predictor:
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
+        raise PredictorError(f"{meta_path} is not valid JSON ({e})") from None
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} file")
+        raise PredictorError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} file")
     with np.load(arrays_path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return from_state(meta, arrays)
 
 
 def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
-    """The predictor whose state ``save`` wrote as (meta, arrays); predicts exactly as the saved one."""
+    """The predictor whose :meth:`Predictor.to_state` was ``(meta, arrays)``; predicts exactly as that one."""
     predictor = get_predictor(meta["name"], seed=meta["seed"], **meta["config"])
     predictor.n_features = int(meta["n_features"])
     predictor._y_mean = float(meta["y_mean"])
     predictor._y_std = float(meta["y_std"])
     if meta.get("pretrained"):
-        from predictors.pretrain import StatFeatures  # noqa: PLC0415
-
-        predictor._pretrained = StatFeatures.restore(meta["pretrained"], arrays)
+        predictor._pretrained = StatFeatures.from_state(meta["pretrained"], arrays)
     predictor._restore(meta["state"], arrays)
     return predictor
-

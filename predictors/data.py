@@ -9,24 +9,24 @@ A table is one of:
   feature, one-hot over the values seen when fitting; a column whose values all look numeric
   also gets an ordinal feature, scaled to [0, 1] by the fitted range.
 
-Every problem with the file is a :class:`~nas_cli.errors.UserError` naming the line, the column,
-the bad value and what is allowed.
+Every problem with the file is a :class:`~predictors.errors.PredictorError` naming the line, the
+column, the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import math
-import pkgutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from nas_cli.errors import UserError
-from search_spaces.base import ArchError
+import search_spaces  # noqa: F401  (importing the package registers every space)
+from predictors.errors import PredictorError
+from search_spaces.base import SPACES, get_space, space_names
+from search_spaces.errors import ArchError
 
 ARCH_COLUMN = "arch"
 
@@ -44,8 +44,9 @@ class Table:
         return [row[self.header.index(name)] for row in self.rows]
 
     def require(self, name: str, role: str) -> None:
+        """Raises PredictorError unless the table has a column ``name``; ``role`` says what it is for."""
         if name not in self.header:
-            raise UserError(f"{self.path}: no column {name!r} ({role}); columns: {', '.join(self.header)}")
+            raise PredictorError(f"{self.path}: no column {name!r} ({role}); columns: {', '.join(self.header)}")
 
     def subset(self, indices: Sequence[int]) -> "Table":
         return dataclasses.replace(
@@ -57,27 +58,27 @@ def read_csv(path) -> Table:
     """Reads a CSV with a header line and at least one data row (blank lines are skipped)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file; pass the path of a CSV with a header line")
+        raise PredictorError(f"{path}: no such file; pass the path of a CSV with a header line")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             lines = [row for row in csv.reader(f)]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path}: not a readable UTF-8 CSV ({e})") from None
+        raise PredictorError(f"{path}: not a readable UTF-8 CSV ({e})") from None
     numbered = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(lines) if any(c.strip() for c in row)]
     if not numbered:
-        raise UserError(f"{path}: the file is empty; expected a header line and data rows")
+        raise PredictorError(f"{path}: the file is empty; expected a header line and data rows")
     (_, header), body = numbered[0], numbered[1:]
     if not body:
-        raise UserError(f"{path}: has a header but no data rows")
+        raise PredictorError(f"{path}: has a header but no data rows")
     bad = [h for h in header if not h]
     if bad:
-        raise UserError(f"{path}: the header has an empty column name; name every column")
+        raise PredictorError(f"{path}: the header has an empty column name; name every column")
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
-        raise UserError(f"{path}: duplicate column name(s) {', '.join(dup)}; column names must be unique")
+        raise PredictorError(f"{path}: duplicate column name(s) {', '.join(dup)}; column names must be unique")
     for line, row in body:
         if len(row) != len(header):
-            raise UserError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}")
+            raise PredictorError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}")
     return Table(str(path), tuple(header), tuple(tuple(r) for _, r in body), tuple(line for line, _ in body))
 
 
@@ -94,17 +95,17 @@ def _parse_float(text: str) -> float | None:
 
 def targets(table: Table, target: str) -> np.ndarray:
     """The target column as float64; empty, non-numeric, NaN or infinite cells are errors."""
-    table.require(target, "the --target column")
+    table.require(target, "the target column")
     out = np.empty(len(table.rows), np.float64)
     for i, text in enumerate(table.column(target)):
         where = f"{table.path}: line {_line(table, i)}, column {target!r}"
         if text == "":
-            raise UserError(f"{where} is empty; every target must be a finite number (drop or fill that row)")
+            raise PredictorError(f"{where} is empty; every target must be a finite number (drop or fill that row)")
         value = _parse_float(text)
         if value is None:
-            raise UserError(f"{where}: {text!r} is not a number; targets must be finite numbers")
+            raise PredictorError(f"{where}: {text!r} is not a number; targets must be finite numbers")
         if not math.isfinite(value):
-            raise UserError(f"{where} is {text}; every target must be a finite number (drop or fill that row)")
+            raise PredictorError(f"{where} is {text}; every target must be a finite number (drop or fill that row)")
         out[i] = value
     return out
 
@@ -116,9 +117,6 @@ class ArchEncoder:
     kind = "arch"
 
     def __init__(self, space_name: str, options: dict | None = None):
-        from search_spaces.base import get_space
-
-        registered_spaces()  # a saved model may name a space whose module is not imported yet
         self.space_name = space_name
         self.options = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
         self.space = get_space(space_name, **self.options)
@@ -132,7 +130,7 @@ class ArchEncoder:
                 try:
                     cache[text] = np.asarray(self.space.features(self.space.decode(text)), np.float32)
                 except ArchError as e:
-                    raise UserError(
+                    raise PredictorError(
                         f"{table.path}: line {_line(table, i)}, column {ARCH_COLUMN!r}: {text!r} is not an "
                         f"architecture of space {self.space_name!r}: {e}"
                     ) from None
@@ -190,7 +188,7 @@ class TableEncoder:
                 j = index[col].get(text)
                 if j is None:
                     seen = ", ".join(self.values[col][:20]) + (" ..." if len(self.values[col]) > 20 else "")
-                    raise UserError(
+                    raise PredictorError(
                         f"{table.path}: line {_line(table, i)}, column {col!r}: value {text!r} was not seen "
                         f"in training; seen values: {seen}"
                     )
@@ -213,9 +211,9 @@ class TableEncoder:
 def _check_cell(table: Table, i: int, col: str, text: str) -> None:
     where = f"{table.path}: line {_line(table, i)}, column {col!r}"
     if text == "":
-        raise UserError(f"{where} is empty; fill it or pass --ignore {col} to leave the column out")
+        raise PredictorError(f"{where} is empty; fill it or ignore column {col!r} to leave it out of the features")
     if text.lower() in ("nan", "-nan", "+nan"):
-        raise UserError(f"{where} is NaN; fill it or pass --ignore {col} to leave the column out")
+        raise PredictorError(f"{where} is NaN; fill it or ignore column {col!r} to leave it out of the features")
 
 
 def encoder_from_json(obj: dict):
@@ -224,26 +222,13 @@ def encoder_from_json(obj: dict):
         return ArchEncoder(obj["space"], obj.get("options"))
     if obj.get("kind") == TableEncoder.kind:
         return TableEncoder(obj["columns"], obj["values"], obj["ranges"])
-    raise ValueError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
-
-
-def registered_spaces() -> list[str]:
-    """Names of every registered space, after importing every module of ``search_spaces``."""
-    import search_spaces
-    from search_spaces.base import space_names
-
-    for info in pkgutil.iter_modules(search_spaces.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"search_spaces.{info.name}")
-    return space_names()
+    raise PredictorError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
 
 
 def detect_space(table: Table) -> str:
     """The one registered space whose ``decode`` accepts every string of the ``arch`` column."""
     archs = sorted(set(table.column(ARCH_COLUMN)))
-    names = registered_spaces()
-    from search_spaces.base import get_space
-
+    names = space_names()
     matches = []
     for name in names:
         space = get_space(name)
@@ -256,15 +241,15 @@ def detect_space(table: Table) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UserError(
+        raise PredictorError(
             f"{table.path}: no registered search space decodes every value of column {ARCH_COLUMN!r} "
-            f"(tried with default options: {', '.join(names) or 'none registered'}); pass --space RUN_DIR (the "
-            f"training run the subnets come from) or --space NAME to see why, or rename the column to use it "
-            f"as a generic categorical feature"
+            f"(tried with default options: {', '.join(names) or 'none registered'}); name the space (or the "
+            f"training run the subnets come from) to see why, or rename the column to use it as a generic "
+            f"categorical feature"
         )
-    raise UserError(
+    raise PredictorError(
         f"{table.path}: column {ARCH_COLUMN!r} decodes in several spaces ({', '.join(matches)}); "
-        f"pass --space NAME to pick one"
+        f"name the space to pick one"
     )
 
 
@@ -274,21 +259,17 @@ def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None
     options = None
     if isinstance(space, tuple):
         space, options = space
-    table.require(target, "the --target column")
+    table.require(target, "the target column")
     for col in ignore:
-        table.require(col, "named by --ignore")
+        table.require(col, "named in ignore")
     if space is not None or (ARCH_COLUMN in table.header and target != ARCH_COLUMN and ARCH_COLUMN not in ignore):
         if space is None:
             space = detect_space(table)
         else:
-            from search_spaces.base import space_names
-
-            registered_spaces()
-            if space not in space_names():
-                raise UserError(f"unknown search space {space!r}; known spaces: {', '.join(space_names())}")
-            table.require(ARCH_COLUMN, f"--space {space} needs canonical architecture strings")
+            SPACES.get(space)  # an unknown name lists the known ones
+            table.require(ARCH_COLUMN, f"space {space!r} needs canonical architecture strings")
         return ArchEncoder(space, options)
     columns = [c for c in table.header if c != target and c not in ignore]
     if not columns:
-        raise UserError(f"{table.path}: no feature columns left besides the target {target!r} and --ignore")
+        raise PredictorError(f"{table.path}: no feature columns left besides the target {target!r} and the ignored ones")
     return TableEncoder.fit(table, columns)

@@ -1,4 +1,4 @@
-"""Ranking and error metrics of a predictor, and k-fold cross-validation by registered name.
+"""Ranking and error metrics of a predictor, and the k-fold splits that cross-validation uses.
 
 A search only needs the predictor to *order* architectures well, so models are compared by
 Kendall tau (tau-b, which handles ties); Spearman rho and RMSE are reported beside it.
@@ -11,12 +11,14 @@ import math
 import numpy as np
 from scipy import stats
 
+from predictors.errors import PredictorError
+
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(y_true, np.float64).reshape(-1)
     b = np.asarray(y_pred, np.float64).reshape(-1)
     if a.shape != b.shape:
-        raise ValueError(f"y_true has {a.size} values but y_pred has {b.size}; pass equal lengths")
+        raise PredictorError(f"y_true has {a.size} values but y_pred has {b.size}; pass equal lengths")
     return a, b
 
 
@@ -63,33 +65,9 @@ def all_metrics(y_true, y_pred) -> dict[str, float]:
 def kfold_indices(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffled k-fold (train, test) index pairs, deterministic per seed."""
     if k < 2:
-        raise ValueError(f"k-fold cross-validation needs k >= 2, got k={k}")
+        raise PredictorError(f"k-fold cross-validation needs k >= 2, got k={k}")
     if n < 2 * k:
-        raise ValueError(f"{n} samples are too few for {k}-fold cross-validation; need at least {2 * k}")
+        raise PredictorError(f"{n} samples are too few for {k}-fold cross-validation; need at least {2 * k}")
     order = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(order, k)
     return [(np.sort(np.concatenate(folds[:i] + folds[i + 1 :])), np.sort(folds[i])) for i in range(k)]
-
-
-def cross_validate(name: str, X, y, k: int = 5, seed: int = 0, **options) -> dict:
-    """k-fold cross-validated metrics of the predictor registered as ``name``.
-
-    Returns ``{"model", "k", "kendall_tau", "spearman", "rmse"}`` (means over folds), their
-    standard deviations under ``"<metric>_std"``, and the per-fold values under ``"folds"``.
-    Fold ``i`` fits ``get_predictor(name, seed=seed + i)``.
-    """
-    from predictors.base import get_predictor  # the registry imports this module
-
-    X = np.asarray(X, np.float32)
-    y = np.asarray(y, np.float64).reshape(-1)
-    per_fold = []
-    for i, (train, test) in enumerate(kfold_indices(len(y), k, seed)):
-        model = get_predictor(name, seed=seed + i, **options).fit(X[train], y[train])
-        per_fold.append(all_metrics(y[test], model.predict(X[test])))
-    out: dict = {"model": name, "k": k}
-    for key in ("kendall_tau", "spearman", "rmse"):
-        values = np.array([f[key] for f in per_fold])
-        out[key] = float(values.mean())
-        out[f"{key}_std"] = float(values.std())
-    out["folds"] = per_fold
-    return out

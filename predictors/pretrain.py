@@ -7,8 +7,12 @@ its accuracy fit from features that already mean something, which helps most wit
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+import predictors.ensemble_mlp as engine
+from predictors.errors import PredictorError
 from search_spaces.base import SearchSpace
 
 STAT_NAMES = ("log_flops", "log_params")
@@ -22,7 +26,7 @@ def has_stats(space: SearchSpace) -> bool:
 def arch_stats(space: SearchSpace, archs) -> np.ndarray:
     """``(N, 2)`` log FLOPs and log params of ``archs`` (logs: both span orders of magnitude)."""
     if not has_stats(space):
-        raise ValueError(
+        raise PredictorError(
             f"space {space.name!r} does not count FLOPs/params, so it has no free statistics to pretrain on"
         )
     return np.array([[np.log1p(space.flops(a)), np.log1p(space.params(a))] for a in archs], np.float64)
@@ -61,54 +65,43 @@ class StatFeatures:
         self._scale = 1.0
 
     def fit(self, Xu: np.ndarray, stats: np.ndarray) -> "StatFeatures":
-        import jax  # noqa: PLC0415
-        import jax.numpy as jnp  # noqa: PLC0415
-
-        from predictors.mlp import _init_member, _pad_rows, _train  # noqa: PLC0415
-
+        """Learns the standardised ``stats (M, S)`` from ``Xu (M, F)``; returns ``self``."""
         c = self.config
         Xu = np.asarray(Xu, np.float32)
         stats = np.asarray(stats, np.float64)
         std = stats.std(0)
         S = ((stats - stats.mean(0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
         sizes = (Xu.shape[1], *c["hidden"], S.shape[1])
-        params = jax.vmap(lambda k: _init_member(k, sizes))(jax.random.split(jax.random.key(self.seed), 1))
-        Xp, Sp = _pad_rows(Xu), _pad_rows(S)
-        weights = jnp.pad(jnp.ones((1, len(Xu))), ((0, 0), (0, len(Xp) - len(Xu))))
-        params = _train(params, Xp, Sp, weights, steps=c["steps"], lr=c["lr"], weight_decay=c["weight_decay"])
+        params = engine.init_members(jax.random.split(jax.random.key(self.seed), 1), sizes)
+        Xp, Sp = engine.pad_rows(Xu), engine.pad_rows(S)
+        weights = engine.pad_weights(jnp.ones((1, len(Xu))), len(Xp))
+        params = engine.train(params, Xp, Sp, weights, steps=c["steps"], lr=c["lr"], weight_decay=c["weight_decay"])
         self._params = [(np.asarray(w[0]), np.asarray(b[0])) for w, b in params]
         # together the stat columns carry `weight` times the encoding's total variance
         x_var = float(Xu.var(0).sum())
-        p_var = float(self._predict_stats(Xu).var(0).sum())
+        p_var = float(engine.forward_numpy(self._params, Xu).var(0).sum())
         self._scale = float(np.sqrt(c["weight"] * x_var / p_var)) if p_var > 0 and x_var > 0 else 1.0
         return self
-
-    def _predict_stats(self, X: np.ndarray) -> np.ndarray:
-        h = np.asarray(X, np.float32)
-        for w, b in self._params[:-1]:
-            h = np.maximum(h @ w + b, 0.0)
-        w, b = self._params[-1]
-        return h @ w + b
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """``X (N, F)`` with the ``S`` predicted statistics appended: ``(N, F + S)`` float32."""
         X = np.asarray(X, np.float32)
-        return np.concatenate([X, (self._scale * self._predict_stats(X)).astype(np.float32)], axis=1)
+        stats = engine.forward_numpy(self._params, X)
+        return np.concatenate([X, (self._scale * stats).astype(np.float32)], axis=1)
 
-    # --- saving, inside a predictor's files ------------------------------------------------------
+    # --- state, saved inside a predictor's files ---------------------------------------------
+    #: prefix of this network's arrays among the predictor's own
     PREFIX = "pretrain_"
 
-    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        from predictors.mlp import layers_to_arrays  # noqa: PLC0415
-
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able metadata and named arrays (``pretrain_w0``, ...) that :meth:`from_state` reads."""
         meta = {"seed": self.seed, "config": self.config, "scale": self._scale, "layers": len(self._params)}
-        return meta, layers_to_arrays(self._params, self.PREFIX)
+        return meta, engine.layers_to_arrays(self._params, self.PREFIX)
 
     @classmethod
-    def restore(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "StatFeatures":
-        from predictors.mlp import layers_from_arrays  # noqa: PLC0415
-
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "StatFeatures":
+        """The fitted network :meth:`to_state` described; ``arrays`` may hold other arrays too."""
         self = cls(seed=meta["seed"], **meta["config"])
         self._scale = float(meta["scale"])
-        self._params = layers_from_arrays(arrays, meta["layers"], cls.PREFIX)
+        self._params = engine.layers_from_arrays(arrays, meta["layers"], cls.PREFIX)
         return self

@@ -12,10 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from nas_cli.errors import UserError
-from predictors.base import Predictor, get_predictor, load_predictor, predictor_names
+from predictors.base import Predictor, check_predictor_name, get_predictor, load_predictor
+from predictors.cross_validation import cross_validate
 from predictors.data import ArchEncoder, Table, encoder_from_json, make_encoder, read_csv, targets
-from predictors.metrics import all_metrics, cross_validate, kfold_indices
+from predictors.errors import PredictorError
+from predictors.files import atomic_write_json
+from predictors.metrics import all_metrics, kfold_indices
 from predictors.pretrain import has_stats, random_pretrain_set
 
 ENCODING_FILE = "encoding.json"
@@ -33,33 +35,27 @@ class TableModel:
         return self.predictor.predict(self.encoder.transform(table))
 
     def save(self, path) -> None:
-        from predictors.files import atomic_write_json
-
+        """Writes the predictor's files and ``encoding.json`` into the directory ``path``."""
         self.predictor.save(path)
         atomic_write_json(Path(path) / ENCODING_FILE, {"target": self.target, "encoder": self.encoder.to_json()})
 
 
 def load_table_model(path) -> TableModel:
-    """Loads what :meth:`TableModel.save` wrote; a missing or foreign directory is a UserError."""
+    """Loads what :meth:`TableModel.save` wrote; a missing or foreign directory is a PredictorError."""
     path = Path(path)
     if not (path / ENCODING_FILE).is_file():
-        raise UserError(f"{path} is not a saved predictor (no {ENCODING_FILE}); make one with `nas predictor fit`")
+        raise PredictorError(f"{path} is not a saved predictor (no {ENCODING_FILE}); fit_table makes one")
     try:
         predictor = load_predictor(path)
         meta = json.loads((path / ENCODING_FILE).read_text())
         encoder = encoder_from_json(meta["encoder"])
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: cannot load the predictor ({e})") from None
+        raise PredictorError(f"{path}: cannot load the predictor ({e})") from None
     return TableModel(encoder, predictor, meta.get("target", ""))
 
 
-def _check_model(model: str) -> None:
-    if model not in predictor_names():
-        raise UserError(f"unknown model {model!r}; known models: {', '.join(predictor_names())}")
-
-
 def fit_table(
-    path,
+    data: str | Path | Table,
     target: str,
     model: str = "auto",
     space: str | tuple[str, dict] | None = None,
@@ -69,7 +65,8 @@ def fit_table(
     holdout: float = 0.2,
     pretrain_samples: int = 0,
 ) -> tuple[TableModel, dict]:
-    """Fits ``model`` on a CSV and reports held-out and k-fold tau, rho and RMSE.
+    """Fits ``model`` on a CSV (a path, or a table :func:`read_csv` read) and reports held-out and
+    k-fold tau, rho and RMSE.
 
     The held-out figures fit on a seeded ``1 - holdout`` split and score the rest; the k-fold
     figures cross-validate on all rows (for ``auto``: the CV of the model it chose, the same CV
@@ -80,27 +77,30 @@ def fit_table(
       pretrain_samples: if > 0, pretrain on the FLOPs/params of this many random architectures of
         the table's space (arch tables of a space with FLOPs/params; every model: see
         ``Predictor.fit``).
+
+    Raises:
+      PredictorError: a bad table, name or value (the message says which).
     """
-    _check_model(model)
+    check_predictor_name(model, "model")
     if k < 2:
-        raise UserError(f"--folds must be at least 2, got {k}")
+        raise PredictorError(f"folds {k}: k-fold cross-validation needs at least 2 folds")
     if not 0.0 < holdout < 1.0:
-        raise UserError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
-    table = read_csv(path)
+        raise PredictorError(f"holdout {holdout}: must be a fraction between 0 and 1")
+    table = data if isinstance(data, Table) else read_csv(data)
     encoder = make_encoder(table, target, space=space, ignore=ignore)
     X = encoder.transform(table)
     y = targets(table, target)
     n = len(y)
     n_test = int(round(holdout * n))
     if n < 2 * k or n_test < 2 or n - n_test < 2 * k:
-        raise UserError(
+        raise PredictorError(
             f"{table.path}: {n} rows are too few to report held-out and {k}-fold figures; "
             f"need at least {int(np.ceil(2 * k / (1 - holdout))) + 1} rows"
         )
     pretrain = None
     if pretrain_samples > 0:
         if not isinstance(encoder, ArchEncoder) or not has_stats(encoder.space):
-            raise UserError("pretraining needs an arch table of a space that counts FLOPs/params")
+            raise PredictorError("pretraining needs an arch table of a space that counts FLOPs/params")
         pretrain = random_pretrain_set(encoder.space, pretrain_samples, seed=seed)
 
     order = np.random.default_rng(seed).permutation(n)
@@ -141,5 +141,5 @@ def evaluate_table(model_path, path, target: str) -> dict:
     table = read_csv(path)
     y = targets(table, target)
     if len(y) < 2:
-        raise UserError(f"{table.path}: 1 row cannot be ranked; evaluate on at least 2 rows")
+        raise PredictorError(f"{table.path}: 1 row cannot be ranked; evaluate on at least 2 rows")
     return all_metrics(y, model.predict_table(table))

@@ -6,8 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-
-import search_spaces.base
+from search_spaces.base import SPACES, SpaceEntry
 from test_predictor_cli import arch_rows, write_csv
 from test_predictors import ToySpace
 
@@ -21,12 +20,12 @@ def load_bench():
     return module
 
 
-def test_bench_reports_every_model_with_and_without_pretraining(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(search_spaces.base._REGISTRY, "toy-bench", ToySpace)
+def test_bench_reports_every_model_with_and_without_pretraining(tmp_path, capsys):
     data = write_csv(tmp_path / "measured.csv", ["arch", "accuracy", "id"], arch_rows(50, 3))
     bench = load_bench()
-    rc = bench.main([str(data), "--ignore", "id", "--sizes", "16,32,64", "--models", "ridge,mlp",
-                     "--repeats", "1", "--pretrain-samples", "200", "--space", "toy-bench"])
+    with SPACES.scoped("toy-bench", SpaceEntry(ToySpace)):
+        rc = bench.main([str(data), "--ignore", "id", "--sizes", "16,32,64", "--models", "ridge,mlp",
+                         "--repeats", "1", "--pretrain-samples", "200", "--space", "toy-bench"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sizes"] == [16, 32]  # 64 leaves too few test rows

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import search_spaces.base
 from nas_cli.main import app
+from search_spaces.base import SPACES, SpaceEntry
 from test_predictors import ToySpace, toy_accuracy
 
 SPACE = "toy-predictor-test"
@@ -47,10 +47,10 @@ GENERIC_HEADER = ["kernel", "width", "act", "run_id", "acc"]
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Registers the toy space; writes train/test CSVs of both kinds and fits a model on each."""
+    """Registers the toy space for this module's tests; writes train/test CSVs of both kinds and fits a
+    model on each."""
     d = tmp_path_factory.mktemp("predictor_cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+    with SPACES.scoped(SPACE, SpaceEntry(ToySpace)):
         out = {
             "arch_train": write_csv(d / "arch_train.csv", ["arch", "accuracy", "id"], arch_rows(60, 1)),
             "arch_test": write_csv(d / "arch_test.csv", ["arch", "accuracy", "id"], arch_rows(40, 2)),
@@ -80,9 +80,7 @@ def test_arch_table_round_trip_detects_the_space(files):
     assert report["encoding"] == f"arch:{SPACE}"
     assert set(report["holdout"]) == {"kendall_tau", "spearman", "rmse", "n"}
     assert {"kendall_tau", "spearman", "rmse", "k"} <= set(report["cv"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
-        metrics = evaluate_json(files["dir"] / "arch_model", files["arch_test"], "accuracy")
+    metrics = evaluate_json(files["dir"] / "arch_model", files["arch_test"], "accuracy")
     assert list(metrics) == ["kendall_tau", "spearman", "rmse", "n"]
     assert metrics["n"] == 40 and metrics["kendall_tau"] > 0.6
 
@@ -94,8 +92,7 @@ def test_generic_table_round_trip(files):
     assert metrics["kendall_tau"] > 0.6
 
 
-def test_fit_auto_and_explicit_space(files, monkeypatch):
-    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+def test_fit_auto_and_explicit_space(files):
     out = files["dir"] / "auto_model"
     r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--space", SPACE,
                             "--folds", "3", "--out", str(out), "--json"])
@@ -106,8 +103,7 @@ def test_fit_auto_and_explicit_space(files, monkeypatch):
 
 
 @pytest.mark.parametrize("model", ["mlp", "gp"])
-def test_fit_with_pretraining(files, monkeypatch, model):
-    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+def test_fit_with_pretraining(files, model):
     out = files["dir"] / f"{model}_pre"
     r = runner.invoke(app, ["predictor", "fit", str(files["arch_train"]), "--target", "accuracy", "--model", model,
                             "--pretrain-samples", "200", "--out", str(out), "--json"])
@@ -185,8 +181,7 @@ BAD_CASES = [
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input_is_one_line_error_with_exit_2(files, case, monkeypatch):
-    monkeypatch.setitem(search_spaces.base._REGISTRY, SPACE, ToySpace)
+def test_bad_input_is_one_line_error_with_exit_2(files, case):
     args, expected = _bad(files, case)
     if args[0] == "fit" and "--out" not in args:
         args = args + ["--out", str(files["dir"] / "never")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -147,6 +148,24 @@ def test_save_load_gives_identical_predictions(fitted, name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_state_is_a_value_that_rebuilds_the_predictor(fitted, name):
+    meta, arrays = fitted[name].to_state()
+    json.dumps(meta)  # the metadata is JSON, the arrays are numpy arrays
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    again = predictors.from_state(meta, arrays)
+    np.testing.assert_array_equal(again.predict(TEST[0]), fitted[name].predict(TEST[0]))
+
+
+def test_registering_a_taken_name_is_an_error():
+    class AnotherRidge(type(get_predictor("ridge"))):
+        name = "ridge"
+
+    with pytest.raises(ValueError, match="registered already"):
+        predictors.register_predictor(AnotherRidge)
+    assert predictor_names() == ["ridge", "rbf", "gp", "gbt", "mlp", "auto"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_predict_std_where_supported(fitted, name):
     p = fitted[name]
     if p.supports_std:
@@ -175,7 +194,7 @@ def test_every_model_pretrains_saves_and_reloads(name, pretrain, tmp_path):
     pred = p.predict(TEST[0])
     assert np.all(np.isfinite(pred))
     # natively pretrained models keep their own network; the others carry the stat network
-    assert (p._pretrained is None) == p.native_pretrain
+    assert (p.stat_features is None) == p.native_pretrain
     p.save(tmp_path / name)
     np.testing.assert_array_equal(load_predictor(tmp_path / name).predict(TEST[0]), pred)
     if name != "mlp":  # the stat features changed the fit: pretraining is not a no-op
@@ -220,13 +239,29 @@ def test_mlp_pretraining_helps_with_few_samples(pretrain):
 
 
 def test_mlp_does_not_recompile_for_nearby_sizes():
-    from predictors.mlp import _train
+    """Padded row buckets: the training loop and the forward of 70 and 75 rows are one program each."""
+    import jax
+
+    from kernels.tests.compilations import count_compilations
+    import predictors.ensemble_mlp as engine
 
     X, y = TRAIN
-    get_predictor("mlp").fit(X[:70], y[:70])
-    before = _train._cache_size()
-    get_predictor("mlp").fit(X[:75], y[:75])
-    assert _train._cache_size() == before
+    params = engine.init_members(jax.random.split(jax.random.key(0), 5), (X.shape[1], 64, 64, 1))
+
+    def fit_rows(n):
+        Xp, Yp = engine.pad_rows(X[:n]), engine.pad_rows(y[:n].astype(np.float32)[:, None])
+        weights = np.pad(np.ones((5, n), np.float32), ((0, 0), (0, len(Xp) - n)))
+        return Xp, Yp, weights
+
+    def run(Xp, Yp, weights):
+        fitted = engine.train(params, Xp, Yp, weights, steps=400, lr=3e-3, weight_decay=1e-2)
+        return engine.predict_members(fitted, Xp)
+
+    run(*fit_rows(70))
+    inputs = fit_rows(75)
+    with count_compilations() as c:
+        run(*inputs)
+    assert c.n == 0
 
 
 def test_bad_inputs_say_what_to_do(fitted):

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from nas_cli.commands._common import user_errors
+from predictors import PREDICTORS
 
 predictor_app = typer.Typer(
     help="Fit accuracy predictors on measured architectures (CSV) and evaluate them by Kendall tau.",
@@ -35,7 +36,8 @@ def fit(
     data: Path = typer.Argument(..., help="CSV: a column `arch` of canonical strings, or any table of categorical columns."),
     target: str = typer.Option(..., "--target", help="Column to predict, e.g. accuracy."),
     out: Path = typer.Option(..., "--out", help="Directory to save the fitted predictor in."),
-    model: str = typer.Option("auto", "--model", help="ridge, rbf, gp, gbt, mlp or auto (best k-fold tau)."),
+    model: str = typer.Option("auto", "--model", help=f"One of {', '.join(PREDICTORS.names())} "
+                              "(auto: the one with the best k-fold tau)."),
     space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column: a name, or the training run directory the subnets come from (its space's options). Default: detected."),
     ignore: List[str] = typer.Option([], "--ignore", help="Column to leave out of the features (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
@@ -48,12 +50,22 @@ def fit(
 ) -> None:
     """Fit a predictor on DATA, report held-out and k-fold tau/rho/RMSE, save it to --out."""
     from nas_cli.errors import UserError
-    from predictors.tabular import fit_table
+    from predictors import check_predictor_name, fit_table, read_csv
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory to save the predictor in")
+    # The flags are checked here, so that their messages name them; the library checks the values.
+    check_predictor_name(model, "model")
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if not 0.0 < holdout < 1.0:
+        raise UserError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
+    table = read_csv(data)
+    table.require(target, "the --target column")
+    for col in ignore:
+        table.require(col, "named by --ignore")
     table_model, report = fit_table(
-        data, target, model=model, space=_space(space), ignore=ignore, seed=seed, k=folds, holdout=holdout,
+        table, target, model=model, space=_space(space), ignore=ignore, seed=seed, k=folds, holdout=holdout,
         pretrain_samples=pretrain_samples,
     )
     table_model.save(out)
@@ -109,7 +121,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print {kendall_tau, spearman, rmse, n} as JSON."),
 ) -> None:
     """Score a saved predictor on DATA by Kendall tau, Spearman rho and RMSE."""
-    from predictors.tabular import evaluate_table
+    from predictors import evaluate_table
 
     metrics = evaluate_table(model, data, target)
     if as_json:
@@ -121,10 +133,8 @@ def evaluate(
 @predictor_app.command("list")
 def list_models() -> None:
     """List the registered predictor models."""
-    from predictors import get_predictor, predictor_names
-
-    for name in predictor_names():
-        p = get_predictor(name)
+    for name in PREDICTORS.names():
+        p = PREDICTORS.get(name)()
         flags = [f for f, on in (("std", p.supports_std), ("native pretraining", p.native_pretrain)) if on]
         typer.echo(name + (f"  ({', '.join(flags)})" if flags else ""))
 
