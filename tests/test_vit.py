@@ -97,7 +97,7 @@ def test_largest_grid_uses_the_stored_position_embeddings():
     logits, stats = jax.jit(lambda p, x, a: space.supernet_apply(p, None, x, a, mode="calib"))(params, x, arr)
     assert stats == {}
     static = space.extract(params, stats, arch)
-    assert static.pos.shape == (37, 24)
+    assert static.stem.pos.shape == (37, 24)
     np.testing.assert_allclose(static(x), logits, rtol=0, atol=1e-4)
 
 
