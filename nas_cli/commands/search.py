@@ -21,6 +21,8 @@ from nas_cli.search import (
 from nas_cli.search.pipeline import DEFAULT_TABLE_SPACE
 from predictors import predictor_names
 
+_D = SearchConfig()  # the defaults of the options
+
 
 @user_errors
 def search(
@@ -32,21 +34,21 @@ def search(
                                                "'1.2G', '5e8' or '60%' of the largest subnet's."),
     params_budget: Optional[str] = typer.Option(None, "--params-budget", help="Parameter budget: '5M', "
                                                 "'2e6' or '60%' of the largest subnet's."),
-    objectives: str = typer.Option("accuracy,latency", "--objectives", help="Comma-separated objectives among "
+    objectives: str = typer.Option(",".join(_D.objectives), "--objectives", help="Comma-separated objectives among "
                                    "accuracy (max), latency, flops, params (min). With a table, "
                                    "'accuracy=COL,latency=COL' names its columns."),
-    algorithm: str = typer.Option("nsga2", "--algorithm", help=f"{' | '.join(ALGORITHMS.names())} "
+    algorithm: str = typer.Option(_D.algorithm, "--algorithm", help=f"{' | '.join(ALGORITHMS.names())} "
                                   "(the inner search in predictor mode)."),
-    population: int = typer.Option(20, "--population", help="Population size per generation."),
-    generations: int = typer.Option(10, "--generations", help="Generations (of the inner search in predictor mode)."),
+    population: int = typer.Option(_D.population, "--population", help="Population size per generation."),
+    generations: int = typer.Option(_D.generations, "--generations", help="Generations (of the inner search in predictor mode)."),
     evaluations: Optional[int] = typer.Option(None, "--evaluations", help="Predictor-in-the-loop: spend exactly "
                                               "this many true evaluations (table look-ups count too)."),
-    predictor: str = typer.Option("auto", "--predictor", help="Accuracy predictor in predictor mode "
+    predictor: str = typer.Option(_D.predictor, "--predictor", help="Accuracy predictor in predictor mode "
                                   f"({', '.join(predictor_names())})."),
     initial: Optional[int] = typer.Option(None, "--initial", help="Predictor mode: size of the initial "
                                           "space-filling design (default: a quarter of --evaluations)."),
-    batch: int = typer.Option(8, "--batch", help="Predictor mode: architectures measured per iteration."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same front."),
+    batch: int = typer.Option(_D.batch, "--batch", help="Predictor mode: architectures measured per iteration."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Random seed; the same seed gives the same front."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN_DIR/search). "
                                        "An unfinished search there is resumed."),
     benchmark_table: Optional[Path] = typer.Option(None, "--benchmark-table", help="A CSV benchmark table "
