@@ -1,4 +1,8 @@
-"""Training configuration: a frozen dataclass filled from a JSON config file, then CLI flags."""
+"""Training configuration: a frozen dataclass filled from a JSON config file, then CLI flags.
+
+A :class:`TrainConfig` is validated when it is built, so every one that exists is valid: nothing
+downstream checks it again.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,30 @@ from typing import Any
 
 from nas_cli.data import DATASETS
 from nas_cli.errors import UserError
+from search_spaces import supernet_space_names
 
-RECIPES = ("sandwich", "progressive")
-SAMPLERS = ("uniform", "complexity")
+#: training recipes, with what each does per step (help texts are built from these)
+RECIPES = {
+    "sandwich": "largest + smallest + random subnets per step, in-place distillation",
+    "progressive": "OFA: largest, then kernel, depth, width",
+}
+#: subnet samplers, with what each does
+SAMPLERS = {
+    "uniform": "every gene uniform",
+    "complexity": "bound the FLOPs jump between consecutive samples, ElasticViT",
+}
+#: weight-shared layer implementations
 KERNELS = ("auto", "xla", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Everything that decides a training run; ``config.json`` of a run holds exactly these keys.
+
+    Raises:
+      UserError: (when built) a value out of range or not among the known names, naming it.
+    """
+
     space: str = "mobilenetv3-tiny"
     dataset: str = "digits"
     data_dir: str | None = None
@@ -40,9 +60,7 @@ class TrainConfig:
     kernels: str = "auto"
     fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
 
-    def validate(self) -> "TrainConfig":
-        from search_spaces import supernet_space_names
-
+    def __post_init__(self) -> None:
         supernet_spaces = supernet_space_names()
         if self.space not in supernet_spaces:
             raise UserError(f"--space {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}")
@@ -69,15 +87,11 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
-            return dataclasses.replace(self, val_fraction=self.validation_fraction)
-        return self
+            object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
 
-    @property
-    def validation_fraction(self) -> float:
-        """``val_fraction``, or the dataset's default: 0.2 of small digits, 0.1 otherwise."""
-        if self.val_fraction is not None:
-            return self.val_fraction
-        return 0.2 if self.dataset == "digits" else 0.1
+    def validate(self) -> "TrainConfig":
+        """The config itself: it was validated when built (kept for callers of the older API)."""
+        return self
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -87,17 +101,24 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        """The config of ``data`` (keys as the fields; ``source`` names it in errors)."""
+        check_keys(data, source)
         data = dict(data)
         if data.get("resolutions") is not None:
             data["resolutions"] = tuple(int(r) for r in data["resolutions"])
         return cls(**data)
 
 
+def check_keys(data: dict[str, Any], source: str) -> None:
+    """Raises UserError if ``data`` holds a key that is no TrainConfig field, listing the fields."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a JSON config file; unknown keys are an error, values are checked with the flags."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config {path} does not exist")
@@ -107,7 +128,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path} must hold a JSON object of TrainConfig keys")
-    TrainConfig.from_json(data, source=str(path))  # reject unknown keys early
+    check_keys(data, str(path))  # reject unknown keys early
     return data
 
 
@@ -117,4 +138,4 @@ def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> T
     if config_file is not None:
         data.update(load_config_file(config_file))
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_json(data).validate()
+    return TrainConfig.from_json(data)

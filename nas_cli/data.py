@@ -11,12 +11,12 @@ import dataclasses
 import gzip
 import struct
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from nas_cli.errors import UserError
-
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+from search_spaces.registry import Registry
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -53,15 +53,23 @@ class Dataset:
         return tuple(self.train.images.shape[1:])
 
 
-def _expected_layout(name: str) -> str:
-    if name in ("mnist", "fashion-mnist"):
-        return "the four original IDX files " + ", ".join(_IDX_FILES.values())
-    return "the CIFAR-10 binary version: " + ", ".join(_CIFAR_TRAIN) + f", {_CIFAR_TEST}"
+class DatasetSource(NamedTuple):
+    """A registered dataset: how to read its (train, test) splits, and what ``data_dir`` must hold.
+
+    ``load(data_dir, seed)`` gets ``data_dir=None`` when ``layout`` is None (a bundled dataset).
+    """
+
+    load: Callable[[Path | None, int], tuple[Split, Split]]
+    layout: str | None = None
+
+
+_IDX_LAYOUT = "the four original IDX files " + ", ".join(_IDX_FILES.values())
+_CIFAR_LAYOUT = "the CIFAR-10 binary version: " + ", ".join(_CIFAR_TRAIN) + f", {_CIFAR_TEST}"
 
 
 def _need(path: Path, name: str) -> Path:
     if not path.is_file():
-        raise UserError(f"missing dataset file {path} for {name!r}; --data-dir must hold {_expected_layout(name)}")
+        raise UserError(f"missing dataset file {path} for {name!r}; --data-dir must hold {DATASETS.get(name).layout}")
     return path
 
 
@@ -104,13 +112,13 @@ def _read_cifar(path: Path) -> Split:
     return Split(np.ascontiguousarray(images), labels)
 
 
-def _load_cifar10(data_dir: Path) -> tuple[Split, Split]:
+def _load_cifar10(data_dir: Path, seed: int) -> tuple[Split, Split]:
     parts = [_read_cifar(_need(data_dir / f, "cifar10")) for f in _CIFAR_TRAIN]
     train = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
     return train, _read_cifar(_need(data_dir / _CIFAR_TEST, "cifar10"))
 
 
-def _load_digits(seed: int) -> tuple[Split, Split]:
+def _load_digits(data_dir: None, seed: int) -> tuple[Split, Split]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -120,6 +128,19 @@ def _load_digits(seed: int) -> tuple[Split, Split]:
     n_test = len(labels) // 5
     test, train = order[:n_test], order[n_test:]
     return Split(images[train], labels[train]), Split(images[test], labels[test])
+
+
+#: every dataset ``load_dataset`` reads, by name; a new one is a loader plus one line here
+DATASETS: Registry[DatasetSource] = Registry("dataset")
+DATASETS.register("digits", DatasetSource(_load_digits))
+DATASETS.register("mnist", DatasetSource(lambda d, seed: _load_idx_dataset("mnist", d), _IDX_LAYOUT))
+DATASETS.register("fashion-mnist", DatasetSource(lambda d, seed: _load_idx_dataset("fashion-mnist", d), _IDX_LAYOUT))
+DATASETS.register("cifar10", DatasetSource(_load_cifar10, _CIFAR_LAYOUT))
+
+
+def dataset_names() -> list[str]:
+    """The datasets ``load_dataset`` knows, in registration order."""
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -133,7 +154,7 @@ def load_dataset(
     """Loads ``name`` and holds out ``val_fraction`` of the training data for validation.
 
     Args:
-      name: one of DATASETS.
+      name: one of :func:`dataset_names`.
       data_dir: folder with the dataset's original files (not used for digits, which is bundled).
       val_fraction: fraction of the training split held out as validation (stratification is not
         needed at these sizes; the split is a seeded permutation).
@@ -147,15 +168,16 @@ def load_dataset(
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val_fraction {val_fraction} must be between 0 and 1")
-    if name == "digits":
-        train, test = _load_digits(seed)
+    source = DATASETS.get(name)
+    if source.layout is None:  # bundled
+        train, test = source.load(None, seed)
     else:
         if data_dir is None:
-            raise UserError(f"dataset {name!r} needs --data-dir pointing at {_expected_layout(name)}")
+            raise UserError(f"dataset {name!r} needs --data-dir pointing at {source.layout}")
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
-            raise UserError(f"--data-dir {data_dir} does not exist; it must hold {_expected_layout(name)}")
-        train, test = _load_cifar10(data_dir) if name == "cifar10" else _load_idx_dataset(name, data_dir)
+            raise UserError(f"--data-dir {data_dir} does not exist; it must hold {source.layout}")
+        train, test = source.load(data_dir, seed)
 
     order = np.random.default_rng(seed + 1).permutation(len(train))
     n_val = max(1, int(round(len(train) * val_fraction)))

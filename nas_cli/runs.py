@@ -59,7 +59,7 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.validation_fraction, seed=cfg.seed,
+    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
                         limit_train=cfg.limit_train)
 
 

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nas_cli.errors import UserError
-from search_spaces.base import Arch, ArchError, SearchSpace
+from search_spaces.base import Arch, ArchError, SearchSpace, get_space
 
 ARCH_COLUMN = "arch_str"
 #: metrics a table may hold that are exact and free (counted, not measured): ``estimate`` serves them
@@ -152,3 +152,19 @@ def write_table(path: Path, rows: Sequence[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def open_table_evaluator(path: Path, space_name: str, objective_columns: Sequence[tuple[str, str | None]],
+                         budget_metrics: Sequence[str]) -> TableEvaluator:
+    """The evaluator of `nas search --benchmark-table`: the objectives' columns (a metric's own name
+    when none is given), the budgets' metrics, and accuracy, latency, flops, params where present.
+
+    Raises:
+      UserError: unknown space, a missing file or column, a row the space cannot read.
+    """
+    space = get_space(space_name)
+    columns = {m: (c or m) for m, c in objective_columns}
+    for m in budget_metrics:
+        columns.setdefault(m, m)
+    optional = {m: m for m in ("accuracy", "latency", *CHEAP) if m not in columns}
+    return TableEvaluator(space, path, columns, optional)

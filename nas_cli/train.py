@@ -4,6 +4,10 @@ Sandwich rule (BigNAS / AttentiveNAS): every step trains the largest subnet on t
 smallest and ``num_random`` sampled subnets on the largest one's soft predictions, and applies the
 summed gradient once. Progressive shrinking (OFA): the largest network first, then elastic kernel,
 then depth, then width, where entering the width phase sorts each block's channels by importance.
+
+The named steps: :func:`sample_subnet` (a pure function of the sampler state and a generator),
+:func:`train_step` (one optimiser step over a :class:`TrainState`), and :func:`train_supernet`,
+the epoch loop that checkpoints, logs and resumes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,49 +28,169 @@ from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, batches
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
-from predictors.files import atomic_write_json, atomic_write_text
 from nas_cli.subnet import SubnetEvaluator
-from search_spaces.base import Arch, ArchError, SupernetSpace
+from predictors.files import atomic_write_json, atomic_write_text
+from search_spaces.base import Arch, SupernetSpace, Trainer
+
+# --- the subnet sampler: (state, rng) -> (arch, state) ------------------------------------------
 
 
-class SubnetSampler:
-    """Samples subnets for a step: uniform, or complexity-aware (ElasticViT): consecutive samples
-    may differ in FLOPs by at most ``max_jump`` of the space's FLOPs range, which keeps gradients of
-    consecutive subnets from conflicting."""
+class SamplerState(NamedTuple):
+    """What the subnet sampler carries from one sample to the next.
 
-    def __init__(self, space: SupernetSpace, rng: np.random.Generator, kind: str, max_jump: float):
-        self.space, self.rng, self.kind, self.max_jump = space, rng, kind, max_jump
-        lo, hi = space.flops(space.smallest()), space.flops(space.largest())
-        self.window = max_jump * (hi - lo)
-        self.previous: float | None = None
-        self.genes_free = None  # progressive shrinking: which gene names may vary
+    Uniform sampling draws every free gene uniformly; complexity-aware sampling (ElasticViT)
+    redraws (up to 50 times) until the FLOPs differ from the previous sample's by at most
+    ``window``, which keeps gradients of consecutive subnets from conflicting.
+    """
 
-    def _draw(self) -> Arch:
-        genes = self.space.genes
-        genome = []
-        for gene in genes:
-            if self.genes_free is None or any(tag in gene.name for tag in self.genes_free):
-                genome.append(self.rng.integers(len(gene.choices)))
-            else:
-                genome.append(len(gene.choices) - 1)  # held at the largest choice
-        return self.space.from_genome(genome)
+    kind: str  # "uniform" | "complexity"
+    window: float  # the largest FLOPs jump between consecutive samples (complexity)
+    genes_free: tuple[str, ...] | None = None  # progressive shrinking: tags of the genes that may vary
+    previous: float | None = None  # FLOPs of the last sample
 
-    def sample(self) -> Arch:
-        arch = self._draw()
-        if self.kind == "complexity" and self.previous is not None:
-            for _ in range(50):
-                if abs(self.space.flops(arch) - self.previous) <= self.window:
-                    break
-                arch = self._draw()
-        self.previous = self.space.flops(arch)
-        return arch
+
+def init_sampler(space: SupernetSpace, kind: str, max_jump: float) -> SamplerState:
+    """A sampler state; ``max_jump`` is a fraction of the space's FLOPs range (smallest to largest)."""
+    lo, hi = space.flops(space.smallest()), space.flops(space.largest())
+    return SamplerState(kind, max_jump * (hi - lo))
+
+
+def _draw(space: SupernetSpace, genes_free: tuple[str, ...] | None, rng: np.random.Generator) -> Arch:
+    genome = []
+    for gene in space.genes:
+        if genes_free is None or any(tag in gene.name for tag in genes_free):
+            genome.append(rng.integers(len(gene.choices)))
+        else:
+            genome.append(len(gene.choices) - 1)  # held at the largest choice
+    return space.from_genome(genome)
+
+
+def sample_subnet(space: SupernetSpace, state: SamplerState, rng: np.random.Generator) -> tuple[Arch, SamplerState]:
+    """One subnet drawn with ``rng`` (which it advances) and the sampler state after it."""
+    arch = _draw(space, state.genes_free, rng)
+    if state.kind == "complexity" and state.previous is not None:
+        for _ in range(50):
+            if abs(space.flops(arch) - state.previous) <= state.window:
+                break
+            arch = _draw(space, state.genes_free, rng)
+    return arch, state._replace(previous=space.flops(arch))
+
+
+def sample_subnets(space: SupernetSpace, state: SamplerState, rng: np.random.Generator,
+                   n: int) -> tuple[list[Arch], SamplerState]:
+    """``n`` consecutive samples of :func:`sample_subnet`."""
+    archs = []
+    for _ in range(n):
+        arch, state = sample_subnet(space, state, rng)
+        archs.append(arch)
+    return archs, state
+
+
+# --- one optimiser step -----------------------------------------------------------------------
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Gradient clipping, then AdamW with linear warm-up and cosine decay to 1% of ``cfg.lr``."""
     total = cfg.epochs * steps_per_epoch
     warmup = min(cfg.warmup_epochs * steps_per_epoch, max(total - 1, 0))
     schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total, warmup + 1), cfg.lr * 0.01)
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+
+
+def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, scale):
+    """``tx``'s update for ``grads * scale``, applied to ``params``: (params, opt_state)."""
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+# tx is static (a tuple of functions): one program per optimiser, parameters and state donated
+_update = jax.jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
+_zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
+
+
+class TrainState(NamedTuple):
+    """The supernet weights and optimiser state (what a checkpoint saves), with the optimiser."""
+
+    params: Any
+    opt_state: Any
+    tx: optax.GradientTransformation
+
+    @classmethod
+    def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
+        """``params`` with a fresh optimiser state."""
+        return cls(params, tx.init(params), tx)
+
+    def apply_gradients(self, grads, scale: float) -> "TrainState":
+        """One optimiser update with ``grads * scale``; the old params and opt_state are donated."""
+        params, opt_state = _update(self.tx, grads, self.opt_state, self.params, scale)
+        return self._replace(params=params, opt_state=opt_state)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """The pytrees a checkpoint saves and restores."""
+        return {"params": self.params, "opt_state": self.opt_state}
+
+
+def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch, *,
+               distill: bool = True) -> tuple[TrainState, dict[str, Any]]:
+    """One step over one batch: every arch's gradient summed, then one update scaled by 1/len(archs).
+
+    With ``distill`` and more than one arch, the first arch's softmax (no gradient flows through
+    it) is the soft target of the others: in-place distillation.
+
+    Args:
+      state: the weights and optimiser state before the step (donated).
+      trainer: the space's training formulation.
+      archs: the subnets of this step, the teacher first.
+      batch: (images, labels).
+
+    Returns:
+      The state after the step and ``{"loss": mean loss over archs}`` (a device scalar).
+    """
+    images, labels = batch
+    grads = _zeros(state.params)
+    soft = None
+    step_loss = 0.0
+    for i, arch in enumerate(archs):
+        loss, logits, grads = trainer.accumulate_grad(state.params, grads, arch, images, labels, soft)
+        if i == 0 and distill and len(archs) > 1:
+            soft = jax.nn.softmax(logits)  # the teacher: no gradient flows through it
+        step_loss += loss
+    state = state.apply_gradients(grads, 1.0 / len(archs))
+    return state, {"loss": step_loss / len(archs)}
+
+
+# --- the recipe: phases and the subnets of a step ---------------------------------------------
+
+
+def progressive_phases(space: SupernetSpace) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """OFA progressive shrinking: the largest network alone, then the space's elastic phases, each
+    an equal share of the epochs; a phase's gene-name tags say which genes may vary in it."""
+    return (("largest", ()),) + tuple(space.progressive_phases)
+
+
+def training_phase(cfg: TrainConfig, epoch: int, space: SupernetSpace) -> str:
+    """The phase of (0-based) ``epoch``: "all" for the sandwich rule, else a progressive phase."""
+    if cfg.recipe != "progressive":
+        return "all"
+    phases = progressive_phases(space)
+    return phases[min(epoch * len(phases) // cfg.epochs, len(phases) - 1)][0]
+
+
+def step_archs(cfg: TrainConfig, phase: str, largest: Arch, smallest: Arch, space: SupernetSpace,
+               sampler: SamplerState, rng: np.random.Generator) -> tuple[list[Arch], SamplerState]:
+    """The subnets of one step in ``phase``, the teacher (largest) first, and the sampler state after."""
+    if phase == "largest":
+        return [largest], sampler
+    if phase == "all":  # sandwich rule: largest (teacher), smallest, random
+        sampled, sampler = sample_subnets(space, sampler, rng, cfg.num_random)
+        return [largest, smallest] + sampled, sampler
+    # progressive shrinking: the largest teaches subnets sampled within the current phase
+    sampled, sampler = sample_subnets(space, sampler, rng, max(1, cfg.num_random))
+    return [largest] + sampled, sampler
+
+
+# --- pieces of the run ------------------------------------------------------------------------
 
 
 def resolve_kernels(kind: str, space: SupernetSpace | None = None) -> str:
@@ -84,14 +208,10 @@ def resolve_kernels(kind: str, space: SupernetSpace | None = None) -> str:
     return kind
 
 
-def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset):
-    """The space's supernet training formulation for this backend (for mobilenetv3 see
-    search_spaces/composed.py and search_spaces/elastic_kernels.py for the measurements behind each)."""
-    kernels = resolve_kernels(cfg.kernels, space)
-    try:
-        return space.make_trainer(dataset.mean, dataset.std, cfg.label_smoothing, kernels)
-    except ArchError as e:
-        raise UserError(str(e)) from None
+def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset) -> Trainer:
+    """The space's supernet training formulation for this backend (each space's package documents
+    the measurements behind its formulations)."""
+    return space.make_trainer(dataset.mean, dataset.std, cfg.label_smoothing, resolve_kernels(cfg.kernels, space))
 
 
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
@@ -100,20 +220,7 @@ def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
     return dataset.train.images[order[: min(n, len(order))]]
 
 
-def progressive_phases(space: SupernetSpace) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """OFA progressive shrinking: the largest network alone, then the space's elastic phases, each
-    an equal share of the epochs; a phase's gene-name tags say which genes may vary in it."""
-    return (("largest", ()),) + tuple(space.progressive_phases)
-
-
-def _phase(cfg: TrainConfig, epoch: int, space: SupernetSpace) -> str:
-    if cfg.recipe != "progressive":
-        return "all"
-    phases = progressive_phases(space)
-    return phases[min(epoch * len(phases) // cfg.epochs, len(phases) - 1)][0]
-
-
-def _resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
+def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
     """Whether ``out`` holds an unfinished run of this very config to continue; refuses to touch
     anything else (a finished run, another config, or an existing run without ``resume``)."""
     if not (out / runs.CONFIG).exists():
@@ -123,15 +230,24 @@ def _resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
             raise UserError(f"--out {out} already holds a training run; continue it with --resume, "
                             "or choose another folder")
         return False
-    saved, now = runs.read_config(out).validate(), cfg.validate()
-    differ = [f"{k}: {v!r} in the run, {getattr(now, k)!r} now"
-              for k, v in dataclasses.asdict(saved).items() if v != getattr(now, k)]
+    saved = runs.read_config(out)
+    differ = [f"{k}: {v!r} in the run, {getattr(cfg, k)!r} now"
+              for k, v in dataclasses.asdict(saved).items() if v != getattr(cfg, k)]
     if differ:
         raise UserError(f"--resume: {out} was trained with other settings ({'; '.join(differ)}); "
                         "pass the same settings, or choose another --out")
     if (out / runs.FINAL).exists():
         raise UserError(f"--resume: {out} is already finished ({runs.FINAL} exists); nothing to continue")
     return (out / runs.CHECKPOINT).exists()
+
+
+def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -> tuple[float, float]:
+    """Calibrated accuracy of the largest and smallest subnets (one evaluation for a fixed arch)."""
+    a = evaluator.calibrated_accuracy(params, largest, calib, split)
+    return a, (a if smallest == largest else evaluator.calibrated_accuracy(params, smallest, calib, split))
+
+
+# --- the run ----------------------------------------------------------------------------------
 
 
 def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
@@ -145,9 +261,14 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
 
     Returns:
       The final metrics dict.
+
+    Raises:
+      UserError: kernels this backend cannot run, an ``out`` that holds another or a finished run,
+        a batch larger than the training set, missing data.
     """
+    resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
     out = Path(out)
-    resuming = _resume_point(cfg, out, resume)
+    resuming = resume_point(cfg, out, resume)
     dataset = runs.load_run_dataset(cfg)
     if len(dataset.train) < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the {len(dataset.train)} training images")
@@ -155,25 +276,23 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / runs.METRICS
 
-    params = space.init_supernet(jax.random.key(cfg.seed))
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
-    opt_state = tx.init(params)
+    state = TrainState.create(space.init_supernet(jax.random.key(cfg.seed)), tx)
     start, done = 0, []
     if resuming:
-        state, start = runs.restore_checkpoint(out, {"params": params, "opt_state": opt_state})
-        params, opt_state = jax.tree.map(jnp.asarray, (state["params"], state["opt_state"]))
+        saved, start = runs.restore_checkpoint(out, state.checkpoint_items())
+        params, opt_state = jax.tree.map(jnp.asarray, (saved["params"], saved["opt_state"]))
+        state = TrainState(params, opt_state, tx)
         done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
         log(f"resuming {out} after epoch {start} of {cfg.epochs}")
     else:
         atomic_write_json(out / runs.CONFIG, cfg.to_json())
         metrics_path.unlink(missing_ok=True)
-    update = jax.jit(lambda g, s, p, scale: _apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
-    zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
     net = make_trainer(cfg, space, dataset)
     evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)
-    sampler = SubnetSampler(space, np.random.default_rng(cfg.seed), cfg.sampler, cfg.max_flops_jump)
+    sampler = init_sampler(space, cfg.sampler, cfg.max_flops_jump)
     calib = calibration_images(dataset, cfg.calib_images, cfg.seed)
     largest, smallest = space.largest(), space.smallest()
     fixed = space.decode(cfg.fixed_arch) if cfg.fixed_arch else None
@@ -185,49 +304,43 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
         f"({space.flops(smallest) / 1e6:.2f} MMACs); {len(dataset.train)} train / {len(dataset.val)} val images")
     record = done[-1] if done else {}
     phase_genes = dict(progressive_phases(space))
-    phase = _phase(cfg, start - 1, space) if start else None
+    phase = training_phase(cfg, start - 1, space) if start else None
     if phase is not None:
-        sampler.genes_free = None if phase == "all" else phase_genes[phase]
+        sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
     if start and progress is not None:
         progress(start * steps_per_epoch, cfg.epochs * steps_per_epoch)
     for epoch in range(start, cfg.epochs):
         # Each epoch's data order and subnet samples come from (seed, epoch) alone, so a resumed
         # run repeats exactly what an uninterrupted one does.
         rng = np.random.default_rng([cfg.seed, epoch])
-        sampler.rng, sampler.previous = rng, None
-        new_phase = _phase(cfg, epoch, space)
+        sampler = sampler._replace(previous=None)
+        new_phase = training_phase(cfg, epoch, space)
         if new_phase != phase:
             if new_phase == "width":  # OFA: keep the most important channels when width shrinks
-                params = space.sort_channels(params)
-                opt_state = tx.init(params)
+                state = TrainState.create(space.sort_channels(state.params), tx)
             phase = new_phase
-            sampler.genes_free = None if phase == "all" else phase_genes[phase]
+            sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
         t0 = time.time()
         losses = []
-        for step, (images, labels) in enumerate(batches(dataset.train, cfg.batch_size, rng=rng)):
-            archs = [fixed] if fixed is not None else _step_archs(cfg, phase, largest, smallest, sampler)
-            grads = zeros(params)
-            soft = None
-            step_loss = 0.0
-            for i, arch in enumerate(archs):
-                loss, logits, grads = net.accumulate_grad(params, grads, arch, images, labels, soft)
-                if i == 0 and cfg.distill and len(archs) > 1:
-                    soft = jax.nn.softmax(logits)  # the teacher: no gradient flows through it
-                step_loss += loss
-            params, opt_state = update(grads, opt_state, params, 1.0 / len(archs))
-            losses.append(step_loss / len(archs))
+        for step, batch in enumerate(batches(dataset.train, cfg.batch_size, rng=rng)):
+            if fixed is not None:
+                archs = [fixed]
+            else:
+                archs, sampler = step_archs(cfg, phase, largest, smallest, space, sampler, rng)
+            state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
+            losses.append(metrics["loss"])
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
         loss = float(np.mean([float(v) for v in losses]))
-        val_largest, val_smallest = _both(evaluator, params, largest, smallest, calib, dataset.val)
+        val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
         record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
                   "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
                   "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled()}
         append_jsonl(metrics_path, record)
-        runs.save_checkpoint(out, {"params": params, "opt_state": opt_state}, epoch + 1)
+        runs.save_checkpoint(out, state.checkpoint_items(), epoch + 1)
         log(json.dumps(record))
 
-    test_largest, test_smallest = _both(evaluator, params, largest, smallest, calib, dataset.test)
+    test_largest, test_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.test)
     final = {
         "test_acc_largest": test_largest,
         "test_acc_smallest": test_smallest,
@@ -238,24 +351,3 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     }
     atomic_write_json(out / runs.FINAL, final)
     return final
-
-
-def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -> tuple[float, float]:
-    """Calibrated accuracy of the largest and smallest subnets (one evaluation for a fixed arch)."""
-    a = evaluator.calibrated_accuracy(params, largest, calib, split)
-    return a, (a if smallest == largest else evaluator.calibrated_accuracy(params, smallest, calib, split))
-
-
-def _step_archs(cfg: TrainConfig, phase: str, largest, smallest, sampler: SubnetSampler) -> list:
-    if phase == "largest":
-        return [largest]
-    if phase == "all":  # sandwich rule: largest (teacher), smallest, random
-        return [largest, smallest] + [sampler.sample() for _ in range(cfg.num_random)]
-    # progressive shrinking: the largest teaches subnets sampled within the current phase
-    return [largest] + [sampler.sample() for _ in range(max(1, cfg.num_random))]
-
-
-def _apply_update(tx, grads, opt_state, params, scale):
-    grads = jax.tree.map(lambda g: g * scale, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state

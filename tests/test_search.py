@@ -213,7 +213,7 @@ def _front(out):
     return json.loads((out / "pareto.json").read_text())["front"]
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_strategy_conformance(name, tmp_path):
     cfg = SearchConfig(budgets=BUDGET, algorithm=name, population=6, generations=3, seed=1)
     ev = ToyEvaluator()
@@ -237,7 +237,7 @@ def test_strategy_conformance(name, tmp_path):
     assert _front(tmp_path / "b") == front
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_strategy_conformance_as_inner_search_of_the_predictor_loop(name, tmp_path):
     if not _predictor_available():
         pytest.skip("predictors package not importable")

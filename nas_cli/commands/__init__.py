@@ -1,26 +1,15 @@
-"""Command groups. Each module defines ``register(app)``; add new modules to ``_MODULES``."""
+"""Command groups: each module defines ``register(app)``; a new group is one module plus one line here."""
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
-_MODULES = [
-    "nas_cli.commands.train",
-    "nas_cli.commands.search",
-    "nas_cli.commands.export",
-    "nas_cli.commands.predictor",
-    "nas_cli.commands.latency",
-]
+from nas_cli.commands import export, latency, predictor, search, train
+
+_MODULES = (train, search, export, predictor, latency)
 
 
 def register_all(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # not written yet
-                continue
-            raise
+    """Adds every command group to ``app``, in the order `nas --help` lists them."""
+    for module in _MODULES:
         module.register(app)

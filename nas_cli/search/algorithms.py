@@ -1,10 +1,15 @@
-"""Search strategies found by name, all built on the categorical operators of this package."""
+"""Search strategies found by name, all built on the categorical operators of this package.
+
+A new strategy is one builder function here (or in its own module) plus one line registering it
+in :data:`ALGORITHMS`; the CLI's help, its errors and the conformance tests list the registry.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import types
+from typing import Callable
 
 import numpy as np
 from pymoo.algorithms.moo.moead import ParallelMOEAD
@@ -25,12 +30,10 @@ from nas_cli.search.operators import (
     n_choices,
 )
 from search_spaces.base import SearchSpace
+from search_spaces.registry import Registry
 
-ALGORITHMS = ("nsga2", "nsga3", "agemoea2", "moead", "random")
-
-
-def algorithm_names() -> list[str]:
-    return list(ALGORITHMS)
+#: (n_obj, pop_size, operators, duplicate elimination) -> a fresh pymoo algorithm
+Builder = Callable[[int, int, dict, CanonicalDuplicates], Algorithm]
 
 
 @contextlib.contextmanager
@@ -138,14 +141,49 @@ class RandomSearch(Algorithm):
         self.pop = Population.merge(self.pop, infills)
 
 
+def _nsga2(n_obj: int, pop_size: int, ops: dict, dedup) -> Algorithm:
+    return NSGA2(pop_size=pop_size, eliminate_duplicates=dedup, **ops)
+
+
+def _nsga3(n_obj: int, pop_size: int, ops: dict, dedup) -> Algorithm:
+    return NSGA3(ref_dirs=_ref_dirs(n_obj, pop_size), pop_size=pop_size, eliminate_duplicates=dedup, **ops)
+
+
+def _agemoea2_algorithm(n_obj: int, pop_size: int, ops: dict, dedup) -> Algorithm:
+    return _agemoea2()(pop_size=pop_size, eliminate_duplicates=dedup, **ops)
+
+
+def _moead(n_obj: int, pop_size: int, ops: dict, dedup) -> Algorithm:
+    dirs = _ref_dirs(n_obj, pop_size)
+    return ConstrainedMOEAD(dirs, n_neighbors=max(2, min(10, len(dirs))), **ops)
+
+
+def _random(n_obj: int, pop_size: int, ops: dict, dedup) -> Algorithm:
+    return RandomSearch(pop_size=pop_size, sampling=ops["sampling"], eliminate_duplicates=dedup)
+
+
+#: every search strategy, by name, in the order help texts list them
+ALGORITHMS: Registry[Builder] = Registry("search algorithm")
+ALGORITHMS.register("nsga2", _nsga2)
+ALGORITHMS.register("nsga3", _nsga3)
+ALGORITHMS.register("agemoea2", _agemoea2_algorithm)
+ALGORITHMS.register("moead", _moead)
+ALGORITHMS.register("random", _random)
+
+
+def algorithm_names() -> list[str]:
+    """The registered search strategies, in registration order."""
+    return ALGORITHMS.names()
+
+
 def make_algorithm(name: str, space: SearchSpace, n_obj: int, pop_size: int, *, crossover: str = "uniform"):
     """A fresh (not yet set up) pymoo algorithm registered as ``name`` for ``space``.
 
     Raises:
-      UserError: ``name`` is not one of :data:`ALGORITHMS`, or ``pop_size`` is too small.
+      UserError: ``name`` is not registered in :data:`ALGORITHMS`, or ``pop_size`` is too small.
     """
     if name not in ALGORITHMS:
-        raise UserError(f"unknown search algorithm {name!r}; known algorithms: {', '.join(ALGORITHMS)}")
+        raise UserError(f"unknown search algorithm {name!r}; known algorithms: {', '.join(ALGORITHMS.names())}")
     if pop_size < 2:
         raise UserError(f"population {pop_size} is too small; use at least 2")
     ops = dict(
@@ -154,14 +192,4 @@ def make_algorithm(name: str, space: SearchSpace, n_obj: int, pop_size: int, *, 
         mutation=ArchMutation(n_choices(space)),
         repair=ArchRepair(space),
     )
-    dedup = CanonicalDuplicates(space)
-    if name == "nsga2":
-        return NSGA2(pop_size=pop_size, eliminate_duplicates=dedup, **ops)
-    if name == "agemoea2":
-        return _agemoea2()(pop_size=pop_size, eliminate_duplicates=dedup, **ops)
-    if name == "nsga3":
-        return NSGA3(ref_dirs=_ref_dirs(n_obj, pop_size), pop_size=pop_size, eliminate_duplicates=dedup, **ops)
-    if name == "moead":
-        dirs = _ref_dirs(n_obj, pop_size)
-        return ConstrainedMOEAD(dirs, n_neighbors=max(2, min(10, len(dirs))), **ops)
-    return RandomSearch(pop_size=pop_size, sampling=ops["sampling"], eliminate_duplicates=dedup)
+    return ALGORITHMS.get(name)(n_obj, pop_size, ops, CanonicalDuplicates(space))

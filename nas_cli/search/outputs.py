@@ -113,3 +113,20 @@ def format_front(front: Sequence[dict]) -> str:
         lines.append(f"{r['rank']:>4}  {f(r['accuracy'], '8.4f')}  {f(r['latency_ms'], '10.4f')}  {again}"
                      f"{f(r['flops'], '>12')}  {f(r['params'], '>10')}  {r['arch']}")
     return "\n".join(lines)
+
+
+def format_bounds(bounds: Mapping[str, float]) -> str:
+    """The absolute budgets as text: ``latency <= 1.234 ms, flops <= 3e+05``."""
+    units = {"latency": " ms"}
+    return ", ".join(f"{m} <= {v:.4g}{units.get(m, '')}" for m, v in bounds.items())
+
+
+def latency_warning(front: Sequence[dict], bounds: Mapping[str, float]) -> str | None:
+    """A warning when subnets of the front (latency from a model) measure above the latency budget."""
+    over = [r for r in front if r.get("latency_measured_ms", 0.0) > bounds.get("latency", float("inf"))]
+    if not over:
+        return None
+    worst = max(r["latency_measured_ms"] / r["latency_ms"] - 1 for r in over)
+    return (f"warning: {len(over)} of the {len(front)} subnets on the front measure above the latency "
+            f"budget here (the latency table is off by up to {100 * worst:.0f}%); profile the table on an "
+            "idle machine, fit a learned model (`nas latency fit`), or search without --latency-table")

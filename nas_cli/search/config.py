@@ -1,0 +1,77 @@
+"""What a search is asked to do: objectives, budgets, strategy, effort and seed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nas_cli.errors import UserError
+from nas_cli.evaluation import METRICS
+from nas_cli.search.algorithms import ALGORITHMS
+from nas_cli.search.budgets import BUDGET_UNITS, Budget
+from predictors import predictor_names
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """What a search optimises, under which budgets, with which strategy and effort.
+
+    ``evaluations=None`` is plain mode; an integer switches to predictor-in-the-loop with that
+    many true evaluations (``initial`` of them for the first design, ``batch`` per iteration).
+    A SearchConfig is validated when built.
+
+    Raises:
+      UserError: (when built) the first bad field, naming it and what is allowed.
+    """
+
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    budgets: tuple[Budget, ...] = ()
+    algorithm: str = "nsga2"
+    population: int = 20
+    generations: int = 10
+    evaluations: int | None = None
+    predictor: str = "auto"
+    initial: int | None = None
+    batch: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.objectives if m not in METRICS]
+        if bad:
+            raise UserError(f"unknown objective {bad[0]!r}; known objectives: {', '.join(METRICS)}")
+        if len(self.objectives) < 2:
+            raise UserError(f"a search needs at least two objectives, got {list(self.objectives)}")
+        if self.algorithm not in ALGORITHMS:
+            raise UserError(f"unknown search algorithm {self.algorithm!r}; "
+                            f"known algorithms: {', '.join(ALGORITHMS.names())}")
+        seen = set()
+        for b in self.budgets:
+            if b.metric not in BUDGET_UNITS:
+                raise UserError(f"no budget can be set on {b.metric!r}; budget metrics: {', '.join(BUDGET_UNITS)}")
+            if b.metric in seen:
+                raise UserError(f"two budgets on {b.metric!r}; give one")
+            seen.add(b.metric)
+        for name, low in (("population", 2), ("generations", 1), ("batch", 1)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name} {getattr(self, name)} is too small; use at least {low}")
+        if self.evaluations is not None and self.evaluations < 3:
+            raise UserError(f"--evaluations {self.evaluations} is too small; use at least 3 "
+                            "(the largest and smallest subnets are always measured)")
+        if self.initial is not None and self.initial < 2:
+            raise UserError(f"--initial {self.initial} is too small; use at least 2")
+        # only predictor-in-the-loop uses a predictor; plain mode ignores the name
+        if self.evaluations is not None and self.predictor not in predictor_names():
+            raise UserError(f"--predictor: unknown predictor {self.predictor!r}; "
+                            f"known predictors: {', '.join(predictor_names())}")
+
+    @property
+    def initial_size(self) -> int:
+        """Predictor mode: the size of the initial design."""
+        assert self.evaluations is not None
+        n = self.initial if self.initial is not None else max(4, self.evaluations // 4)
+        return min(n, self.evaluations)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["objectives"] = list(self.objectives)
+        d["budgets"] = [dataclasses.asdict(b) for b in self.budgets]
+        return d

@@ -1,0 +1,68 @@
+"""Choosing which architectures to measure: a space-filling initial design, diverse candidates."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from nas_cli.search.operators import canonical_keys, sample_genomes
+from nas_cli.search.tracking import front_indices
+from search_spaces.base import Arch, SearchSpace
+
+
+def initial_design(space: SearchSpace, n: int, rng: np.random.Generator, fixed: Sequence[Arch] = ()) -> list[Arch]:
+    """``n`` distinct architectures: ``fixed`` first, then a greedy max-min (space-filling) pick from
+    a random pool, by Euclidean distance of predictor features."""
+    chosen = list(dict.fromkeys(space.encode(a) for a in fixed))[:n]
+    pool = list(dict.fromkeys(canonical_keys(space, sample_genomes(space, max(20 * n, 200), rng))))
+    pool = [k for k in pool if k not in set(chosen)]
+    if len(chosen) < n and pool:
+        feats = np.stack([space.features(space.decode(k)) for k in pool])
+        if chosen:
+            ref = np.stack([space.features(space.decode(k)) for k in chosen])
+            dist = np.min(((feats[:, None] - ref[None]) ** 2).sum(-1), axis=1)
+        else:
+            dist = np.full(len(pool), np.inf)
+        taken = np.zeros(len(pool), bool)
+        while len(chosen) < n and not taken.all():
+            i = int(np.argmax(np.where(taken, -1.0, dist)))
+            taken[i] = True
+            chosen.append(pool[i])
+            dist = np.minimum(dist, ((feats - feats[i]) ** 2).sum(-1))
+    return [space.decode(k) for k in chosen]
+
+
+def select_diverse(F: np.ndarray, cv: np.ndarray, k: int, anchors: np.ndarray | None = None) -> list[int]:
+    """Picks ``k`` candidates: predicted-feasible ones by non-dominated front, within a front the one
+    farthest (in normalised objective space) from the anchors and the ones already picked; then
+    the least infeasible. Deterministic (ties go to the lower index).
+
+    Args:
+      F: predicted normalised objectives ``(n, n_obj)``.
+      cv: predicted constraint violation ``(n,)``, ``<= 0`` feasible.
+      anchors: objectives of points already measured on the front ``(m, n_obj)``.
+    """
+    chosen: list[int] = []
+    ref = [a for a in (anchors if anchors is not None else np.zeros((0, F.shape[1])))]
+    left = np.flatnonzero(cv <= 0)
+    while len(chosen) < k and len(left):
+        front = left[front_indices(F[left])]
+        rest = list(front)
+        while rest and len(chosen) < k:
+            if ref:
+                R = np.stack(ref)
+                d = np.min(((F[rest][:, None] - R[None]) ** 2).sum(-1), axis=1)
+                j = int(np.argmax(d))
+            else:
+                j = int(np.argmin(F[rest, 0]))
+            i = rest.pop(j)
+            chosen.append(int(i))
+            ref.append(F[i])
+        left = np.setdiff1d(left, front)
+    infeasible = np.flatnonzero(cv > 0)
+    for i in infeasible[np.argsort(cv[infeasible], kind="stable")]:
+        if len(chosen) >= k:
+            break
+        chosen.append(int(i))
+    return chosen

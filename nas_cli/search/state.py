@@ -1,0 +1,102 @@
+"""What a search directory keeps so that a search resumes: the recorded config and the last state.
+
+A search directory holds ``search_config.json`` (what was asked), ``cache.jsonl`` (every
+measurement), ``state.pkl`` (the last finished iteration: the pickled pymoo algorithm in plain
+mode) and ``search_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import pickle
+from pathlib import Path
+
+from nas_cli.errors import UserError
+from predictors.files import atomic_write_bytes
+
+CONFIG_FILE = "search_config.json"
+CACHE_FILE = "cache.jsonl"
+STATE_FILE = "state.pkl"
+LOG_FILE = "search_log.jsonl"
+STATE_VERSION = 1
+
+
+def same_config(out_dir: Path, wanted: dict) -> bool:
+    """True when ``out_dir`` records this search; False when it records none.
+
+    Raises:
+      UserError: ``out_dir`` records a different search.
+    """
+    path = out_dir / CONFIG_FILE
+    if not path.exists():
+        return False
+    have = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
+    diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+    if diff:
+        details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+        raise UserError(f"{out_dir} holds a different search ({details}); "
+                        "repeat its settings to resume it, or pass another --out")
+    return True
+
+
+def _resolve(module: str, qualname: str):
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _rewrap(func, seed):
+    from pymoo.util import default_random_state
+
+    return default_random_state(seed=seed)(func)
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles pymoo algorithms whose operators hold ``@default_random_state`` functions.
+
+    That decorator returns a closure without ``functools.wraps``, which plain pickle cannot name;
+    we store the module attribute it is bound to (or the wrapped function) instead.
+    """
+
+    def reducer_override(self, obj):
+        if callable(obj) and getattr(obj, "__qualname__", "").startswith("default_random_state.<locals>"):
+            cells = dict(zip(obj.__code__.co_freevars, (c.cell_contents for c in obj.__closure__ or ())))
+            func = cells.get("func")
+            if func is not None:
+                try:
+                    if _resolve(func.__module__, func.__qualname__) is obj:
+                        return _resolve, (func.__module__, func.__qualname__)
+                except (ImportError, AttributeError):
+                    pass
+                return _rewrap, (func, cells.get("default_seed"))
+        return NotImplemented
+
+
+def save_state(out_dir: Path, state: dict) -> None:
+    """Writes the state of the last finished iteration (atomically: a crash keeps the previous one)."""
+    buf = io.BytesIO()
+    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump({"version": STATE_VERSION, **state})
+    atomic_write_bytes(out_dir / STATE_FILE, buf.getvalue())
+
+
+def load_state(out_dir: Path) -> dict | None:
+    """The state :func:`save_state` wrote in ``out_dir``, or None when there is none.
+
+    Raises:
+      UserError: the state was written by another version of the search.
+    """
+    path = out_dir / STATE_FILE
+    if not path.exists():
+        return None
+    stale = UserError(f"{path} was written by another version of nas search; pass another --out")
+    try:
+        state = pickle.loads(path.read_bytes())
+    except (AttributeError, ImportError):  # it names code this version no longer has
+        raise stale from None
+    if state.get("version") != STATE_VERSION:
+        raise stale
+    return state
