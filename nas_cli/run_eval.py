@@ -9,9 +9,9 @@ from typing import Sequence
 from nas_cli import runs
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
-from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
+from predictors.latency import measure_latency
 
 #: inherited-weight validation accuracies, kept in the run directory: every search and every
 #: `nas predictor sample` on this run reuses them (they depend only on the arch and the checkpoint
@@ -101,8 +101,9 @@ class RunEvaluator:
         if self._level_record is None:
             return [self.measured_latency(a) for a in archs]
         from predictors.files import atomic_write_json  # noqa: PLC0415
-        from nas_cli.latency import compile_subnet, time_interleaved  # noqa: PLC0415
-        from predictors.latency import CHUNK, level_of, reference_archs  # noqa: PLC0415
+        from predictors.latency import reference_archs  # noqa: PLC0415
+        # read from the timing module when called, so that tests can replace them there
+        from predictors.latency.timing import CHUNK, compile_subnet, level_of, time_interleaved  # noqa: PLC0415
 
         if self._refs is None:
             self._refs = [compile_subnet(self.space, a) for a in reference_archs(self.space)]
@@ -142,7 +143,7 @@ class RunEvaluator:
 
     def remeasure(self, archs: Sequence) -> list[dict[str, float]]:
         """Extra fields for the final front: with a latency model, each subnet's measured latency
-        (the front timed together, interleaved: nas_cli.latency's protocol)."""
+        (the front timed together, interleaved: predictors.latency.timing's protocol)."""
         if self._table is None:
             return [{} for _ in archs]
         from predictors.latency import measure_archs  # noqa: PLC0415
