@@ -59,7 +59,7 @@ class RunEvaluator:
             self._table = load_latency_model(latency_table, self.space)
         self.latency_calibration = None
         if self._table is not None and calibrate_in is not None:
-            self.latency_calibration = _calibration(self._table, self.space, Path(latency_table),
+            self.latency_calibration = model_calibration(self._table, self.space, Path(latency_table),
                                                     Path(calibrate_in) / LATENCY_CALIBRATION)
         self._latency_scale = self.latency_calibration["scale"] if self.latency_calibration else 1.0
         # without a model: measured latencies at one device speed, that of the search's start
@@ -165,7 +165,7 @@ def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
     return out
 
 
-def _calibration(model, space, source: Path, record: Path) -> dict:
+def model_calibration(model, space, source: Path, record: Path) -> dict:
     """``{"file", "scale", "level_recorded_ms", "level_now_ms"}`` or, where the model cannot be put at
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""

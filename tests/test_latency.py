@@ -243,15 +243,15 @@ def test_learned_model_round_trips_and_corrects_a_biased_table(lut, space, tmp_p
 
 
 def test_a_search_scales_a_model_only_where_it_knows_the_device_and_its_level(lut, space, tmp_path):
-    from nas_cli.run_eval import _calibration
+    from nas_cli.run_eval import model_calibration
 
     table = LatencyTable.load(lut, space)
     elsewhere = LatencyTable({**table.data, "device": {"platform": "gpu", "kind": "NVIDIA H100"}}, space)
-    cal = _calibration(elsewhere, space, lut, tmp_path / "a.json")
+    cal = model_calibration(elsewhere, space, lut, tmp_path / "a.json")
     assert cal["scale"] == 1.0 and "NVIDIA H100" in cal["why"]
     bare = LatencyTable({k: v for k, v in table.data.items() if k != "reference"}, space)
-    assert "no reference" in _calibration(bare, space, lut, tmp_path / "b.json")["why"]
-    measured = _calibration(table, space, lut, tmp_path / "c.json")
+    assert "no reference" in model_calibration(bare, space, lut, tmp_path / "b.json")["why"]
+    measured = model_calibration(table, space, lut, tmp_path / "c.json")
     assert measured["scale"] == pytest.approx(measured["level_now_ms"] / table.reference["level_ms"])
 
 
