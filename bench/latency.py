@@ -1,8 +1,12 @@
 """Latency benchmark: MAPE and Kendall tau of the lookup table and of the learned predictor.
 
-    python bench/latency.py [--space mobilenetv3] [--resolution 32] [--width-mult 1.0] [--in-channels 3]
-        [--num-classes 10] [--samples 100] [--train-samples 100] [--repeats 10] [--rounds 20]
+    python bench/latency.py [--space mobilenetv3] [--resolution R ...] [--width-mult W] [--in-channels C]
+        [--num-classes K] [--samples 100] [--train-samples 100] [--repeats 10] [--rounds 20]
         [--calib-samples 4] [--model ridge] [--seed 0]
+
+Works for every supernet space (``--space``: mobilenetv3, resnet, vit and their -tiny variants);
+options not given are the space's own (the full spaces: 24, 28 and 32 px, 3 channels). The
+mobilenetv3 figures in bench/RESULTS.md are ``--space mobilenetv3 --resolution 32``.
 
 Profiles the table on this device, measures ``--samples`` random subnets end to end (the test set,
 predictors.latency.time_archs) and ``--train-samples`` other random subnets (the learned model's
@@ -36,6 +40,8 @@ from predictors.latency import (  # noqa: E402
     at_level,
     calibrated_predictions,
     fit_latency_model,
+    make_latency_space,
+    profile_steps,
     profile_table,
     reference_archs,
     repeatability,
@@ -43,7 +49,7 @@ from predictors.latency import (  # noqa: E402
     score,
     time_archs,
 )
-from search_spaces import get_space  # noqa: E402
+from search_spaces import supernet_space_names  # noqa: E402
 
 
 def _progress(label: str, total: int):
@@ -56,15 +62,13 @@ def _progress(label: str, total: int):
     return tick
 
 
-def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 1.0, in_channels: int = 3,
-        num_classes: int = 10, samples: int = 100, train_samples: int = 100, repeats: int = 10,
-        calib_samples: int = 4, model: str = "ridge", seed: int = 0, rounds: int = 20) -> dict:
-    options = dict(in_channels=in_channels, num_classes=num_classes, resolutions=tuple(resolutions))
-    if space_name == "mobilenetv3":
-        options["width_mult"] = width_mult
-    space = get_space(space_name, **options)
-    from predictors.latency import profile_steps
-
+def run(space_name: str = "mobilenetv3", resolutions=None, width_mult: float | None = None,
+        in_channels: int | None = None, num_classes: int | None = None, samples: int = 100,
+        train_samples: int = 100, repeats: int = 10, calib_samples: int = 4, model: str = "ridge", seed: int = 0,
+        rounds: int = 20) -> dict:
+    """The figures of one space; options left None are the space's own."""
+    space, options = make_latency_space(space_name, resolutions=resolutions, width_mult=width_mult,
+                                        in_channels=in_channels, num_classes=num_classes)
     t0 = time.perf_counter()
     table = profile_table(space, repeats=repeats, calib_samples=calib_samples, seed=seed, options=options, rounds=rounds,
                           progress=_progress("profile", profile_steps(space, calib_samples)))
@@ -84,7 +88,7 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
     t2 = time.perf_counter()
     out = {
         "space": space_name,
-        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "options": options,
         "device": jax.devices()[0].device_kind,
         "pieces": len(space.latency_pieces()),
         "per_piece_ms": table.data["per_piece_ms"],
@@ -114,11 +118,11 @@ def run(space_name: str = "mobilenetv3", resolutions=(32,), width_mult: float = 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--space", default="mobilenetv3", choices=["mobilenetv3", "mobilenetv3-tiny"])
-    ap.add_argument("--resolution", type=int, action="append", help="repeatable; default 32 (8 for -tiny)")
-    ap.add_argument("--width-mult", type=float, default=1.0)
-    ap.add_argument("--in-channels", type=int, default=3)
-    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--space", default="mobilenetv3", choices=supernet_space_names())
+    ap.add_argument("--resolution", type=int, action="append", help="repeatable; default: the space's")
+    ap.add_argument("--width-mult", type=float, help="full spaces only; default 1.0")
+    ap.add_argument("--in-channels", type=int, help="default: the space's")
+    ap.add_argument("--num-classes", type=int, help="default: the space's")
     ap.add_argument("--samples", type=int, default=100, help="test subnets")
     ap.add_argument("--train-samples", type=int, default=100, help="learned model's training subnets (0: skip)")
     ap.add_argument("--repeats", type=int, default=10)
@@ -127,8 +131,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="ridge")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    resolutions = args.resolution or ([8] if args.space == "mobilenetv3-tiny" else [32])
-    result = run(args.space, resolutions, args.width_mult, args.in_channels, args.num_classes, args.samples,
+    result = run(args.space, args.resolution, args.width_mult, args.in_channels, args.num_classes, args.samples,
                  args.train_samples, args.repeats, args.calib_samples, args.model, args.seed, args.rounds)
     result = {"command": shlex.join([sys.executable, *sys.argv]), **result}
     print(json.dumps(result))

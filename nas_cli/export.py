@@ -15,7 +15,7 @@ from flax import nnx
 from nas_cli import runs
 from nas_cli.errors import UserError
 from predictors.files import atomic_write_bytes, atomic_write_json
-from nas_cli.latency import measure_latency
+from predictors.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
 from search_spaces import get_space

@@ -9,9 +9,9 @@ from typing import Sequence
 from nas_cli import runs
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
-from nas_cli.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.train import calibration_images
+from predictors.latency import measure_latency
 
 #: inherited-weight validation accuracies, kept in the run directory: every search and every
 #: `nas predictor sample` on this run reuses them (they depend only on the arch and the checkpoint
@@ -59,7 +59,7 @@ class RunEvaluator:
             self._table = load_latency_model(latency_table, self.space)
         self.latency_calibration = None
         if self._table is not None and calibrate_in is not None:
-            self.latency_calibration = _calibration(self._table, self.space, Path(latency_table),
+            self.latency_calibration = model_calibration(self._table, self.space, Path(latency_table),
                                                     Path(calibrate_in) / LATENCY_CALIBRATION)
         self._latency_scale = self.latency_calibration["scale"] if self.latency_calibration else 1.0
         # without a model: measured latencies at one device speed, that of the search's start
@@ -101,8 +101,9 @@ class RunEvaluator:
         if self._level_record is None:
             return [self.measured_latency(a) for a in archs]
         from predictors.files import atomic_write_json  # noqa: PLC0415
-        from nas_cli.latency import compile_subnet, time_interleaved  # noqa: PLC0415
-        from predictors.latency import CHUNK, level_of, reference_archs  # noqa: PLC0415
+        from predictors.latency import reference_archs  # noqa: PLC0415
+        # read from the timing module when called, so that tests can replace them there
+        from predictors.latency.timing import CHUNK, compile_subnet, level_of, time_interleaved  # noqa: PLC0415
 
         if self._refs is None:
             self._refs = [compile_subnet(self.space, a) for a in reference_archs(self.space)]
@@ -142,7 +143,7 @@ class RunEvaluator:
 
     def remeasure(self, archs: Sequence) -> list[dict[str, float]]:
         """Extra fields for the final front: with a latency model, each subnet's measured latency
-        (the front timed together, interleaved: nas_cli.latency's protocol)."""
+        (the front timed together, interleaved: predictors.latency.timing's protocol)."""
         if self._table is None:
             return [{} for _ in archs]
         from predictors.latency import measure_archs  # noqa: PLC0415
@@ -164,7 +165,7 @@ def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
     return out
 
 
-def _calibration(model, space, source: Path, record: Path) -> dict:
+def model_calibration(model, space, source: Path, record: Path) -> dict:
     """``{"file", "scale", "level_recorded_ms", "level_now_ms"}`` or, where the model cannot be put at
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""

@@ -1,4 +1,4 @@
-"""``nas latency profile/validate/fit`` on the tiny space at batch 1 with few repeats.
+"""``nas latency profile/validate/fit`` on the tiny spaces at batch 1 with few repeats.
 
 No assertion is about absolute timings (the machine is shared and noisy): only about the file,
 the arithmetic of ``predict``, errors, and the learned model's fit on its own training data.
@@ -13,23 +13,26 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from nas_cli.errors import UserError
 from nas_cli.main import app
 from predictors.latency import (
+    LatencyError,
     LatencyTable,
     LearnedLatencyModel,
     at_level,
     calibrated_predictions,
     fit_latency_model,
+    has_latency_pieces,
     load_latency_model,
     FIT_STREAM,
     VALIDATE_STREAM,
     make_latency_space,
     reference_archs,
     sample_archs,
+    space_spec,
     time_archs,
 )
 from predictors.metrics import rmse
+from search_spaces import get_space, supernet_space_names
 
 runner = CliRunner()
 SPACE = "mobilenetv3-tiny"
@@ -76,7 +79,7 @@ def test_missing_entry_is_a_clear_error(lut, space):
     arch = space.smallest()
     key = space.latency_keys(arch)[1]
     del data["entries"][key]
-    with pytest.raises(UserError, match=key):
+    with pytest.raises(LatencyError, match=key):
         LatencyTable(data, space).predict(arch)
 
 
@@ -147,14 +150,14 @@ def test_a_learned_model_reads_the_table_at_its_own_level(lut, space):
     learned = fit_latency_model(space, archs, 2 * table.predict_many(archs) + 0.1, table=table, model="ridge",
                                 seed=0, meta=meta)
     assert learned.table_scale() == pytest.approx(2.0)
-    np.testing.assert_allclose(learned._features(archs)[1], 2 * table.predict_many(archs))
+    np.testing.assert_allclose(learned.features(archs)[1], 2 * table.predict_many(archs))
 
 
 def test_a_file_of_another_version_says_to_remake_it(lut, space, tmp_path):
     data = json.loads(lut.read_text())
     data["version"] = 1
     (tmp_path / "v1.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match="re-make it with `nas latency profile`"):
+    with pytest.raises(LatencyError, match="re-make it with `nas latency profile`"):
         load_latency_model(tmp_path / "v1.json", space)
 
 
@@ -166,7 +169,7 @@ def test_bad_timing_options_exit_2(lut):
 def test_interleaved_timing_keeps_two_independent_halves():
     import jax.numpy as jnp
 
-    from nas_cli.latency import time_interleaved
+    from predictors.latency import time_interleaved
 
     x = jnp.ones((4,), jnp.float32)
     programs = [(jax.jit(lambda s, x, k=k: x * s + k).lower(jnp.float32(2), x).compile(), jnp.float32(2), x)
@@ -205,7 +208,7 @@ def test_a_learned_model_on_other_features_is_refused(lut, space, tmp_path):
     data = learned.to_json()
     data.pop("features")
     (tmp_path / "old.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match="re-fit"):
+    with pytest.raises(LatencyError, match="re-fit"):
         load_latency_model(tmp_path / "old.json", space)
 
 
@@ -240,15 +243,15 @@ def test_learned_model_round_trips_and_corrects_a_biased_table(lut, space, tmp_p
 
 
 def test_a_search_scales_a_model_only_where_it_knows_the_device_and_its_level(lut, space, tmp_path):
-    from nas_cli.run_eval import _calibration
+    from nas_cli.run_eval import model_calibration
 
     table = LatencyTable.load(lut, space)
     elsewhere = LatencyTable({**table.data, "device": {"platform": "gpu", "kind": "NVIDIA H100"}}, space)
-    cal = _calibration(elsewhere, space, lut, tmp_path / "a.json")
+    cal = model_calibration(elsewhere, space, lut, tmp_path / "a.json")
     assert cal["scale"] == 1.0 and "NVIDIA H100" in cal["why"]
     bare = LatencyTable({k: v for k, v in table.data.items() if k != "reference"}, space)
-    assert "no reference" in _calibration(bare, space, lut, tmp_path / "b.json")["why"]
-    measured = _calibration(table, space, lut, tmp_path / "c.json")
+    assert "no reference" in model_calibration(bare, space, lut, tmp_path / "b.json")["why"]
+    measured = model_calibration(table, space, lut, tmp_path / "c.json")
     assert measured["scale"] == pytest.approx(measured["level_now_ms"] / table.reference["level_ms"])
 
 
@@ -267,3 +270,69 @@ def test_references_keep_their_resolution_when_the_space_uses_fewer(lut, space):
     timed = time_archs(space, [space.smallest()], repeats=1, warmup=0, rounds=1, references=got,
                        reference_space=ref_space)
     assert timed[0]["level_ms"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Every supernet space: the latency commands know no space
+# ----------------------------------------------------------------------------------------------
+TINY_SPACES = [n for n in supernet_space_names() if n.endswith("-tiny")]
+QUICK = ["--repeats", "1", "--rounds", "2", "--warmup", "0", "--seed", "0"]
+
+
+def test_the_tiny_spaces_are_the_three_families():
+    assert TINY_SPACES == ["mobilenetv3-tiny", "resnet-tiny", "vit-tiny"]
+
+
+@pytest.mark.parametrize("name", TINY_SPACES)
+def test_profile_and_validate_run_end_to_end_on_every_tiny_space(name, tmp_path):
+    path = tmp_path / f"{name}.json"
+    made = runner.invoke(app, ["latency", "profile", "--space", name, "--calib-samples", "0", "--out", str(path),
+                               *QUICK])
+    assert made.exit_code == 0, made.output
+    space = make_latency_space(name)[0]
+    data = json.loads(path.read_text())
+    assert data["space"]["name"] == name
+    assert set(data["entries"]) == {p.key for p in space.latency_pieces()}
+    table = load_latency_model(path, space)
+    assert all(np.isfinite(table.predict(a)) for a in reference_archs(space))
+    res = runner.invoke(app, ["latency", "validate", str(path), "--space", name, "--samples", "2", "--json",
+                              "--repeats", "1", "--rounds", "2"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n"] == 2 and out["repeatability"]["n"] == 2 and out["device_speed"] > 0
+
+
+@pytest.mark.parametrize("name", supernet_space_names())
+def test_a_spaces_default_options_are_its_own(name):
+    space, options = make_latency_space(name)
+    own = get_space(name)
+    assert options["resolutions"] == list(own.resolutions) and options["in_channels"] == own.in_channels
+    assert space_spec(space) == space_spec(own) and has_latency_pieces(space)
+
+
+@pytest.mark.parametrize("other", [n for n in supernet_space_names() if n != SPACE])
+def test_a_file_made_for_one_space_is_refused_for_another(lut, other):
+    with pytest.raises(LatencyError, match=f"made for space '{SPACE}', not '{other}'"):
+        load_latency_model(lut, get_space(other))
+    res = runner.invoke(app, ["latency", "validate", str(lut), "--space", other, "--samples", "2"])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: ") and res.output.count("\n") == 1 and SPACE in res.output
+
+
+def test_a_space_without_static_subnets_is_refused_naming_the_latency_spaces():
+    with pytest.raises(LatencyError, match="nas-bench-201.*" + ", ".join(supernet_space_names())):
+        make_latency_space("nas-bench-201")
+
+
+def test_a_width_multiplier_for_a_tiny_space_exits_2(tmp_path):
+    res = runner.invoke(app, ["latency", "profile", "--space", SPACE, "--width-mult", "0.5",
+                              "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "fixed widths" in res.output and "Traceback" not in res.output
+
+
+def test_a_learned_model_is_refused_where_the_space_uses_other_resolutions(space, tmp_path):
+    wider = make_latency_space(SPACE, resolutions=[8, 12])[0]
+    archs = sample_archs(wider, 6, seed=5)
+    fit_latency_model(wider, archs, np.linspace(1, 2, 6), table=None, model="ridge", seed=0).save(tmp_path / "m.json")
+    with pytest.raises(LatencyError, match=r"fitted on resolutions \[8, 12\]"):
+        load_latency_model(tmp_path / "m.json", space)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 NAS=.venv/bin/nas
 OUT=${OUT:-runs/lat2}
 mkdir -p "$OUT"
-time $NAS latency profile --space mobilenetv3 --out $OUT/lut32.json
+time $NAS latency profile --space mobilenetv3 --resolution 32 --out $OUT/lut32.json
 time $NAS latency validate $OUT/lut32.json --space mobilenetv3 --samples 100 --json > $OUT/validate_lut32.json
 cat $OUT/validate_lut32.json
 time $NAS latency fit --space mobilenetv3 --lut $OUT/lut32.json --samples 200 --out $OUT/model32.json --json > $OUT/fit32.json

@@ -1,7 +1,9 @@
-"""``nas latency profile|validate|fit``: latency lookup tables and learned latency models."""
+"""``nas latency profile|validate|fit``: parse options, call one function of
+predictors.latency.workflow, print what it returns."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -16,17 +18,19 @@ latency_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_SPACE_HELP = "mobilenetv3 or mobilenetv3-tiny."
 
+def _space_help() -> str:
+    from search_spaces import supernet_space_names
 
-def _progress(label: str, length: int, run):
-    """Runs ``run(tick)`` under a progress bar on stderr."""
-    with typer.progressbar(length=length, label=label, file=sys.stderr) as bar:
-        return run(bar.update)
+    return f"A supernet space: {', '.join(supernet_space_names())}."
 
 
 def _fmt(m: dict) -> str:
     return f"MAPE {m['mape']:.1f}%  tau {m['kendall_tau']:.3f}  rho {m['spearman']:.3f}  n {m['n']}"
+
+
+def _space_option():
+    return typer.Option(..., "--space", help=_space_help())
 
 
 def _rounds_option():
@@ -36,6 +40,31 @@ def _rounds_option():
 
 def _repeats_option():
     return typer.Option(10, "--repeats", help="Timed runs per subnet (or piece) and round; the median is over all.")
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str):
+    """A ``progress(done, total)`` for the library that draws a bar on stderr."""
+    bar, shown = None, 0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar, shown
+        if bar is None:
+            bar = typer.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - shown)
+        shown = done
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _space_options(resolution, in_channels, num_classes, width_mult) -> dict:
+    return {"resolutions": resolution or None, "in_channels": in_channels, "num_classes": num_classes,
+            "width_mult": width_mult}
 
 
 def _echo_repeatability(r: dict | None) -> None:
@@ -50,16 +79,31 @@ def _check_timing(repeats: int, rounds: int) -> None:
         raise UserError(f"--repeats {repeats} --rounds {rounds}: both must be at least 1")
 
 
+def _check_out(out: Path, example: str) -> None:
+    from nas_cli.errors import UserError
+
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; pass a file name such as {out / example}")
+
+
+def _check_samples(samples: int, need: str) -> None:
+    from nas_cli.errors import UserError
+
+    if samples < 2:
+        raise UserError(f"--samples {samples}: need at least 2 {need}")
+
+
 @latency_app.command("profile")
 @user_errors
 def profile(
-    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    space: str = _space_option(),
     out: Path = typer.Option(..., "--out", help="Where to write the lookup table (JSON)."),
     resolution: List[int] = typer.Option([], "--resolution", help="Input resolution (repeatable; default: the space's)."),
     batch: int = typer.Option(1, "--batch", help="Batch size to time at."),
     in_channels: Optional[int] = typer.Option(None, "--in-channels"),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
-    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="mobilenetv3 only (default 1.0)."),
+    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Full spaces only, not their -tiny "
+                                               "variants (default 1.0)."),
     repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     warmup: int = typer.Option(3, "--warmup", help="Untimed runs before timing."),
@@ -67,37 +111,27 @@ def profile(
                                       "the overheads (besides the smallest and largest)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Time every block/stem/head choice of the space on this device and write a lookup table."""
-    from nas_cli.errors import UserError
+    """Time every piece (stem, block, head choice) of the space on this device and write a lookup table."""
     from nas_cli.runs import enable_compilation_cache
-    from predictors.latency import make_latency_space, profile_steps, profile_table
+    from predictors.latency import profile_latency
 
-    sp, options = make_latency_space(space, resolutions=resolution, in_channels=in_channels,
-                                     num_classes=num_classes, width_mult=width_mult)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency.json'}")
+    _check_out(out, "latency.json")
     enable_compilation_cache()
-    table = _progress("profiling", profile_steps(sp, calib_samples), lambda tick: profile_table(
-        sp, batch=batch, repeats=repeats, warmup=warmup, calib_samples=calib_samples, seed=seed,
-        rounds=rounds, options=options, progress=tick))
-    table.save(out)
+    with _progress_bar("profiling") as progress:
+        table = profile_latency(space, out, space_options=_space_options(resolution, in_channels, num_classes,
+                                                                         width_mult),
+                                batch=batch, repeats=repeats, rounds=rounds, warmup=warmup,
+                                calib_samples=calib_samples, seed=seed, progress=progress)
     d = table.data
     typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} (batch {batch}); per-piece call "
                f"{d['per_piece_ms']:.4f} ms, overhead {d['overhead_ms']:.4f} ms; wrote {out}")
-
-
-def _space_for(path: Path, space, resolution, in_channels, num_classes, width_mult):
-    from predictors.latency import file_options, make_latency_space
-
-    return make_latency_space(space, resolutions=resolution, in_channels=in_channels, num_classes=num_classes,
-                              width_mult=width_mult, defaults=file_options(path))
 
 
 @latency_app.command("validate")
 @user_errors
 def validate(
     lut: Path = typer.Argument(..., help="A lookup table (`nas latency profile`) or learned model (`nas latency fit`)."),
-    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    space: str = _space_option(),
     samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end (never the ones "
                                 "`nas latency fit` draws with the same --seed)."),
     seed: int = typer.Option(0, "--seed"),
@@ -117,47 +151,21 @@ def validate(
     predictions' error is reported too (``uncalibrated``). Also reports the measurement's own
     repeatability: MAPE and tau between the medians of the even and the odd timing rounds, the error
     floor that no latency model can go below on this machine."""
-    import numpy as np
-
-    from nas_cli.errors import UserError
     from nas_cli.runs import enable_compilation_cache
-    from predictors.latency import (
-        VALIDATE_STREAM,
-        calibrated_predictions,
-        load_latency_model,
-        references_of,
-        repeatability,
-        sample_archs,
-        score,
-        time_archs,
-    )
+    from predictors.latency import validate_latency
 
-    if samples < 2:
-        raise UserError(f"--samples {samples}: need at least 2 subnets to rank")
+    _check_samples(samples, "subnets to rank")
     _check_timing(repeats, rounds)
-    sp, _ = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
-    model = load_latency_model(lut, sp)
     enable_compilation_cache()
-    archs = sample_archs(sp, samples, seed, VALIDATE_STREAM)
-    batch = model.batch
-    ref_space, refs = references_of(model, sp)
-    timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs,
-        reference_space=ref_space))
-    measured = [t["latency_ms"] for t in timed]
-    levels = [t["level_ms"] for t in timed]
-    ref = model.reference
-    result = {**score(measured, calibrated_predictions(model, archs, levels)),
-              "uncalibrated": score(measured, model.predict_many(archs)),
-              # > 1: the device runs faster now than when the file was made
-              "device_speed": float(ref["level_ms"]) / float(np.median(levels)) if ref else None,
-              "samples": samples, "seed": seed, "batch": batch, "rounds": rounds, "repeats": repeats,
-              "repeatability": repeatability(timed)}
+    with _progress_bar("measuring") as progress:
+        result = validate_latency(lut, space, space_options=_space_options(resolution, in_channels, num_classes,
+                                                                           width_mult),
+                                  samples=samples, seed=seed, repeats=repeats, rounds=rounds, progress=progress)
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo(f"{lut} on {samples} random subnets: {_fmt(result)}")
-    if ref:
+    if result["device_speed"] is not None:
         typer.echo(f"(predictions scaled to the device's speed now: {result['device_speed']:.3f}x its speed when "
                    f"the file was made; unscaled: {_fmt(result['uncalibrated'])})")
     _echo_repeatability(result["repeatability"])
@@ -166,7 +174,7 @@ def validate(
 @latency_app.command("fit")
 @user_errors
 def fit(
-    space: str = typer.Option(..., "--space", help=_SPACE_HELP),
+    space: str = _space_option(),
     samples: int = typer.Option(..., "--samples", help="Random subnets to measure end to end and fit on."),
     out: Path = typer.Option(..., "--out", help="Where to write the learned model (JSON)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="A lookup table: its sum becomes a feature and the model "
@@ -183,64 +191,22 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the training figures as JSON."),
 ) -> None:
     """Fit a latency predictor on end-to-end measurements of random subnets (optionally on a table's sum)."""
-    from nas_cli.errors import UserError
     from nas_cli.runs import enable_compilation_cache
-    from predictors.latency import (
-        FIT_STREAM,
-        LatencyTable,
-        at_level,
-        common_level,
-        current_device,
-        fit_latency_model,
-        load_latency_model,
-        make_latency_space,
-        reference_archs,
-        references_of,
-        repeatability,
-        sample_archs,
-        score,
-        time_archs,
-    )
+    from predictors.latency import fit_latency
 
-    if samples < 2:
-        raise UserError(f"--samples {samples}: need at least 2 measured subnets to fit")
+    _check_samples(samples, "measured subnets to fit")
     _check_timing(repeats, rounds)
-    table = None
-    if lut is not None:
-        sp, options = _space_for(lut, space, resolution, in_channels, num_classes, width_mult)
-        table = load_latency_model(lut, sp)
-        if not isinstance(table, LatencyTable):
-            raise UserError(f"--lut {lut} is a learned model; pass a table written by `nas latency profile`")
-        batch = table.batch
-    else:
-        sp, options = make_latency_space(space, resolutions=resolution, in_channels=in_channels,
-                                         num_classes=num_classes, width_mult=width_mult)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'latency-model.json'}")
+    _check_out(out, "latency-model.json")
     enable_compilation_cache()
-    archs = sample_archs(sp, samples, seed, FIT_STREAM)
-    ref_space, refs = references_of(table, sp) if table is not None else (sp, reference_archs(sp))
-    timed = _progress("measuring", samples, lambda tick: time_archs(
-        sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=tick, references=refs,
-        reference_space=ref_space))
-    # every measurement at one device speed (the chunks were timed minutes apart)
-    level = common_level(timed)
-    measured = at_level(timed, level)
-    reference = {"archs": [ref_space.encode(a) for a in refs], "level_ms": level}
-    learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
-                                meta={"options": options, "samples": samples, "seed": seed, "batch": batch,
-                                      "reference": reference, "device": current_device()})
-    report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out),
-              "repeatability": repeatability(timed)}
-    if table is not None:
-        report["table_train"] = score(measured, table.predict_many(archs) * learned.table_scale())
-    learned.meta["train"] = report["train"]
-    learned.save(out)
+    with _progress_bar("measuring") as progress:
+        report = fit_latency(space, out, samples=samples, lut=lut, model=model, batch=batch, seed=seed,
+                             repeats=repeats, rounds=rounds, progress=progress,
+                             space_options=_space_options(resolution, in_channels, num_classes, width_mult))
     if as_json:
         typer.echo(json.dumps(report))
         return
     typer.echo(f"{model} on {samples} subnets (training fit): {_fmt(report['train'])}")
-    if table is not None:
+    if "table_train" in report:
         typer.echo(f"table on the same subnets:            {_fmt(report['table_train'])}")
     _echo_repeatability(report["repeatability"])
     typer.echo(f"wrote {out}")
