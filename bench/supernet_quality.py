@@ -73,12 +73,12 @@ def main(argv=None) -> dict:
     t0 = time.time()
     if args.supernet is not None:
         supernet_dir = Path(args.supernet)
-        base = runs.read_config(supernet_dir).validate()
+        base = runs.read_config(supernet_dir)
     else:
         supernet_dir = out / "supernet"
         base = TrainConfig(space=args.space, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                            batch_size=args.batch_size, seed=args.seed, limit_train=args.limit_train or None,
-                           width_mult=args.width_mult, resolutions=(args.resolution,)).validate()
+                           width_mult=args.width_mult, resolutions=(args.resolution,))
         if args.stage != "alone":
             _train(base, supernet_dir)
     if args.stage == "supernet":

@@ -89,10 +89,6 @@ class TrainConfig:
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
             object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
 
-    def validate(self) -> "TrainConfig":
-        """The config itself: it was validated when built (kept for callers of the older API)."""
-        return self
-
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if d["resolutions"] is not None:

@@ -66,7 +66,7 @@ def test_search_writes_a_feasible_front(searched: Path):
 
 
 def test_measured_latencies_are_put_at_the_level_of_the_searchs_start(run_dir: Path, tmp_path: Path, monkeypatch):
-    import nas_cli.latency
+    import predictors.latency.timing as timing
     from nas_cli.run_eval import open_run_evaluator
 
     out = tmp_path / "s"
@@ -77,7 +77,7 @@ def test_measured_latencies_are_put_at_the_level_of_the_searchs_start(run_dir: P
     def fake(programs, **kw):  # subnets 1.0 ms; references at level 4.0 (the device half as fast)
         return [{"latency_ms": 1.0} for _ in programs[:-3]] + [{"latency_ms": 4.0} for _ in programs[-3:]]
 
-    monkeypatch.setattr(nas_cli.latency, "time_interleaved", fake)
+    monkeypatch.setattr(timing, "time_interleaved", fake)
     space = ev.space
     assert ev.measured_latencies([space.smallest(), space.largest()]) == [0.5, 0.5]
 
@@ -107,8 +107,8 @@ def test_predictor_sample_latencies_share_one_device_speed(run_dir: Path, tmp_pa
         level = 1.0 if len(calls) == 1 else 2.0
         return [{"latency_ms": level} for _ in programs[:-3]] + [{"latency_ms": level} for _ in programs[-3:]]
 
-    monkeypatch.setattr("predictors.latency.time_interleaved", fake)
-    monkeypatch.setattr("predictors.latency.CHUNK", 3)
+    monkeypatch.setattr("predictors.latency.timing.time_interleaved", fake)
+    monkeypatch.setattr("predictors.latency.timing.CHUNK", 3)
     res = invoke("predictor", "sample", run_dir, "--n", "5", "--latency", "--out", tmp_path / "lat.csv")
     assert res.exit_code == 0, res.output
     rows = (tmp_path / "lat.csv").read_text().splitlines()

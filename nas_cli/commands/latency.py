@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from nas_cli.commands._common import user_errors
+from predictors import predictor_names
 
 latency_app = typer.Typer(
     help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction.",
@@ -179,7 +180,7 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Where to write the learned model (JSON)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="A lookup table: its sum becomes a feature and the model "
                                        "learns its residual."),
-    model: str = typer.Option("ridge", "--model", help="A registered predictor: ridge, rbf, gp, gbt, mlp, auto."),
+    model: str = typer.Option("ridge", "--model", help=f"A registered predictor: {', '.join(predictor_names())}."),
     seed: int = typer.Option(0, "--seed"),
     repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),

@@ -90,8 +90,7 @@ class LearnedLatencyModel:
         return float(self.predict_many([arch])[0])
 
     def to_json(self) -> dict:
-        # predictors.base has no public state accessor yet; this is the layout from_state reads
-        meta, arrays = self.predictor._state()
+        meta, arrays = self.predictor.to_state()
         return {
             "format": MODEL_FORMAT,
             "version": VERSION,
@@ -100,13 +99,7 @@ class LearnedLatencyModel:
             "options": self.meta.get("options", {}),
             "meta": self.meta,
             "predictor": {
-                "name": self.predictor.name,
-                "seed": self.predictor.seed,
-                "config": self.predictor.config,
-                "n_features": self.predictor.n_features,
-                "y_mean": self.predictor._y_mean,
-                "y_std": self.predictor._y_std,
-                "state": meta,
+                **meta,
                 "arrays": {k: {"dtype": str(np.asarray(v).dtype), "shape": list(np.shape(v)),
                                "values": np.asarray(v).ravel().tolist()} for k, v in arrays.items()},
             },
