@@ -14,7 +14,8 @@ Supernet and static steps are interleaved within each repeat so machine noise hi
 medians are reported with their ratio. It also reports the first compile (``compile_s``), the time
 to compile every per-block variant (``warmup_compile_s``), and ``recompiles``: growth of the
 compiled-executable count over ``--subnets`` random subnets, trained and evaluated (BatchNorm
-calibration + eval through SubnetEvaluator), after warm-up (must be 0).
+calibration + eval through SubnetEvaluator), after warm-up (must be 0). Compilations are counted
+with JAX's public monitoring hooks (kernels.tests.compilations), as the tests count them.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from kernels.tests.compilations import count_compilations  # noqa: E402
 from nas_cli.subnet import SubnetEvaluator  # noqa: E402
-from nas_cli.train import _apply_update  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from search_spaces.composed import _STEM_KEYS, ComposedSupernet, _head, _stem, subnet_loss  # noqa: E402
+from search_spaces.engine import subnet_loss  # noqa: E402
 from search_spaces.layers import preprocess  # noqa: E402
-from search_spaces.mobilenetv3 import MobileNetV3Arch, _block, supernet_apply  # noqa: E402
+from search_spaces.mobilenetv3 import ComposedSupernet, MobileNetV3Arch, subnet_apply, supernet_apply  # noqa: E402
 
 MEAN, STD = 0.5, 0.25
 SIZES = ("smallest", "middle", "largest")
@@ -66,6 +67,13 @@ def make_tx() -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(1e-3, weight_decay=1e-4))
 
 
+def apply_update(tx, grads, opt_state, params, scale):
+    """nas_cli.train's optimizer update: the gradients times ``scale``, then ``tx``."""
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def middle(space) -> MobileNetV3Arch:
     return space.from_genome([len(g.choices) // 2 for g in space.genes])
 
@@ -85,7 +93,7 @@ class ComposedTrainer:
         self.space, self.tx = space, tx
         self.net = ComposedSupernet(space.config, MEAN, STD)
         # nas_cli.train also donates the gradients; no output can reuse them (XLA warns), so not here.
-        self.update = jax.jit(lambda g, s, p, scale: _apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
+        self.update = jax.jit(lambda g, s, p, scale: apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
         self.zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
         self.params, self.opt_state = params, tx.init(params)
 
@@ -110,9 +118,6 @@ class ComposedTrainer:
         t3 = time.perf_counter()
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
 
-    def num_compiled(self) -> int:
-        return self.net.num_compiled() + self.update._cache_size() + self.zeros._cache_size()
-
 
 class SwitchTrainer:
     """The monolithic program: value_and_grad of supernet_apply(mode="train") + update, one jit."""
@@ -127,7 +132,7 @@ class SwitchTrainer:
                 return subnet_loss(logits, labels, soft, kd), logits
 
             (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _apply_update(tx, grads, opt_state, params, 1.0)
+            params, opt_state = apply_update(tx, grads, opt_state, params, 1.0)
             return params, opt_state, loss, logits
 
         self.space = space
@@ -144,9 +149,6 @@ class SwitchTrainer:
         self.params, self.opt_state, loss, logits = self.jstep(self.params, self.opt_state, images, labels, arr,
                                                                soft, kd)
         return loss, logits
-
-    def num_compiled(self) -> int:
-        return self.jstep._cache_size()
 
 
 class StaticTrainer:
@@ -166,7 +168,7 @@ class StaticTrainer:
                 return subnet_loss(logits, labels, None, False), new_rest
 
             (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _apply_update(tx, grads, opt_state, params, 1.0)
+            params, opt_state = apply_update(tx, grads, opt_state, params, 1.0)
             return params, rest, opt_state, loss
 
         self.jstep = jax.jit(step, donate_argnums=(0, 1, 2))
@@ -191,20 +193,12 @@ class FusedStaticTrainer:
         resolution = arch.resolution
 
         def forward(p, images):
-            z = _stem(cfg, {k: p[k] for k in _STEM_KEYS}, preprocess(images, resolution, MEAN, STD))
-            for s, blocks in enumerate(arch.stages):
-                for b, (k, e) in enumerate(blocks):
-                    cin, cout, stride = cfg.block_io(s, b)
-                    q = (p["stages"][s]["first"] if b == 0
-                         else jax.tree.map(lambda a, b=b: a[b - 1], p["stages"][s]["rest"]))
-                    z = _block(cfg, q, None, z, cin=cin, cout=cout, stride=stride, k=k, e=e,
-                               act=cfg.stage_acts[s], se=cfg.stage_se[s], mode="train")[0]
-            return _head(p, z)
+            return subnet_apply(cfg, p, preprocess(images, resolution, MEAN, STD), arch)
 
         def step(params, opt_state, images, labels):
             loss, grads = jax.value_and_grad(
                 lambda p: subnet_loss(forward(p, images), labels, None, False))(params)
-            params, opt_state = _apply_update(tx, grads, opt_state, params, 1.0)
+            params, opt_state = apply_update(tx, grads, opt_state, params, 1.0)
             return params, opt_state, loss
 
         self.jstep = jax.jit(step, donate_argnums=(0, 1))
@@ -246,25 +240,26 @@ def run(args) -> dict:
     # 1. first compile (+ first run) of the first subnet's train step (the largest).
     trainer = (ComposedTrainer if args.formulation == "composed" else SwitchTrainer)(
         space, tx, jax.tree.map(jnp.copy, params))
-    t0, c0 = time.perf_counter(), time.process_time()
-    trainer.step(archs["largest"], images, labels)
-    trainer.sync()
-    out["compile_s"] = round(time.perf_counter() - t0, 2)
-    # CPU seconds of this process: on a shared machine wall time also counts other people's work.
-    out["compile_cpu_s"] = round(time.process_time() - c0, 2)
-    log(f"compile_s {out['compile_s']}")
-
-    # 2. warm-up: every per-block variant, the distillation head, and the evaluator's programs.
     soft = jax.nn.softmax(jax.random.normal(jax.random.key(1), (n, cfg.num_classes)))
-    t0, c1 = time.perf_counter(), time.process_time()
-    for arch in uniform_archs(space, r):
-        trainer.step(arch, images, labels)
+    with count_compilations() as train_compiled:
+        t0, c0 = time.perf_counter(), time.process_time()
+        trainer.step(archs["largest"], images, labels)
         trainer.sync()
-    trainer.step(archs["smallest"], images, labels, soft)
-    trainer.sync()
-    out["warmup_compile_s"] = round(out["compile_s"] + time.perf_counter() - t0, 2)
-    out["warmup_compile_cpu_s"] = round(out["compile_cpu_s"] + time.process_time() - c1, 2)
-    out["train_compiled"] = trainer.num_compiled()
+        out["compile_s"] = round(time.perf_counter() - t0, 2)
+        # CPU seconds of this process: on a shared machine wall time also counts other people's work.
+        out["compile_cpu_s"] = round(time.process_time() - c0, 2)
+        log(f"compile_s {out['compile_s']}")
+
+        # 2. warm-up: every per-block variant and the distillation head (then the evaluator's programs).
+        t0, c1 = time.perf_counter(), time.process_time()
+        for arch in uniform_archs(space, r):
+            trainer.step(arch, images, labels)
+            trainer.sync()
+        trainer.step(archs["smallest"], images, labels, soft)
+        trainer.sync()
+        out["warmup_compile_s"] = round(out["compile_s"] + time.perf_counter() - t0, 2)
+        out["warmup_compile_cpu_s"] = round(out["compile_cpu_s"] + time.process_time() - c1, 2)
+    out["train_compiled"] = train_compiled.n
     log(f"warmup_compile_s {out['warmup_compile_s']} ({out['train_compiled']} executables)")
     evaluator = SubnetEvaluator(space, MEAN, STD, batch_size=n)
     t0 = time.perf_counter()
@@ -274,14 +269,14 @@ def run(args) -> dict:
     log(f"eval_compile_s {out['eval_compile_s']}")
 
     # 3. no recompiles over random subnets, trained (with and without soft targets) and evaluated.
-    before = trainer.num_compiled() + evaluator.num_compiled()
     t0 = time.perf_counter()
-    for i in range(args.subnets):
-        arch = space.sample(rng)
-        trainer.step(arch, images, labels, soft if i % 2 else None)
-        stats = evaluator.calibrate(trainer.params, arch, images)
-        evaluator.logits(trainer.params, stats, arch, images)
-    out["recompiles"] = trainer.num_compiled() + evaluator.num_compiled() - before
+    with count_compilations() as recompiled:
+        for i in range(args.subnets):
+            arch = space.sample(rng)
+            trainer.step(arch, images, labels, soft if i % 2 else None)
+            stats = evaluator.calibrate(trainer.params, arch, images)
+            evaluator.logits(trainer.params, stats, arch, images)
+    out["recompiles"] = recompiled.n
     out["random_subnets"] = args.subnets
     out["random_subnets_s"] = round(time.perf_counter() - t0, 2)
     log(f"recompiles {out['recompiles']} in {out['random_subnets_s']} s")
@@ -306,12 +301,15 @@ def run(args) -> dict:
     sta = {k: [] for k in archs}
     fus = {k: [] for k in archs}
     split = {k: {"zeros": [], "grad": [], "update": []} for k in archs}
+    timing_recompiles = 0  # of the supernet trainer only (the static ones compiled above)
     for rep in range(args.repeats + 1):  # repeat 0 is a discarded warm-up
         for name, arch in archs.items():
-            t0 = time.perf_counter()
-            trainer.step(arch, images, labels)
-            trainer.sync()
-            ts = _ms(t0)
+            with count_compilations() as c:
+                t0 = time.perf_counter()
+                trainer.step(arch, images, labels)
+                trainer.sync()
+                ts = _ms(t0)
+            timing_recompiles += c.n
             t0 = time.perf_counter()
             statics[name].step(images, labels)
             statics[name].sync()
@@ -325,7 +323,9 @@ def run(args) -> dict:
                 sta[name].append(tt)
                 fus[name].append(tf)
             if args.formulation == "composed":
-                z, g, u = trainer.step_split(arch, images, labels)
+                with count_compilations() as c:
+                    z, g, u = trainer.step_split(arch, images, labels)
+                timing_recompiles += c.n
                 if rep:
                     split[name]["zeros"].append(z)
                     split[name]["grad"].append(g)
@@ -342,7 +342,7 @@ def run(args) -> dict:
     if args.formulation == "composed":
         out["supernet_phases_ms"] = {k: {p: _median(v) for p, v in d.items()} for k, d in split.items()}
         out["dispatches_per_step"] = {k: 2 * sum(a.depths) + 5 for k, a in archs.items()}
-    out["recompiles_after_timing"] = trainer.num_compiled() + evaluator.num_compiled() - before
+    out["recompiles_after_timing"] = out["recompiles"] + timing_recompiles
     return out
 
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from search_spaces import get_space
-from search_spaces.composed import ComposedSupernet
 from search_spaces.engine import subnet_loss
 from search_spaces.layers import preprocess
-from search_spaces.mobilenetv3 import MobileNetV3Arch, supernet_apply
+from search_spaces.mobilenetv3 import ComposedSupernet, MobileNetV3Arch, supernet_apply
 
 RES, BATCH, MEAN, STD = 8, 8, 0.45, 0.25
 

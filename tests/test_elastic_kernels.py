@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from search_spaces import get_space
-from search_spaces.composed import ComposedSupernet
-from search_spaces.elastic_kernels import KernelSupernet
+from search_spaces.mobilenetv3 import ComposedSupernet, KernelSupernet
 
 
 def _max_rel(a, b):

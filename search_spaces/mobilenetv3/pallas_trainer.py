@@ -6,8 +6,10 @@ so a small subnet costs what it computes with no recompilation. Skipped blocks g
 ``lax.cond``. With ``implementation="xla"`` the same program runs the kernels' XLA paths, which
 mask instead of skipping (the largest network's price); it exists for comparison and for testing.
 
-Numerically it equals :func:`search_spaces.mobilenetv3.supernet_apply` in training mode: inactive
-channels are exactly zero after every layer, and BatchNorm uses the active channels' batch statistics.
+Numerically it equals :func:`search_spaces.mobilenetv3.supernet.supernet_apply` in training mode:
+inactive channels are exactly zero after every layer, and BatchNorm uses the active channels' batch
+statistics. The stem and head are supernet.py's own (fixed shapes); only the elastic block is a
+different formulation, through the kernels.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import numpy as np
 from jax import lax
 
 from kernels import elastic_dwconv, elastic_matmul
-from search_spaces.composed import _head, _stem
 from search_spaces.engine import subnet_loss
 from search_spaces.layers import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid, preprocess
-from search_spaces.mobilenetv3 import MobileNetV3Arch, MobileNetV3Config
+from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
+from search_spaces.mobilenetv3.supernet import block_params, head_apply, stem_apply
 
 
 def _masked_bn(x, p, active: jax.Array):
@@ -34,6 +36,8 @@ def _masked_bn(x, p, active: jax.Array):
 
 
 def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, stride, act, se, impl, interpret):
+    """One block at run-time (kernel index, expand index): the kernels skip (Pallas) or mask (XLA)
+    the inactive channels."""
     kw = dict(implementation=impl, interpret=interpret)
     hmax = p["expand"].shape[1]
     h = jnp.int32(cin) * jnp.asarray(cfg.expand_choices, jnp.int32)[e_idx]
@@ -72,12 +76,11 @@ def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, str
 
 def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: str, interpret: bool = False):
     """Training-mode logits; ``sizes`` (stages, max_depth, 3) int32 holds (active, kernel idx, expand idx)."""
-    z = _stem(cfg, params, x)
+    z = stem_apply(cfg, params, None, x, "train")[0]
     for s in range(cfg.num_stages):
-        st = params["stages"][s]
         for b in range(cfg.max_depth):
             cin, cout, stride = cfg.block_io(s, b)
-            p = st["first"] if b == 0 else jax.tree.map(lambda a, b=b: a[b - 1], st["rest"])
+            p = block_params(params, s, b)
             blk = lambda p, z, s=s, cin=cin, cout=cout, stride=stride: _elastic_block(  # noqa: E731
                 cfg, p, z, sizes[s, b, 1], sizes[s, b, 2], cin=cin, cout=cout, stride=stride,
                 act=cfg.stage_acts[s], se=cfg.stage_se[s], impl=impl, interpret=interpret)
@@ -85,10 +88,11 @@ def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: st
                 z = blk(p, z)
             else:
                 z = lax.cond(sizes[s, b, 0] > 0, blk, lambda p, z: z, p, z)
-    return _head(cfg, params, z)
+    return head_apply(cfg, params, None, z, "train")[0]
 
 
 def arch_sizes(cfg: MobileNetV3Config, arch: MobileNetV3Arch) -> np.ndarray:
+    """(stages, max_depth, 3) int32: (active, kernel index, expand index) of every block slot."""
     out = np.zeros((cfg.num_stages, cfg.max_depth, 3), np.int32)
     for s, blocks in enumerate(arch.stages):
         for b, (k, e) in enumerate(blocks):
@@ -97,8 +101,8 @@ def arch_sizes(cfg: MobileNetV3Config, arch: MobileNetV3Arch) -> np.ndarray:
 
 
 class KernelSupernet:
-    """``accumulate_grad`` like :class:`search_spaces.composed.ComposedSupernet`, as one jitted
-    program per (resolution, distillation) through the elastic kernels."""
+    """``accumulate_grad`` like :class:`search_spaces.mobilenetv3.trainer.ComposedSupernet`, as one
+    jitted program per (resolution, distillation) through the elastic kernels."""
 
     def __init__(self, cfg: MobileNetV3Config, mean: float, std: float, label_smoothing: float = 0.0, *,
                  implementation: str = "pallas", interpret: bool = False):
@@ -106,6 +110,7 @@ class KernelSupernet:
         self.label_smoothing = label_smoothing
         self.impl, self.interpret = implementation, interpret
         self._steps = {}
+        self._signatures: set = set()
 
     def _step(self, resolution: int, kd: bool):
         key = (resolution, kd)
@@ -125,10 +130,15 @@ class KernelSupernet:
         return self._steps[key]
 
     def num_compiled(self) -> int:
-        return sum(f._cache_size() for f in self._steps.values())
+        """Programs compiled so far: one per (resolution, distillation, batch shapes) called. Counted
+        here, as the composed engine does; the tests check the real compilations with JAX's hooks."""
+        return len(self._signatures)
 
     def accumulate_grad(self, params, grads, arch: MobileNetV3Arch, images, labels, soft_targets=None):
+        """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
+        (loss, logits, grads); ``soft_targets`` switches the loss to distillation."""
         kd = soft_targets is not None
         soft = soft_targets if kd else jnp.zeros((), jnp.float32)
         sizes = jnp.asarray(arch_sizes(self.cfg, arch))
+        self._signatures.add((arch.resolution, kd, images.shape, images.dtype, labels.shape, soft.shape))
         return self._step(arch.resolution, kd)(params, grads, images, labels, soft, sizes)
