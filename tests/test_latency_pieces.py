@@ -12,7 +12,7 @@ from flax import nnx
 
 from search_spaces import get_space
 
-SPACES = ["mobilenetv3-tiny"]
+SPACES = ["mobilenetv3-tiny", "resnet-tiny"]
 
 
 def parts(model):
