@@ -38,12 +38,12 @@ def _median_ms(fn, repeats: int) -> float:
 def _fused_grad(space, arch, images, labels):
     """jit(value_and_grad) of the subnet's whole forward at static shapes: what composing costs."""
     cfg, res = space.config, arch.resolution
-    blocks = list(space._blocks(arch))
+    blocks = list(cfg.block_shapes(arch))
     c0 = cfg.stem_width(arch.stem_width)
 
     def loss_fn(p):
         z = stem_apply(cfg, p["stem"], None, preprocess(images, res, MEAN, STD), c0, "train")[0]
-        for s, b, _, cout, mid, stride in blocks:
+        for s, b, _, cout, mid, stride, _ in blocks:
             q = p["stages"][s]["first"] if b == 0 else jax.tree.map(lambda t, b=b: t[b - 1], p["stages"][s]["rest"])
             z = block_apply(q, None, z, cout=cout, mid=mid, stride=stride, first=b == 0, mode="train")[0]
         return subnet_loss(head_apply(p["classifier"], z), labels, None, False)

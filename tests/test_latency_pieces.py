@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from search_spaces import get_space
+from search_spaces import get_space, supernet_space_names
 
-SPACES = ["mobilenetv3-tiny", "vit-tiny"]
+SPACES = [n for n in supernet_space_names() if n.endswith("-tiny")]
 
 
 def parts(model):
@@ -21,7 +21,7 @@ def parts(model):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_pieces_are_the_static_models_parts(name):
-    space = get_space(name, resolutions=(8, 6) if name.startswith("mobilenetv3") else (8,))
+    space = get_space(name, resolutions=(8, 6) if name.startswith(("mobilenetv3", "vit")) else (8,))
     pieces = {p.key: p for p in space.latency_pieces()}
     assert len(pieces) == len(space.latency_pieces()), "piece keys must be unique"
     rng = np.random.default_rng(0)
