@@ -40,6 +40,7 @@ from flax import nnx  # noqa: E402
 
 from kernels.tests.compilations import count_compilations  # noqa: E402
 from nas_cli.subnet import SubnetEvaluator  # noqa: E402
+from nas_cli.train import apply_update  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.engine import subnet_loss  # noqa: E402
 from search_spaces.layers import preprocess  # noqa: E402
@@ -65,13 +66,6 @@ def make_tx() -> optax.GradientTransformation:
     # nas_cli.train.make_optimizer's chain, with a constant learning rate (the schedule is irrelevant
     # to the cost of a step).
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(1e-3, weight_decay=1e-4))
-
-
-def apply_update(tx, grads, opt_state, params, scale):
-    """nas_cli.train's optimizer update: the gradients times ``scale``, then ``tx``."""
-    grads = jax.tree.map(lambda g: g * scale, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
 
 
 def middle(space) -> MobileNetV3Arch:

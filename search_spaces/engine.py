@@ -90,7 +90,7 @@ class ComposedTrainer:
         """The pieces of ``arch``'s forward pass, and its head piece (each space's trainer)."""
         raise NotImplementedError
 
-    def _piece(self, key, make) -> Piece:
+    def piece(self, key, make) -> Piece:
         """The piece for ``key``, made once by ``make()``: one Piece object per static variant."""
         if key not in self._pieces:
             self._pieces[key] = make()

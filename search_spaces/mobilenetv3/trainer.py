@@ -31,13 +31,13 @@ class ComposedSupernet(ComposedTrainer):
         def head():
             return Piece("head", lambda p, z: head_apply(cfg, p, None, z, "train")[0], keys=HEAD_KEYS)
 
-        pieces = [self._piece(("stem", res), stem)]
+        pieces = [self.piece(("stem", res), stem)]
         for s, blocks in enumerate(arch.stages):
             for b, (k, e) in enumerate(blocks):
                 first = b == 0
-                base = self._piece(("block", s, first, k, e), lambda s=s, first=first, k=k, e=e: self._block(s, first, k, e))
+                base = self.piece(("block", s, first, k, e), lambda s=s, first=first, k=k, e=e: self._block(s, first, k, e))
                 pieces.append(base if first else dataclasses.replace(base, index=b - 1))
-        return pieces, self._piece("head", head)
+        return pieces, self.piece("head", head)
 
     def _block(self, stage: int, first: bool, k: int, e: int) -> Piece:
         block = block_at(self.cfg, stage, first, k, e, "train")

@@ -32,7 +32,7 @@ class ComposedResNet(ComposedTrainer):
                 return stem_apply(cfg, p["stem"], None, x, c0, "train")[0]
             return Piece(("stem", res, c0), fn, keys=("stem",), input_grad=False)
 
-        pieces = [self._piece(("stem", res, c0), stem)]
+        pieces = [self.piece(("stem", res, c0), stem)]
         for s, b, cin, cout, mid, stride, _ in cfg.block_shapes(arch):
             first = b == 0
             key = ("block", s, first, cin, cout, mid)
@@ -42,9 +42,9 @@ class ComposedResNet(ComposedTrainer):
                 return Piece(key, lambda p, x: fn(p, x=x)[0], path=("stages", s, "first" if first else "rest"),
                              index=None if first else 0)
 
-            base = self._piece(key, make)
+            base = self.piece(key, make)
             pieces.append(base if first else dataclasses.replace(base, index=b - 1))
         c_last = cfg.head_width(arch)
-        head = self._piece(("head", c_last), lambda: Piece(("head", c_last), lambda p, z: head_apply(p, z),
+        head = self.piece(("head", c_last), lambda: Piece(("head", c_last), lambda p, z: head_apply(p, z),
                                                           path=("classifier",)))
         return pieces, head

@@ -31,11 +31,11 @@ class ComposedViT(ComposedTrainer):
         def layer(h, m):
             return Piece(("layer", d, h, m), lambda p, x: layer_static(cfg, p, x, d, h, m), path=("layers",), index=0)
 
-        pieces = [self._piece(("stem", res, d), stem)]
+        pieces = [self.piece(("stem", res, d), stem)]
         for i, (h, m) in enumerate(arch.layers):
-            base = self._piece(("layer", d, h, m), lambda h=h, m=m: layer(h, m))
+            base = self.piece(("layer", d, h, m), lambda h=h, m=m: layer(h, m))
             pieces.append(dataclasses.replace(base, index=i))
-        head = self._piece(("head", d), lambda: Piece(("head", d), lambda p, z: head_static(p, z, d),
+        head = self.piece(("head", d), lambda: Piece(("head", d), lambda p, z: head_static(p, z, d),
                                                       keys=("norm", "classifier")))
         return pieces, head
 
