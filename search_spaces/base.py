@@ -184,6 +184,24 @@ class SupernetSpace(SearchSpace):
     #: may vary in it), in order; entering a phase named "width" sorts channels by importance
     progressive_phases: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
+    def __init__(self, config: Any, name: str, options: dict | None, genes: Sequence[Gene]):
+        """Args:
+          config: the space's frozen config (with ``resolutions`` and ``in_channels``).
+          name: the registered name this space was built under.
+          options: the keyword options that rebuild it with ``get_space(name, **options)``.
+          genes: the genome, in order.
+        """
+        self.config = config
+        self.name = name
+        self.resolutions = config.resolutions
+        self.in_channels = config.in_channels
+        self.options = dict(options or {})
+        self._genes = tuple(genes)
+
+    @property
+    def genes(self) -> tuple[Gene, ...]:
+        return self._genes
+
     @abc.abstractmethod
     def flops(self, arch: Arch) -> int:
         """Multiply-accumulates of one forward pass at batch 1 (the usual 'FLOPs' of NAS papers)."""

@@ -36,24 +36,15 @@ class MobileNetV3Space(SupernetSpace):
                           ("width", ("kernel", "depth", "expand", "resolution")))
 
     def __init__(self, config: MobileNetV3Config, name: str = "mobilenetv3", options: dict | None = None):
-        self.config = config
-        self.name = name
-        self.resolutions = config.resolutions
-        self.in_channels = config.in_channels
-        self.options = dict(options or {})
         genes = [Gene("resolution", config.resolutions)]
         for s in range(config.num_stages):
             genes.append(Gene(f"s{s + 1}.depth", config.depth_choices))
             for b in range(config.max_depth):
                 genes.append(Gene(f"s{s + 1}.b{b + 1}.kernel", config.kernel_choices))
                 genes.append(Gene(f"s{s + 1}.b{b + 1}.expand", config.expand_choices))
-        self._genes = tuple(genes)
+        super().__init__(config, name, options, genes)
 
     # --- genome ------------------------------------------------------------------------
-    @property
-    def genes(self) -> tuple[Gene, ...]:
-        return self._genes
-
     def from_genome(self, genome: Sequence[int]) -> MobileNetV3Arch:
         cfg = self.config
         g = self.check_genome(genome)

@@ -36,24 +36,15 @@ class ResNetSpace(SupernetSpace):
                           ("width", ("depth", "expand", "width", "resolution")))
 
     def __init__(self, config: ResNetConfig, name: str = "resnet", options: dict | None = None):
-        self.config = config
-        self.name = name
-        self.resolutions = config.resolutions
-        self.in_channels = config.in_channels
-        self.options = dict(options or {})
         genes = [Gene("resolution", config.resolutions), Gene("stem.width", config.width_choices)]
         for s in range(config.num_stages):
             genes.append(Gene(f"s{s + 1}.depth", config.depth_choices(s)))
             genes.append(Gene(f"s{s + 1}.width", config.width_choices))
             for b in range(max(config.depth_choices(s))):
                 genes.append(Gene(f"s{s + 1}.b{b + 1}.expand", config.expand_choices))
-        self._genes = tuple(genes)
+        super().__init__(config, name, options, genes)
 
     # --- genome ------------------------------------------------------------------------
-    @property
-    def genes(self) -> tuple[Gene, ...]:
-        return self._genes
-
     def from_genome(self, genome: Sequence[int]) -> ResNetArch:
         cfg = self.config
         g = self.check_genome(genome)

@@ -50,22 +50,13 @@ class ViTSpace(SupernetSpace):
     progressive_phases = (("depth", ("depth",)), ("width", ("depth", "heads", "mlp", "embed", "resolution")))
 
     def __init__(self, config: ViTConfig, name: str = "vit", options: dict | None = None):
-        self.config = check_config(config, name)
-        self.name = name
-        self.resolutions = config.resolutions
-        self.in_channels = config.in_channels
-        self.options = dict(options or {})
         genes = [Gene("resolution", config.resolutions), Gene("embed", config.embed_choices),
                  Gene("depth", config.depth_choices)]
         for i in range(config.max_depth):
             genes += [Gene(f"l{i + 1}.heads", config.heads_choices), Gene(f"l{i + 1}.mlp", config.mlp_choices)]
-        self._genes = tuple(genes)
+        super().__init__(check_config(config, name), name, options, genes)
 
     # --- genome ------------------------------------------------------------------------
-    @property
-    def genes(self) -> tuple[Gene, ...]:
-        return self._genes
-
     def from_genome(self, genome: Sequence[int]) -> ViTArch:
         cfg = self.config
         g = self.check_genome(genome)
