@@ -18,7 +18,8 @@ import statistics
 import sys
 import time
 
-# This file is bench/kernels.py: drop its folder from the path so `import kernels` is the package.
+# Drop bench/ from the path so that `import kernels` is always the package (this file was once
+# bench/kernels.py, which shadowed it for every other bench script).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))

@@ -1,0 +1,223 @@
+"""Every benchmark in bench/ runs (issue 20): a benchmark that does not run is a defect like a failing test.
+
+Each Python script runs in a subprocess at tiny sizes (a -tiny space, one repeat, a few subnets) and its
+JSON output is parsed; the shell recipes behind the published figures have every `nas` subcommand and
+flag they use checked against the CLI, and every bench-script flag against that script's --help.
+Timings here mean nothing; they are figures only on a quiet machine at full size (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+
+def run_script(script: str, *args, cwd: Path = ROOT, timeout: int = 900) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def last_json(stdout: str):
+    """The JSON document a bench prints (the last one, when it prints a line per step first)."""
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(text.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 1-epoch mobilenetv3-tiny supernet on a few hundred digits (for the scripts that read a run)."""
+    from nas_cli.config import TrainConfig
+    from nas_cli.train import train_supernet
+
+    out = tmp_path_factory.mktemp("bench") / "run"
+    cfg = TrainConfig(space="mobilenetv3-tiny", dataset="digits", epochs=1, batch_size=32, limit_train=256)
+    train_supernet(cfg, out, log=lambda m: None)
+    return out
+
+
+def _sample_csv(space, path: Path, n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    archs = sorted({space.encode(space.sample(rng)) for _ in range(n)})
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "accuracy"])
+        w.writerows([a, f"{0.5 + 0.4 * space.flops(space.decode(a)) / space.flops(space.largest()):.4f}"]
+                    for a in archs)
+    return archs
+
+
+# --- the Python benchmarks ---------------------------------------------------------------------
+def test_kernel_speed_bench():
+    out = last_json(run_script("kernel_speed.py", "--m", 8, "--k", 16, "--n", 16, "--repeats", 1))
+    assert len(out["results"]) == 4 and set(out["recompiles_after_first_fraction"].values()) == {0}
+
+
+def test_weight_sharing_bench():
+    out = last_json(run_script("weight_sharing.py", "--space", "mobilenetv3-tiny", "--resolution", 8, "--batch", 4,
+                               "--subnets", 2, "--repeats", 1))
+    assert out["recompiles"] == 0 and out["recompiles_after_timing"] == 0
+    assert out["ratio_smallest"] > 0 and out["ratio_largest"] > 0
+
+
+def test_latency_bench():
+    out = last_json(run_script("latency.py", "--space", "mobilenetv3-tiny", "--samples", 3, "--train-samples", 3,
+                               "--repeats", 1, "--rounds", 2, "--calib-samples", 1))
+    assert "command" in out and np.isfinite(json.dumps(out).count("mape"))
+
+
+def test_search_bench(tmp_path):
+    out = last_json(run_script("search.py", "--evaluations", 40, "--seeds", 1, "--initial", 16, "--batch", 8,
+                               "--population", 8, "--png", tmp_path / "hv.png"))
+    assert out and (tmp_path / "hv.png").is_file()
+
+
+def test_resnet_costs_bench():
+    out = last_json(run_script("resnet_costs.py", "--width-mult", 0.25, "--resolution", 8, "--batch", 4,
+                               "--repeats", 1))
+    assert out
+
+
+def test_vit_selection_bench():
+    out = last_json(run_script("vit_selection.py", "--space", "vit-tiny", "--resolution", 8, "--batch", 4,
+                               "--repeats", 1))
+    assert out["space"] == "vit-tiny" and out["max_diff_largest"] < 1e-4
+
+
+def test_supernet_quality_bench(tmp_path):
+    out = last_json(run_script("supernet_quality.py", "--dataset", "digits", "--space", "mobilenetv3-tiny",
+                               "--width-mult", 1.0, "--resolution", 8, "--epochs", 1, "--batch-size", 32,
+                               "--limit-train", 128, "--subnets", 1, "--out", tmp_path / "q"))
+    assert {"smallest", "largest"} <= set(json.dumps(out).replace('"', " ").split())
+
+
+def test_predictors_bench(tmp_path):
+    from search_spaces import get_space
+
+    data = tmp_path / "rows.csv"
+    _sample_csv(get_space("mobilenetv3-tiny"), data, 60)
+    out = last_json(run_script("predictors.py", data, "--space", "mobilenetv3-tiny", "--sizes", 16,
+                               "--repeats", 1, "--models", "ridge,gbt", "--pretrain-samples", 0, "--test-rows", 20))
+    assert out
+
+
+# --- the Fashion-MNIST analysis scripts, on a tiny run ----------------------------------------
+def test_split_half_script(tiny_run, tmp_path):
+    from nas_cli import runs
+
+    space = runs.open_run(tiny_run).space
+    archs = tmp_path / "archs.csv"
+    _sample_csv(space, archs, 4)
+    out = last_json(run_script("fashion_mnist/split_half.py", tiny_run, archs))
+    assert out["n"] >= 3
+
+
+def test_by_resolution_script(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_cli import runs
+    from nas_cli.main import app
+
+    space = runs.open_run(tiny_run).space
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    _sample_csv(space, train, 40, seed=1)
+    _sample_csv(space, test, 20, seed=2)
+    res = CliRunner().invoke(app, ["predictor", "fit", str(train), "--target", "accuracy", "--model", "ridge",
+                                   "--space", str(tiny_run), "--out", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    out = last_json(run_script("fashion_mnist/by_resolution.py", tmp_path / "model", test))
+    assert out["n"] == len(test.read_text().splitlines()) - 1 and "by_resolution" in out
+
+
+def test_predictor_data_script(tmp_path):
+    for s in (0, 1, 2):
+        folder = tmp_path / "runs" / "fm" / f"random-{s}"
+        folder.mkdir(parents=True)
+        folder.joinpath("cache.jsonl").write_text("".join(
+            json.dumps({"arch": f"r14-a{s}{i}", "metrics": {"accuracy": 0.5 + i / 100}}) + "\n" for i in range(9)))
+    stdout = run_script("fashion_mnist/predictor_data.py", cwd=tmp_path)
+    assert "27 random subnets" in stdout
+    assert (tmp_path / "runs" / "fm" / "random_all.csv").read_text().count("\n") == 28
+
+
+# --- the shell recipes ---------------------------------------------------------------------------
+def _nas_commands() -> dict[tuple[str, ...], set[str]]:
+    from nas_cli.main import app
+
+    root = typer.main.get_command(app)
+    found: dict[tuple[str, ...], set[str]] = {}
+
+    def walk(cmd, path: tuple[str, ...]):
+        if hasattr(cmd, "commands"):  # a group
+            for name, sub in cmd.commands.items():
+                walk(sub, path + (name,))
+        else:
+            found[path] = {opt for p in cmd.params for opt in p.opts + p.secondary_opts}
+
+    walk(root, ())
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _script_flags(script: str) -> set[str]:
+    return set(re.findall(r"--[a-z][a-z0-9-]*", run_script(script, "--help")))
+
+
+def _shell_commands(path: Path) -> list[list[str]]:
+    """Each command line of a bash recipe as words (continuations joined, ${ARRAY[@]} expanded)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    text = re.sub(r"<<'PY'.*?\nPY\n", "\n", text, flags=re.S)  # inline Python is not a command
+    arrays = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)=\((.*)\)$", text, flags=re.M)}
+    out = []
+    for line in text.splitlines():
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        for name, body in arrays.items():
+            line = line.replace(f'"${{{name}[@]}}"', body)
+        out.append(shlex.split(line.replace("&", " ").replace(">", " > "), comments=True))
+    return out
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (BENCH / "fashion_mnist").glob("*.sh")))
+def test_shell_recipes_use_real_commands_and_flags(script):
+    commands = _nas_commands()
+    script_flags: dict[str, set[str]] = {}
+    checked = 0
+    for words in _shell_commands(BENCH / "fashion_mnist" / script):
+        for i, word in enumerate(words):
+            if word == "$NAS" or (word.endswith("/bin/nas") and "=" not in word):
+                rest = words[i + 1:]
+                path = tuple(w for w in rest[:2] if not w.startswith(("-", "$")))
+                while path and path not in commands:
+                    path = path[:-1]
+                assert path, f"{script}: `nas {' '.join(rest[:2])}` is not a nas command"
+                flags = {w.split("=")[0] for w in rest if w.startswith("--")}
+                unknown = flags - commands[path]
+                assert not unknown, f"{script}: nas {' '.join(path)} has no {sorted(unknown)}"
+                checked += 1
+            elif word.startswith("bench/") and word.endswith(".py"):
+                known = script_flags.setdefault(word, _script_flags(word[len("bench/"):]))
+                unknown = {w.split("=")[0] for w in words[i + 1:] if w.startswith("--")} - known
+                assert not unknown, f"{script}: {word} has no {sorted(unknown)}"
+                checked += 1
+    assert checked, f"{script} runs no nas command and no bench script"
