@@ -27,7 +27,12 @@ BENCH = ROOT / "bench"
 
 
 def run_script(script: str, *args, cwd: Path = ROOT, timeout: int = 900) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the persistent XLA cache of `nas` (nas_cli.runs), so a second run of the suite compiles little;
+    # set here, not in the scripts, whose compile-time figures must stay cold
+    cache = os.environ.get("NAS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nas", "xla")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": cache,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"}
     proc = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"

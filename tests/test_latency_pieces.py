@@ -25,7 +25,7 @@ def test_pieces_are_the_static_models_parts(name):
     pieces = {p.key: p for p in space.latency_pieces()}
     assert len(pieces) == len(space.latency_pieces()), "piece keys must be unique"
     rng = np.random.default_rng(0)
-    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(3)]
+    archs = [space.smallest(), space.largest(), space.sample(rng)]
     for arch in archs:
         keys = space.latency_keys(arch)
         assert set(keys) <= set(pieces), f"{space.encode(arch)} names pieces the table does not time"
