@@ -57,8 +57,9 @@ class RankEnsemble(Predictor):
     members on all the data; ``weights`` (name -> weight) skips the cross-validation and uses those.
     Fits normal scores of the targets' ranks by default (``targets="rank"``), which the kernel
     models rank much better from. ``predict_std`` is the std of the mixture of the members (their
-    spread around the average, plus their own std where they have one). ``scores`` holds each
-    member's cross-validated tau.
+    spread around the average, plus their own std where they have one); it works once fitted with
+    two members or more, or with one that has a std (``supports_std`` says so). ``scores`` holds
+    each member's cross-validated tau.
     """
 
     name = "ensemble"
@@ -68,7 +69,6 @@ class RankEnsemble(Predictor):
         "rounds": 20,
         "weights": None,
     }
-    supports_std = True
     default_targets = "rank"
 
     def __init__(self, seed: int = 0, **config):
@@ -91,6 +91,10 @@ class RankEnsemble(Predictor):
         self.scores: dict[str, float] = {}
         self.weights: dict[str, float] = {}
         self._members: list[tuple[float, Predictor]] = []
+
+    @property
+    def supports_std(self) -> bool:  # type: ignore[override]
+        return len(self._members) > 1 or any(p.supports_std for _, p in self._members)
 
     def _fit(self, X, y, pretrain):
         members: Sequence[str] = self.config["members"]
