@@ -11,7 +11,7 @@ spread), and for ``auto`` when it chose one of those; the others raise NotImplem
 Also ``rf`` and ``extra_trees`` (std: their trees' spread) and ``ensemble`` (members weighted by
 their cross-validated Kendall tau, std: the mixture's), registered after ``gbt`` and ``mlp``; ``auto``
 chooses among all of them. Every model takes ``targets="rank"`` (fit normal scores of the targets'
-ranks, :mod:`predictors.targets`); ``ensemble`` and ``auto`` do so by default.
+ranks, :mod:`predictors.targets`); ``ensemble`` and ``auto`` fit their members so by default.
 ``fit(..., pretrain=...)`` (FBNetV3-style pretraining on free FLOPs/params) works for every model:
 ``mlp`` pretrains its own network, the others get the statistics a separate network learnt as
 extra features.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from predictors.base import Predictor, check_predictor_name, from_state, get_predictor, register_predictor
 from predictors.cross_validation import fold_metrics, out_of_fold
 from predictors.ensemble import RankEnsemble, select_weights
 from predictors.errors import PredictorError
+from predictors.targets import check_targets
+
+CHOSEN_PREFIX = "chosen_"
 
 
 @register_predictor
@@ -20,8 +21,9 @@ class AutoPredictor(Predictor):
     starts from the best single candidate and adds one only when the folds' tau improves, so the
     ensemble is chosen only when a combination ranked the folds better than any one model.
 
-    Ties go to the earlier candidate (the cheaper one, in the default order). Fits normal scores of
-    the targets' ranks by default (``targets="rank"``); the candidates see those. ``predict_std``
+    Ties go to the earlier candidate (the cheaper one, in the default order). Candidates fit with
+    ``targets=candidate_targets``: by default the normal scores of the targets' ranks (each keeps
+    its map back to target units in its own state). ``predict_std``
     works when the chosen model has it (``supports_std`` reports this after fitting). ``scores``
     holds the cross-validation results of every candidate (RMSE in target units; for the ensemble
     also its ``weights``).
@@ -31,8 +33,8 @@ class AutoPredictor(Predictor):
     defaults = {
         "candidates": ["ridge", "rbf", "gp", "gbt", "rf", "extra_trees", "mlp", RankEnsemble.name],
         "k": 5,
+        "candidate_targets": "rank",
     }
-    default_targets = "rank"
 
     def __init__(self, seed: int = 0, **config):
         super().__init__(seed=seed, **config)
@@ -40,6 +42,7 @@ class AutoPredictor(Predictor):
             if candidate == self.name:
                 raise PredictorError("auto cannot be one of its own candidates")
             check_predictor_name(candidate)
+        check_targets(self.config["candidate_targets"])
         if self.config["candidates"] == [RankEnsemble.name]:
             raise PredictorError("auto's ensemble combines its other candidates; name at least one more")
         self.chosen: Predictor | None = None
@@ -52,20 +55,18 @@ class AutoPredictor(Predictor):
     def _metrics(self, y, predictions, folds) -> dict:
         out = fold_metrics(y, predictions, folds)
         scores = {m: out[m] for m in ("kendall_tau", "spearman", "rmse", "kendall_tau_std")}
-        # Ranks are the model's own (the map back to target units may tie beyond the data); errors
-        # are in target units.
-        target, fitted = self.to_target(y), self.to_target(predictions)
-        scores["rmse"] = float(np.mean([np.sqrt(np.mean((target[te] - fitted[te]) ** 2)) for _, te in folds]))
+        scores["rmse"] *= self._y_std  # CV ran on standardised targets
         return scores
 
     def _fit(self, X, y, pretrain):
         k = min(int(self.config["k"]), len(y) // 2)
         self.scores = {}
         predictions, folds = {}, None
+        targets = self.config["candidate_targets"]
         for candidate in self.config["candidates"]:
             if candidate == RankEnsemble.name:
                 continue
-            folds, predictions[candidate] = out_of_fold(candidate, X, y, k=k, seed=self.seed)
+            folds, predictions[candidate] = out_of_fold(candidate, X, y, k=k, seed=self.seed, targets=targets)
             self.scores[candidate] = self._metrics(y, predictions[candidate], folds)
         weights = None
         if RankEnsemble.name in self.config["candidates"]:
@@ -76,11 +77,10 @@ class AutoPredictor(Predictor):
         for candidate in self.config["candidates"]:
             if best is None or self.scores[candidate]["kendall_tau"] > self.scores[best]["kendall_tau"]:
                 best = candidate
-        if best == RankEnsemble.name:
-            # A plain average of what was cross-validated: the members fit the targets auto gives them.
-            options = {"members": list(weights), "weights": weights, "targets": "standard"}
+        if best == RankEnsemble.name:  # the average of what was cross-validated, as weighted there
+            options = {"members": list(weights), "weights": weights, "member_targets": targets}
         else:
-            options = {}
+            options = {"targets": targets}
         self.chosen = get_predictor(best, seed=self.seed, **options).fit(X, y)
 
     def _predict(self, X):
@@ -89,10 +89,16 @@ class AutoPredictor(Predictor):
     def _predict_std(self, X):
         return self.chosen.predict_std(X)
 
+    # The chosen model's arrays are prefixed, so that they cannot collide with auto's own (a rank
+    # map's, when auto itself fits rank targets); files from before the prefix hold them unprefixed.
     def _state(self):
         meta, arrays = self.chosen.to_state()
-        return {"chosen": meta, "scores": self.scores}, arrays
+        return {"chosen": meta, "scores": self.scores, "prefix": CHOSEN_PREFIX}, {
+            CHOSEN_PREFIX + key: a for key, a in arrays.items()
+        }
 
     def _restore(self, meta, arrays):
         self.scores = meta["scores"]
-        self.chosen = from_state(meta["chosen"], arrays)
+        prefix = meta.get("prefix", "")
+        own = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
+        self.chosen = from_state(meta["chosen"], own)

@@ -45,7 +45,7 @@ class Predictor(abc.ABC):
       seed: the seed of every random choice of the fit.
       targets: ``"standard"`` fits the targets; ``"rank"`` fits the normal scores of their ranks and
         maps predictions back through the training targets (monotone, so the ranking is the
-        model's); default: the class's ``default_targets``.
+        model's).
       config: the model's options, among ``defaults``.
     """
 
@@ -59,10 +59,7 @@ class Predictor(abc.ABC):
     #: statistics, then its head is swapped); the others get the statistics that a separate network
     #: learnt as extra features (:class:`predictors.pretrain.StatFeatures`)
     native_pretrain: ClassVar[bool] = False
-    #: what ``targets`` is when not given (:data:`predictors.targets.TARGETS`)
-    default_targets: ClassVar[str] = "standard"
-
-    def __init__(self, seed: int = 0, targets: str | None = None, **config):
+    def __init__(self, seed: int = 0, targets: str = "standard", **config):
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
             raise PredictorError(
@@ -70,7 +67,7 @@ class Predictor(abc.ABC):
                 f"known options: {', '.join(sorted(self.defaults)) or '(none)'}"
             )
         self.seed = int(seed)
-        self.targets = check_targets(self.default_targets if targets is None else targets)
+        self.targets = check_targets(targets)
         self.config = {**self.defaults, **config}
         self.n_features: int | None = None
         self._pretrained: StatFeatures | None = None  # when fitted with pretrain and no native pretraining
@@ -151,8 +148,7 @@ class Predictor(abc.ABC):
     def to_target(self, z) -> np.ndarray:
         """What the model fitted (standardised, maybe rank-scored targets) back in target units.
 
-        ``predict(X) == to_target(<the model's raw output on X>)``; models that hold other models
-        (``auto``) use it to report their candidates' errors in target units.
+        ``predict(X) == to_target(<the model's raw output on X>)``.
         """
         y = np.asarray(z, np.float64) * self._y_std + self._y_mean
         return y if self._rank is None else self._rank.inverse(y)

@@ -17,6 +17,7 @@ from predictors.base import Predictor, check_predictor_name, from_state, get_pre
 from predictors.cross_validation import out_of_fold
 from predictors.errors import PredictorError
 from predictors.metrics import kendall_tau
+from predictors.targets import check_targets
 
 
 def mean_fold_tau(y: np.ndarray, predictions: np.ndarray, folds) -> float:
@@ -55,8 +56,9 @@ class RankEnsemble(Predictor):
 
     Fitting cross-validates every member (``k`` folds), selects the weights, then fits the picked
     members on all the data; ``weights`` (name -> weight) skips the cross-validation and uses those.
-    Fits normal scores of the targets' ranks by default (``targets="rank"``), which the kernel
-    models rank much better from. ``predict_std`` is the std of the mixture of the members (their
+    Members fit with ``targets=member_targets``: by default the normal scores of the targets' ranks,
+    which the kernel models rank much better from; each member keeps its own map back to target
+    units in its state, so the ensemble's state holds all it needs. ``predict_std`` is the std of the mixture of the members (their
     spread around the average, plus their own std where they have one); it works once fitted with
     two members or more, or with one that has a std (``supports_std`` says so). ``scores`` holds
     each member's cross-validated tau.
@@ -68,14 +70,15 @@ class RankEnsemble(Predictor):
         "k": 5,
         "rounds": 20,
         "weights": None,
+        "member_targets": "rank",
     }
-    default_targets = "rank"
 
     def __init__(self, seed: int = 0, **config):
         super().__init__(seed=seed, **config)
         members = list(self.config["members"])
         if not members:
             raise PredictorError("an ensemble needs at least one member; pass members=[names]")
+        check_targets(self.config["member_targets"])
         for member in members:
             if member in (self.name, "auto"):
                 raise PredictorError(f"{member!r} cannot be a member of an ensemble; members are single models")
@@ -99,18 +102,19 @@ class RankEnsemble(Predictor):
     def _fit(self, X, y, pretrain):
         members: Sequence[str] = self.config["members"]
         weights = self.config["weights"]
+        targets = self.config["member_targets"]
         if weights is None:
             k = min(int(self.config["k"]), len(y) // 2)
             predictions = {}
             folds = None
             for member in members:
-                folds, predictions[member] = out_of_fold(member, X, y, k=k, seed=self.seed)
+                folds, predictions[member] = out_of_fold(member, X, y, k=k, seed=self.seed, targets=targets)
             self.scores = {m: mean_fold_tau(y, p, folds) for m, p in predictions.items()}
             weights = select_weights(predictions, y, folds, rounds=int(self.config["rounds"]))
         total = sum(weights.values())
         self.weights = {m: float(weights.get(m, 0.0)) / total for m in members}
         self._members = [
-            (w, get_predictor(m, seed=self.seed).fit(X, y)) for m, w in self.weights.items() if w > 0
+            (w, get_predictor(m, seed=self.seed, targets=targets).fit(X, y)) for m, w in self.weights.items() if w > 0
         ]
 
     def _predict(self, X):

@@ -376,14 +376,16 @@ def test_rank_targets_round_trip_and_keep_units(name, tmp_path):
     np.testing.assert_array_equal(loaded.predict_std(TEST[0]), p.predict_std(TEST[0]))
 
 
-def test_state_without_targets_is_a_standard_fit():
-    """Files saved before the option existed have no ``targets``: they fitted the targets as they were."""
-    p = get_predictor("ridge", seed=0).fit(*TRAIN)
-    meta, arrays = p.to_state()
+@pytest.mark.parametrize("name", ["ridge", "ensemble", "auto"])
+def test_state_without_targets_is_a_standard_fit(fitted, name):
+    """Files saved before the option existed have no ``targets``: they fitted the targets as they were.
+    ``ensemble`` and ``auto`` fit rank targets through their members, whose maps are in their own
+    state, so they rebuild from the model's state and config alone too."""
+    meta, arrays = fitted[name].to_state()
     del meta["targets"]
     again = predictors.from_state(meta, arrays)
     assert again.targets == "standard"
-    np.testing.assert_array_equal(again.predict(TEST[0]), p.predict(TEST[0]))
+    np.testing.assert_array_equal(again.predict(TEST[0]), fitted[name].predict(TEST[0]))
 
 
 def test_unknown_targets_option_says_what_is_allowed():
@@ -408,7 +410,7 @@ def test_greedy_selection_starts_from_the_best_member_and_weights_sum_to_one():
 def test_ensemble_with_given_weights_skips_cross_validation():
     X, y = TRAIN
     e = get_predictor("ensemble", seed=0, members=["ridge", "gp"], weights={"ridge": 1, "gp": 3},
-                      targets="standard").fit(X, y)
+                      member_targets="standard").fit(X, y)
     assert e.weights == {"ridge": 0.25, "gp": 0.75} and e.scores == {}
     parts = [get_predictor(m, seed=0).fit(X, y).predict(TEST[0]) for m in ("ridge", "gp")]
     np.testing.assert_allclose(e.predict(TEST[0]), 0.25 * parts[0] + 0.75 * parts[1])
@@ -420,6 +422,7 @@ def test_ensemble_with_given_weights_skips_cross_validation():
     ({"members": ["gp", "xgb"]}, "unknown predictor 'xgb'"),
     ({"members": ["gp"], "weights": {"rf": 1.0}}, "name only members"),
     ({"members": ["gp"], "weights": {"gp": -1.0}}, "non-negative"),
+    ({"members": ["gp"], "member_targets": "log"}, "targets 'log' is not one of standard, rank"),
 ])
 def test_bad_ensemble_config_says_what_is_wrong(config, message):
     with pytest.raises(ValueError, match=message):
