@@ -17,7 +17,7 @@ from predictors.base import Predictor, check_predictor_name, from_state, get_pre
 from predictors.cross_validation import out_of_fold
 from predictors.errors import PredictorError
 from predictors.metrics import kendall_tau
-from predictors.targets import check_targets
+from predictors.targets import InnerTargets, check_targets
 
 
 def mean_fold_tau(y: np.ndarray, predictions: np.ndarray, folds) -> float:
@@ -56,9 +56,9 @@ class RankEnsemble(Predictor):
 
     Fitting cross-validates every member (``k`` folds), selects the weights, then fits the picked
     members on all the data; ``weights`` (name -> weight) skips the cross-validation and uses those.
-    Members fit with ``targets=member_targets``: by default the normal scores of the targets' ranks,
-    which the kernel models rank much better from; each member keeps its own map back to target
-    units in its state, so the ensemble's state holds all it needs. ``predict_std`` is the std of the mixture of the members (their
+    With ``member_targets="rank"`` (the default) the members fit, and are averaged on, the normal
+    scores of the targets' ranks, which the kernel models rank much better from; the average maps
+    back to target units (:class:`predictors.targets.InnerTargets`). ``predict_std`` is the std of the mixture of the members (their
     spread around the average, plus their own std where they have one); it works once fitted with
     two members or more, or with one that has a std (``supports_std`` says so). ``scores`` holds
     each member's cross-validated tau.
@@ -94,6 +94,7 @@ class RankEnsemble(Predictor):
         self.scores: dict[str, float] = {}
         self.weights: dict[str, float] = {}
         self._members: list[tuple[float, Predictor]] = []
+        self._inner = InnerTargets()
 
     @property
     def supports_std(self) -> bool:  # type: ignore[override]
@@ -102,23 +103,23 @@ class RankEnsemble(Predictor):
     def _fit(self, X, y, pretrain):
         members: Sequence[str] = self.config["members"]
         weights = self.config["weights"]
-        targets = self.config["member_targets"]
+        self._inner, y = InnerTargets.fit(y, self.config["member_targets"])
         if weights is None:
             k = min(int(self.config["k"]), len(y) // 2)
             predictions = {}
             folds = None
             for member in members:
-                folds, predictions[member] = out_of_fold(member, X, y, k=k, seed=self.seed, targets=targets)
+                folds, predictions[member] = out_of_fold(member, X, y, k=k, seed=self.seed)
             self.scores = {m: mean_fold_tau(y, p, folds) for m, p in predictions.items()}
             weights = select_weights(predictions, y, folds, rounds=int(self.config["rounds"]))
         total = sum(weights.values())
         self.weights = {m: float(weights.get(m, 0.0)) / total for m in members}
         self._members = [
-            (w, get_predictor(m, seed=self.seed, targets=targets).fit(X, y)) for m, w in self.weights.items() if w > 0
+            (w, get_predictor(m, seed=self.seed).fit(X, y)) for m, w in self.weights.items() if w > 0
         ]
 
     def _predict(self, X):
-        return sum(w * p.predict(X) for w, p in self._members)
+        return self._inner.inverse(sum(w * p.predict(X) for w, p in self._members))
 
     def _predict_std(self, X):
         means = [p.predict(X) for _, p in self._members]
@@ -127,7 +128,7 @@ class RankEnsemble(Predictor):
             w * (m**2 + (p.predict_std(X) ** 2 if p.supports_std else 0.0))
             for (w, p), m in zip(self._members, means)
         )
-        return np.sqrt(np.maximum(second - mean**2, 0.0))
+        return self._inner.inverse_spread(mean, np.sqrt(np.maximum(second - mean**2, 0.0)))
 
     def _state(self):
         metas, arrays = [], {}
@@ -135,10 +136,11 @@ class RankEnsemble(Predictor):
             meta, member_arrays = p.to_state()
             metas.append({"weight": w, "state": meta})
             arrays.update({f"m{i}_{key}": a for key, a in member_arrays.items()})
-        return {"weights": self.weights, "scores": self.scores, "members": metas}, arrays
+        return {"weights": self.weights, "scores": self.scores, "members": metas}, {**arrays, **self._inner.to_arrays()}
 
     def _restore(self, meta, arrays):
         self.weights, self.scores = meta["weights"], meta["scores"]
+        self._inner = InnerTargets.from_arrays(arrays)
         self._members = []
         for i, member in enumerate(meta["members"]):
             prefix = f"m{i}_"

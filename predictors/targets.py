@@ -72,9 +72,47 @@ class RankTransform:
         """A std in score units at ``z``, in target units: half the width that ``z +- std`` maps to."""
         return 0.5 * (self.inverse(z + std) - self.inverse(z - std))
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"target_knots_y": self.knots_y, "target_knots_z": self.knots_z}
+    def to_arrays(self, prefix: str = "target_") -> dict[str, np.ndarray]:
+        return {f"{prefix}knots_y": self.knots_y, f"{prefix}knots_z": self.knots_z}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "RankTransform":
-        return cls(arrays["target_knots_y"], arrays["target_knots_z"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "target_") -> "RankTransform":
+        return cls(arrays[f"{prefix}knots_y"], arrays[f"{prefix}knots_z"])
+
+
+class InnerTargets:
+    """What the members of a model that combines models (``ensemble``, ``auto``) fit.
+
+    Such a model maps its targets once (``"rank"``: to normal scores; ``"standard"``: not at all),
+    fits, cross-validates and combines its members in that space, and maps the combination back.
+    The map lives in the combining model's own state (arrays under :data:`INNER_PREFIX`), so that
+    state alone rebuilds it; a state without those arrays is an identity map (files from before).
+    """
+
+    INNER_PREFIX = "inner_target_"
+
+    def __init__(self, rank: RankTransform | None = None):
+        self.rank = rank
+
+    @classmethod
+    def fit(cls, y: np.ndarray, targets: str) -> tuple["InnerTargets", np.ndarray]:
+        """The map for ``targets`` fitted on ``y``, and what the members fit."""
+        if check_targets(targets) == "standard":
+            return cls(), y
+        rank = RankTransform.fit(y)
+        return cls(rank), rank.forward(y)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return z if self.rank is None else self.rank.inverse(z)
+
+    def inverse_spread(self, z: np.ndarray, std: np.ndarray) -> np.ndarray:
+        return std if self.rank is None else self.rank.inverse_spread(z, std)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.rank is None else self.rank.to_arrays(self.INNER_PREFIX)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "InnerTargets":
+        if f"{cls.INNER_PREFIX}knots_y" not in arrays:
+            return cls()
+        return cls(RankTransform.from_arrays(arrays, cls.INNER_PREFIX))

@@ -379,8 +379,9 @@ def test_rank_targets_round_trip_and_keep_units(name, tmp_path):
 @pytest.mark.parametrize("name", ["ridge", "ensemble", "auto"])
 def test_state_without_targets_is_a_standard_fit(fitted, name):
     """Files saved before the option existed have no ``targets``: they fitted the targets as they were.
-    ``ensemble`` and ``auto`` fit rank targets through their members, whose maps are in their own
-    state, so they rebuild from the model's state and config alone too."""
+    ``ensemble`` and ``auto`` map their members' targets themselves and keep that map in their own
+    state, so they rebuild from the model's state and config alone too (as the learned latency model
+    stores them)."""
     meta, arrays = fitted[name].to_state()
     del meta["targets"]
     again = predictors.from_state(meta, arrays)
