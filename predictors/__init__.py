@@ -8,6 +8,10 @@
 Registered names (``predictor_names()``, the registry ``PREDICTORS``): ``ridge``, ``rbf``, ``gp``,
 ``gbt``, ``mlp``, ``auto``. ``predict_std`` works for ``gp`` (posterior std) and ``mlp`` (ensemble
 spread), and for ``auto`` when it chose one of those; the others raise NotImplementedError.
+Also ``rf`` and ``extra_trees`` (std: their trees' spread) and ``ensemble`` (members weighted by
+their cross-validated Kendall tau, std: the mixture's), registered after ``gbt`` and ``mlp``; ``auto``
+chooses among all of them. Every model takes ``targets="rank"`` (fit normal scores of the targets'
+ranks, :mod:`predictors.targets`); ``ensemble`` and ``auto`` fit their members so by default.
 ``fit(..., pretrain=...)`` (FBNetV3-style pretraining on free FLOPs/params) works for every model:
 ``mlp`` pretrains its own network, the others get the statistics a separate network learnt as
 extra features.
@@ -40,7 +44,12 @@ from predictors.metrics import all_metrics, kendall_tau, rmse, spearman
 # Importing the model modules registers them, in this order (cheapest first).
 from predictors import kernels as _kernels  # noqa: E402,F401  ridge, rbf, gp
 from predictors import trees as _trees  # noqa: E402,F401  gbt
+from predictors import forests as _forests  # noqa: E402,F401  rf, extra_trees
 from predictors import mlp as _mlp  # noqa: E402,F401  mlp
+from predictors import ensemble as _ensemble  # noqa: E402,F401  ensemble
+from predictors.ensemble import select_weights  # noqa: E402
+from predictors.cross_validation import out_of_fold  # noqa: E402
+from predictors.targets import TARGETS, RankTransform  # noqa: E402
 from predictors import auto as _auto  # noqa: E402,F401  auto
 from predictors.data import ArchEncoder, Table, TableEncoder, read_csv  # noqa: E402
 from predictors.pretrain import StatFeatures, arch_stats, random_pretrain_set  # noqa: E402
@@ -55,6 +64,10 @@ from predictors.latency import (  # noqa: E402
 
 __all__ = [
     "PREDICTORS",
+    "TARGETS",
+    "RankTransform",
+    "out_of_fold",
+    "select_weights",
     "ArchEncoder",
     "LatencyTable",
     "LearnedLatencyModel",

@@ -5,7 +5,9 @@ A predictor maps an architecture encoding (a float matrix, one row per architect
 
 A fitted predictor's state is a public value: ``meta, arrays = p.to_state()`` (JSON-able metadata
 and named numpy arrays) and ``from_state(meta, arrays)`` rebuilds a predictor that predicts exactly
-as ``p``. Saved predictors are that state in a directory: ``predictor.json`` (the metadata) and
+as ``p``. Every predictor takes ``targets="standard"|"rank"``: fit the targets as they are, or
+the normal scores of their ranks (:mod:`predictors.targets`); old files without the field are
+``"standard"``. Saved predictors are that state in a directory: ``predictor.json`` (the metadata) and
 ``arrays.npz`` (numbers only, loaded with ``allow_pickle=False``), never a pickle. Models that hold
 a predictor of their own (``auto``, the learned latency model) store its state the same way.
 """
@@ -23,6 +25,7 @@ import numpy as np
 from predictors.errors import PredictorError
 from predictors.files import atomic_write_bytes, atomic_write_json
 from predictors.pretrain import StatFeatures
+from predictors.targets import RankTransform, check_targets
 from search_spaces.errors import UnknownNameError
 from search_spaces.registry import Registry
 
@@ -37,6 +40,13 @@ class Predictor(abc.ABC):
 
     Subclasses see targets standardised to mean 0 and std 1 (the base class undoes it) and
     implement ``_fit``, ``_predict`` and ``_state``/``_restore`` (their own part of :meth:`to_state`).
+
+    Args:
+      seed: the seed of every random choice of the fit.
+      targets: ``"standard"`` fits the targets; ``"rank"`` fits the normal scores of their ranks and
+        maps predictions back through the training targets (monotone, so the ranking is the
+        model's).
+      config: the model's options, among ``defaults``.
     """
 
     name: ClassVar[str]
@@ -49,8 +59,7 @@ class Predictor(abc.ABC):
     #: statistics, then its head is swapped); the others get the statistics that a separate network
     #: learnt as extra features (:class:`predictors.pretrain.StatFeatures`)
     native_pretrain: ClassVar[bool] = False
-
-    def __init__(self, seed: int = 0, **config):
+    def __init__(self, seed: int = 0, targets: str = "standard", **config):
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
             raise PredictorError(
@@ -58,11 +67,13 @@ class Predictor(abc.ABC):
                 f"known options: {', '.join(sorted(self.defaults)) or '(none)'}"
             )
         self.seed = int(seed)
+        self.targets = check_targets(targets)
         self.config = {**self.defaults, **config}
         self.n_features: int | None = None
         self._pretrained: StatFeatures | None = None  # when fitted with pretrain and no native pretraining
         self._y_mean = 0.0
         self._y_std = 1.0
+        self._rank: RankTransform | None = None  # fitted when targets == "rank"
 
     # --- public interface ---------------------------------------------------------------------
     def fit(self, X, y, *, pretrain: tuple | None = None) -> "Predictor":
@@ -102,6 +113,10 @@ class Predictor(abc.ABC):
                 self._pretrained = StatFeatures(seed=self.seed).fit(Xu, stats)
                 pretrain = None
         self.n_features = X.shape[1]
+        self._rank = None
+        if self.targets == "rank":
+            self._rank = RankTransform.fit(y)
+            y = self._rank.forward(y)
         self._y_mean = float(y.mean())
         std = float(y.std())
         self._y_std = std if std > 0 else 1.0
@@ -111,7 +126,7 @@ class Predictor(abc.ABC):
     def predict(self, X) -> np.ndarray:
         """Predicted targets, shape ``(N,)`` float64."""
         X = self._model_input(self._check_predict_input(X))
-        return self._predict(X) * self._y_std + self._y_mean
+        return self.to_target(self._predict(X))
 
     def predict_std(self, X) -> np.ndarray:
         """Predictive standard deviation in target units, shape ``(N,)``.
@@ -125,7 +140,18 @@ class Predictor(abc.ABC):
                 f"{', '.join(n for n in predictor_names() if PREDICTORS.get(n).supports_std)}"
             )
         X = self._model_input(self._check_predict_input(X))
-        return self._predict_std(X) * self._y_std
+        std = self._predict_std(X) * self._y_std
+        if self._rank is None:
+            return std
+        return self._rank.inverse_spread(self._predict(X) * self._y_std + self._y_mean, std)
+
+    def to_target(self, z) -> np.ndarray:
+        """What the model fitted (standardised, maybe rank-scored targets) back in target units.
+
+        ``predict(X) == to_target(<the model's raw output on X>)``.
+        """
+        y = np.asarray(z, np.float64) * self._y_std + self._y_mean
+        return y if self._rank is None else self._rank.inverse(y)
 
     @property
     def stat_features(self) -> StatFeatures | None:
@@ -135,9 +161,10 @@ class Predictor(abc.ABC):
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted predictor as ``(meta, arrays)``: what :func:`from_state` rebuilds it from.
 
-        ``meta`` (JSON-able) holds ``name``, ``seed``, ``config``, ``n_features``, ``y_mean``,
-        ``y_std``, the model's own ``state`` and, when fitted with a separate statistics network,
-        ``pretrained``; ``arrays`` maps names to numpy arrays (that network's start with ``pretrain_``).
+        ``meta`` (JSON-able) holds ``name``, ``seed``, ``targets``, ``config``, ``n_features``,
+        ``y_mean``, ``y_std``, the model's own ``state`` and, when fitted with a separate statistics
+        network, ``pretrained``; ``arrays`` maps names to numpy arrays (that network's start with
+        ``pretrain_``, the rank map's with ``target_``).
 
         Raises:
           PredictorError: the predictor is not fitted.
@@ -148,6 +175,7 @@ class Predictor(abc.ABC):
         meta = {
             "name": self.name,
             "seed": self.seed,
+            "targets": self.targets,
             "config": self.config,
             "n_features": self.n_features,
             "y_mean": self._y_mean,
@@ -157,6 +185,8 @@ class Predictor(abc.ABC):
         if self._pretrained is not None:
             meta["pretrained"], pre_arrays = self._pretrained.to_state()
             arrays = {**arrays, **pre_arrays}
+        if self._rank is not None:
+            arrays = {**arrays, **self._rank.to_arrays()}
         return meta, arrays
 
     def save(self, path) -> None:
@@ -236,7 +266,8 @@ def check_predictor_name(name: str, noun: str = "predictor") -> None:
 
 
 def get_predictor(name: str, seed: int = 0, **config) -> Predictor:
-    """A fresh predictor registered as ``name``; unknown names raise UnknownNameError listing known ones."""
+    """A fresh predictor registered as ``name`` (``config``: ``targets`` and the model's options);
+    unknown names raise UnknownNameError listing known ones."""
     check_predictor_name(name)
     return PREDICTORS.get(name)(seed=seed, **config)
 
@@ -265,10 +296,13 @@ def load_predictor(path) -> Predictor:
 
 def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:
     """The predictor whose :meth:`Predictor.to_state` was ``(meta, arrays)``; predicts exactly as that one."""
-    predictor = get_predictor(meta["name"], seed=meta["seed"], **meta["config"])
+    targets = meta.get("targets", "standard")  # files from before the option fitted the targets as they are
+    predictor = get_predictor(meta["name"], seed=meta["seed"], targets=targets, **meta["config"])
     predictor.n_features = int(meta["n_features"])
     predictor._y_mean = float(meta["y_mean"])
     predictor._y_std = float(meta["y_std"])
+    if predictor.targets == "rank":
+        predictor._rank = RankTransform.from_arrays(arrays)
     if meta.get("pretrained"):
         predictor._pretrained = StatFeatures.from_state(meta["pretrained"], arrays)
     predictor._restore(meta["state"], arrays)

@@ -7,6 +7,40 @@ import numpy as np
 from predictors.base import get_predictor
 from predictors.metrics import all_metrics, kfold_indices
 
+METRICS = ("kendall_tau", "spearman", "rmse")
+
+
+def out_of_fold(name: str, X, y, k: int = 5, seed: int = 0, **options) -> tuple[list, np.ndarray]:
+    """Every row's prediction by the fold model that did not see it.
+
+    Fold ``i`` fits ``get_predictor(name, seed=seed + i, **options)`` on the other folds.
+
+    Returns:
+      ``(folds, predictions)``: the (train, test) index pairs of :func:`predictors.metrics.kfold_indices`
+      and the out-of-fold predictions, shape ``(N,)``.
+    """
+    X = np.asarray(X, np.float32)
+    y = np.asarray(y, np.float64).reshape(-1)
+    folds = kfold_indices(len(y), k, seed)
+    predictions = np.empty(len(y), np.float64)
+    for i, (train, test) in enumerate(folds):
+        model = get_predictor(name, seed=seed + i, **options).fit(X[train], y[train])
+        predictions[test] = model.predict(X[test])
+    return folds, predictions
+
+
+def fold_metrics(y, predictions, folds) -> dict:
+    """Metrics of out-of-fold ``predictions`` as :func:`cross_validate` reports them (means over folds)."""
+    y = np.asarray(y, np.float64).reshape(-1)
+    per_fold = [all_metrics(y[test], predictions[test]) for _, test in folds]
+    out: dict = {"k": len(folds)}
+    for key in METRICS:
+        values = np.array([f[key] for f in per_fold])
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std())
+    out["folds"] = per_fold
+    return out
+
 
 def cross_validate(name: str, X, y, k: int = 5, seed: int = 0, **options) -> dict:
     """k-fold cross-validated metrics of the predictor registered as ``name``.
@@ -15,16 +49,5 @@ def cross_validate(name: str, X, y, k: int = 5, seed: int = 0, **options) -> dic
     standard deviations under ``"<metric>_std"``, and the per-fold values under ``"folds"``.
     Fold ``i`` fits ``get_predictor(name, seed=seed + i)``.
     """
-    X = np.asarray(X, np.float32)
-    y = np.asarray(y, np.float64).reshape(-1)
-    per_fold = []
-    for i, (train, test) in enumerate(kfold_indices(len(y), k, seed)):
-        model = get_predictor(name, seed=seed + i, **options).fit(X[train], y[train])
-        per_fold.append(all_metrics(y[test], model.predict(X[test])))
-    out: dict = {"model": name, "k": k}
-    for key in ("kendall_tau", "spearman", "rmse"):
-        values = np.array([f[key] for f in per_fold])
-        out[key] = float(values.mean())
-        out[f"{key}_std"] = float(values.std())
-    out["folds"] = per_fold
-    return out
+    folds, predictions = out_of_fold(name, X, y, k=k, seed=seed, **options)
+    return {"model": name, **fold_metrics(y, predictions, folds)}

@@ -2,8 +2,10 @@
 
 A table is one of:
 
-* an **arch table**: a column ``arch`` of a search space's canonical strings. Features are the
-  space's own encoding (``SearchSpace.features``); other columns besides the target are ignored.
+* an **arch table**: a column ``arch`` (or ``arch_str``, as NAS-Bench-201's tables name it) of a
+  search space's canonical strings. Features are what the space knows of each architecture's
+  structure (``SearchSpace.structure_features``, by default) or the genome's one-hot
+  (``SearchSpace.features``, ``features="onehot"``); other columns besides the target are ignored.
   The space is named, or found by trying every registered space's ``decode``.
 * a **generic table**: every column other than the target and the ignored ones is a categorical
   feature, one-hot over the values seen when fitting; a column whose values all look numeric
@@ -29,6 +31,10 @@ from search_spaces.base import SPACES, get_space, space_names
 from search_spaces.errors import ArchError
 
 ARCH_COLUMN = "arch"
+#: the names an arch table's column of canonical strings may have, in the order they are looked for
+ARCH_COLUMNS = (ARCH_COLUMN, "arch_str")
+#: what an arch table's features are: the space's structure features, or the genome's one-hot
+FEATURE_KINDS = ("structure", "onehot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,38 +117,64 @@ def targets(table: Table, target: str) -> np.ndarray:
 
 
 # --- encoders ---------------------------------------------------------------------------------
+def check_feature_kind(features: str) -> str:
+    """Returns ``features`` if it is one of :data:`FEATURE_KINDS`, else raises PredictorError."""
+    if features not in FEATURE_KINDS:
+        raise PredictorError(f"features {features!r} is not one of {', '.join(FEATURE_KINDS)}")
+    return features
+
+
 class ArchEncoder:
-    """Features of an ``arch`` column through one search space's encoding."""
+    """Features of a column of canonical strings through one search space.
+
+    Args:
+      space_name: a registered space; ``options`` its options.
+      features: ``"structure"`` (``SearchSpace.structure_features``) or ``"onehot"``
+        (``SearchSpace.features``, the genome's one-hot and ordinals).
+      column: the column holding the strings (``arch`` or ``arch_str``).
+    """
 
     kind = "arch"
 
-    def __init__(self, space_name: str, options: dict | None = None):
+    def __init__(self, space_name: str, options: dict | None = None, features: str = "structure",
+                 column: str = ARCH_COLUMN):
         self.space_name = space_name
         self.options = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
         self.space = get_space(space_name, **self.options)
+        self.features = check_feature_kind(features)
+        self.column = column
+
+    def encode(self, arch) -> np.ndarray:
+        """The feature vector of one architecture of the space, float32."""
+        if self.features == "onehot":
+            return np.asarray(self.space.features(arch), np.float32)
+        return np.asarray(self.space.structure_features(arch), np.float32)
 
     def transform(self, table: Table) -> np.ndarray:
-        table.require(ARCH_COLUMN, f"canonical architecture strings of space {self.space_name!r}")
+        table.require(self.column, f"canonical architecture strings of space {self.space_name!r}")
         cache: dict[str, np.ndarray] = {}
         rows = []
-        for i, text in enumerate(table.column(ARCH_COLUMN)):
+        for i, text in enumerate(table.column(self.column)):
             if text not in cache:
                 try:
-                    cache[text] = np.asarray(self.space.features(self.space.decode(text)), np.float32)
+                    cache[text] = self.encode(self.space.decode(text))
                 except ArchError as e:
                     raise PredictorError(
-                        f"{table.path}: line {_line(table, i)}, column {ARCH_COLUMN!r}: {text!r} is not an "
+                        f"{table.path}: line {_line(table, i)}, column {self.column!r}: {text!r} is not an "
                         f"architecture of space {self.space_name!r}: {e}"
                     ) from None
             rows.append(cache[text])
         return np.stack(rows)
 
     def feature_names(self) -> list[str]:
-        return list(self.space.feature_names())
+        if self.features == "onehot":
+            return list(self.space.feature_names())
+        return list(self.space.structure_feature_names())
 
     def to_json(self) -> dict:
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
-        return {"kind": self.kind, "space": self.space_name, "options": options}
+        return {"kind": self.kind, "space": self.space_name, "options": options, "features": self.features,
+                "column": self.column}
 
 
 class TableEncoder:
@@ -219,15 +251,17 @@ def _check_cell(table: Table, i: int, col: str, text: str) -> None:
 def encoder_from_json(obj: dict):
     """Rebuilds an encoder from :meth:`to_json` output."""
     if obj.get("kind") == ArchEncoder.kind:
-        return ArchEncoder(obj["space"], obj.get("options"))
+        # Encoders saved before the features field existed encoded the genome's one-hot.
+        return ArchEncoder(obj["space"], obj.get("options"), features=obj.get("features", "onehot"),
+                           column=obj.get("column", ARCH_COLUMN))
     if obj.get("kind") == TableEncoder.kind:
         return TableEncoder(obj["columns"], obj["values"], obj["ranges"])
     raise PredictorError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
 
 
-def detect_space(table: Table) -> str:
-    """The one registered space whose ``decode`` accepts every string of the ``arch`` column."""
-    archs = sorted(set(table.column(ARCH_COLUMN)))
+def detect_space(table: Table, column: str = ARCH_COLUMN) -> str:
+    """The one registered space whose ``decode`` accepts every string of the column ``column``."""
+    archs = sorted(set(table.column(column)))
     names = space_names()
     matches = []
     for name in names:
@@ -242,33 +276,46 @@ def detect_space(table: Table) -> str:
         return matches[0]
     if not matches:
         raise PredictorError(
-            f"{table.path}: no registered search space decodes every value of column {ARCH_COLUMN!r} "
+            f"{table.path}: no registered search space decodes every value of column {column!r} "
             f"(tried with default options: {', '.join(names) or 'none registered'}); name the space (or the "
             f"training run the subnets come from) to see why, or rename the column to use it as a generic "
             f"categorical feature"
         )
     raise PredictorError(
-        f"{table.path}: column {ARCH_COLUMN!r} decodes in several spaces ({', '.join(matches)}); "
+        f"{table.path}: column {column!r} decodes in several spaces ({', '.join(matches)}); "
         f"name the space to pick one"
     )
 
 
-def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None = None, ignore: Sequence[str] = ()):
+def arch_column(table: Table, target: str, ignore: Sequence[str] = ()) -> str | None:
+    """The table's column of canonical strings (the first of :data:`ARCH_COLUMNS` that is neither
+    the target nor ignored), or None."""
+    for column in ARCH_COLUMNS:
+        if column in table.header and column != target and column not in ignore:
+            return column
+    return None
+
+
+def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None = None, ignore: Sequence[str] = (),
+                 features: str = "structure"):
     """Chooses and fits the encoder of a training table (see the module docstring). ``space`` is a
-    registered name (default options) or (name, options), e.g. a training run's space."""
+    registered name (default options) or (name, options), e.g. a training run's space; ``features``
+    (``structure`` or ``onehot``) is what an arch table's features are (generic tables have one kind)."""
+    check_feature_kind(features)
     options = None
     if isinstance(space, tuple):
         space, options = space
     table.require(target, "the target column")
     for col in ignore:
         table.require(col, "named in ignore")
-    if space is not None or (ARCH_COLUMN in table.header and target != ARCH_COLUMN and ARCH_COLUMN not in ignore):
+    column = arch_column(table, target, ignore)
+    if space is not None or column is not None:
         if space is None:
-            space = detect_space(table)
+            space = detect_space(table, column)
         else:
             SPACES.get(space)  # an unknown name lists the known ones
-            table.require(ARCH_COLUMN, f"space {space!r} needs canonical architecture strings")
-        return ArchEncoder(space, options)
+            table.require(column or ARCH_COLUMN, f"space {space!r} needs canonical architecture strings")
+        return ArchEncoder(space, options, features=features, column=column or ARCH_COLUMN)
     columns = [c for c in table.header if c != target and c not in ignore]
     if not columns:
         raise PredictorError(f"{table.path}: no feature columns left besides the target {target!r} and the ignored ones")

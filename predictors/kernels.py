@@ -28,6 +28,12 @@ def _one_blas_thread(method):
     return wrapper
 
 
+#: multiples of the median pairwise distance that the kernel models try as lengthscales; steps of
+#: sqrt(2) rather than 2: on the NAS-Bench-201 development table the finer grid ranked 2,000 held-out
+#: cells better (GP tau at 500 cells 0.843 -> 0.851 on ImageNet16-120)
+LENGTHSCALE_FACTORS = [0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0]
+
+
 def _sq_dists(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     d = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * A @ B.T
     return np.maximum(d, 0.0)
@@ -86,7 +92,7 @@ class RBFRegression(Predictor):
 
     name = "rbf"
     defaults = {
-        "lengthscale_factors": [0.25, 0.5, 1.0, 2.0, 4.0],
+        "lengthscale_factors": list(LENGTHSCALE_FACTORS),
         "alphas": [1e-3, 1e-2, 1e-1, 1.0, 10.0],
     }
 
@@ -138,7 +144,7 @@ class GaussianProcess(Predictor):
 
     name = "gp"
     defaults = {
-        "lengthscale_factors": [0.25, 0.5, 1.0, 2.0, 4.0],
+        "lengthscale_factors": list(LENGTHSCALE_FACTORS),
         "noise_ratios": [1e-3, 1e-2, 0.05, 0.2, 1.0],
     }
     supports_std = True

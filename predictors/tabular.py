@@ -64,6 +64,7 @@ def fit_table(
     k: int = 5,
     holdout: float = 0.2,
     pretrain_samples: int = 0,
+    features: str = "structure",
 ) -> tuple[TableModel, dict]:
     """Fits ``model`` on a CSV (a path, or a table :func:`read_csv` read) and reports held-out and
     k-fold tau, rho and RMSE.
@@ -77,6 +78,8 @@ def fit_table(
       pretrain_samples: if > 0, pretrain on the FLOPs/params of this many random architectures of
         the table's space (arch tables of a space with FLOPs/params; every model: see
         ``Predictor.fit``).
+      features: what an arch table's features are: ``structure`` (the space's structure
+        features) or ``onehot`` (the genome's one-hot); generic tables have one kind.
 
     Raises:
       PredictorError: a bad table, name or value (the message says which).
@@ -87,7 +90,7 @@ def fit_table(
     if not 0.0 < holdout < 1.0:
         raise PredictorError(f"holdout {holdout}: must be a fraction between 0 and 1")
     table = data if isinstance(data, Table) else read_csv(data)
-    encoder = make_encoder(table, target, space=space, ignore=ignore)
+    encoder = make_encoder(table, target, space=space, ignore=ignore, features=features)
     X = encoder.transform(table)
     y = targets(table, target)
     n = len(y)
@@ -113,6 +116,7 @@ def fit_table(
         "encoding": f"arch:{encoder.space_name}" if isinstance(encoder, ArchEncoder) else "table",
         "n": n,
         "features": int(X.shape[1]),
+        "feature_kind": encoder.features if isinstance(encoder, ArchEncoder) else "table",
         "seed": seed,
         "holdout": all_metrics(y[test], held.predict(X[test])),
     }
@@ -121,6 +125,8 @@ def fit_table(
         chosen = final.chosen.name
         report["chosen"] = chosen
         report["candidates"] = final.scores
+        if chosen == "ensemble":
+            report["weights"] = final.chosen.weights
         cv = {m: final.scores[chosen][m] for m in ("kendall_tau", "spearman", "rmse")}
     elif pretrain is None:
         cv = cross_validate(model, X, y, k=k, seed=seed)

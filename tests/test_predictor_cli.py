@@ -139,7 +139,9 @@ def _bad(files, name):
         "out is a file": (["fit", str(files["gen_train"]), "--target", "acc", "--out", str(files["gen_train"])],
                           "is a file; pass a directory"),
         "unknown model": (["fit", str(files["arch_train"]), "--target", "accuracy", "--model", "xgb"],
-                          "known models: ridge, rbf, gp, gbt, mlp, auto"),
+                          "known models: ridge, rbf, gp, gbt, rf, extra_trees, mlp, ensemble, auto"),
+        "bad features": (["fit", str(files["arch_train"]), "--target", "accuracy", "--features", "paths"],
+                         "--features must be one of structure, onehot, got 'paths'"),
         "unknown ignore": (["fit", str(files["gen_train"]), "--target", "acc", "--ignore", "runid"],
                            "no column 'runid' (named by --ignore)"),
         "empty feature": (["fit", str(write_csv(d / "ef.csv", GENERIC_HEADER, [[3, 16, "", "r", "0.5"]] * 12)),
@@ -174,7 +176,8 @@ def _empty(d):
 
 BAD_CASES = [
     "missing file", "empty file", "header only", "missing target", "NaN target", "text target", "ragged row",
-    "bad arch", "undetectable arch", "unknown space", "one fold", "out is a file", "unknown model", "unknown ignore", "empty feature",
+    "bad arch", "undetectable arch", "unknown space", "one fold", "out is a file", "unknown model", "bad features",
+    "unknown ignore", "empty feature",
     "too few rows", "pretrain generic", "unseen choice", "unseen number", "missing feature column",
     "missing model", "evaluate NaN target",
 ]
@@ -191,3 +194,72 @@ def test_bad_input_is_one_line_error_with_exit_2(files, case):
     assert err.startswith("error: ") and "\n" not in err, err
     assert expected in err, err
     assert not (files["dir"] / "never").exists()
+
+
+# --- features: the space's structure features by default, the genome's one-hot on request -------
+def nb201_rows(n, seed):
+    """NAS-Bench-201 cells under the benchmark's own column name, with a target that only the cell
+    after pruning explains (3x3 convolutions on live edges; broken cells at chance)."""
+    from search_spaces import get_space
+
+    space = get_space("nas-bench-201")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        cell = space.sample(rng)
+        live = space.pruned(cell).ops
+        acc = 10.0 if not space.connected(cell) else 50.0 + 5 * live.count("nor_conv_3x3") + live.count("nor_conv_1x1")
+        rows.append([i, space.encode(cell), f"{acc + 0.1 * rng.normal():.4f}", f"{rng.uniform(1, 9):.3f}"])
+    return rows
+
+
+NB201_HEADER = ["arch_index", "arch_str", "cifar100_test_acc", "lat_ms_pixel2"]
+
+
+@pytest.fixture(scope="module")
+def nb201(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nb201_cli")
+    return {"train": write_csv(d / "train.csv", NB201_HEADER, nb201_rows(80, 1)),
+            "test": write_csv(d / "test.csv", NB201_HEADER, nb201_rows(60, 2)), "dir": d}
+
+
+@pytest.mark.parametrize("features, width", [("structure", None), ("onehot", 30)])
+def test_fit_features_option_on_an_arch_str_table(nb201, features, width):
+    from search_spaces import get_space
+
+    out = nb201["dir"] / f"model_{features}"
+    args = ["predictor", "fit", str(nb201["train"]), "--target", "cifar100_test_acc", "--model", "gp",
+            "--out", str(out), "--json"] + (["--features", features] if features == "onehot" else [])
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["encoding"] == "arch:nas-bench-201" and report["feature_kind"] == features
+    assert report["features"] == (width or len(get_space("nas-bench-201").structure_feature_names()))
+    saved = json.loads((out / "encoding.json").read_text())["encoder"]
+    assert saved["features"] == features and saved["column"] == "arch_str"
+    assert evaluate_json(out, nb201["test"], "cifar100_test_acc")["n"] == 60
+
+
+def test_structure_features_rank_what_the_one_hot_cannot(nb201):
+    taus = {}
+    for features in ("structure", "onehot"):
+        taus[features] = evaluate_json(nb201["dir"] / f"model_{features}", nb201["test"], "cifar100_test_acc")
+    assert taus["structure"]["kendall_tau"] > taus["onehot"]["kendall_tau"] + 0.1, taus
+
+
+def test_encoder_saved_without_features_field_is_one_hot(nb201, tmp_path):
+    """Models saved before the option existed encoded the genome's one-hot and still do."""
+    from predictors import fit_table, load_table_model, read_csv
+    from predictors.data import ArchEncoder
+
+    model, _ = fit_table(nb201["train"], "cifar100_test_acc", model="ridge", features="onehot")
+    model.save(tmp_path / "m")
+    encoding = json.loads((tmp_path / "m" / "encoding.json").read_text())
+    del encoding["encoder"]["features"]  # what an encoder of an earlier version wrote
+    (tmp_path / "m" / "encoding.json").write_text(json.dumps(encoding))
+    old = load_table_model(tmp_path / "m")
+    assert old.encoder.features == "onehot"
+    table = read_csv(nb201["test"])
+    np.testing.assert_array_equal(old.predict_table(table), model.predict_table(table))
+    with pytest.raises(ValueError, match="features 'paths' is not one of structure, onehot"):
+        ArchEncoder("nas-bench-201", features="paths")

@@ -96,7 +96,8 @@ def toy_data(n: int, seed: int):
 
 TRAIN = toy_data(100, seed=1)
 TEST = toy_data(100, seed=2)
-EXPECTED = {"ridge", "rbf", "gp", "gbt", "mlp", "auto"}
+ORDER = ["ridge", "rbf", "gp", "gbt", "rf", "extra_trees", "mlp", "ensemble", "auto"]
+EXPECTED = set(ORDER)
 TAU_THRESHOLD = 0.6
 
 
@@ -110,7 +111,7 @@ def test_registry_lists_every_model():
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="known predictors: ridge, rbf, gp, gbt, mlp, auto"):
+    with pytest.raises(ValueError, match="known predictors: " + ", ".join(ORDER)):
         get_predictor("xgboost")
 
 
@@ -162,7 +163,7 @@ def test_registering_a_taken_name_is_an_error():
 
     with pytest.raises(ValueError, match="registered already"):
         predictors.register_predictor(AnotherRidge)
-    assert predictor_names() == ["ridge", "rbf", "gp", "gbt", "mlp", "auto"]
+    assert predictor_names() == ORDER
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -173,7 +174,7 @@ def test_predict_std_where_supported(fitted, name):
         assert std.shape == (len(TEST[1]),) and np.all(np.isfinite(std)) and np.all(std >= 0)
         assert std.max() > 0
     else:
-        with pytest.raises(NotImplementedError, match="predictors that do: gp, mlp"):
+        with pytest.raises(NotImplementedError, match="predictors that do: gp, rf, extra_trees, mlp"):
             p.predict_std(TEST[0])
 
 
@@ -300,3 +301,152 @@ def test_cross_validate_reports_means_and_is_deterministic():
     assert len(a["folds"]) == 5 and sum(f["n"] for f in a["folds"]) == len(y)
     with pytest.raises(ValueError, match="too few"):
         cross_validate("ridge", X[:6], y[:6], k=5)
+
+
+# --- every predictor on every registered space's features -------------------------------------
+def space_feature_sets():
+    """(space, kind) for every registered space and both feature kinds (one kind where they agree)."""
+    from search_spaces import get_space, space_names
+
+    out = []
+    for name in space_names():
+        space = get_space(name)
+        out.append((name, "structure"))
+        if space.structure_feature_names() != space.feature_names():
+            out.append((name, "onehot"))
+    return out
+
+
+def space_data(name: str, kind: str, n: int = 30, seed: int = 0):
+    """Features of ``n`` random archs of space ``name`` and a smooth synthetic target of them."""
+    from predictors.data import ArchEncoder
+
+    encoder = ArchEncoder(name, features=kind)
+    rng = np.random.default_rng(seed)
+    X = np.stack([encoder.encode(encoder.space.sample(rng)) for _ in range(2 * n)])
+    assert X.shape[1] == len(encoder.feature_names()) and np.all(np.isfinite(X))
+    w = np.random.default_rng(99).normal(size=X.shape[1])
+    y = np.tanh(X @ w / np.sqrt(X.shape[1])) + 0.1 * (X @ w) ** 2 / X.shape[1]
+    return (X[:n], y[:n]), X[n:]
+
+
+@pytest.mark.parametrize("space_kind", space_feature_sets(), ids=lambda sk: f"{sk[0]}-{sk[1]}")
+@pytest.mark.parametrize("name", ORDER)
+def test_every_predictor_fits_every_space(name, space_kind, tmp_path):
+    (X, y), X_new = space_data(*space_kind)
+    p = get_predictor(name, seed=0).fit(X, y)
+    pred = p.predict(X_new)
+    assert pred.shape == (len(X_new),) and np.all(np.isfinite(pred))
+    np.testing.assert_array_equal(get_predictor(name, seed=0).fit(X, y).predict(X_new), pred)
+    p.save(tmp_path / name)
+    loaded = load_predictor(tmp_path / name)
+    np.testing.assert_array_equal(loaded.predict(X_new), pred)
+    if p.supports_std:
+        std = p.predict_std(X_new)
+        assert np.all(np.isfinite(std)) and np.all(std >= 0)
+        np.testing.assert_array_equal(loaded.predict_std(X_new), std)
+
+
+# --- rank targets -------------------------------------------------------------------------
+def test_rank_transform_is_monotone_and_exact_on_the_training_targets():
+    from predictors.targets import RankTransform, normal_scores
+
+    y = np.array([3.0, 1.0, 2.0, 2.0, 10.0, 0.5])
+    t = RankTransform.fit(y)
+    np.testing.assert_allclose(t.forward(y), normal_scores(y))
+    np.testing.assert_allclose(t.inverse(t.forward(y)), y)
+    z = np.linspace(-6, 6, 241)  # far beyond the knots: extrapolated, never clamped
+    back = t.inverse(z)
+    assert np.all(np.diff(back) > 0)
+    assert back[0] < y.min() and back[-1] > y.max()
+    assert normal_scores(y)[2] == normal_scores(y)[3]  # ties share a score
+
+
+@pytest.mark.parametrize("name", ["gp", "rf"])
+def test_rank_targets_round_trip_and_keep_units(name, tmp_path):
+    X, y = TRAIN
+    p = get_predictor(name, seed=0, targets="rank").fit(X, y * 100)
+    pred = p.predict(TEST[0])
+    assert kendall_tau(TEST[1], pred) >= TAU_THRESHOLD
+    assert 0.5 * 100 * TEST[1].min() < np.median(pred) < 2 * 100 * TEST[1].max()  # target units, not scores
+    p.save(tmp_path / name)
+    loaded = load_predictor(tmp_path / name)
+    assert loaded.targets == "rank"
+    np.testing.assert_array_equal(loaded.predict(TEST[0]), pred)
+    np.testing.assert_array_equal(loaded.predict_std(TEST[0]), p.predict_std(TEST[0]))
+
+
+@pytest.mark.parametrize("name", ["ridge", "ensemble", "auto"])
+def test_state_without_targets_is_a_standard_fit(fitted, name):
+    """Files saved before the option existed have no ``targets``: they fitted the targets as they were.
+    ``ensemble`` and ``auto`` map their members' targets themselves and keep that map in their own
+    state, so they rebuild from the model's state and config alone too (as the learned latency model
+    stores them)."""
+    meta, arrays = fitted[name].to_state()
+    del meta["targets"]
+    again = predictors.from_state(meta, arrays)
+    assert again.targets == "standard"
+    np.testing.assert_array_equal(again.predict(TEST[0]), fitted[name].predict(TEST[0]))
+
+
+def test_unknown_targets_option_says_what_is_allowed():
+    with pytest.raises(ValueError, match="targets 'log' is not one of standard, rank"):
+        get_predictor("gp", targets="log")
+
+
+# --- ensemble and auto ---------------------------------------------------------------------
+def test_greedy_selection_starts_from_the_best_member_and_weights_sum_to_one():
+    from predictors.metrics import kfold_indices
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=60)
+    folds = kfold_indices(60, 5, 0)
+    good, noisy, bad = y + 0.3 * rng.normal(size=60), y + 1.0 * rng.normal(size=60), rng.normal(size=60)
+    w = predictors.select_weights({"bad": bad, "noisy": noisy, "good": good}, y, folds)
+    assert sum(w.values()) == pytest.approx(1.0)
+    assert w["good"] == max(w.values()) and w["bad"] == 0.0
+    assert predictors.select_weights({"a": y, "b": y}, y, folds) == {"a": 1.0, "b": 0.0}  # ties: the first
+
+
+def test_ensemble_with_given_weights_skips_cross_validation():
+    X, y = TRAIN
+    e = get_predictor("ensemble", seed=0, members=["ridge", "gp"], weights={"ridge": 1, "gp": 3},
+                      member_targets="standard").fit(X, y)
+    assert e.weights == {"ridge": 0.25, "gp": 0.75} and e.scores == {}
+    parts = [get_predictor(m, seed=0).fit(X, y).predict(TEST[0]) for m in ("ridge", "gp")]
+    np.testing.assert_allclose(e.predict(TEST[0]), 0.25 * parts[0] + 0.75 * parts[1])
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"members": []}, "at least one member"),
+    ({"members": ["gp", "auto"]}, "cannot be a member"),
+    ({"members": ["gp", "xgb"]}, "unknown predictor 'xgb'"),
+    ({"members": ["gp"], "weights": {"rf": 1.0}}, "name only members"),
+    ({"members": ["gp"], "weights": {"gp": -1.0}}, "non-negative"),
+    ({"members": ["gp"], "member_targets": "log"}, "targets 'log' is not one of standard, rank"),
+])
+def test_bad_ensemble_config_says_what_is_wrong(config, message):
+    with pytest.raises(ValueError, match=message):
+        get_predictor("ensemble", **config)
+
+
+def test_auto_considers_the_new_models_and_the_ensemble(fitted):
+    auto = fitted["auto"]
+    assert {"rf", "extra_trees", "ensemble"} <= set(auto.scores)
+    ensemble = auto.scores["ensemble"]
+    assert sum(ensemble["weights"].values()) == pytest.approx(1.0)
+    best_single = max(v["kendall_tau"] for k, v in auto.scores.items() if k != "ensemble")
+    assert ensemble["kendall_tau"] >= best_single  # greedy selection starts from the best single model
+    chosen = auto.chosen.name
+    assert auto.scores[chosen]["kendall_tau"] == max(v["kendall_tau"] for v in auto.scores.values())
+
+
+def test_auto_that_chose_the_ensemble_saves_and_reloads(tmp_path):
+    X, y = TRAIN
+    auto = get_predictor("auto", seed=0, candidates=["ridge", "gbt", "ensemble"]).fit(X, y)
+    # ridge and gbt rank this target differently well; force the ensemble to be checked either way
+    assert set(auto.scores) == {"ridge", "gbt", "ensemble"}
+    auto.save(tmp_path / "auto")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "auto").predict(TEST[0]), auto.predict(TEST[0]))
+    with pytest.raises(ValueError, match="combines its other candidates"):
+        get_predictor("auto", candidates=["ensemble"])

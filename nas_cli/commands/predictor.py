@@ -46,11 +46,16 @@ def fit(
     pretrain_samples: int = typer.Option(
         0, "--pretrain-samples", help="Pretrain on FLOPs/params of this many random archs (arch tables; mlp pretrains its own network, the other models get the learnt statistics as features)."
     ),
+    features: str = typer.Option(
+        "structure", "--features", help="Features of an arch table: structure (what the space knows of each "
+        "architecture's structure, e.g. a cell after pruning dead edges) or onehot (the genome's one-hot)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Fit a predictor on DATA, report held-out and k-fold tau/rho/RMSE, save it to --out."""
     from nas_cli.errors import UserError
     from predictors import check_predictor_name, fit_table, read_csv
+    from predictors.data import FEATURE_KINDS
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory to save the predictor in")
@@ -60,13 +65,15 @@ def fit(
         raise UserError(f"--folds must be at least 2, got {folds}")
     if not 0.0 < holdout < 1.0:
         raise UserError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
+    if features not in FEATURE_KINDS:
+        raise UserError(f"--features must be one of {', '.join(FEATURE_KINDS)}, got {features!r}")
     table = read_csv(data)
     table.require(target, "the --target column")
     for col in ignore:
         table.require(col, "named by --ignore")
     table_model, report = fit_table(
         table, target, model=model, space=_space(space), ignore=ignore, seed=seed, k=folds, holdout=holdout,
-        pretrain_samples=pretrain_samples,
+        pretrain_samples=pretrain_samples, features=features,
     )
     table_model.save(out)
     report["out"] = str(out)
@@ -74,7 +81,9 @@ def fit(
         typer.echo(json.dumps(report))
         return
     chosen = f" (chose {report['chosen']})" if "chosen" in report else ""
-    typer.echo(f"{report['model']}{chosen} on {report['n']} rows, {report['features']} features ({report['encoding']})")
+    kind = "" if report["feature_kind"] == "table" else f", {report['feature_kind']}"
+    typer.echo(f"{report['model']}{chosen} on {report['n']} rows, {report['features']} features "
+               f"({report['encoding']}{kind})")
     typer.echo(f"held-out ({report['holdout']['n']} rows): {_fmt(report['holdout'])}")
     typer.echo(f"{report['cv']['k']}-fold CV:           {_fmt(report['cv'])}")
     typer.echo(f"saved to {out}")
