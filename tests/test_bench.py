@@ -120,8 +120,9 @@ def test_predictors_bench(tmp_path):
 
     data = tmp_path / "rows.csv"
     _sample_csv(get_space("mobilenetv3-tiny"), data, 60)
-    out = last_json(run_script("predictors.py", data, "--space", "mobilenetv3-tiny", "--sizes", 16,
-                               "--repeats", 1, "--models", "ridge,gbt", "--pretrain-samples", 0, "--test-rows", 20))
+    out = last_json(run_script("predictors.py", data, "--target", "accuracy", "--space", "mobilenetv3-tiny",
+                               "--sizes", 16, "--repeats", 1, "--models", "ridge,rf", "--pretrain-samples", 0,
+                               "--test-rows", 20, "--score-candidates", 100, "--score-model", "ridge"))
     assert out
 
 
