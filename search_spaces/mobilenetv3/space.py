@@ -187,6 +187,7 @@ class MobileNetV3Space(SupernetSpace):
         return int(sum(p for _, _, p in self._layers(arch)))
 
     # --- models --------------------------------------------------------------------------
+    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         return init_supernet(self.config, key)
 

@@ -167,6 +167,7 @@ class ResNetSpace(SupernetSpace):
         return int(sum(p for _, p in self._layers(arch)))
 
     # --- models --------------------------------------------------------------------------
+    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         # jitted: eagerly, each of the many differently shaped initialisers compiles on its own
         return jax.jit(partial(init_supernet, self.config))(key)

@@ -84,6 +84,7 @@ def vit_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int =
     )
 
 
+# A config literal like vit_config's with the tiny choices: the same keyword shape by design.
 def tiny_config(in_channels: int = 1, num_classes: int = 10, resolutions: tuple[int, ...] = (8,)) -> ViTConfig:
     """A few small layers for 8x8 digits and the tests: patch 2 (a 4x4 grid at 8 px)."""
     return ViTConfig(

@@ -193,6 +193,7 @@ class ViTSpace(SupernetSpace):
         return list(pieces.values())
 
     # --- models --------------------------------------------------------------------------
+    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         return init_supernet(self.config, key)
 
