@@ -170,13 +170,13 @@ def model_calibration(model, space, source: Path, record: Path) -> dict:
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""
     from predictors.files import atomic_write_json  # noqa: PLC0415
-    from predictors.latency import current_device, device_of, measure_level, references_of  # noqa: PLC0415
+    from predictors.latency import current_device, measure_level, references_of  # noqa: PLC0415
 
     kept = _read_record(record, lambda r: r.get("file") == str(source.resolve()) and float(r["scale"]) > 0)
     if kept is not None:
         return kept
     out = {"file": str(source.resolve()), "scale": 1.0}
-    made_on, here = device_of(model), current_device()
+    made_on, here = model.device, current_device()
     if model.reference is None:
         out["why"] = "the file records no reference level"
     elif made_on is not None and made_on.get("kind") != here["kind"]:

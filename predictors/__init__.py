@@ -37,9 +37,10 @@ from predictors.base import (
     predictor_names,
     register_predictor,
 )
-from predictors.cross_validation import cross_validate
+from predictors.cross_validation import cross_validate, out_of_fold
 from predictors.errors import PredictorError
 from predictors.metrics import all_metrics, kendall_tau, rmse, spearman
+from predictors.targets import TARGETS, RankTransform
 
 # Importing the model modules registers them, in this order (cheapest first).
 from predictors import kernels as _kernels  # noqa: E402,F401  ridge, rbf, gp
@@ -47,10 +48,8 @@ from predictors import trees as _trees  # noqa: E402,F401  gbt
 from predictors import forests as _forests  # noqa: E402,F401  rf, extra_trees
 from predictors import mlp as _mlp  # noqa: E402,F401  mlp
 from predictors import ensemble as _ensemble  # noqa: E402,F401  ensemble
-from predictors.ensemble import select_weights  # noqa: E402
-from predictors.cross_validation import out_of_fold  # noqa: E402
-from predictors.targets import TARGETS, RankTransform  # noqa: E402
 from predictors import auto as _auto  # noqa: E402,F401  auto
+from predictors.ensemble import select_weights  # noqa: E402
 from predictors.data import ArchEncoder, Table, TableEncoder, read_csv  # noqa: E402
 from predictors.pretrain import StatFeatures, arch_stats, random_pretrain_set  # noqa: E402
 from predictors.tabular import TableModel, evaluate_table, fit_table, load_table_model  # noqa: E402

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictors.base import Predictor, check_predictor_name, from_state, get_predictor, register_predictor
-from predictors.cross_validation import fold_metrics, out_of_fold
+from predictors.base import (
+    Predictor,
+    check_predictor_name,
+    from_state,
+    get_predictor,
+    prefixed,
+    register_predictor,
+    unprefixed,
+)
+from predictors.cross_validation import fold_metrics, out_of_fold_many
 from predictors.ensemble import RankEnsemble, select_weights
 from predictors.errors import PredictorError
 from predictors.targets import InnerTargets, check_targets
@@ -65,16 +73,11 @@ class AutoPredictor(Predictor):
         return scores
 
     def _fit(self, X, y, pretrain):
-        k = min(int(self.config["k"]), len(y) // 2)
-        self.scores = {}
-        predictions, folds = {}, None
         y_given = y
         self._inner, y = InnerTargets.fit(y, self.config["candidate_targets"])
-        for candidate in self.config["candidates"]:
-            if candidate == RankEnsemble.name:
-                continue
-            folds, predictions[candidate] = out_of_fold(candidate, X, y, k=k, seed=self.seed)
-            self.scores[candidate] = self._metrics(y_given, predictions[candidate], folds)
+        singles = [c for c in self.config["candidates"] if c != RankEnsemble.name]
+        folds, predictions = out_of_fold_many(singles, X, y, self.config["k"], self.seed)
+        self.scores = {c: self._metrics(y_given, predictions[c], folds) for c in singles}
         weights = None
         if RankEnsemble.name in self.config["candidates"]:
             weights = {m: w for m, w in select_weights(predictions, y, folds).items() if w > 0}
@@ -100,12 +103,10 @@ class AutoPredictor(Predictor):
     # maps'); files from before the prefix hold them unprefixed, and no arrays of auto's own.
     def _state(self):
         meta, arrays = self.chosen.to_state()
-        arrays = {CHOSEN_PREFIX + key: a for key, a in arrays.items()}
+        arrays = prefixed(arrays, CHOSEN_PREFIX)
         return {"chosen": meta, "scores": self.scores, "prefix": CHOSEN_PREFIX}, {**arrays, **self._inner.to_arrays()}
 
     def _restore(self, meta, arrays):
         self.scores = meta["scores"]
         self._inner = InnerTargets.from_arrays(arrays)
-        prefix = meta.get("prefix", "")
-        own = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
-        self.chosen = from_state(meta["chosen"], own)
+        self.chosen = from_state(meta["chosen"], unprefixed(arrays, meta.get("prefix", "")))

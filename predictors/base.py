@@ -191,8 +191,6 @@ class Predictor(abc.ABC):
 
     def save(self, path) -> None:
         """Writes :meth:`to_state` as ``path/predictor.json`` and ``path/arrays.npz`` (each atomically)."""
-        if self.n_features is None:
-            raise PredictorError(f"predictor {self.name!r} is not fitted; call fit before save")
         meta, arrays = self.to_state()
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -257,6 +255,16 @@ def register_predictor(cls: type[Predictor]) -> type[Predictor]:
 def predictor_names() -> list[str]:
     """Registered predictor names, in registration order (cheapest first)."""
     return PREDICTORS.names()
+
+
+def prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """A nested model's arrays under ``prefix`` (so they cannot collide with its container's)."""
+    return {prefix + key: a for key, a in arrays.items()}
+
+
+def unprefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays :func:`prefixed` stored under ``prefix``, with their own names again."""
+    return {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
 
 
 def check_predictor_name(name: str, noun: str = "predictor") -> None:

@@ -13,8 +13,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from predictors.base import Predictor, check_predictor_name, from_state, get_predictor, register_predictor
-from predictors.cross_validation import out_of_fold
+from predictors.base import (
+    Predictor,
+    check_predictor_name,
+    from_state,
+    get_predictor,
+    prefixed,
+    register_predictor,
+    unprefixed,
+)
+from predictors.cross_validation import out_of_fold_many
 from predictors.errors import PredictorError
 from predictors.metrics import kendall_tau
 from predictors.targets import InnerTargets, check_targets
@@ -105,11 +113,7 @@ class RankEnsemble(Predictor):
         weights = self.config["weights"]
         self._inner, y = InnerTargets.fit(y, self.config["member_targets"])
         if weights is None:
-            k = min(int(self.config["k"]), len(y) // 2)
-            predictions = {}
-            folds = None
-            for member in members:
-                folds, predictions[member] = out_of_fold(member, X, y, k=k, seed=self.seed)
+            folds, predictions = out_of_fold_many(members, X, y, self.config["k"], self.seed)
             self.scores = {m: mean_fold_tau(y, p, folds) for m, p in predictions.items()}
             weights = select_weights(predictions, y, folds, rounds=int(self.config["rounds"]))
         total = sum(weights.values())
@@ -135,7 +139,7 @@ class RankEnsemble(Predictor):
         for i, (w, p) in enumerate(self._members):
             meta, member_arrays = p.to_state()
             metas.append({"weight": w, "state": meta})
-            arrays.update({f"m{i}_{key}": a for key, a in member_arrays.items()})
+            arrays.update(prefixed(member_arrays, f"m{i}_"))
         return {"weights": self.weights, "scores": self.scores, "members": metas}, {**arrays, **self._inner.to_arrays()}
 
     def _restore(self, meta, arrays):
@@ -143,6 +147,4 @@ class RankEnsemble(Predictor):
         self._inner = InnerTargets.from_arrays(arrays)
         self._members = []
         for i, member in enumerate(meta["members"]):
-            prefix = f"m{i}_"
-            own = {key[len(prefix):]: a for key, a in arrays.items() if key.startswith(prefix)}
-            self._members.append((member["weight"], from_state(member["state"], own)))
+            self._members.append((member["weight"], from_state(member["state"], unprefixed(arrays, f"m{i}_"))))

@@ -17,7 +17,7 @@ from predictors.cross_validation import cross_validate
 from predictors.data import ArchEncoder, Table, encoder_from_json, make_encoder, read_csv, targets
 from predictors.errors import PredictorError
 from predictors.files import atomic_write_json
-from predictors.metrics import all_metrics, kfold_indices
+from predictors.metrics import all_metrics
 from predictors.pretrain import has_stats, random_pretrain_set
 
 ENCODING_FILE = "encoding.json"
@@ -128,15 +128,9 @@ def fit_table(
         if chosen == "ensemble":
             report["weights"] = final.chosen.weights
         cv = {m: final.scores[chosen][m] for m in ("kendall_tau", "spearman", "rmse")}
-    elif pretrain is None:
-        cv = cross_validate(model, X, y, k=k, seed=seed)
-        cv = {m: cv[m] for m in ("kendall_tau", "spearman", "rmse")}
     else:
-        per_fold = [
-            all_metrics(y[te], get_predictor(model, seed=seed + i).fit(X[tr], y[tr], pretrain=pretrain).predict(X[te]))
-            for i, (tr, te) in enumerate(kfold_indices(n, k, seed))
-        ]
-        cv = {m: float(np.mean([f[m] for f in per_fold])) for m in ("kendall_tau", "spearman", "rmse")}
+        cv = cross_validate(model, X, y, k=k, seed=seed, pretrain=pretrain)
+        cv = {m: cv[m] for m in ("kendall_tau", "spearman", "rmse")}
     report["cv"] = {"k": k, **cv}
     return TableModel(encoder, final, target), report
 

@@ -48,11 +48,6 @@ def read_latency_file(path) -> dict:
     return data
 
 
-def file_options(path) -> dict:
-    """The space options a latency file was made with (for rebuilding its space)."""
-    return dict(read_latency_file(path).get("options") or {})
-
-
 def space_spec(space) -> dict:
     """What a latency file records of its space: the name and the full (frozen) config."""
     return {"name": space.name, "config": jsonable(dataclasses.asdict(space.config))}

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from predictors.base import from_state, get_predictor, predictor_names
+from predictors.base import check_predictor_name, from_state, get_predictor
 from predictors.files import atomic_write_json
 from predictors.latency.errors import LatencyError
 from predictors.latency.fileformat import FORMATS, MODEL_FORMAT, VERSION, space_spec
@@ -135,8 +135,7 @@ FORMATS.register(MODEL_FORMAT, LearnedLatencyModel.from_json)
 def fit_latency_model(space, archs: Sequence, measured_ms, *, table: LatencyTable | None = None,
                       model: str = "ridge", seed: int = 0, meta: dict | None = None) -> LearnedLatencyModel:
     """Fits ``model`` (a registered predictor) to end-to-end latencies of ``archs``."""
-    if model not in predictor_names():
-        raise LatencyError(f"unknown model {model!r}; known models: {', '.join(predictor_names())}")
+    check_predictor_name(model, "model")
     archs = list(archs)
     y = np.asarray(measured_ms, np.float64)
     if len(archs) < 2 or len(archs) != len(y):

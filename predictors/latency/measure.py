@@ -106,11 +106,6 @@ def sample_archs(space, n: int, seed: int, stream: int | None = None) -> list:
     return [space.sample(rng) for _ in range(n)]
 
 
-def device_of(model) -> dict | None:
-    """``{"platform", "kind"}`` of the device a table or model was measured on (None if unknown)."""
-    return model.device
-
-
 def references_of(model, space) -> tuple:
     """(space, archs): the reference subnets a table or model was measured against (else
     ``space``'s own, :func:`reference_archs`) and the space to build them in."""
@@ -136,10 +131,11 @@ def reference_space(model, space):
     return make_latency_space(space.name, resolutions=resolutions, defaults=model.options)[0]
 
 
-def calibrated_predictions(model, archs: Sequence, levels) -> np.ndarray:
+def calibrated_predictions(model, archs: Sequence, levels, predicted=None) -> np.ndarray:
     """``model``'s predictions scaled from its recorded level to ``levels`` (each arch's chunk
-    level, measured now); unscaled for a model that records no level."""
-    predicted = model.predict_many(archs)
+    level, measured now); unscaled for a model that records no level. ``predicted``: the model's
+    predictions of ``archs`` when the caller has them already."""
+    predicted = model.predict_many(archs) if predicted is None else np.asarray(predicted)
     ref = model.reference
     if not ref:
         return predicted

@@ -102,8 +102,9 @@ def validate_latency(path, space: str, *, space_options: dict | None = None, sam
     measured = [t["latency_ms"] for t in timed]
     levels = [t["level_ms"] for t in timed]
     ref = model.reference
-    return {**score(measured, calibrated_predictions(model, archs, levels)),
-            "uncalibrated": score(measured, model.predict_many(archs)),
+    predicted = model.predict_many(archs)
+    return {**score(measured, calibrated_predictions(model, archs, levels, predicted)),
+            "uncalibrated": score(measured, predicted),
             "device_speed": float(ref["level_ms"]) / float(np.median(levels)) if ref else None,
             "samples": samples, "seed": seed, "batch": batch, "rounds": rounds, "repeats": repeats,
             "repeatability": repeatability(timed)}
