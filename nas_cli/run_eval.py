@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas_cli import runs
+from nas_cli.distributed import make_mesh
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
@@ -42,12 +43,13 @@ class RunEvaluator:
     """
 
     def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30,
-                 calibrate_in: Path | None = None):
+                 calibrate_in: Path | None = None, devices: int | None = None):
         self.run = run
         self.space = run.space
         self.repeats = repeats
         ds = run.dataset
-        self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std)
+        # every local device measures each subnet (the batch split over them, the weights replicated)
+        self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std, mesh=make_mesh(devices))
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE

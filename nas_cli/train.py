@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_cli import distributed as dist
 from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, batches
@@ -107,6 +108,11 @@ def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, sca
 # tx is static (a tuple of functions): one program per optimiser, parameters and state donated
 _update = jax.jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
 _zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
+
+
+def zero_grads(params):
+    """A zero gradient pytree shaped (and placed) like ``params``."""
+    return _zeros(params)
 
 
 class TrainState(NamedTuple):
@@ -208,10 +214,15 @@ def resolve_kernels(kind: str, space: SupernetSpace | None = None) -> str:
     return kind
 
 
-def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset) -> Trainer:
+def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset, mesh=None) -> Trainer:
     """The space's supernet training formulation for this backend (each space's package documents
-    the measurements behind its formulations)."""
-    return space.make_trainer(dataset.mean, dataset.std, cfg.label_smoothing, resolve_kernels(cfg.kernels, space))
+    the measurements behind its formulations). Under a mesh of several devices, a trainer whose
+    Pallas kernels GSPMD cannot partition (``shard_over``) runs them per device shard."""
+    net = space.make_trainer(dataset.mean, dataset.std, cfg.label_smoothing, resolve_kernels(cfg.kernels, space))
+    shard_over = getattr(net, "shard_over", None)
+    if mesh is not None and mesh.devices.size > 1 and shard_over is not None:
+        shard_over(mesh)
+    return net
 
 
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
@@ -251,7 +262,8 @@ def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -
 
 
 def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
-                   log: Callable[[str], None] = print, resume: bool = False) -> dict:
+                   log: Callable[[str], None] = print, resume: bool = False,
+                   parallel: dist.Parallel | None = None) -> dict:
     """Trains the supernet described by ``cfg`` into run directory ``out``.
 
     Writes config.json, checkpoint/ after every epoch, metrics.jsonl (one line per epoch) and
@@ -259,16 +271,30 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     ``resume``, an interrupted run of the same config continues from its last finished epoch and
     ends exactly where an uninterrupted run would (data order and sampling are seeded per epoch).
 
+    Data parallel (``parallel``, default: every local device of one process): each step's global
+    batch of ``cfg.batch_size`` is split over the devices of all processes (each process feeds its
+    own slice), the weights and optimiser state are replicated, and only process 0 writes the run's
+    files except the checkpoint, which every process writes its part of (orbax).
+
     Returns:
       The final metrics dict.
 
     Raises:
       UserError: kernels this backend cannot run, an ``out`` that holds another or a finished run,
-        a batch larger than the training set, missing data.
+        a batch larger than the training set, missing data, a batch that does not split over the
+        devices, processes started with different settings or unable to reach each other.
     """
+    parallel = parallel or dist.Parallel()
+    dist.initialize(parallel)
     resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
+    mesh = dist.make_mesh(parallel.devices)
+    dist.check_batch(cfg.batch_size, mesh)
     out = Path(out)
+    dist.check_same_settings({**cfg.to_json(), "out": str(out.absolute()), "resume": resume,
+                              "devices": parallel.devices})
+    main = dist.is_main()
     resuming = resume_point(cfg, out, resume)
+    dist.barrier("nas-resume-point")  # every process has looked at `out` before process 0 writes there
     dataset = runs.load_run_dataset(cfg)
     if len(dataset.train) < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the {len(dataset.train)} training images")
@@ -278,20 +304,23 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
 
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
-    state = TrainState.create(space.init_supernet(jax.random.key(cfg.seed)), tx)
+    state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(cfg.seed)), mesh), tx)
     start, done = 0, []
     if resuming:
         saved, start = runs.restore_checkpoint(out, state.checkpoint_items())
-        params, opt_state = jax.tree.map(jnp.asarray, (saved["params"], saved["opt_state"]))
+        params, opt_state = dist.replicate((saved["params"], saved["opt_state"]), mesh)
         state = TrainState(params, opt_state, tx)
         done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
-        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
-        log(f"resuming {out} after epoch {start} of {cfg.epochs}")
-    else:
+        if main:
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
+            log(f"resuming {out} after epoch {start} of {cfg.epochs}")
+    elif main:
         atomic_write_json(out / runs.CONFIG, cfg.to_json())
         metrics_path.unlink(missing_ok=True)
-    net = make_trainer(cfg, space, dataset)
-    evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)
+    net = make_trainer(cfg, space, dataset, mesh)
+    # every process measures on its own devices (the same numbers everywhere, no communication)
+    eval_mesh = dist.local_mesh(mesh)
+    evaluator = SubnetEvaluator(space, dataset.mean, dataset.std, mesh=eval_mesh)
     sampler = init_sampler(space, cfg.sampler, cfg.max_flops_jump)
     calib = calibration_images(dataset, cfg.calib_images, cfg.seed)
     largest, smallest = space.largest(), space.smallest()
@@ -299,6 +328,9 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     if fixed is not None:  # a stand-alone baseline: train and report this architecture only
         largest = smallest = fixed
 
+    log = log if main else (lambda message: None)
+    log(f"{mesh.devices.size} device(s) in {dist.process_count()} process(es), "
+        f"{cfg.batch_size // mesh.devices.size} images per device per step")
     log(f"space {space.name}: {len(space.genes)} genes, largest {space.encode(largest)} "
         f"({space.flops(largest) / 1e6:.2f} MMACs), smallest {space.encode(smallest)} "
         f"({space.flops(smallest) / 1e6:.2f} MMACs); {len(dataset.train)} train / {len(dataset.val)} val images")
@@ -317,12 +349,13 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
         new_phase = training_phase(cfg, epoch, space)
         if new_phase != phase:
             if new_phase == "width":  # OFA: keep the most important channels when width shrinks
-                state = TrainState.create(space.sort_channels(state.params), tx)
+                state = TrainState.create(dist.replicate(space.sort_channels(state.params), mesh), tx)
             phase = new_phase
             sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
         t0 = time.time()
         losses = []
         for step, batch in enumerate(batches(dataset.train, cfg.batch_size, rng=rng)):
+            batch = dist.shard_batch(mesh, dist.process_slice(batch))  # this process's rows of the global batch
             if fixed is not None:
                 archs = [fixed]
             else:
@@ -332,15 +365,18 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
         loss = float(np.mean([float(v) for v in losses]))
-        val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
+        val_largest, val_smallest = _both(evaluator, dist.on_mesh(state.params, eval_mesh), largest, smallest,
+                                          calib, dataset.val)
         record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
                   "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
                   "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled()}
-        append_jsonl(metrics_path, record)
-        runs.save_checkpoint(out, state.checkpoint_items(), epoch + 1)
+        if main:
+            append_jsonl(metrics_path, record)
+        runs.save_checkpoint(out, state.checkpoint_items(), epoch + 1)  # every process saves its part
         log(json.dumps(record))
 
-    test_largest, test_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.test)
+    test_largest, test_smallest = _both(evaluator, dist.on_mesh(state.params, eval_mesh), largest, smallest,
+                                        calib, dataset.test)
     final = {
         "test_acc_largest": test_largest,
         "test_acc_smallest": test_smallest,
@@ -349,5 +385,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
         "epochs": cfg.epochs,
         **{k: record[k] for k in ("val_acc_largest", "val_acc_smallest") if k in record},
     }
-    atomic_write_json(out / runs.FINAL, final)
+    if main:
+        atomic_write_json(out / runs.FINAL, final)
+    dist.barrier("nas-final")  # no process leaves (and may be restarted) before final.json exists
     return final

@@ -39,16 +39,23 @@ def train_supernet_cmd(
     kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished epoch (same settings required)."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them). [default: all]"),
+    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="Multi-host: HOST:PORT of process 0 (every process passes the same; or JAX_COORDINATOR_ADDRESS)."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Multi-host: how many processes train together."),
+    process_id: Optional[int] = typer.Option(None, "--process-id", help="Multi-host: this process's index, 0 .. num-processes - 1 (0 writes the run's files)."),
+    init_timeout: int = typer.Option(300, "--init-timeout", help="Multi-host: seconds to wait for the coordinator and the other processes."),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs
     from nas_cli.config import build_config
+    from nas_cli.distributed import Parallel
     from nas_cli.train import train_supernet
 
     cfg = build_config(config, dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
+    parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
     runs.enable_compilation_cache()
     bar, shown = None, 0
 
@@ -61,7 +68,8 @@ def train_supernet_cmd(
         shown = done
 
     try:
-        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True), resume=resume)
+        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True), resume=resume,
+                               parallel=parallel)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

@@ -10,6 +10,11 @@ Numerically it equals :func:`search_spaces.mobilenetv3.supernet.supernet_apply` 
 inactive channels are exactly zero after every layer, and BatchNorm uses the active channels' batch
 statistics. The stem and head are supernet.py's own (fixed shapes); only the elastic block is a
 different formulation, through the kernels.
+
+Under a device mesh (:meth:`KernelSupernet.shard_over`) GSPMD partitions everything but the
+``pallas_call`` s, which it cannot split: each kernel call then runs under ``jax.shard_map`` on its
+device's rows of the batch with the weights replicated, and the BatchNorms, outside the kernels,
+keep the statistics of the global batch.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
-from kernels import elastic_dwconv, elastic_matmul
+from kernels import elastic_dwconv as _dwconv
+from kernels import elastic_matmul as _matmul
 from search_spaces.engine import subnet_loss
 from search_spaces.layers import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid, preprocess
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
@@ -35,10 +42,28 @@ def _masked_bn(x, p, active: jax.Array):
     return jnp.where(active, y, 0.0)
 
 
-def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, stride, act, se, impl, interpret):
+def _per_shard(fn, mesh, *args):
+    """``fn(*args)`` where the first argument's leading (batch) axis is split over ``mesh`` and the
+    rest replicated: on every device, over its own rows (None: no mesh, a plain call)."""
+    if mesh is None:
+        return fn(*args)
+    batch = P(mesh.axis_names[0])
+    return jax.shard_map(fn, mesh=mesh, in_specs=(batch,) + (P(),) * (len(args) - 1), out_specs=batch)(*args)
+
+
+def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, stride, act, se, impl, interpret,
+                   mesh=None):
     """One block at run-time (kernel index, expand index): the kernels skip (Pallas) or mask (XLA)
-    the inactive channels."""
+    the inactive channels. With a ``mesh``, each kernel call runs per device shard."""
     kw = dict(implementation=impl, interpret=interpret)
+    mesh = mesh if impl == "pallas" else None  # GSPMD partitions the XLA paths itself
+
+    def elastic_matmul(x, w, b=None, *, k, n, **kw):
+        return _per_shard(lambda x, w, b, k, n: _matmul(x, w, b, k=k, n=n, **kw), mesh, x, w, b, k, n)
+
+    def elastic_dwconv(x, w, *, c, ks, stride, **kw):
+        return _per_shard(lambda x, w, c, ks: _dwconv(x, w, c=c, ks=ks, stride=stride, **kw), mesh, x, w, c, ks)
+
     hmax = p["expand"].shape[1]
     h = jnp.int32(cin) * jnp.asarray(cfg.expand_choices, jnp.int32)[e_idx]
     ks = jnp.asarray(cfg.kernel_choices, jnp.int32)[k_idx]
@@ -74,8 +99,10 @@ def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, str
     return y
 
 
-def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: str, interpret: bool = False):
-    """Training-mode logits; ``sizes`` (stages, max_depth, 3) int32 holds (active, kernel idx, expand idx)."""
+def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: str, interpret: bool = False,
+                           mesh=None):
+    """Training-mode logits; ``sizes`` (stages, max_depth, 3) int32 holds (active, kernel idx, expand idx);
+    ``mesh``: the batch's device mesh, if any."""
     z = stem_apply(cfg, params, None, x, "train")[0]
     for s in range(cfg.num_stages):
         for b in range(cfg.max_depth):
@@ -83,7 +110,7 @@ def kernel_supernet_logits(cfg: MobileNetV3Config, params, x, sizes, *, impl: st
             p = block_params(params, s, b)
             blk = lambda p, z, s=s, cin=cin, cout=cout, stride=stride: _elastic_block(  # noqa: E731
                 cfg, p, z, sizes[s, b, 1], sizes[s, b, 2], cin=cin, cout=cout, stride=stride,
-                act=cfg.stage_acts[s], se=cfg.stage_se[s], impl=impl, interpret=interpret)
+                act=cfg.stage_acts[s], se=cfg.stage_se[s], impl=impl, interpret=interpret, mesh=mesh)
             if b == 0:  # the first block of a stage is always active
                 z = blk(p, z)
             else:
@@ -111,6 +138,11 @@ class KernelSupernet:
         self.impl, self.interpret = implementation, interpret
         self._steps = {}
         self._signatures: set = set()
+        self.mesh = None
+
+    def shard_over(self, mesh) -> None:
+        """Run the kernels per device shard of a batch split over ``mesh`` (one axis)."""
+        self.mesh, self._steps = mesh, {}
 
     def _step(self, resolution: int, kd: bool):
         key = (resolution, kd)
@@ -120,7 +152,8 @@ class KernelSupernet:
             def step(params, acc, images, labels, soft, sizes):
                 def loss_fn(p):
                     x = preprocess(images, resolution, mean, std)
-                    logits = kernel_supernet_logits(cfg, p, x, sizes, impl=self.impl, interpret=self.interpret)
+                    logits = kernel_supernet_logits(cfg, p, x, sizes, impl=self.impl, interpret=self.interpret,
+                                                    mesh=self.mesh)
                     return subnet_loss(logits, labels, soft, kd, self.label_smoothing), logits
 
                 (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -1,0 +1,312 @@
+"""Data parallelism: N devices train and evaluate as one device does on the same global batch.
+
+XLA_FLAGS must be set before JAX starts, so every multi-device case runs this file as a script in a
+fresh process with ``--xla_force_host_platform_device_count=4`` and reads its JSON answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+NAS = "import sys; from nas_cli.main import main; sys.argv[0] = 'nas'; main()"
+
+
+def _env(devices: int = 4) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _worker(*args: str, timeout: int = 600) -> dict:
+    """Runs this file's ``main`` with ``args`` in a 4-device process; its last stdout line is JSON."""
+    proc = subprocess.Popen([PY, __file__, *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- the priority-1 contract: N devices == 1 device ---------------------------------------------
+
+
+def _check_same_training(res: dict) -> None:
+    """Losses and the first step's gradient agree to float32 rounding. Parameters after 3 AdamW
+    steps agree to 1e-5 except where a gradient is float32 noise (~1e-9): Adam divides it by its own
+    square root, so rounding there moves a weight by up to the learning rate; the measured worst case
+    is bounded by the sum of the 3 steps' learning rates (9e-4)."""
+    assert res["devices"] == [1, 4]
+    np.testing.assert_allclose(res["losses"][1], res["losses"][0], rtol=2e-5, atol=2e-6)
+    assert res["grad_rel_diff"] < 1e-4, res
+    assert res["param_frac_over_1e-5"] < 0.01 and res["max_param_diff"] < 9e-4, res
+
+
+@pytest.mark.parametrize("space", [
+    pytest.param("mobilenetv3-tiny", marks=pytest.mark.slow),  # ~9 min cold on the loaded 2-core box
+    "resnet-tiny",
+    pytest.param("vit-tiny", marks=pytest.mark.slow),
+])
+def test_four_devices_train_like_one(space):
+    """3 sandwich steps (largest teaches smallest) on 4 devices: the same losses, gradients and
+    parameters as on 1 device with the same global batch, within float32 tolerance."""
+    res = _worker("steps", space, "xla")
+    _check_same_training(res)
+    assert res["params_sharding"] == "replicated" and res["batch_shards"] == 4
+
+
+@pytest.mark.slow
+def test_four_devices_pallas_trainer_like_one():
+    """The Pallas trainer (interpret mode on CPU), its kernels per device shard: the same too."""
+    _check_same_training(_worker("steps", "mobilenetv3-tiny", "pallas"))
+
+
+def test_parallel_evaluation_equals_serial():
+    """BN recalibration + validation with the batch split over 4 devices: the serial accuracies."""
+    res = _worker("evaluate", "resnet-tiny")
+    assert res["parallel"] == res["serial"] == res["search"], res
+    assert res["search_devices"] == 4
+    assert res["max_logit_diff"] < 1e-4, res
+
+
+def test_batch_not_divisible_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_cli.main import app
+
+    proc = subprocess.run([PY, "-c", NAS, "train-supernet", "--out", str(tmp_path / "r"),
+                           "--space", "resnet-tiny", "--batch-size", "30", "--epochs", "1"],
+                          cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert lines == ["error: --batch-size 30 does not split over 4 devices; use a multiple of 4 "
+                     "(e.g. 28 or 32) or another --devices"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    result = CliRunner().invoke(app, ["train-supernet", "--out", str(tmp_path / "s"), "--devices", "0"])
+    assert result.exit_code == 2 and "--devices 0 must be at least 1" in result.output
+
+
+# --- multi-process: two processes on 127.0.0.1 -------------------------------------------------
+
+TINY = ["--space", "resnet-tiny", "--epochs", "2", "--batch-size", "32", "--limit-train", "128",
+        "--num-random", "0", "--calib-images", "64", "--seed", "1"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(out: Path, *extra: str, devices: int = 1) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-c", NAS, "train-supernet", "--out", str(out), *TINY, *extra], cwd=ROOT,
+                            env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
+    """(return code, stderr) of each process; every one still running at the end is killed."""
+    import time
+
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((p.returncode, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return results
+
+
+def _two(out: Path, port: int, *extra: str, timeout: float = 600) -> list[tuple[int, str]]:
+    procs = [_start(out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                    "--init-timeout", "120", *extra) for i in range(2)]
+    return _wait(procs, timeout)
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The tiny supernet trained by one process on one device, global batch 32."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    [(rc, err)] = _wait([_start(out)])
+    assert rc == 0, err[-3000:]
+    return out
+
+
+def test_two_processes_train_like_one(reference_run, tmp_path):
+    """Two processes (one CPU device each, 16 images each per step) give one process's final.json;
+    only process 0 writes the metrics and final.json, the checkpoint is written by both."""
+    out = tmp_path / "two"
+    for rc, err in _two(out, _free_port()):
+        assert rc == 0, err[-3000:]
+    assert json.loads((out / "final.json").read_text()) == json.loads((reference_run / "final.json").read_text())
+    np.testing.assert_allclose(_losses(out), _losses(reference_run), rtol=1e-4)
+    assert len(_losses(out)) == 2  # one writer
+    assert sorted(p.name for p in (out / "checkpoint").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_two_processes_resume_after_one_is_killed(reference_run, tmp_path):
+    """Process 1 killed in epoch 2; both restarted with --resume: the uninterrupted result."""
+    import time
+
+    out, port = tmp_path / "killed", _free_port()
+    procs = [_start(out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                    "--init-timeout", "120") for i in range(2)]
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "checkpoint" / "1").is_dir():  # orbax renames the folder when the save is complete
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.2)
+        procs[1].kill()  # mid epoch 2
+        procs[1].communicate()
+    finally:
+        _wait(procs, timeout=5)  # process 0 waits for its partner in vain: ended by its handle here
+    assert not (out / "final.json").exists()
+    for rc, err in _two(out, _free_port(), "--resume"):
+        assert rc == 0, err[-3000:]
+    assert json.loads((out / "final.json").read_text()) == json.loads((reference_run / "final.json").read_text())
+    np.testing.assert_allclose(_losses(out), _losses(reference_run), rtol=1e-4)
+
+
+def test_multi_process_errors(tmp_path):
+    """Unreachable coordinator (names the address), a process started with other settings."""
+    port = _free_port()
+    [(rc, err)] = _wait([_start(tmp_path / "u", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                "--process-id", "1", "--init-timeout", "2")], timeout=120)
+    assert rc == 2 and f"could not reach the coordinator at 127.0.0.1:{port} within 2 s" in err, err[-2000:]
+    assert "Traceback" not in err
+
+    out, port = tmp_path / "m", _free_port()
+    common = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--init-timeout", "60"]
+    procs = [_start(out, *common, "--process-id", "0"),
+             _start(out, *common, "--process-id", "1", "--lr", "0.01")]
+    for rc, err in _wait(procs, timeout=300):
+        assert rc == 2, err[-2000:]
+        assert ("error: process 1 was started with other settings than process 0 (lr: 0.003 on process 0, "
+                "0.01 on process 1)") in err, err[-2000:]
+    assert not out.exists() or not (out / "config.json").exists()
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+def _steps(space_name: str, kernels: str) -> dict:
+    import jax
+
+    from nas_cli import distributed as dist
+    from nas_cli import runs
+    from nas_cli.config import TrainConfig
+    from nas_cli.train import TrainState, make_optimizer, train_step, zero_grads
+
+    cfg = TrainConfig(space=space_name, batch_size=16)
+    ds = runs.load_run_dataset(cfg)
+    space = runs.make_space(cfg, ds)
+    archs = [space.largest(), space.smallest()]
+
+    def run(n):
+        mesh = dist.make_mesh(n)
+        state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(0)), mesh),
+                                  make_optimizer(cfg, 10))
+        if kernels == "pallas":
+            from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet
+
+            net = KernelSupernet(space.config, ds.mean, ds.std, 0.1, implementation="pallas", interpret=True)
+            if n > 1:
+                net.shard_over(mesh)
+        else:
+            net = space.make_trainer(ds.mean, ds.std, 0.1, "xla")
+        first = dist.shard_batch(mesh, (ds.train.images[:16], ds.train.labels[:16]))
+        _, _, grads = net.accumulate_grad(state.params, zero_grads(state.params), archs[0], *first)
+        grads = jax.tree.map(np.asarray, grads)
+        losses, batch = [], None
+        for i in range(3):
+            rows = slice(16 * i, 16 * i + 16)
+            batch = dist.shard_batch(mesh, dist.process_slice((ds.train.images[rows], ds.train.labels[rows])))
+            state, metrics = train_step(state, net, archs, batch)
+            losses.append(float(metrics["loss"]))
+        leaf = jax.tree.leaves(state.params)[0]
+        return losses, jax.tree.map(np.asarray, state.params), leaf, batch[0], grads
+
+    l1, p1, _, _, g1 = run(1)
+    l4, p4, leaf, images, g4 = run(4)
+    p1, p4, g1, g4 = (np.concatenate([a.ravel() for a in jax.tree.leaves(t)]) for t in (p1, p4, g1, g4))
+    return {"devices": [1, 4], "losses": [l1, l4], "max_param_diff": float(np.max(np.abs(p1 - p4))),
+            "param_frac_over_1e-5": float(np.mean(np.abs(p1 - p4) > 1e-5)),
+            "grad_rel_diff": float(np.max(np.abs(g1 - g4)) / np.max(np.abs(g1))),
+            "params_sharding": "replicated" if leaf.sharding.is_fully_replicated else str(leaf.sharding),
+            "batch_shards": len({s.device for s in images.addressable_shards})}
+
+
+def _evaluate(space_name: str) -> dict:
+    import jax
+
+    from nas_cli import distributed as dist
+    from nas_cli import runs
+    from nas_cli.config import TrainConfig
+    from nas_cli.run_eval import RunEvaluator
+    from nas_cli.subnet import SubnetEvaluator
+
+    cfg = TrainConfig(space=space_name)
+    ds = runs.load_run_dataset(cfg)
+    space = runs.make_space(cfg, ds)
+    params = jax.tree.map(np.asarray, space.init_supernet(jax.random.key(3)))
+    from nas_cli.train import calibration_images
+
+    calib = calibration_images(ds, 256, cfg.seed)
+    rng = np.random.default_rng(0)
+    archs = [space.largest(), space.smallest(), space.sample(rng)]
+    serial = SubnetEvaluator(space, ds.mean, ds.std)
+    parallel = SubnetEvaluator(space, ds.mean, ds.std, mesh=dist.make_mesh(4))
+    out = {"serial": [], "parallel": [], "search": [], "max_logit_diff": 0.0}
+    for arch in archs:
+        logits = []
+        for name, ev in (("serial", serial), ("parallel", parallel)):
+            stats = ev.calibrate(params, arch, calib)
+            logits.append(ev.logits(params, stats, arch, ds.val.images))
+            out[name].append(ev.accuracy(params, stats, arch, ds.val))
+        out["max_logit_diff"] = max(out["max_logit_diff"], float(np.max(np.abs(logits[0] - logits[1]))))
+    # the search's evaluator: every local device by default
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = dataclasses.replace(cfg, calib_images=len(calib))
+        run_eval = RunEvaluator(runs.Run(Path(tmp), cfg, ds, space, params, 1))
+        out["search_devices"] = run_eval._subnets.mesh.devices.size
+        out["search"] = [run_eval.accuracy(a) for a in archs]
+    return out
+
+
+def main(argv: list[str]) -> None:
+    from nas_cli.runs import enable_compilation_cache
+
+    enable_compilation_cache()
+    kind, rest = argv[0], argv[1:]
+    result = {"steps": _steps, "evaluate": _evaluate}[kind](*rest)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
