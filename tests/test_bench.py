@@ -77,6 +77,13 @@ def test_kernel_speed_bench():
     assert len(out["results"]) == 4 and set(out["recompiles_after_first_fraction"].values()) == {0}
 
 
+def test_data_parallel_bench():
+    out = last_json(run_script("data_parallel.py", "--space", "resnet-tiny", "--batch", 8, "--devices", 2,
+                               "--repeats", 1, "--warmup", 1))
+    assert set(out["results"]) == {"1", "2"} and out["results"]["2"]["per_device_batch"] == 4
+    assert out["overhead_ratio"] > 0 and out["results"]["1"]["images_per_s"] > 0
+
+
 def test_weight_sharing_bench():
     out = last_json(run_script("weight_sharing.py", "--space", "mobilenetv3-tiny", "--resolution", 8, "--batch", 4,
                                "--subnets", 2, "--repeats", 1))

@@ -157,6 +157,7 @@ def reference_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # ~160 s with its one-process reference on the loaded 2-core box
 def test_two_processes_train_like_one(reference_run, tmp_path):
     """Two processes (one CPU device each, 16 images each per step) give one process's final.json;
     only process 0 writes the metrics and final.json, the checkpoint is written by both."""
