@@ -128,7 +128,11 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int
     deadline, results = time.monotonic() + timeout, []
     try:
         for p in procs:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
             results.append((p.returncode, err))
     finally:
         for p in procs:
