@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size} must be at least 2 (BatchNorm needs a batch)"),
-            (self.lr > 0, f"--lr {self.lr} must be positive"),
-            (self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr} must be a finite number > 0"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
             (self.recipe in RECIPES, f"--recipe {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
             (self.sampler in SAMPLERS, f"--sampler {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
             (self.kernels in KERNELS, f"--kernels {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
@@ -100,9 +101,36 @@ class TrainConfig:
         """The config of ``data`` (keys as the fields; ``source`` names it in errors)."""
         check_keys(data, source)
         data = dict(data)
+        for name, value in data.items():
+            check_type(name, value, source)
         if data.get("resolutions") is not None:
-            data["resolutions"] = tuple(int(r) for r in data["resolutions"])
+            data["resolutions"] = tuple(data["resolutions"])
         return cls(**data)
+
+
+#: what each kind of field accepts from JSON (bool is no int here: ``"epochs": true`` is refused)
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+              "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                        and all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in v),
+                        "a list of positive integers"),
+}
+
+
+def check_type(name: str, value: Any, source: str) -> None:
+    """Raises UserError when ``value`` is not of field ``name``'s kind, naming both."""
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    kind, _, none = str(field.type).partition(" | ")
+    if value is None and none == "None":
+        return
+    ok, allowed = _KINDS[kind]
+    if not ok(value):
+        allowed += " or null" if none == "None" else ""
+        raise UserError(f"{source}: {name} is {json.dumps(value)}; it must be {allowed}")
 
 
 def check_keys(data: dict[str, Any], source: str) -> None:
@@ -119,7 +147,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"--config {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path} is not UTF-8 text; write it as a JSON object") from None
     except json.JSONDecodeError as e:
         raise UserError(f"--config {path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):

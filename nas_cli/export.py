@@ -14,6 +14,8 @@ from flax import nnx
 
 from nas_cli import runs
 from nas_cli.errors import UserError
+from nas_cli.identity import describe
+from nas_cli.io import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
 from predictors.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
@@ -27,20 +29,31 @@ MODEL_CKPT = "model"
 STABLEHLO = "model.stablehlo"
 
 
-def resolve_arch(run: runs.Run, arch: str | None, rank: int | None, search_dir: Path | None) -> str:
-    """The canonical string named by ``--arch`` or by ``--rank`` in the search's pareto.json."""
-    if (arch is None) == (rank is None):
-        raise UserError("give exactly one of --arch ARCH or --rank K")
-    if arch is not None:
-        return run.space.canonical(arch)
-    pareto = (search_dir or run.path / "search") / "pareto.json"
+def read_front(run_dir: Path, rank: int, search_dir: Path | None) -> dict:
+    """The ``rank``-th row of the search's pareto.json (checked before the run is loaded)."""
+    pareto = Path(search_dir or Path(run_dir) / "search") / "pareto.json"
     if not pareto.is_file():
-        raise UserError(f"--rank needs {pareto}; run `nas search {run.path} --latency-budget ...` first, "
+        raise UserError(f"--rank needs {pareto}; run `nas search {run_dir} --latency-budget ...` first, "
                         "or pass --arch")
-    front = json.loads(pareto.read_text())["front"]
+    data = read_json(pareto, "search result", "run `nas search` again to rewrite it, or pass --arch")
+    front = data.get("front") if isinstance(data, dict) else None
+    if not isinstance(front, list) or not all(isinstance(r, dict) and isinstance(r.get("arch"), str) for r in front):
+        raise UserError(f"search result {pareto} is damaged (no list of front rows); run `nas search` again "
+                        "to rewrite it, or pass --arch")
     if not 1 <= rank <= len(front):
         raise UserError(f"--rank {rank} is out of range: {pareto} has ranks 1..{len(front)}")
-    return run.space.canonical(front[rank - 1]["arch"])
+    return {"arch": front[rank - 1]["arch"], "weights": data.get("weights"), "file": pareto}
+
+
+def resolve_arch(run: runs.Run, arch: str | None, row: dict | None) -> str:
+    """The canonical string named by ``--arch`` or by the pareto.json row of ``--rank``; the row must
+    have been measured with the run's weights as they are now."""
+    if arch is not None:
+        return run.space.canonical(arch)
+    if row["weights"] != run.weights:
+        raise UserError(f"{row['file']} was searched on {describe(row['weights'])}, but {run.path} now holds "
+                        f"{describe(run.weights)}; search again, or pass --arch")
+    return run.space.canonical(row["arch"])
 
 
 def space_options(run: runs.Run) -> dict:
@@ -61,11 +74,16 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
       UserError: unknown rank/arch, existing output without ``force``, or a parity failure.
     """
     out = Path(out)
+    if (arch is None) == (rank is None):  # the cheap checks first, before the run is loaded
+        raise UserError("give exactly one of --arch ARCH or --rank K")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder to export into")
     if (out / SUBNET_JSON).exists() and not force:
         raise UserError(f"{out} already holds an exported subnet; pass --force to replace it")
-    run = runs.open_run(run_dir)
+    row = read_front(run_dir, rank, search_dir) if rank is not None else None
+    run = runs.open_run(run_dir, check=(lambda sp: sp.canonical(arch)) if arch is not None else None)
     space, ds = run.space, run.dataset
-    arch_str = resolve_arch(run, arch, rank, search_dir)
+    arch_str = resolve_arch(run, arch, row)
     a = space.decode(arch_str)
 
     evaluator = SubnetEvaluator(space, ds.mean, ds.std)
@@ -107,6 +125,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "params": space.params(a),
         "parity_max_abs_diff": max_diff,
         "run": str(Path(run_dir).resolve()),
+        "weights": run.weights,
         "dataset": run.config.dataset,
     }
 

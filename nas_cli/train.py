@@ -224,6 +224,9 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
     """Whether ``out`` holds an unfinished run of this very config to continue; refuses to touch
     anything else (a finished run, another config, or an existing run without ``resume``)."""
     if not (out / runs.CONFIG).exists():
+        if resume:
+            raise UserError(f"--resume: {out} holds no training run to continue (no {runs.CONFIG}); "
+                            "drop --resume to start one there")
         return False
     if not resume:
         if (out / runs.CHECKPOINT).exists():
@@ -252,6 +255,21 @@ def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -
 
 def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict:
+    """:func:`train_locked` holding ``out``'s lock (one writer per run; a second is refused, naming
+    the first; process 0 holds it for all processes of a data-parallel run)."""
+    import contextlib
+
+    from nas_cli import locks
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = locks.locked(out, what="training run") if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return train_locked(cfg, out, progress=progress, log=log, resume=resume)
+
+
+def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
+                 log: Callable[[str], None] = print, resume: bool = False) -> dict:
     """Trains the supernet described by ``cfg`` into run directory ``out``.
 
     Writes config.json, checkpoint/ after every epoch, metrics.jsonl (one line per epoch) and
@@ -281,15 +299,12 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     state = TrainState.create(space.init_supernet(jax.random.key(cfg.seed)), tx)
     start, done = 0, []
     if resuming:
-        saved, start = runs.restore_checkpoint(out, state.checkpoint_items())
+        saved, start = runs.restore_checkpoint(out, state.checkpoint_items(), fall_back=True)
         params, opt_state = jax.tree.map(jnp.asarray, (saved["params"], saved["opt_state"]))
         state = TrainState(params, opt_state, tx)
         done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
         log(f"resuming {out} after epoch {start} of {cfg.epochs}")
-    else:
-        atomic_write_json(out / runs.CONFIG, cfg.to_json())
-        metrics_path.unlink(missing_ok=True)
     net = make_trainer(cfg, space, dataset)
     evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)
     sampler = init_sampler(space, cfg.sampler, cfg.max_flops_jump)
@@ -298,6 +313,9 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     fixed = space.decode(cfg.fixed_arch) if cfg.fixed_arch else None
     if fixed is not None:  # a stand-alone baseline: train and report this architecture only
         largest = smallest = fixed
+    if not resuming:  # written once every setting is known to work: a refused run leaves nothing
+        atomic_write_json(out / runs.CONFIG, cfg.to_json())
+        metrics_path.unlink(missing_ok=True)
 
     log(f"space {space.name}: {len(space.genes)} genes, largest {space.encode(largest)} "
         f"({space.flops(largest) / 1e6:.2f} MMACs), smallest {space.encode(smallest)} "
@@ -331,7 +349,13 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
             losses.append(metrics["loss"])
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
-        loss = float(np.mean([float(v) for v in losses]))
+        losses = [float(v) for v in losses]
+        bad = next((i for i, v in enumerate(losses) if not np.isfinite(v)), None)
+        if bad is not None:  # before the checkpoint: the last one saved keeps finite weights
+            raise UserError(f"training diverged: the loss is {losses[bad]} at step {epoch * steps_per_epoch + bad + 1} "
+                            f"(epoch {epoch + 1}); nothing of this epoch was saved. Try a smaller --lr (now {cfg.lr:g}) "
+                            "or --batch-size")
+        loss = float(np.mean(losses))
         val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
         record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
                   "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
