@@ -158,6 +158,23 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def resume_config(run_config: TrainConfig, config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """``--resume``: the run's own settings; a setting given again (flag or config file) must match.
+
+    Raises:
+      UserError: a given setting differs from the run's, naming both values.
+    """
+    given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    have = run_config.to_json()
+    differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
+              if json.loads(json.dumps(v)) != have[k]]
+    if differ:
+        raise UserError(f"--resume continues the run with its own settings, but {'; '.join(differ)}; "
+                        "drop those options, or choose another --out")
+    return run_config
+
+
 def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults, then the config file, then the flags the user actually passed (not None)."""
     data: dict[str, Any] = {}

@@ -48,7 +48,10 @@ def search(
     initial: Optional[int] = typer.Option(None, "--initial", help="Predictor mode: size of the initial "
                                           "space-filling design (default: a quarter of --evaluations)."),
     batch: int = typer.Option(_D.batch, "--batch", help="Predictor mode: architectures measured per iteration."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Random seed; the same seed gives the same front."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the search's proposals. It fixes which architectures are proposed given their "
+              "measurements: accuracies are deterministic, so the same seed gives the same front wherever "
+              "latency is too (a --latency-table with --no-latency-calibrate, or flops/params objectives); "
+              "measured latency varies with timing noise, which can change the front."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN_DIR/search). "
                                        "An unfinished search there is resumed."),
     benchmark_table: Optional[Path] = typer.Option(None, "--benchmark-table", help="A CSV benchmark table "

@@ -29,7 +29,7 @@ def train_supernet_cmd(
     epochs: Optional[int] = typer.Option(None, help=f"Training epochs. [default: {_D.epochs}]"),
     batch_size: Optional[int] = typer.Option(None, help=f"Images per step (every subnet of a step sees the same batch). [default: {_D.batch_size}]"),
     lr: Optional[float] = typer.Option(None, help=f"Peak AdamW learning rate (warm-up, then cosine decay). [default: {_D.lr}]"),
-    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling. [default: {_D.seed}]"),
+    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version. [default: {_D.seed}]"),
     recipe: Optional[str] = typer.Option(None, help=f"{_choices(RECIPES)}. [default: {_D.recipe}]"),
     sampler: Optional[str] = typer.Option(None, help=f"{_choices(SAMPLERS)}. [default: {_D.sampler}]"),
     num_random: Optional[int] = typer.Option(None, help=f"Random subnets per step besides the largest and smallest. [default: {_D.num_random}]"),
@@ -38,17 +38,21 @@ def train_supernet_cmd(
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
     kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished epoch (same settings required)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs
-    from nas_cli.config import build_config
+    from nas_cli.config import build_config, resume_config
     from nas_cli.train import train_supernet
 
-    cfg = build_config(config, dict(
+    flags = dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
-        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
+        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels)
+    if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
+        cfg = resume_config(runs.read_config(out), config, flags)
+    else:
+        cfg = build_config(config, flags)
     runs.enable_compilation_cache()
     bar, shown = None, 0
 
@@ -60,8 +64,13 @@ def train_supernet_cmd(
         bar.update(done - shown)
         shown = done
 
+    def log(message: str) -> None:  # clear the bar's line first: the line goes above, the bar redraws below
+        if bar is not None and sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[2K")
+        typer.echo(message, err=True)
+
     try:
-        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True), resume=resume)
+        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
