@@ -155,6 +155,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"--config {path} must hold a JSON object of TrainConfig keys")
     check_keys(data, str(path))  # reject unknown keys early
+    for name, value in data.items():  # and values of the wrong kind, naming the file
+        check_type(name, value, str(path))
     return data
 
 

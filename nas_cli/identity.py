@@ -91,4 +91,6 @@ def describe(identity: dict | None) -> str:
     """``step 3 (weights 1a2b...)`` for messages."""
     if not isinstance(identity, dict):
         return "unrecorded weights"
+    if "table" in identity:
+        return f"a benchmark table with hash {identity['table']}"
     return f"checkpoint step {identity.get('step')} (weights {identity.get('hash')})"

@@ -45,6 +45,7 @@ class RunEvaluator:
                  calibrate_in: Path | None = None):
         self.run = run
         self.space = run.space
+        self.weights = run.weights  # what every measurement records (step and content hash)
         self.repeats = repeats
         ds = run.dataset
         self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std)

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable
 
 import click
 import typer
 
-from nas_cli.errors import one_line
+from nas_cli.errors import UserError, one_line
 
 
 def _resume_hint(kwargs: dict) -> str:
@@ -36,3 +37,22 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None:
+    """Creates ``--out`` (a folder) or the folder of ``--out`` (a file) before any work, so that a
+    path that cannot be written fails at once (nas_cli.errors.one_line words it). Without
+    ``create``, only checks that no file stands where a folder must be."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"--out {path} is a folder; pass a file name")
+    where = path if folder else path.parent
+    if create:
+        where.mkdir(parents=True, exist_ok=True)
+        return
+    above = next((p for p in (where, *where.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"--out {path}: {above} is a file, not a folder; choose another path")

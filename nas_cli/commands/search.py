@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import prepare_out, user_errors
 from nas_cli.search import (
     ALGORITHMS,
     SearchConfig,
@@ -50,7 +50,7 @@ def search(
     batch: int = typer.Option(_D.batch, "--batch", help="Predictor mode: architectures measured per iteration."),
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of the search's proposals. It fixes which architectures are proposed given their "
               "measurements: accuracies are deterministic, so the same seed gives the same front wherever "
-              "latency is too (a --latency-table with --no-latency-calibrate, or flops/params objectives); "
+              "latency is too (a --latency-table with --no-latency-calibrate); "
               "measured latency varies with timing noise, which can change the front."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN_DIR/search). "
                                        "An unfinished search there is resumed."),
@@ -74,6 +74,7 @@ def search(
     Re-running with the same --out resumes an interrupted search from its last finished iteration.
     """
     objective_spec = parse_objectives(objectives)
+    prepare_out(out, folder=True)
     budgets = [parse_budget("latency", latency_budget)]
     if flops_budget is not None:
         budgets.append(parse_budget("flops", flops_budget))

@@ -56,7 +56,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
                                        calibrate_in=out_dir if latency_calibrate else None)
         # what measures, not where it lies: a copied or moved run is the same search
-        source, weights = "training run", evaluator.run.weights
+        source, weights = "training run", getattr(evaluator, "weights", None)
         cal = getattr(evaluator, "latency_calibration", None)
         if latency_table is not None and cal is not None:
             log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
