@@ -244,6 +244,22 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
     return (out / runs.CHECKPOINT).exists()
 
 
+#: steps between checks that the loss is finite (each check waits for the device once)
+FINITE_EVERY = 32
+
+
+def check_finite(losses: Sequence, first_step: int, epoch: int, lr: float) -> list[float]:
+    """The losses as floats; a UserError naming the first non-finite one's (1-based) step. Raised
+    before the epoch's checkpoint, so the last one saved keeps finite weights."""
+    values = [float(v) for v in losses]
+    bad = next((i for i, v in enumerate(values) if not np.isfinite(v)), None)
+    if bad is not None:
+        raise UserError(f"training diverged: the loss is {values[bad]} at step {first_step + bad + 1} "
+                        f"(epoch {epoch + 1}); nothing of this epoch was saved. Try a smaller --lr (now {lr:g}) "
+                        "or --batch-size")
+    return values
+
+
 def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -> tuple[float, float]:
     """Calibrated accuracy of the largest and smallest subnets (one evaluation for a fixed arch)."""
     a = evaluator.calibrated_accuracy(params, largest, calib, split)
@@ -347,14 +363,11 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                 archs, sampler = step_archs(cfg, phase, largest, smallest, space, sampler, rng)
             state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
             losses.append(metrics["loss"])
+            if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
+                check_finite(losses[-FINITE_EVERY:], epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
-        losses = [float(v) for v in losses]
-        bad = next((i for i, v in enumerate(losses) if not np.isfinite(v)), None)
-        if bad is not None:  # before the checkpoint: the last one saved keeps finite weights
-            raise UserError(f"training diverged: the loss is {losses[bad]} at step {epoch * steps_per_epoch + bad + 1} "
-                            f"(epoch {epoch + 1}); nothing of this epoch was saved. Try a smaller --lr (now {cfg.lr:g}) "
-                            "or --batch-size")
+        losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
         loss = float(np.mean(losses))
         val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
         record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),

@@ -1,7 +1,8 @@
 """Fault injection: nothing silently wrong, every failure one line (issue 17).
 
-One tiny run (digits, the -tiny space, 2 epochs) is trained once for the module; every test works
-on a copy of it. Measured latency is replaced by a deterministic function of the FLOPs (the faults
+One tiny run (digits, the -tiny space, 1 epoch, test_cli's settings, so that the persistent XLA
+cache serves both) is trained once for the module; every test works on a copy of it; "training on"
+is a further checkpoint step of perturbed weights. Measured latency is replaced by a deterministic function of the FLOPs (the faults
 here are about files and state, not timing), which keeps the searches fast.
 """
 
@@ -23,9 +24,9 @@ from nas_cli.run_eval import RunEvaluator
 
 runner = CliRunner()
 
-TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "32", "--limit-train", "128",
-        "--calib-images", "32", "--seed", "0"]
-SEARCH = ["--latency-budget", "100%", "--population", "4", "--generations", "2", "--seed", "0"]
+TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "32", "--limit-train", "256",
+        "--calib-images", "64", "--seed", "0"]
+SEARCH = ["--latency-budget", "100%", "--population", "4", "--generations", "1", "--seed", "0"]
 
 
 def nas(*args):
@@ -75,6 +76,18 @@ def front(search_dir: Path) -> list:
     return json.loads((search_dir / "pareto.json").read_text())["front"]
 
 
+def train_on(run: Path) -> int:
+    """Saves the next checkpoint step with other weights (what resumed training does); its number."""
+    import jax
+
+    from nas_cli import runs
+
+    loaded = runs.open_run(run)
+    params = jax.tree.map(lambda p: p * 1.01, loaded.params)
+    runs.save_checkpoint(run, {"params": params}, loaded.epoch + 1)
+    return loaded.epoch + 1
+
+
 def params_file(run: Path, step: int) -> Path:
     files = sorted(p for p in (run / "checkpoint" / str(step) / "params").rglob("*")
                    if p.is_file() and p.stat().st_size > 400 and "/d/" in p.as_posix())
@@ -85,20 +98,18 @@ def params_file(run: Path, step: int) -> Path:
 
 
 def test_a_search_over_changed_weights_is_refused_and_export_too(run: Path, tmp_path: Path):
-    step2 = tmp_path / "step2"
-    shutil.move(run / "checkpoint" / "2", step2)  # the run as it was after epoch 1
     ok(nas("search", run, *SEARCH))
     first = front(run / "search")
     pareto = json.loads((run / "search" / "pareto.json").read_text())
     assert pareto["weights"]["step"] == 1 and len(pareto["weights"]["hash"]) == 16
     cache = [json.loads(line) for line in (run / "search" / "cache.jsonl").read_text().splitlines()]
     assert all(rec["weights"] == pareto["weights"] for rec in cache)
-    shutil.move(step2, run / "checkpoint" / "2")  # trained on to the end
+    assert train_on(run) == 2
     line = fails(nas("search", run, *SEARCH), 2, "checkpoint step 1", "checkpoint step 2", "--out")
     assert "afresh" in line
     assert front(run / "search") == first  # the finished result is untouched
     fails(nas("export", "subnet", run, "--rank", "1", "--out", tmp_path / "exp"), 2, "search again")
-    assert not (tmp_path / "exp").exists()
+    assert not (tmp_path / "exp" / "subnet.json").exists()
     ok(nas("search", run, *SEARCH, "--out", tmp_path / "fresh"))  # a new folder searches the new weights
     assert json.loads((tmp_path / "fresh" / "pareto.json").read_text())["weights"]["step"] == 2
 
@@ -110,7 +121,7 @@ def test_a_copied_run_is_searched_again_and_the_resume_is_announced(trained: Pat
     moved = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, moved)
     again = ok(nas("search", moved, *SEARCH))
-    assert "resuming the search" in again.output and "after iteration 2" in again.output
+    assert "resuming the search" in again.output and "after iteration 1" in again.output
     assert front(moved / "search") == front(a / "search")
     mode = stat.S_IMODE((moved / "search" / "pareto.json").stat().st_mode)
     assert mode == 0o666 & ~_umask()
@@ -125,10 +136,27 @@ def _umask() -> int:
 # --- 2. divergence ------------------------------------------------------------------------------
 
 
-def test_a_diverging_training_stops_with_the_step(tmp_path: Path):
+def test_a_diverging_training_stops_at_the_first_non_finite_loss(tmp_path: Path, monkeypatch):
+    import numpy as np
+
+    import nas_cli.train as train
+
+    steps = []
+
+    def step(state, trainer, archs, batch, distill=True):  # the loss turns to NaN at the third step
+        steps.append(1)
+        return state, {"loss": np.float32(np.nan if len(steps) >= 3 else 2.0)}
+
+    monkeypatch.setattr(train, "train_step", step)
     out = tmp_path / "nan"
-    tiny = [*TINY[:2], "--epochs", "1", "--batch-size", "32", "--limit-train", "96", "--calib-images", "32"]
-    fails(nas("train-supernet", *tiny, "--lr", "1e308", "--out", out), 2, "diverged", "at step", "--lr")
+    fails(nas("train-supernet", *TINY, "--out", out), 2, "diverged", "at step 3 (epoch 1)", "--lr")
+    assert not (out / "final.json").exists() and not (out / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_a_huge_learning_rate_diverges_with_the_step(tmp_path: Path):
+    out = tmp_path / "nan"
+    fails(nas("train-supernet", *TINY, "--lr", "1e308", "--out", out), 2, "diverged", "at step", "--lr")
     assert not (out / "final.json").exists() and not (out / "checkpoint").exists()
 
 
@@ -149,6 +177,7 @@ def _damage(run: Path, step: int) -> None:
 
 
 def test_a_damaged_checkpoint_is_named_never_used(run: Path, tmp_path: Path):
+    train_on(run)
     _damage(run, 2)
     fails(nas("search", run, *SEARCH), 2, "step 2", "damaged", "--resume", "intact step 1")
     fails(nas("export", "subnet", run, "--arch", run_arch(run), "--out", tmp_path / "e"), 2, "step 2", "damaged")
@@ -158,6 +187,7 @@ def test_a_damaged_checkpoint_is_named_never_used(run: Path, tmp_path: Path):
 def test_resume_falls_back_to_the_last_intact_step(run: Path):
     from nas_cli import runs
 
+    train_on(run)
     _damage(run, 2)
     with pytest.raises(runs.UserError, match="step 2"):
         runs.intact_step(run, fall_back=False)
@@ -166,18 +196,22 @@ def test_resume_falls_back_to_the_last_intact_step(run: Path):
 
 
 @pytest.mark.slow
-def test_resume_after_damage_ends_where_an_undamaged_run_does(run: Path, trained: Path):
-    _damage(run, 2)
-    (run / "final.json").unlink()
-    resumed = ok(nas("train-supernet", "--out", run, "--resume"))  # the run's own settings
+def test_resume_after_damage_ends_where_an_undamaged_run_does(tmp_path: Path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    ok(nas("train-supernet", *[a if a != "1" else "2" for a in TINY], "--out", whole))
+    shutil.copytree(whole, cut)
+    _damage(cut, 2)
+    (cut / "final.json").unlink()
+    resumed = ok(nas("train-supernet", "--out", cut, "--resume"))  # the run's own settings
     assert "damaged" in resumed.stderr and "resuming" in resumed.output
-    assert json.loads((run / "final.json").read_text()) == json.loads((trained / "final.json").read_text())
+    assert (cut / "checkpoint-damaged" / "2").is_dir()
+    assert json.loads((cut / "final.json").read_text()) == json.loads((whole / "final.json").read_text())
 
 
 def test_a_truncated_checkpoint_is_one_line(run: Path):
-    f = params_file(run, 2)
+    f = params_file(run, 1)
     f.write_bytes(f.read_bytes()[:10])
-    fails(nas("search", run, *SEARCH), 2, "step 2")
+    fails(nas("search", run, *SEARCH), 2, "step 1", "no intact step")
 
 
 # --- 5. locks -----------------------------------------------------------------------------------
@@ -303,7 +337,7 @@ def test_resume_of_a_folder_without_a_run_is_an_error(tmp_path: Path):
 
 def test_resume_names_a_setting_given_again_that_differs(run: Path):
     (run / "final.json").unlink()
-    fails(nas("train-supernet", "--out", run, "--resume", "--epochs", "5"), 2, "epochs: 2 in the run, 5 now")
+    fails(nas("train-supernet", "--out", run, "--resume", "--epochs", "5"), 2, "epochs: 1 in the run, 5 now")
 
 
 def test_predictor_sample_more_than_the_space_holds_fails_at_once(run: Path, tmp_path: Path):
