@@ -80,6 +80,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         raise UserError(f"--out {out} is a file; pass a folder to export into")
     if (out / SUBNET_JSON).exists() and not force:
         raise UserError(f"{out} already holds an exported subnet; pass --force to replace it")
+    runs.read_config(run_dir)  # a folder that is no run says so first
     row = read_front(run_dir, rank, search_dir) if rank is not None else None
     run = runs.open_run(run_dir, check=(lambda sp: sp.canonical(arch)) if arch is not None else None)
     space, ds = run.space, run.dataset

@@ -327,7 +327,7 @@ def test_damaged_search_files(run: Path, searched: Path, tmp_path: Path):
 def test_cheap_arguments_are_checked_before_the_run_is_loaded(tmp_path: Path):
     nothing = tmp_path / "not-a-run"
     fails(nas("export", "subnet", nothing, "--out", tmp_path / "e"), 2, "exactly one of")
-    fails(nas("export", "subnet", nothing, "--rank", "1", "--out", tmp_path / "e"), 2, "pareto.json")
+    fails(nas("export", "subnet", nothing, "--rank", "1", "--out", tmp_path / "e"), 2, "not a training run")
 
 
 def test_resume_of_a_folder_without_a_run_is_an_error(tmp_path: Path):
