@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nas_cli.data import DATASETS
+from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
 from nas_cli.errors import UserError
+from nas_cli.pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 #: training recipes, with what each does per step (help texts are built from these)
@@ -60,6 +61,8 @@ class TrainConfig:
     resolutions: tuple[int, ...] | None = None  # None: the space's default
     kernels: str = "auto"
     fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
+    augment: str | None = None  # None: standard for natural images (cifar10, folder, npz), else none
+    image_size: int | None = None  # folder datasets: the side images are resized to (None: see below)
 
     def __post_init__(self) -> None:
         supernet_spaces = supernet_space_names()
@@ -83,12 +86,21 @@ class TrainConfig:
              f"val_fraction {self.val_fraction} must be in (0, 1)"),
             (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} must be in [0, 1)"),
             (self.width_mult > 0, f"--width-mult {self.width_mult} must be positive"),
+            (self.augment is None or self.augment in AUGMENTATIONS,
+             f"--augment {self.augment!r} must be one of: {', '.join(AUGMENTATIONS)}"),
+            (self.image_size is None or self.dataset == "folder",
+             f"--image-size {self.image_size} applies to --dataset folder only (the other datasets keep their size)"),
+            (self.image_size is None or self.image_size >= 8, f"--image-size {self.image_size} must be at least 8"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
             object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
+        if self.augment is None:  # the dataset's default, explicit in config.json
+            object.__setattr__(self, "augment", "standard" if DATASETS.get(self.dataset).natural else "none")
+        if self.dataset == "folder" and self.image_size is None:
+            object.__setattr__(self, "image_size", max(self.resolutions or (DEFAULT_IMAGE_SIZE,)))
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

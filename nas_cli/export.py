@@ -98,7 +98,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     expected = val_logits[:parity_images]
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    x = preprocess(jnp.asarray(images), a.resolution, ds.mean, ds.std)
+    x = preprocess(jnp.asarray(images), a.resolution, jnp.asarray(ds.mean), jnp.asarray(ds.std))
     got = np.asarray(forward(state, x))
     max_diff = float(np.max(np.abs(got - expected)))
     log(f"parity with the supernet on {len(images)} validation images: max |logit diff| = {max_diff:.3e}")
@@ -115,8 +115,10 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "space_options": space_options(run),
         "resolution": a.resolution,
         "input": {"shape": ["batch", a.resolution, a.resolution, space.in_channels],
-                  "preprocess": "x = (uint8 / 255 - mean) / std, resized bilinearly to resolution",
-                  "mean": ds.mean, "std": ds.std},
+                  "preprocess": "x = (uint8 / 255 - mean) / std per channel, resized bilinearly to resolution",
+                  "mean": [float(m) for m in ds.mean], "std": [float(v) for v in ds.std],
+                  "image_size": ds.image_shape[0]},
+        "class_names": list(ds.class_names),
         "accuracy": val_acc,
         "test_accuracy": test_acc,
         "latency_ms": latency["latency_ms"],
@@ -161,11 +163,22 @@ class ExportedSubnet:
     model: nnx.Module
     info: dict
 
-    def predict(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 images (N, H, W, C), applying the recorded preprocessing."""
+    @property
+    def class_names(self) -> list[str]:
+        """The class of each logit (exports older than class names: "0", "1", ...)."""
+        names = self.info.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.info["space_options"]["num_classes"])]
+
+    def predict(self, images_uint8: np.ndarray, *, names: bool = False) -> np.ndarray | list[str]:
+        """Logits (N, classes) for uint8 images (N, H, W, C), applying the recorded preprocessing
+        (per-channel mean/std, resize); with ``names``, the predicted class name of each image."""
         inp = self.info["input"]
-        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], inp["mean"], inp["std"])
-        return np.asarray(self.model(x))
+        mean, std = (jnp.asarray(inp[k], jnp.float32) for k in ("mean", "std"))
+        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], mean, std)
+        logits = np.asarray(self.model(x))
+        if names:
+            return [self.class_names[i] for i in logits.argmax(-1)]
+        return logits
 
 
 def load_subnet(path: str | Path) -> ExportedSubnet:

@@ -63,7 +63,7 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
     return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        limit_train=cfg.limit_train)
+                        limit_train=cfg.limit_train, image_size=cfg.image_size)
 
 
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:

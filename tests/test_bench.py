@@ -97,6 +97,17 @@ def test_search_bench(tmp_path):
     assert (tmp_path / "hv.png").is_file()
 
 
+def test_input_pipeline_bench(tmp_path):
+    out = last_json(run_script("input_pipeline.py", "--cifar-dir", tmp_path / "absent", "--folder-images", 120,
+                               "--folder-side", 12, "--image-size", 8, "--batch-size", 8, "--batches", 4,
+                               "--workers", 1, "--space", "mobilenetv3-tiny", "--steps", 1, "--warmup", 1))
+    assert "skipped" in out["cifar10"] and out["folder"]["batch_shape"] == [8, 8, 8, 3]
+    assert out["folder"]["images_per_s"] > 0 and out["folder"]["peak_rss_mb"] > 50
+    assert out["step"]["images_per_s"] > 0 and out["step"]["subnets_per_step"] == 4
+    assert out["ratio_to_step"]["folder"] == pytest.approx(out["folder"]["images_per_s"] / out["step"]["images_per_s"],
+                                                           rel=0.01)
+
+
 def test_resnet_costs_bench():
     out = last_json(run_script("resnet_costs.py", "--width-mult", 0.25, "--resolution", 8, "--batch", 4,
                                "--repeats", 1))

@@ -9,8 +9,10 @@ from typing import Optional
 import typer
 
 from nas_cli.commands._common import user_errors
+from nas_cli.errors import UserError
 from nas_cli.config import KERNELS, RECIPES, SAMPLERS, TrainConfig
-from nas_cli.data import DATASETS
+from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
+from nas_cli.pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 _D = TrainConfig()  # the defaults the help texts show
@@ -24,8 +26,11 @@ def _choices(described: dict[str, str]) -> str:
 def train_supernet_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
     space: Optional[str] = typer.Option(None, help=f"Search space with a supernet: {', '.join(supernet_space_names())} (full spaces: 28/32 px; -tiny: 8x8 digits, tests). [default: {_D.space}]"),
-    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download). [default: {_D.dataset}]"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's original files (IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10)."),
+    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images). [default: {_D.dataset}]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1."),
+    image_size: Optional[int] = typer.Option(None, help=f"folder only: the side images are resized to (centre square of the shorter side), before augmentation. [default: the largest --resolutions, else {DEFAULT_IMAGE_SIZE}]"),
+    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {_choices(AUGMENTATIONS)}. [default: standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist]"),
+    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it). [default: cores - 1, at most 4; in-memory datasets: a prefetch thread]"),
     epochs: Optional[int] = typer.Option(None, help=f"Training epochs. [default: {_D.epochs}]"),
     batch_size: Optional[int] = typer.Option(None, help=f"Images per step (every subnet of a step sees the same batch). [default: {_D.batch_size}]"),
     lr: Optional[float] = typer.Option(None, help=f"Peak AdamW learning rate (warm-up, then cosine decay). [default: {_D.lr}]"),
@@ -48,7 +53,10 @@ def train_supernet_cmd(
     flags = dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
-        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels)
+        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels,
+        augment=augment, image_size=image_size)
+    if data_workers is not None and data_workers < 0:
+        raise UserError(f"--data-workers {data_workers} must be >= 0")
     if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
         cfg = resume_config(runs.read_config(out), config, flags)
     else:
@@ -70,7 +78,7 @@ def train_supernet_cmd(
         typer.echo(message, err=True)
 
     try:
-        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume)
+        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume, data_workers=data_workers)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
