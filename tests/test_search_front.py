@@ -33,7 +33,7 @@ def test_select_front_skips_candidates_that_measured_ones_dominate():
 def test_pool_holds_every_cell_of_a_small_space_and_neighbours_of_a_large_one():
     pool = CandidatePool(NB, "structure", 20_000)
     keys, archs, X = pool.candidates([], np.random.default_rng(0))
-    assert pool.exhaustive and len(keys) == len(set(keys)) == 15625 and X.shape == (15625, 139)
+    assert pool.exhaustive and len(keys) == len(set(keys)) == 15625 and X.shape == (15625, len(NB.structure_feature_names()) + len(NB.feature_names()))
     small = CandidatePool(NB, "onehot", 10)
     key = NB.encode(NB.largest())
     near = small.neighbours([key])
@@ -87,3 +87,18 @@ def test_explore_uses_the_predictive_std(table, tmp_path):
 def test_bad_front_settings_are_one_line_errors(field, value, match):
     with pytest.raises(UserError, match=match):
         SearchConfig(evaluations=10, **{field: value})
+
+
+def test_cli_front_search_prints_the_true_front_figures(table, tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_cli.main import app
+
+    args = ["search", str(tmp_path / "run"), "--benchmark-table", str(table), "--latency-budget", "60%",
+            "--evaluations", "30", "--initial", "10", "--batch", "20", "--predictor", "ridge"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "of the true front's hypervolume" in r.stdout and "of its members found" in r.stdout
+    bad = CliRunner().invoke(app, args[:-1] + ["ridge", "--proposal", "grid"])
+    assert bad.exit_code == 2 and "--proposal 'grid' is unknown; use one of: front, inner" in bad.output
+    assert "Traceback" not in bad.output
