@@ -114,3 +114,38 @@ def test_cli_export_writes_checked_onnx(tmp_path: Path):
     bad = runner.invoke(app, ["export", "subnet", str(run), "--arch", arch, "--out", str(tmp_path / "e2"),
                               "--format", "tflite"])
     assert bad.exit_code == 2 and "format 'tflite'" in bad.output
+
+
+def _latency(*args):
+    return CliRunner().invoke(app, ["latency", *map(str, args)])
+
+
+FAST_TIMING = ["--repeats", "1", "--rounds", "2", "--calib-samples", "0"]
+
+
+def test_latency_profile_and_validate_in_onnxruntime(tmp_path: Path):
+    lut = tmp_path / "ort.json"
+    result = _latency("profile", "--space", "vit-tiny", "--out", lut, "--runtime", "onnxruntime", "--threads", "1",
+                      *FAST_TIMING)
+    assert result.exit_code == 0, result.output
+    data = json.loads(lut.read_text())
+    assert data["runtime"]["name"] == "onnxruntime"
+    assert data["runtime"]["session_options"]["intra_op_num_threads"] == 1
+    assert all(e["median_ms"] > 0 for e in data["entries"].values())
+    result = _latency("validate", lut, "--space", "vit-tiny", "--runtime", "onnxruntime", "--samples", "3",
+                      "--repeats", "1", "--rounds", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["runtime"]["name"] == "onnxruntime" and np.isfinite(report["mape"])
+
+
+def test_latency_file_of_another_runtime_is_refused(tmp_path: Path):
+    lut = tmp_path / "jax.json"
+    result = _latency("profile", "--space", "vit-tiny", "--out", lut, *FAST_TIMING)
+    assert result.exit_code == 0, result.output
+    assert json.loads(lut.read_text())["runtime"]["name"] == "jax"
+    bad = _latency("validate", lut, "--space", "vit-tiny", "--runtime", "onnxruntime", "--samples", "2")
+    assert bad.exit_code == 2
+    assert "measured with runtime 'jax'; it cannot stand for runtime 'onnxruntime'" in bad.output
+    threads = _latency("profile", "--space", "vit-tiny", "--out", tmp_path / "x.json", "--threads", "2")
+    assert threads.exit_code == 2 and "takes no thread count" in threads.output

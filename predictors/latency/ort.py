@@ -7,13 +7,16 @@ function here raises :class:`OnnxUnavailable` naming it when they are missing.
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
 import traceback
 from typing import Any
 
+import numpy as np
 from flax import nnx
 
 from predictors.latency.errors import LatencyError
+from predictors.latency.runtime import RUNTIMES
 
 EXTRA = "onnx"
 #: the symbolic batch dimension of every exported model
@@ -130,3 +133,53 @@ def session(model_bytes: bytes, *, threads: int = 1):
                "graph_optimization_level": "all", "providers": ["CPUExecutionProvider"],
                "onnxruntime_version": ort.__version__}
     return sess, options
+
+
+class OrtRuntime:
+    """The ``onnxruntime`` :class:`~predictors.latency.runtime.LatencyRuntime`: each static module
+    converted as :func:`to_onnx` exports it (symbolic batch) and run in an onnxruntime CPU session
+    (:func:`session`), timed with the interleaved protocol of :mod:`predictors.latency.timing`."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 1):
+        if threads < 0:
+            raise LatencyError(f"threads {threads}: must be 0 (onnxruntime's default) or more")
+        self.threads = threads
+
+    def configure(self, *, threads: int | None = None) -> "OrtRuntime":
+        return self if threads is None else OrtRuntime(threads)
+
+    def compile(self, model: nnx.Module, input_shape: tuple[int, ...]):
+        sess, _ = session(to_onnx(model, input_shape).SerializeToString(), threads=self.threads)
+        x = np.zeros(input_shape, np.float32)
+        return lambda: sess.run(None, {"images": x})
+
+    def time(self, programs, *, repeats: int, warmup: int, rounds: int) -> list[dict]:
+        from predictors.latency.timing import time_calls  # noqa: PLC0415  (timing imports this package's registry)
+
+        return time_calls(programs, repeats=repeats, warmup=warmup, rounds=rounds)
+
+    def dispatch(self, *, batch: int, repeats: int, warmup: int, rounds: int) -> dict:
+        _, onnx, _ = require_onnx()
+        h = onnx.helper
+        graph = h.make_graph([h.make_node("Identity", ["images"], ["logits"])], "dispatch",
+                             [h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [batch, 1])],
+                             [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [batch, 1])])
+        sess, _ = session(h.make_model(graph).SerializeToString(), threads=self.threads)
+        x = np.zeros((batch, 1), np.float32)
+        return self.time([lambda: sess.run(None, {"images": x})], repeats=repeats, warmup=warmup, rounds=rounds)[0]
+
+    def device(self) -> dict:
+        return {"platform": "cpu", "kind": f"{platform.machine()} {platform.processor() or ''}".strip()}
+
+    def describe(self) -> dict:
+        """What a latency file records of the runtime: its name, version and session options."""
+        _, _, ort = require_onnx()
+        return {"name": self.name, "version": ort.__version__,
+                "session_options": {"intra_op_num_threads": self.threads, "inter_op_num_threads": 1,
+                                    "execution_mode": "sequential", "graph_optimization_level": "all",
+                                    "providers": ["CPUExecutionProvider"]}}
+
+
+RUNTIMES.register(OrtRuntime.name, OrtRuntime())
