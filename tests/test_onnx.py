@@ -87,13 +87,18 @@ def test_missing_extra_names_it(monkeypatch):
         require_onnx()
 
 
-def test_cli_export_writes_checked_onnx(tmp_path: Path):
-    runner = CliRunner()
-    run = tmp_path / "run"
-    train = runner.invoke(app, ["train-supernet", "--dataset", "digits", "--epochs", "1", "--batch-size", "32",
-                                "--limit-train", "128", "--calib-images", "32", "--seed", "0", "--out", str(run)],
-                          catch_exceptions=False)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx_run") / "digits"
+    train = CliRunner().invoke(app, ["train-supernet", "--dataset", "digits", "--epochs", "1", "--batch-size", "32",
+                                     "--limit-train", "128", "--calib-images", "32", "--seed", "0", "--out", str(out)],
+                               catch_exceptions=False)
     assert train.exit_code == 0, train.output
+    return out
+
+
+def test_cli_export_writes_checked_onnx(run: Path, tmp_path: Path):
+    runner = CliRunner()
     from nas_cli import runs
 
     space = runs.open_run(run).space
@@ -149,3 +154,22 @@ def test_latency_file_of_another_runtime_is_refused(tmp_path: Path):
     assert "measured with runtime 'jax'; it cannot stand for runtime 'onnxruntime'" in bad.output
     threads = _latency("profile", "--space", "vit-tiny", "--out", tmp_path / "x.json", "--threads", "2")
     assert threads.exit_code == 2 and "takes no thread count" in threads.output
+
+
+@pytest.mark.slow
+def test_search_measures_latency_in_onnxruntime(run: Path, tmp_path: Path):
+    out = tmp_path / "search"
+    result = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "100%", "--population", "2",
+                                      "--generations", "1", "--latency-runtime", "onnxruntime", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "latency_calibration.json").read_text())["runtime"] == "onnxruntime"
+
+
+def test_search_refuses_a_table_of_another_runtime(run: Path, tmp_path: Path):
+    lut = tmp_path / "jax.json"
+    assert _latency("profile", "--space", "mobilenetv3-tiny", "--out", lut, *FAST_TIMING).exit_code == 0
+    bad = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "100%", "--population", "2",
+                                   "--generations", "1", "--latency-runtime", "onnxruntime", "--latency-table", str(lut),
+                                   "--out", str(tmp_path / "s")])
+    assert bad.exit_code == 2 and "measured with runtime 'jax'" in bad.output

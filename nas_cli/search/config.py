@@ -33,6 +33,7 @@ class SearchConfig:
     initial: int | None = None
     batch: int = 8
     seed: int = 0
+    latency_runtime: str = "jax"  # what runs the subnets whose latency is measured (predictors.latency.RUNTIMES)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.objectives if m not in METRICS]
@@ -74,4 +75,6 @@ class SearchConfig:
         d = dataclasses.asdict(self)
         d["objectives"] = list(self.objectives)
         d["budgets"] = [dataclasses.asdict(b) for b in self.budgets]
+        if self.latency_runtime == "jax":  # searches written before the runtime was a choice read the same
+            del d["latency_runtime"]
         return d

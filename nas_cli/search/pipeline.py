@@ -53,7 +53,8 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
         from nas_cli.run_eval import open_run_evaluator
 
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
-                                       calibrate_in=out_dir if latency_calibrate else None)
+                                       calibrate_in=out_dir if latency_calibrate else None,
+                                       latency_runtime=config.latency_runtime)
         source = str(run_dir.resolve())
         cal = getattr(evaluator, "latency_calibration", None)
         if latency_table is not None and cal is not None:
