@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from nas_cli.data import DATASETS
+from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
 from nas_cli.errors import UserError
+from nas_cli.pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 #: training recipes, with what each does per step (help texts are built from these)
@@ -59,6 +61,8 @@ class TrainConfig:
     resolutions: tuple[int, ...] | None = None  # None: the space's default
     kernels: str = "auto"
     fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
+    augment: str | None = None  # None: standard for natural images (cifar10, folder, npz), else none
+    image_size: int | None = None  # folder datasets: the side images are resized to (None: see below)
 
     def __post_init__(self) -> None:
         supernet_spaces = supernet_space_names()
@@ -69,8 +73,8 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size} must be at least 2 (BatchNorm needs a batch)"),
-            (self.lr > 0, f"--lr {self.lr} must be positive"),
-            (self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr} must be a finite number > 0"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
             (self.recipe in RECIPES, f"--recipe {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
             (self.sampler in SAMPLERS, f"--sampler {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
             (self.kernels in KERNELS, f"--kernels {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
@@ -82,12 +86,21 @@ class TrainConfig:
              f"val_fraction {self.val_fraction} must be in (0, 1)"),
             (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} must be in [0, 1)"),
             (self.width_mult > 0, f"--width-mult {self.width_mult} must be positive"),
+            (self.augment is None or self.augment in AUGMENTATIONS,
+             f"--augment {self.augment!r} must be one of: {', '.join(AUGMENTATIONS)}"),
+            (self.image_size is None or self.dataset == "folder",
+             f"--image-size {self.image_size} applies to --dataset folder only (the other datasets keep their size)"),
+            (self.image_size is None or self.image_size >= 8, f"--image-size {self.image_size} must be at least 8"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
             object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
+        if self.augment is None:  # the dataset's default, explicit in config.json
+            object.__setattr__(self, "augment", "standard" if DATASETS.get(self.dataset).natural else "none")
+        if self.dataset == "folder" and self.image_size is None:
+            object.__setattr__(self, "image_size", max(self.resolutions or (DEFAULT_IMAGE_SIZE,)))
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -100,9 +113,36 @@ class TrainConfig:
         """The config of ``data`` (keys as the fields; ``source`` names it in errors)."""
         check_keys(data, source)
         data = dict(data)
+        for name, value in data.items():
+            check_type(name, value, source)
         if data.get("resolutions") is not None:
-            data["resolutions"] = tuple(int(r) for r in data["resolutions"])
+            data["resolutions"] = tuple(data["resolutions"])
         return cls(**data)
+
+
+#: what each kind of field accepts from JSON (bool is no int here: ``"epochs": true`` is refused)
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+              "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                        and all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in v),
+                        "a list of positive integers"),
+}
+
+
+def check_type(name: str, value: Any, source: str) -> None:
+    """Raises UserError when ``value`` is not of field ``name``'s kind, naming both."""
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    kind, _, none = str(field.type).partition(" | ")
+    if value is None and none == "None":
+        return
+    ok, allowed = _KINDS[kind]
+    if not ok(value):
+        allowed += " or null" if none == "None" else ""
+        raise UserError(f"{source}: {name} is {json.dumps(value)}; it must be {allowed}")
 
 
 def check_keys(data: dict[str, Any], source: str) -> None:
@@ -119,13 +159,34 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"--config {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path} is not UTF-8 text; write it as a JSON object") from None
     except json.JSONDecodeError as e:
         raise UserError(f"--config {path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path} must hold a JSON object of TrainConfig keys")
     check_keys(data, str(path))  # reject unknown keys early
+    for name, value in data.items():  # and values of the wrong kind, naming the file
+        check_type(name, value, str(path))
     return data
+
+
+def resume_config(run_config: TrainConfig, config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """``--resume``: the run's own settings; a setting given again (flag or config file) must match.
+
+    Raises:
+      UserError: a given setting differs from the run's, naming both values.
+    """
+    given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    have = run_config.to_json()
+    differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
+              if json.loads(json.dumps(v)) != have[k]]
+    if differ:
+        raise UserError(f"--resume continues the run with its own settings, but {'; '.join(differ)}; "
+                        "drop those options, or choose another --out")
+    return run_config
 
 
 def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:

@@ -1,9 +1,57 @@
-"""User-facing errors: one line that names the bad value and what is allowed, and a non-zero exit."""
+"""User-facing errors: one line that names the bad value and what is allowed, and a non-zero exit.
+
+:func:`one_line` is the one place that turns a failure into that line and an exit code: the
+CLI's and the library's errors (2), a path that cannot be written or read (2), a full disk (1),
+Ctrl-C (130), and anything else (1, "internal error"; ``NAS_TRACEBACK=1`` shows the traceback).
+"""
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class UserError(Exception):
     """A problem with the user's input or files. The CLI prints ``error: <message>`` and exits 2."""
 
     exit_code = 2
+
+
+#: exit codes besides UserError's 2
+EXIT_FAILURE, EXIT_INTERRUPTED = 1, 130
+
+_PATH_ERRNOS = {errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENOENT,
+                errno.EEXIST, errno.EINVAL, errno.ENAMETOOLONG, errno.ELOOP, errno.ENXIO, errno.ENODEV}
+
+
+def _os_message(e: OSError) -> tuple[str, int]:
+    where = e.filename if e.filename is not None else "a file"
+    what = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"error: no space left on the device writing {where}; free some space and run the same "
+                "command again (finished epochs, measurements and results are kept; training continues "
+                "with --resume)", EXIT_FAILURE)
+    if e.errno in _PATH_ERRNOS:
+        return f"error: cannot use {where}: {what}; choose a path you can write to (a folder for --out)", 2
+    return f"error: {where}: {what}", EXIT_FAILURE
+
+
+def one_line(e: BaseException, resume_hint: str = "run the same command again") -> tuple[str, int]:
+    """The single line to print for ``e`` and the exit code.
+
+    Raises:
+      ``e`` itself when it is no user-facing failure and ``NAS_TRACEBACK`` is set (debugging).
+    """
+    from search_spaces.errors import NasError
+
+    if isinstance(e, (UserError, NasError)):
+        return f"error: {e}", 2
+    if isinstance(e, KeyboardInterrupt):
+        return f"interrupted; resume with: {resume_hint}", EXIT_INTERRUPTED
+    if isinstance(e, OSError):
+        return _os_message(e)
+    if os.environ.get("NAS_TRACEBACK"):
+        raise e
+    text = " ".join(str(e).split())[:300]
+    return (f"error: internal error {type(e).__name__}: {text} (this is a bug; NAS_TRACEBACK=1 shows where)",
+            EXIT_FAILURE)

@@ -14,6 +14,8 @@ from flax import nnx
 
 from nas_cli import runs
 from nas_cli.errors import UserError
+from nas_cli.identity import describe
+from nas_cli.io import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
 from predictors.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator
@@ -29,20 +31,31 @@ STABLEHLO = "model.stablehlo"
 FORMATS = ("onnx", "stablehlo", "all")
 
 
-def resolve_arch(run: runs.Run, arch: str | None, rank: int | None, search_dir: Path | None) -> str:
-    """The canonical string named by ``--arch`` or by ``--rank`` in the search's pareto.json."""
-    if (arch is None) == (rank is None):
-        raise UserError("give exactly one of --arch ARCH or --rank K")
-    if arch is not None:
-        return run.space.canonical(arch)
-    pareto = (search_dir or run.path / "search") / "pareto.json"
+def read_front(run_dir: Path, rank: int, search_dir: Path | None) -> dict:
+    """The ``rank``-th row of the search's pareto.json (checked before the run is loaded)."""
+    pareto = Path(search_dir or Path(run_dir) / "search") / "pareto.json"
     if not pareto.is_file():
-        raise UserError(f"--rank needs {pareto}; run `nas search {run.path} --latency-budget ...` first, "
+        raise UserError(f"--rank needs {pareto}; run `nas search {run_dir} --latency-budget ...` first, "
                         "or pass --arch")
-    front = json.loads(pareto.read_text())["front"]
+    data = read_json(pareto, "search result", "run `nas search` again to rewrite it, or pass --arch")
+    front = data.get("front") if isinstance(data, dict) else None
+    if not isinstance(front, list) or not all(isinstance(r, dict) and isinstance(r.get("arch"), str) for r in front):
+        raise UserError(f"search result {pareto} is damaged (no list of front rows); run `nas search` again "
+                        "to rewrite it, or pass --arch")
     if not 1 <= rank <= len(front):
         raise UserError(f"--rank {rank} is out of range: {pareto} has ranks 1..{len(front)}")
-    return run.space.canonical(front[rank - 1]["arch"])
+    return {"arch": front[rank - 1]["arch"], "weights": data.get("weights"), "file": pareto}
+
+
+def resolve_arch(run: runs.Run, arch: str | None, row: dict | None) -> str:
+    """The canonical string named by ``--arch`` or by the pareto.json row of ``--rank``; the row must
+    have been measured with the run's weights as they are now."""
+    if arch is not None:
+        return run.space.canonical(arch)
+    if row["weights"] != run.weights:
+        raise UserError(f"{row['file']} was searched on {describe(row['weights'])}, but {run.path} now holds "
+                        f"{describe(run.weights)}; search again, or pass --arch")
+    return run.space.canonical(row["arch"])
 
 
 def space_options(run: runs.Run) -> dict:
@@ -68,11 +81,17 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     if format not in FORMATS:
         raise UserError(f"format {format!r}: expected one of {', '.join(FORMATS)}")
     out = Path(out)
+    if (arch is None) == (rank is None):  # the cheap checks first, before the run is loaded
+        raise UserError("give exactly one of --arch ARCH or --rank K")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder to export into")
     if (out / SUBNET_JSON).exists() and not force:
         raise UserError(f"{out} already holds an exported subnet; pass --force to replace it")
-    run = runs.open_run(run_dir)
+    runs.read_config(run_dir)  # a folder that is no run says so first
+    row = read_front(run_dir, rank, search_dir) if rank is not None else None
+    run = runs.open_run(run_dir, check=(lambda sp: sp.canonical(arch)) if arch is not None else None)
     space, ds = run.space, run.dataset
-    arch_str = resolve_arch(run, arch, rank, search_dir)
+    arch_str = resolve_arch(run, arch, row)
     a = space.decode(arch_str)
 
     evaluator = SubnetEvaluator(space, ds.mean, ds.std)
@@ -86,7 +105,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     expected = val_logits[:parity_images]
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    x = preprocess(jnp.asarray(images), a.resolution, ds.mean, ds.std)
+    x = preprocess(jnp.asarray(images), a.resolution, jnp.asarray(ds.mean), jnp.asarray(ds.std))
     got = np.asarray(forward(state, x))
     max_diff = float(np.max(np.abs(got - expected)))
     log(f"parity with the supernet on {len(images)} validation images: max |logit diff| = {max_diff:.3e}")
@@ -94,9 +113,11 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         raise UserError(f"exported model differs from the supernet by {max_diff:.3e} > {PARITY_TOLERANCE:g}; "
                         "nothing was written")
 
+    # one record of the preprocessing: subnet.json's "input" and model.onnx's metadata
     preprocessing = {"shape": ["batch", a.resolution, a.resolution, space.in_channels], "resolution": a.resolution,
-                     "preprocess": "x = (uint8 / 255 - mean) / std, resized bilinearly to resolution",
-                     "mean": ds.mean, "std": ds.std}
+                     "preprocess": "x = (uint8 / 255 - mean) / std per channel, resized bilinearly to resolution",
+                     "mean": [float(m) for m in ds.mean], "std": [float(v) for v in ds.std],
+                     "image_size": ds.image_shape[0]}
     onnx_model, onnx_diff = None, None
     if format in ("onnx", "all"):
         from nas_cli import onnx_export  # noqa: PLC0415  (needs the optional extra)
@@ -115,6 +136,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "resolution": a.resolution,
         "input": preprocessing,
         "formats": [f for f in ("onnx", "stablehlo") if format in (f, "all")],
+        "class_names": list(ds.class_names),
         "accuracy": val_acc,
         "test_accuracy": test_acc,
         "latency_ms": latency["latency_ms"],
@@ -125,6 +147,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "parity_max_abs_diff": max_diff,
         "onnx_parity_max_abs_diff": onnx_diff,
         "run": str(Path(run_dir).resolve()),
+        "weights": run.weights,
         "dataset": run.config.dataset,
     }
 
@@ -164,11 +187,22 @@ class ExportedSubnet:
     model: nnx.Module
     info: dict
 
-    def predict(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 images (N, H, W, C), applying the recorded preprocessing."""
+    @property
+    def class_names(self) -> list[str]:
+        """The class of each logit (exports older than class names: "0", "1", ...)."""
+        names = self.info.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.info["space_options"]["num_classes"])]
+
+    def predict(self, images_uint8: np.ndarray, *, names: bool = False) -> np.ndarray | list[str]:
+        """Logits (N, classes) for uint8 images (N, H, W, C), applying the recorded preprocessing
+        (per-channel mean/std, resize); with ``names``, the predicted class name of each image."""
         inp = self.info["input"]
-        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], inp["mean"], inp["std"])
-        return np.asarray(self.model(x))
+        mean, std = (jnp.asarray(inp[k], jnp.float32) for k in ("mean", "std"))
+        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], mean, std)
+        logits = np.asarray(self.model(x))
+        if names:
+            return [self.class_names[i] for i in logits.argmax(-1)]
+        return logits
 
 
 def load_subnet(path: str | Path) -> ExportedSubnet:

@@ -1,33 +1,72 @@
-"""Append-only JSON-lines files (metrics, caches, logs): a crash loses at most the line being written."""
+"""Append-only JSON-lines files (metrics, caches, logs): a crash loses at most the line being written,
+and a damaged line is skipped (with a warning where it matters), never fatal."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_jsonl(path: str | os.PathLike, *, valid: Callable[[dict], bool] | None = None,
+               warn_as: str | None = None) -> list[dict]:
     """The records of a JSON-lines file written by :func:`append_jsonl` (empty if it does not
-    exist). A line that does not parse as a JSON object was cut by a crash and is skipped."""
+    exist). A line that is not a JSON object (cut by a crash, or damaged), or that ``valid``
+    rejects, is skipped; with ``warn_as`` (what the file is), damaged lines other than a cut last
+    one are reported in one warning."""
     path = Path(path)
     if not path.exists():
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    out, bad = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
-        if isinstance(rec, dict):
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            rec = None
+        if isinstance(rec, dict) and (valid is None or valid(rec)):
             out.append(rec)
+        elif i < len(lines) - 1:  # a cut last line (no newline) is what a crash leaves: no warning
+            bad += 1
+    if bad and warn_as:
+        warn(f"skipped {bad} damaged line(s) of {warn_as} {path}; they will be measured again")
     return out
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Appends one JSON line and fsyncs, so a crash loses at most the line being written."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj) + "\n")
+    """Appends one JSON line and fsyncs, so a crash loses at most the line being written. A last
+    line cut by an earlier crash is ended first, so that it does not swallow this one."""
+    with open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(obj) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_json(path: str | os.PathLike, what: str, fix: str) -> Any:
+    """The JSON in a file this tool wrote.
+
+    Raises:
+      UserError: the file is unreadable or not JSON, naming it, ``what`` it is and the ``fix``.
+    """
+    from nas_cli.errors import UserError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{what} {path} is damaged ({str(e).splitlines()[0][:120]}); {fix}") from None

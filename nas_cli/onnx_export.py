@@ -69,7 +69,8 @@ class OnnxSubnet:
         from search_spaces.layers import preprocess  # noqa: PLC0415
 
         p = self.preprocessing
-        x = np.asarray(preprocess(jnp.asarray(images_uint8), p["resolution"], p["mean"], p["std"]))
+        x = np.asarray(preprocess(jnp.asarray(images_uint8), p["resolution"], jnp.asarray(p["mean"], jnp.float32),
+                                  jnp.asarray(p["std"], jnp.float32)))
         return self.session.run(None, {"images": x})[0]
 
 

@@ -49,13 +49,14 @@ class RunEvaluator:
         self.runtime = latency_runtime
         self.run = run
         self.space = run.space
+        self.weights = run.weights  # what every measurement records (step and content hash)
         self.repeats = repeats
         ds = run.dataset
         self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std)
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE
-        self._accuracy = _read_accuracies(self._accuracy_path, run.epoch)
+        self._accuracy = _read_accuracies(self._accuracy_path, run.weights)
         self._table = None
         if latency_table is not None:
             from predictors.latency import load_latency_model  # noqa: PLC0415
@@ -91,7 +92,8 @@ class RunEvaluator:
         if key not in self._accuracy:
             acc = self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
             try:
-                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch})
+                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch,
+                                                    "weights": self.run.weights})
             except OSError:
                 pass  # a read-only run directory only costs re-measurement later
             self._accuracy[key] = acc
@@ -160,12 +162,12 @@ class RunEvaluator:
         return [{"latency_measured_ms": float(m)} for m in measured]
 
 
-def _read_accuracies(path: Path, checkpoint: int) -> dict[str, float]:
-    """The cached accuracies measured with checkpoint ``checkpoint`` (a resumed run's later
-    checkpoints are other weights)."""
+def _read_accuracies(path: Path, weights: dict) -> dict[str, float]:
+    """The cached accuracies measured with these ``weights`` (step and content hash: a resumed
+    run's later checkpoints, or a replaced one, are other weights)."""
     out: dict[str, float] = {}
-    for rec in read_jsonl(path):
-        if rec.get("checkpoint") == checkpoint and "arch" in rec:
+    for rec in read_jsonl(path, warn_as="accuracy cache"):
+        if rec.get("weights") == weights and "arch" in rec:
             try:
                 out[rec["arch"]] = float(rec["accuracy"])
             except (KeyError, TypeError, ValueError):
@@ -236,18 +238,23 @@ def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: b
     import numpy as np
 
     space = evaluator.space
+    genomes = int(np.prod([len(g.choices) for g in space.genes], dtype=np.float64).clip(max=2**62))
+    if n > genomes:
+        raise UserError(f"--n {n}: the space {space.name} has at most {genomes} distinct subnets; ask for fewer")
     rng = np.random.default_rng(seed)
-    archs, seen = [], set()
-    for _ in range(100 * n):
-        if len(archs) == n:
-            break
+    archs, seen, since_new = [], set(), 0
+    # a space whose genes switch others off has fewer distinct subnets than genomes: stop once
+    # draws stop finding new ones, instead of drawing for ever
+    while len(archs) < n and since_new < 1000 + 20 * len(seen):
         arch = space.sample(rng)
         key = space.encode(arch)
+        since_new += 1
         if key not in seen:
             seen.add(key)
             archs.append(arch)
+            since_new = 0
     if len(archs) < n:
-        raise UserError(f"--n {n}: found only {len(archs)} distinct subnets in {100 * n} random draws; ask for fewer")
+        raise UserError(f"--n {n}: random draws find only {len(archs)} distinct subnets of {space.name}; ask for fewer")
     rows = []
     for i, arch in enumerate(archs):
         rows.append({"arch": space.encode(arch), "accuracy": evaluator.accuracy(arch),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from nas_cli import identity
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, load_dataset
 from nas_cli.errors import UserError
@@ -60,34 +63,77 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
     return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        limit_train=cfg.limit_train)
+                        limit_train=cfg.limit_train, image_size=cfg.image_size)
 
 
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
     """Saves each named pytree under checkpoint/<step>/<name>; orbax writes to a temporary folder
-    and renames it when complete, so an interrupted save never replaces the last good checkpoint."""
+    and renames it when complete, so an interrupted save never replaces the last good checkpoint.
+    The step's checksums are recorded once it is complete (nas_cli.identity)."""
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     with ocp.CheckpointManager((run_dir / CHECKPOINT).absolute(), options=options) as mngr:
         mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}))
         mngr.wait_until_finished()
+        kept = list(mngr.all_steps())
+    if jax.process_index() == 0:
+        identity.record_step(run_dir / CHECKPOINT, step, kept)
 
 
-def restore_checkpoint(run_dir: Path, targets: dict[str, Any]) -> tuple[dict, int]:
-    """Restores the named items (a subset of what was saved) shaped like ``targets``."""
+def intact_step(run_dir: Path, *, fall_back: bool) -> int:
+    """The newest finished checkpoint step whose files match their checksums.
+
+    With ``fall_back`` (resuming training), a damaged newer step is moved aside to
+    ``checkpoint-damaged/`` (kept, never deleted) and the newest intact one is returned.
+
+    Raises:
+      UserError: no finished checkpoint; or (without ``fall_back``) the newest one is damaged,
+        naming the step, the file and what to do.
+    """
     import orbax.checkpoint as ocp
 
     ckpt = (run_dir / CHECKPOINT).absolute()
     if not ckpt.is_dir():
         raise UserError(f"{run_dir} has no {CHECKPOINT}/ folder; was training interrupted before the first epoch ended?")
     with ocp.CheckpointManager(ckpt) as mngr:
-        step = mngr.latest_step()
-        if step is None:
-            raise UserError(f"{ckpt} holds no finished checkpoint")
-        args = {k: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, v))
-                for k, v in targets.items()}
-        state = mngr.restore(step, args=ocp.args.Composite(**args))
+        steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise UserError(f"{ckpt} holds no finished checkpoint")
+    for i, step in enumerate(steps):
+        wrong = identity.damage(ckpt, step)
+        if wrong is None:
+            return int(step)
+        if not fall_back:
+            older = next((s for s in steps[i + 1:] if identity.damage(ckpt, s) is None), None)
+            hint = (f"resume training with `nas train-supernet --out {run_dir} --resume` (it falls back to "
+                    f"intact step {older})" if older is not None else "no intact step is left; train again")
+            raise UserError(f"checkpoint step {step} of {run_dir} is damaged ({wrong}); {hint}")
+        aside = run_dir / (CHECKPOINT + "-damaged") / str(step)
+        aside.parent.mkdir(exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(ckpt / str(step), aside)
+        print(f"warning: checkpoint step {step} is damaged ({wrong}); moved it to {aside} and "
+              "resumed from the step before", file=sys.stderr)
+    raise UserError(f"every checkpoint step of {run_dir} is damaged ({', '.join(map(str, steps))}); train again")
+
+
+def restore_checkpoint(run_dir: Path, targets: dict[str, Any], *, fall_back: bool = False) -> tuple[dict, int]:
+    """Restores the named items (a subset of what was saved) shaped like ``targets`` from the
+    newest intact step (see :func:`intact_step`)."""
+    import orbax.checkpoint as ocp
+
+    ckpt = (run_dir / CHECKPOINT).absolute()
+    step = intact_step(run_dir, fall_back=fall_back)
+    args = {k: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, v))
+            for k, v in targets.items()}
+    try:
+        with ocp.CheckpointManager(ckpt) as mngr:
+            state = mngr.restore(step, args=ocp.args.Composite(**args))
+    except Exception as e:  # noqa: BLE001 - TensorStore/orbax raise many kinds, with pages of detail
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"checkpoint step {step} of {run_dir} cannot be read ({first}); it was written by "
+                        "another version or damaged without checksums") from None
     return {k: state[k] for k in targets}, int(step)
 
 
@@ -101,6 +147,8 @@ class Run:
     space: SupernetSpace
     params: Any
     epoch: int
+    #: the weights' identity (checkpoint step and content hash); not the path, so a copy keeps it
+    weights: dict = dataclasses.field(default_factory=dict)
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -110,21 +158,28 @@ def read_config(run_dir: str | Path) -> TrainConfig:
         raise UserError(f"{run_dir} is not a training run: expected {CONFIG} and {CHECKPOINT}/ written by "
                         f"`nas train-supernet --out {run_dir}`")
     try:
-        return TrainConfig.from_json(json.loads(cfg_path.read_text()), source=str(cfg_path))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{cfg_path} is not valid JSON: {e}") from None
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path} is not valid JSON ({e}); it is damaged") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{cfg_path} does not hold a JSON object; it is damaged")
+    return TrainConfig.from_json(data, source=str(cfg_path))
 
 
-def open_run(run_dir: str | Path) -> Run:
-    """Loads a run's config, dataset, space and supernet parameters."""
+def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None = None) -> Run:
+    """Loads a run's config, dataset, space and supernet parameters; ``check(space)`` validates
+    what depends on the space (an ``--arch``) before the weights are read."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     dataset = load_run_dataset(cfg)
     space = make_space(cfg, dataset)
+    if check is not None:
+        check(space)
     target = jax.eval_shape(space.init_supernet, jax.random.key(0))
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
     state, step = restore_checkpoint(run_dir, {"params": target})
-    return Run(run_dir, cfg, dataset, space, state["params"], step)
+    return Run(run_dir, cfg, dataset, space, state["params"], step,
+               identity.weights_identity(run_dir / CHECKPOINT, step))
 
 
 def space_spec(spec: str | Path) -> str | tuple[str, dict]:

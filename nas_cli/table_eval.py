@@ -90,6 +90,24 @@ class TableEvaluator:
     def evaluate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         return [self.lookup(self.space.encode(a)) for a in archs]
 
+    def front_truth(self, measured: Sequence[str], norm, bounds: Mapping[str, float]) -> dict[str, float]:
+        """How close the measured architectures come to the table's true feasible front: the ratio
+        of their front's hypervolume to the true one's, and the fraction of the true front's
+        members among them (``norm``: the search's Normaliser; ``bounds``: its absolute budgets)."""
+        from nas_cli.search.tracking import feasible_front  # here: nas_cli.search imports this module
+
+        tag = (tuple(norm.objectives), tuple(norm.ideal), tuple(norm.nadir), tuple(sorted(bounds.items())))
+        if getattr(self, "_truth_tag", None) != tag:
+            keys = list(self.table)
+            front, hv = feasible_front(keys, [self.table[k] for k in keys], norm, bounds)
+            self._truth_tag, self._truth = tag, ({keys[i] for i in front}, hv)
+        true_keys, true_hv = self._truth
+        recs = [self.table[k] for k in measured]
+        _, hv = feasible_front(list(measured), recs, norm, bounds)
+        return {"true_hypervolume_ratio": hv / true_hv if true_hv > 0 else 1.0,
+                "true_front_found": len(true_keys & set(measured)) / len(true_keys) if true_keys else 1.0,
+                "true_front_size": len(true_keys)}
+
     def estimate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         cheap = [m for m in CHEAP if m in self._metrics]
         return [{m: v[m] for m in cheap} for v in (self.lookup(self.space.encode(a)) for a in archs)]

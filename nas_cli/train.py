@@ -12,6 +12,7 @@ the epoch loop that checkpoints, logs and resumes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,10 +26,13 @@ import optax
 
 from nas_cli import runs
 from nas_cli.config import TrainConfig
-from nas_cli.data import Dataset, batches
+from nas_cli.data import DATA_INFO, Dataset, dataset_info
 from nas_cli.errors import UserError
+from nas_cli.imagefiles import check_decode_failures
 from nas_cli.io import append_jsonl, read_jsonl
+from nas_cli.pipeline import StreamOptions, train_stream
 from nas_cli.subnet import SubnetEvaluator
+from nas_cli.tensorboard import TB_DIR, EventWriter
 from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.base import Arch, SupernetSpace, Trainer
 
@@ -89,11 +93,16 @@ def sample_subnets(space: SupernetSpace, state: SamplerState, rng: np.random.Gen
 # --- one optimiser step -----------------------------------------------------------------------
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Gradient clipping, then AdamW with linear warm-up and cosine decay to 1% of ``cfg.lr``."""
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up and cosine decay to 1% of ``cfg.lr``: the learning rate of each step."""
     total = cfg.epochs * steps_per_epoch
     warmup = min(cfg.warmup_epochs * steps_per_epoch, max(total - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total, warmup + 1), cfg.lr * 0.01)
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total, warmup + 1), cfg.lr * 0.01)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Gradient clipping, then AdamW on :func:`lr_schedule`."""
+    schedule = lr_schedule(cfg, steps_per_epoch)
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
 
@@ -215,15 +224,18 @@ def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset) -> Tr
 
 
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
-    """A fixed, seeded subset of the training images for BatchNorm recalibration."""
+    """A fixed, seeded subset of the training images for BatchNorm recalibration (never augmented)."""
     order = np.random.default_rng(seed + 7).permutation(len(dataset.train))
-    return dataset.train.images[order[: min(n, len(order))]]
+    return dataset.train.read(order[: min(n, len(order))])[0]
 
 
 def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
     """Whether ``out`` holds an unfinished run of this very config to continue; refuses to touch
     anything else (a finished run, another config, or an existing run without ``resume``)."""
     if not (out / runs.CONFIG).exists():
+        if resume:
+            raise UserError(f"--resume: {out} holds no training run to continue (no {runs.CONFIG}); "
+                            "drop --resume to start one there")
         return False
     if not resume:
         if (out / runs.CHECKPOINT).exists():
@@ -241,6 +253,33 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
     return (out / runs.CHECKPOINT).exists()
 
 
+#: steps between checks that the loss is finite (each check waits for the device once)
+FINITE_EVERY = 32
+
+
+def check_finite(losses: Sequence, first_step: int, epoch: int, lr: float) -> list[float]:
+    """The losses as floats; a UserError naming the first non-finite one's (1-based) step. Raised
+    before the epoch's checkpoint, so the last one saved keeps finite weights."""
+    values = [float(v) for v in losses]
+    bad = next((i for i, v in enumerate(values) if not np.isfinite(v)), None)
+    if bad is not None:
+        raise UserError(f"training diverged: the loss is {values[bad]} at step {first_step + bad + 1} "
+                        f"(epoch {epoch + 1}); nothing of this epoch was saved. Try a smaller --lr (now {lr:g}) "
+                        "or --batch-size")
+    return values
+
+
+def _check_undecodable(seen: dict[str, None], failed, n: int, cfg: TrainConfig, log) -> None:
+    """Warns once about each training image that failed to decode (its place in the batch holds the
+    next readable image); stops the run when more than 1% of the split have failed."""
+    new = [f for f in failed if f not in seen]
+    seen.update(dict.fromkeys(new))
+    check_decode_failures(list(seen), n, Path(cfg.data_dir or "."))
+    for f in new:
+        log(f"warning: {f} cannot be decoded; replaced by the next readable image "
+            f"({len(seen)} skipped so far of {n})")
+
+
 def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -> tuple[float, float]:
     """Calibrated accuracy of the largest and smallest subnets (one evaluation for a fixed arch)."""
     a = evaluator.calibrated_accuracy(params, largest, calib, split)
@@ -251,13 +290,31 @@ def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -
 
 
 def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
-                   log: Callable[[str], None] = print, resume: bool = False) -> dict:
+                   log: Callable[[str], None] = print, resume: bool = False,
+                   data_workers: int | None = None) -> dict:
+    """:func:`train_locked` holding ``out``'s lock (one writer per run; a second is refused, naming
+    the first; process 0 holds it for all processes of a data-parallel run)."""
+
+    from nas_cli import locks
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = locks.locked(out, what="training run") if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return train_locked(cfg, out, progress=progress, log=log, resume=resume, data_workers=data_workers)
+
+
+def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
+                 log: Callable[[str], None] = print, resume: bool = False,
+                 data_workers: int | None = None) -> dict:
     """Trains the supernet described by ``cfg`` into run directory ``out``.
 
     Writes config.json, checkpoint/ after every epoch, metrics.jsonl (one line per epoch) and
-    final.json (test accuracy of the largest and smallest subnets, BN recalibrated). With
+    final.json (test accuracy of the largest and smallest subnets, BN recalibrated), data.json (the
+    classes, split sizes and per-channel mean/std) and TensorBoard events in tb/. With
     ``resume``, an interrupted run of the same config continues from its last finished epoch and
-    ends exactly where an uninterrupted run would (data order and sampling are seeded per epoch).
+    ends exactly where an uninterrupted run would (data order, augmentation and sampling are seeded
+    per epoch). ``data_workers``: the input pipeline's decoding processes (None: its default).
 
     Returns:
       The final metrics dict.
@@ -281,15 +338,12 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     state = TrainState.create(space.init_supernet(jax.random.key(cfg.seed)), tx)
     start, done = 0, []
     if resuming:
-        saved, start = runs.restore_checkpoint(out, state.checkpoint_items())
+        saved, start = runs.restore_checkpoint(out, state.checkpoint_items(), fall_back=True)
         params, opt_state = jax.tree.map(jnp.asarray, (saved["params"], saved["opt_state"]))
         state = TrainState(params, opt_state, tx)
         done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
         log(f"resuming {out} after epoch {start} of {cfg.epochs}")
-    else:
-        atomic_write_json(out / runs.CONFIG, cfg.to_json())
-        metrics_path.unlink(missing_ok=True)
     net = make_trainer(cfg, space, dataset)
     evaluator = SubnetEvaluator(space, dataset.mean, dataset.std)
     sampler = init_sampler(space, cfg.sampler, cfg.max_flops_jump)
@@ -298,6 +352,10 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     fixed = space.decode(cfg.fixed_arch) if cfg.fixed_arch else None
     if fixed is not None:  # a stand-alone baseline: train and report this architecture only
         largest = smallest = fixed
+    if not resuming:  # written once every setting is known to work: a refused run leaves nothing
+        atomic_write_json(out / runs.CONFIG, cfg.to_json())
+        metrics_path.unlink(missing_ok=True)
+    atomic_write_json(out / DATA_INFO, dataset_info(dataset))
 
     log(f"space {space.name}: {len(space.genes)} genes, largest {space.encode(largest)} "
         f"({space.flops(largest) / 1e6:.2f} MMACs), smallest {space.encode(smallest)} "
@@ -309,36 +367,57 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
         sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
     if start and progress is not None:
         progress(start * steps_per_epoch, cfg.epochs * steps_per_epoch)
-    for epoch in range(start, cfg.epochs):
-        # Each epoch's data order and subnet samples come from (seed, epoch) alone, so a resumed
-        # run repeats exactly what an uninterrupted one does.
-        rng = np.random.default_rng([cfg.seed, epoch])
-        sampler = sampler._replace(previous=None)
-        new_phase = training_phase(cfg, epoch, space)
-        if new_phase != phase:
-            if new_phase == "width":  # OFA: keep the most important channels when width shrinks
-                state = TrainState.create(space.sort_channels(state.params), tx)
-            phase = new_phase
-            sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
-        t0 = time.time()
-        losses = []
-        for step, batch in enumerate(batches(dataset.train, cfg.batch_size, rng=rng)):
-            if fixed is not None:
-                archs = [fixed]
-            else:
-                archs, sampler = step_archs(cfg, phase, largest, smallest, space, sampler, rng)
-            state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
-            losses.append(metrics["loss"])
-            if progress is not None:
-                progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
-        loss = float(np.mean([float(v) for v in losses]))
-        val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
-        record = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
-                  "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
-                  "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled()}
-        append_jsonl(metrics_path, record)
-        runs.save_checkpoint(out, state.checkpoint_items(), epoch + 1)
-        log(json.dumps(record))
+    schedule = lr_schedule(cfg, steps_per_epoch)
+    options = StreamOptions(cfg.batch_size, cfg.seed, cfg.augment, workers=data_workers)
+    undecodable: dict[str, None] = {}
+    with contextlib.closing(train_stream(dataset.train, options, start, cfg.epochs)) as stream, \
+            EventWriter(out / TB_DIR, purge_step=start * steps_per_epoch + 1 if start else None) as events:
+        for epoch in range(start, cfg.epochs):
+            # Each epoch's data order, augmentation and subnet samples come from (seed, epoch) alone,
+            # so a resumed run repeats exactly what an uninterrupted one does.
+            rng = np.random.default_rng([cfg.seed, epoch])
+            sampler = sampler._replace(previous=None)
+            new_phase = training_phase(cfg, epoch, space)
+            if new_phase != phase:
+                if new_phase == "width":  # OFA: keep the most important channels when width shrinks
+                    state = TrainState.create(space.sort_channels(state.params), tx)
+                phase = new_phase
+                sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
+            t0 = time.time()
+            losses = []
+            for step in range(steps_per_epoch):
+                images, labels, failed = next(stream)
+                if failed:
+                    _check_undecodable(undecodable, failed, len(dataset.train), cfg, log)
+                if fixed is not None:
+                    archs = [fixed]
+                else:
+                    archs, sampler = step_archs(cfg, phase, largest, smallest, space, sampler, rng)
+                state, metrics = train_step(state, net, archs, (images, labels), distill=cfg.distill)
+                losses.append(metrics["loss"])
+                if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
+                    check_finite(losses[-FINITE_EVERY:], epoch * steps_per_epoch + len(losses) - FINITE_EVERY,
+                                 epoch, cfg.lr)
+                if progress is not None:
+                    progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
+            losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
+            train_seconds = time.time() - t0
+            val_largest, val_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.val)
+            record = {"epoch": epoch + 1, "phase": phase, "loss": round(float(np.mean(losses)), 5),
+                      "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
+                      "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled(),
+                      "images_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1)}
+            first = epoch * steps_per_epoch + 1  # global step numbers count updates, from 1
+            for i, v in enumerate(losses):
+                events.scalars(first + i, {"train/loss": v, "train/lr": float(schedule(first + i - 1))})
+            events.scalars((epoch + 1) * steps_per_epoch, {
+                "val/acc_largest": val_largest, "val/acc_smallest": val_smallest,
+                "train/step_time_ms": 1000 * train_seconds / steps_per_epoch,
+                "train/images_per_s": record["images_per_s"]})
+            events.flush()
+            append_jsonl(metrics_path, record)
+            runs.save_checkpoint(out, state.checkpoint_items(), epoch + 1)
+            log(json.dumps(record))
 
     test_largest, test_smallest = _both(evaluator, state.params, largest, smallest, calib, dataset.test)
     final = {
@@ -347,6 +426,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
         "largest": space.encode(largest),
         "smallest": space.encode(smallest),
         "epochs": cfg.epochs,
+        "class_names": list(dataset.class_names),
         **{k: record[k] for k in ("val_acc_largest", "val_acc_smallest") if k in record},
     }
     atomic_write_json(out / runs.FINAL, final)

@@ -293,13 +293,21 @@ def load_predictor(path) -> Predictor:
         raise FileNotFoundError(f"{path} is not a saved predictor (expected {META_FILE} and {ARRAYS_FILE} in it)")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PredictorError(f"{meta_path} is not valid JSON ({e})") from None
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise PredictorError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} file")
-    with np.load(arrays_path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return from_state(meta, arrays)
+    try:
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, ValueError, EOFError, zlib.error...
+        raise PredictorError(f"{arrays_path} is damaged ({type(e).__name__}: {str(e)[:100]}); fit the predictor "
+                             "again with `nas predictor fit`") from None
+    try:
+        return from_state(meta, arrays)
+    except (KeyError, TypeError, ValueError) as e:
+        raise PredictorError(f"{path} is damaged: its {META_FILE} and {ARRAYS_FILE} do not make a predictor "
+                             f"({type(e).__name__}: {str(e)[:100]}); fit it again with `nas predictor fit`") from None
 
 
 def from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Predictor:

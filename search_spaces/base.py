@@ -123,6 +123,11 @@ class SearchSpace(abc.ABC):
         return self.feature_names()
 
 
+def log_count(x: float) -> float:
+    """``log10(1 + x)``: FLOPs and parameter counts on a scale a predictor can use (finite, ~0-10)."""
+    return float(np.log10(1.0 + float(x)))
+
+
 def one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.ndarray) -> np.ndarray:
     """One-hot of every gene (all zero where ``active`` is False), then each numeric gene's value
     scaled to [0, 1]: the encoding of :meth:`SearchSpace.features`."""

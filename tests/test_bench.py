@@ -91,10 +91,23 @@ def test_latency_bench():
 
 
 def test_search_bench(tmp_path):
-    out = last_json(run_script("search.py", "--evaluations", 40, "--seeds", 1, "--initial", 16, "--batch", 8,
-                               "--population", 8, "--png", tmp_path / "hv.png"))
-    assert out["evaluations"] == 40 and out["true_front_hypervolume"] > 0 and out["methods"]
-    assert (tmp_path / "hv.png").is_file()
+    out = last_json(run_script("search.py", "--synthetic", "--evaluations", 40, "--seeds", 1, "--initial", 16,
+                               "--batch", 12, "--predictor", "ridge"))
+    assert out["evaluations"] == 40 and len(out["summary"]) == 1
+    (cell,) = out["summary"].values()
+    assert set(cell) == {"front", "random"}
+    assert all(0 < r["hv_ratio"] <= 1 and 0 <= r["front_found"] <= 1 and r["evaluations"] == 40 for r in out["runs"])
+
+
+def test_input_pipeline_bench(tmp_path):
+    out = last_json(run_script("input_pipeline.py", "--cifar-dir", tmp_path / "absent", "--folder-images", 120,
+                               "--folder-side", 12, "--image-size", 8, "--batch-size", 8, "--batches", 4,
+                               "--workers", 1, "--space", "mobilenetv3-tiny", "--steps", 1, "--warmup", 1))
+    assert "skipped" in out["cifar10"] and out["folder"]["batch_shape"] == [8, 8, 8, 3]
+    assert out["folder"]["images_per_s"] > 0 and out["folder"]["peak_rss_mb"] > 50
+    assert out["step"]["images_per_s"] > 0 and out["step"]["subnets_per_step"] == 4
+    assert out["ratio_to_step"]["folder"] == pytest.approx(out["folder"]["images_per_s"] / out["step"]["images_per_s"],
+                                                           rel=0.01)
 
 
 def test_resnet_costs_bench():

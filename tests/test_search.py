@@ -242,7 +242,7 @@ def test_strategy_conformance_as_inner_search_of_the_predictor_loop(name, tmp_pa
     if not _predictor_available():
         pytest.skip("predictors package not importable")
     cfg = SearchConfig(budgets=BUDGET, algorithm=name, population=6, generations=2, seed=2,
-                       evaluations=14, initial=6, batch=4, predictor="ridge")
+                       evaluations=14, initial=6, batch=4, predictor="ridge", proposal="inner")
     ev = ToyEvaluator()
     res = run_search(ev, cfg, tmp_path / "a")
     assert len(ev.calls) == len(set(ev.calls)) == 14 == res.log[-1]["n_evaluations"]

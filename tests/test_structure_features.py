@@ -64,3 +64,28 @@ def test_structure_features_are_deterministic_finite_and_named(name):
     np.testing.assert_array_equal(first, again)
     assert first.dtype == np.float32 and np.isfinite(first).all()
     assert first.shape[1] == len(space.structure_feature_names())
+
+
+@pytest.mark.parametrize("name", [n for n in space_names() if n != "nas-bench-201"])
+def test_supernet_stage_costs_add_up_to_the_space_counters(name):
+    space = get_space(name)
+    rng = np.random.default_rng(1)
+    for arch in [space.smallest(), space.largest(), space.sample(rng)]:
+        values = dict(zip(space.structure_feature_names(), space.structure_features(arch)))
+        np.testing.assert_allclose(values["log_macs"], np.log10(1 + space.flops(arch)), rtol=1e-6)
+        np.testing.assert_allclose(values["log_params"], np.log10(1 + space.params(arch)), rtol=1e-6)
+        parts = [v for n, v in values.items() if n.endswith(".log_macs") and not n.startswith(("attention", "mlp"))]
+        # the stem, stages (or layers) and head share the total out between them
+        assert sum(10 ** v - 1 for v in parts) <= space.flops(arch) * (1 + 1e-5)
+        assert values["resolution"] == pytest.approx(arch.resolution / max(space.config.resolutions))
+    small, large = (space.structure_features(a) for a in (space.smallest(), space.largest()))
+    assert dict(zip(space.structure_feature_names(), small))["log_macs"] < \
+        dict(zip(space.structure_feature_names(), large))["log_macs"]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3-tiny", "resnet-tiny"])
+def test_supernet_stage_depths_are_the_archs(name):
+    space = get_space(name)
+    arch = space.sample(np.random.default_rng(3))
+    values = dict(zip(space.structure_feature_names(), space.structure_features(arch)))
+    assert [values[f"stage{s + 1}.depth"] for s in range(len(arch.depths))] == list(arch.depths)

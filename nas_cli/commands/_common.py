@@ -1,26 +1,58 @@
-"""Helpers shared by the command modules: user errors become one line on stderr and exit code 2."""
+"""Helpers shared by the command modules: every failure becomes one line on stderr and an exit code
+(nas_cli.errors.one_line: 2 for bad input, 1 for a full disk, 130 for Ctrl-C)."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable
 
+import click
 import typer
 
-from nas_cli.errors import UserError
-from search_spaces.errors import NasError
+from nas_cli.errors import UserError, one_line
+
+
+def _resume_hint(kwargs: dict) -> str:
+    if "resume" in kwargs and kwargs.get("out") is not None:  # training reads its settings from the run
+        return f"nas train-supernet --out {kwargs['out']} --resume"
+    return "the same command (it continues where it stopped)"
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Decorator for a Typer command: a UserError (the CLI's) or NasError (the library's) prints
-    ``error: ...`` on one line and exits 2."""
+    """Decorator for a Typer command: any failure prints one line (``error: ...``) on stderr and
+    exits with its code, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (UserError, NasError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except BaseException as e:  # noqa: BLE001 - one_line maps every class (and re-raises bugs on request)
+            if isinstance(e, SystemExit):
+                raise
+            message, code = one_line(e, _resume_hint(kwargs))
+            typer.echo(message, err=True)
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None:
+    """Creates ``--out`` (a folder) or the folder of ``--out`` (a file) before any work, so that a
+    path that cannot be written fails at once (nas_cli.errors.one_line words it). Without
+    ``create``, only checks that no file stands where a folder must be."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"--out {path} is a folder; pass a file name")
+    where = path if folder else path.parent
+    if create:
+        where.mkdir(parents=True, exist_ok=True)
+        return
+    above = next((p for p in (where, *where.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"--out {path}: {above} is a file, not a folder; choose another path")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import prepare_out, user_errors
 
 export_app = typer.Typer(help="Export models from a training run.", no_args_is_help=True)
 
@@ -27,8 +27,12 @@ def export_subnet_cmd(
     """Extract one subnet with its inherited weights and recalibrated BatchNorm, check it against
     the supernet (max |logit diff| <= 1e-4), and write it as a standalone model."""
     from nas_cli import runs
+    from nas_cli.errors import UserError
     from nas_cli.export import export_subnet
 
+    if (arch is None) == (rank is None):  # before anything is created
+        raise UserError("give exactly one of --arch ARCH or --rank K")
+    prepare_out(out, folder=True)
     runs.enable_compilation_cache()
     info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
                          format=format, log=lambda m: typer.echo(m, err=True))

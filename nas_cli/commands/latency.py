@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import prepare_out, user_errors
 from predictors import predictor_names
 
 latency_app = typer.Typer(
@@ -95,6 +95,7 @@ def _check_out(out: Path, example: str) -> None:
 
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; pass a file name such as {out / example}")
+    prepare_out(out, folder=False)
 
 
 def _check_samples(samples: int, need: str) -> None:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import prepare_out, user_errors
 from predictors import PREDICTORS
 
 predictor_app = typer.Typer(
@@ -59,6 +59,7 @@ def fit(
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory to save the predictor in")
+    prepare_out(out, folder=True, create=False)  # a refused fit leaves no folder
     # The flags are checked here, so that their messages name them; the library checks the values.
     check_predictor_name(model, "model")
     if folds < 2:
@@ -110,6 +111,7 @@ def sample(
 
     if n < 1:
         raise UserError(f"--n {n} must be at least 1")
+    prepare_out(out, folder=False)
     evaluator = open_run_evaluator(run_dir)
     with typer.progressbar(length=n, label="measuring", file=sys.stderr) as bar:
         rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=lambda done, total: bar.update(1))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import prepare_out, user_errors
 from nas_cli.search import (
     ALGORITHMS,
     SearchConfig,
@@ -48,7 +48,19 @@ def search(
     initial: Optional[int] = typer.Option(None, "--initial", help="Predictor mode: size of the initial "
                                           "space-filling design (default: a quarter of --evaluations)."),
     batch: int = typer.Option(_D.batch, "--batch", help="Predictor mode: architectures measured per iteration."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Random seed; the same seed gives the same front."),
+    proposal: str = typer.Option(_D.proposal, "--proposal", help="Predictor mode: front (score a candidate pool, "
+                                 "measure its optimistic predicted front) or inner (run --algorithm on predictions)."),
+    features: str = typer.Option(_D.features, "--features", help="Predictor mode: what the predictors see, the "
+                                 "space's structure features or the genome's onehot."),
+    pool: int = typer.Option(_D.pool, "--pool", help="Predictor mode, --proposal front: score every architecture "
+                             "of a space with at most this many, else this many random ones plus the front's "
+                             "one-gene mutations."),
+    explore: float = typer.Option(_D.explore, "--explore", help="Predictor mode, --proposal front: predictive stds "
+                                  "of optimism (0: the predicted means)."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the search's proposals. It fixes which architectures are proposed given their "
+              "measurements: accuracies are deterministic, so the same seed gives the same front wherever "
+              "latency is too (a --latency-table with --no-latency-calibrate); "
+              "measured latency varies with timing noise, which can change the front."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN_DIR/search). "
                                        "An unfinished search there is resumed."),
     benchmark_table: Optional[Path] = typer.Option(None, "--benchmark-table", help="A CSV benchmark table "
@@ -74,6 +86,7 @@ def search(
     Re-running with the same --out resumes an interrupted search from its last finished iteration.
     """
     objective_spec = parse_objectives(objectives)
+    prepare_out(out, folder=True)
     budgets = [parse_budget("latency", latency_budget)]
     if flops_budget is not None:
         budgets.append(parse_budget("flops", flops_budget))
@@ -82,14 +95,17 @@ def search(
     config = SearchConfig(
         objectives=tuple(m for m, _ in objective_spec), budgets=tuple(budgets), algorithm=algorithm,
         population=population, generations=generations, evaluations=evaluations, predictor=predictor,
-        initial=initial, batch=batch, seed=seed, latency_runtime=latency_runtime,
+        initial=initial, batch=batch, seed=seed, proposal=proposal, features=features, pool=pool, explore=explore,
+        latency_runtime=latency_runtime,
     )
 
     def progress(rec: dict) -> None:
         best = rec.get("best_accuracy")
         typer.echo(f"iteration {rec['iteration']}: {rec['n_evaluations']} evaluated, hypervolume "
                    f"{rec['hypervolume']:.4f}, front {rec['front_size']}"
-                   + (f", best accuracy {best:.4f}" if best is not None else ""))
+                   + (f", best accuracy {best:.4f}" if best is not None else "")
+                   + (f", {rec['true_hypervolume_ratio']:.4f} of the true front's hypervolume, "
+                      f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
 
     result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table, space=space,
                              latency_table=latency_table, latency_calibrate=latency_calibrate, progress=progress,

@@ -9,8 +9,10 @@ from typing import Optional
 import typer
 
 from nas_cli.commands._common import user_errors
+from nas_cli.errors import UserError
 from nas_cli.config import KERNELS, RECIPES, SAMPLERS, TrainConfig
-from nas_cli.data import DATASETS
+from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
+from nas_cli.pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 _D = TrainConfig()  # the defaults the help texts show
@@ -24,12 +26,15 @@ def _choices(described: dict[str, str]) -> str:
 def train_supernet_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
     space: Optional[str] = typer.Option(None, help=f"Search space with a supernet: {', '.join(supernet_space_names())} (full spaces: 28/32 px; -tiny: 8x8 digits, tests). [default: {_D.space}]"),
-    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download). [default: {_D.dataset}]"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's original files (IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10)."),
+    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images). [default: {_D.dataset}]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1."),
+    image_size: Optional[int] = typer.Option(None, help=f"folder only: the side images are resized to (centre square of the shorter side), before augmentation. [default: the largest --resolutions, else {DEFAULT_IMAGE_SIZE}]"),
+    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {_choices(AUGMENTATIONS)}. [default: standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist]"),
+    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it). [default: cores - 1, at most 4; in-memory datasets: a prefetch thread]"),
     epochs: Optional[int] = typer.Option(None, help=f"Training epochs. [default: {_D.epochs}]"),
     batch_size: Optional[int] = typer.Option(None, help=f"Images per step (every subnet of a step sees the same batch). [default: {_D.batch_size}]"),
     lr: Optional[float] = typer.Option(None, help=f"Peak AdamW learning rate (warm-up, then cosine decay). [default: {_D.lr}]"),
-    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling. [default: {_D.seed}]"),
+    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version. [default: {_D.seed}]"),
     recipe: Optional[str] = typer.Option(None, help=f"{_choices(RECIPES)}. [default: {_D.recipe}]"),
     sampler: Optional[str] = typer.Option(None, help=f"{_choices(SAMPLERS)}. [default: {_D.sampler}]"),
     num_random: Optional[int] = typer.Option(None, help=f"Random subnets per step besides the largest and smallest. [default: {_D.num_random}]"),
@@ -38,17 +43,24 @@ def train_supernet_cmd(
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
     kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished epoch (same settings required)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs
-    from nas_cli.config import build_config
+    from nas_cli.config import build_config, resume_config
     from nas_cli.train import train_supernet
 
-    cfg = build_config(config, dict(
+    flags = dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
-        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels))
+        calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels,
+        augment=augment, image_size=image_size)
+    if data_workers is not None and data_workers < 0:
+        raise UserError(f"--data-workers {data_workers} must be >= 0")
+    if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
+        cfg = resume_config(runs.read_config(out), config, flags)
+    else:
+        cfg = build_config(config, flags)
     runs.enable_compilation_cache()
     bar, shown = None, 0
 
@@ -60,8 +72,13 @@ def train_supernet_cmd(
         bar.update(done - shown)
         shown = done
 
+    def log(message: str) -> None:  # clear the bar's line first: the line goes above, the bar redraws below
+        if bar is not None and sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[2K")
+        typer.echo(message, err=True)
+
     try:
-        final = train_supernet(cfg, out, progress=progress, log=lambda m: typer.echo(m, err=True), resume=resume)
+        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume, data_workers=data_workers)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

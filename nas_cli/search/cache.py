@@ -13,13 +13,23 @@ class EvalCache:
     """Measured metrics keyed by canonical architecture string, backed by a JSON-lines file.
 
     Every new measurement is appended and fsynced at once, so a crash loses at most the
-    measurement in flight (a cut last line is ignored when loading).
+    measurement in flight (a cut last line is ignored when loading, a damaged one skipped with a
+    warning). Each record carries ``weights``, the identity of what measured it; records of other
+    weights are not used.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, weights: dict | None = None):
         self.path = Path(path)
+        self.weights = weights
+
+        def valid(rec: dict) -> bool:
+            metrics = rec.get("metrics")
+            return (isinstance(rec.get("arch"), str) and isinstance(metrics, dict)
+                    and all(isinstance(v, (int, float)) for v in metrics.values()))
+
         self._data: dict[str, dict[str, float]] = {
-            rec["arch"]: rec["metrics"] for rec in read_jsonl(self.path) if "arch" in rec and "metrics" in rec}
+            rec["arch"]: rec["metrics"] for rec in read_jsonl(self.path, valid=valid, warn_as="measurement cache")
+            if rec.get("weights") == weights}
 
     def __contains__(self, key: str) -> bool:
         return key in self._data
@@ -39,6 +49,6 @@ class EvalCache:
                 (metrics,) = evaluate([arch])
                 metrics = {k: float(v) for k, v in metrics.items()}
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                append_jsonl(self.path, {"arch": key, "metrics": metrics})
+                append_jsonl(self.path, {"arch": key, "metrics": metrics, "weights": self.weights})
                 self._data[key] = metrics
         return [self._data[k] for k in keys]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import METRICS
 from nas_cli.search.algorithms import ALGORITHMS
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from predictors import predictor_names
+from predictors.data import FEATURE_KINDS
+
+#: how predictor mode proposes what to measure (see :class:`SearchConfig`)
+PROPOSALS = ("front", "inner")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +22,13 @@ class SearchConfig:
 
     ``evaluations=None`` is plain mode; an integer switches to predictor-in-the-loop with that
     many true evaluations (``initial`` of them for the first design, ``batch`` per iteration).
-    A SearchConfig is validated when built.
+    ``proposal`` is how predictor mode proposes what to measure next: ``front`` scores a candidate
+    pool with the predictors (every architecture of a space with at most ``pool`` of them, else
+    ``pool`` random ones plus every one-gene neighbour of the measured front) and measures, front by
+    predicted front, the candidates not dominated by what is measured, optimistic by ``explore``
+    predictive standard deviations; ``inner`` runs the inner ``algorithm`` on predictions.
+    ``features`` is what the predictors see: the space's ``structure`` features or the genome's
+    ``onehot``. A SearchConfig is validated when built.
 
     Raises:
       UserError: (when built) the first bad field, naming it and what is allowed.
@@ -33,6 +44,10 @@ class SearchConfig:
     initial: int | None = None
     batch: int = 8
     seed: int = 0
+    proposal: str = "front"
+    features: str = "structure"
+    pool: int = 100_000
+    explore: float = 0.0
     latency_runtime: str = "jax"  # what runs the subnets whose latency is measured (predictors.latency.RUNTIMES)
 
     def __post_init__(self) -> None:
@@ -51,7 +66,13 @@ class SearchConfig:
             if b.metric in seen:
                 raise UserError(f"two budgets on {b.metric!r}; give one")
             seen.add(b.metric)
-        for name, low in (("population", 2), ("generations", 1), ("batch", 1)):
+        if self.proposal not in PROPOSALS:
+            raise UserError(f"--proposal {self.proposal!r} is unknown; use one of: {', '.join(PROPOSALS)}")
+        if self.features not in FEATURE_KINDS:
+            raise UserError(f"--features {self.features!r} is unknown; use one of: {', '.join(FEATURE_KINDS)}")
+        if not (math.isfinite(self.explore) and self.explore >= 0):
+            raise UserError(f"--explore {self.explore!r} must be a finite number >= 0 (predictive stds of optimism)")
+        for name, low in (("population", 2), ("generations", 1), ("batch", 1), ("pool", 1)):
             if getattr(self, name) < low:
                 raise UserError(f"--{name} {getattr(self, name)} is too small; use at least {low}")
         if self.evaluations is not None and self.evaluations < 3:

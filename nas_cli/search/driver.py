@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from nas_cli.errors import UserError
 from nas_cli.evaluation import Evaluator
 from nas_cli.io import read_jsonl
+from nas_cli.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
@@ -44,21 +45,26 @@ class SearchResult:
 
 
 def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, source: str = "",
-               progress: Callable[[dict], None] | None = None) -> SearchResult:
-    """Runs (or resumes) a search into ``out_dir`` and writes pareto.json/.csv/.png there.
+               weights: dict | None = None, progress: Callable[[dict], None] | None = None,
+               log: Callable[[str], None] | None = None) -> SearchResult:
+    """Runs (or resumes) a search into ``out_dir`` and writes pareto.json/.csv/.png there, holding
+    ``out_dir``'s lock (a second search there is refused, naming the first).
 
     Args:
       evaluator: the truth (``evaluate``) and cheap estimates (``estimate``) of one space.
       config: objectives, budgets, strategy, effort and seed.
       out_dir: the search directory; an unfinished search there is resumed.
-      source: what the evaluator reads (a run directory, a table), recorded in search_config.json.
+      source: what the evaluator reads (a run, a table), recorded in search_config.json.
+      weights: the identity of what measures (a checkpoint's step and hash, a table's hash),
+        recorded in search_config.json, every cache entry and pareto.json; a folder holding a search
+        of other weights is refused.
       progress: called with every log record.
+      log: called with a line when the search resumes.
 
     Raises:
       UserError: metrics the evaluator lacks, a budget below the smallest subnet's value, or an
         ``out_dir`` holding a different search.
     """
-    space = evaluator.space
     needed = list(dict.fromkeys([*config.objectives, *(b.metric for b in config.budgets)]))
     have = tuple(evaluator.metric_names())
     missing = [m for m in needed if m not in have]
@@ -67,12 +73,18 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {"space": space.name, "source": source, **config.to_json()}
+    with locked(out_dir, what="search folder"):
+        return _run_locked(evaluator, config, out_dir, source, weights, progress, log)
+
+
+def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> SearchResult:
+    space = evaluator.space
+    wanted = {"space": space.name, "source": source, "weights": weights, **config.to_json()}
     if not same_config(out_dir, wanted):
         # files without a recorded config belong to no search (e.g. one stopped by a bad budget)
         for name in (CACHE_FILE, STATE_FILE, LOG_FILE):
             (out_dir / name).unlink(missing_ok=True)
-    cache = EvalCache(out_dir / CACHE_FILE)
+    cache = EvalCache(out_dir / CACHE_FILE, weights)
 
     largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate)
     bounds = resolve_budgets(space, config.budgets, largest, smallest)
@@ -84,6 +96,9 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
     state = load_state(out_dir)
     if state is not None:
         truncate_log(out_dir / LOG_FILE, state["iteration"])
+        if log is not None:
+            log(f"resuming the search in {out_dir} after iteration {state['iteration']} "
+                f"({len(state['measured'])} architectures measured)" + (" (already finished)" if state["done"] else ""))
     elif (out_dir / LOG_FILE).exists():
         (out_dir / LOG_FILE).unlink()  # a log without a checkpoint belongs to no iteration we keep
 
@@ -92,7 +107,8 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
     records = [cache[k] for k in state["measured"]]
     remeasure = getattr(evaluator, "remeasure", None)  # a modelled latency: time the final front for real
     front = write_outputs(out_dir, space, config, bounds, norm, state["measured"], records,
-                          (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None)
+                          (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None,
+                          weights=weights)
     log = read_jsonl(out_dir / LOG_FILE)
     return SearchResult(front, log, bounds, norm, out_dir)
 

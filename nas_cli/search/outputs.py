@@ -38,16 +38,19 @@ def front_rows(keys: Sequence[str], records: Sequence[Mapping[str, float]], norm
 
 def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], norm: Normaliser,
                   keys: Sequence[str], records: Sequence[Mapping[str, float]],
-                  remeasure: Callable[[list[str]], list[dict]] | None = None) -> list[dict]:
+                  remeasure: Callable[[list[str]], list[dict]] | None = None,
+                  weights: dict | None = None) -> list[dict]:
     """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows.
 
-    ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value)."""
+    ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value);
+    ``weights`` (what measured the front) is recorded in pareto.json."""
     front = front_rows(keys, records, norm, bounds)
     if remeasure is not None and front:
         for row, extra in zip(front, remeasure([r["arch"] for r in front])):
             row.update(extra)
     atomic_write_json(out_dir / "pareto.json", {
         "space": space.name,
+        "weights": weights,
         "objectives": list(config.objectives),
         "budgets": {b.metric: {"given": b.text, "value": bounds[b.metric]} for b in config.budgets},
         "reference_point": norm.reference_point,

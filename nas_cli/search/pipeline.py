@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from nas_cli.errors import UserError
+from nas_cli.identity import file_sha256
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.driver import SearchResult, run_search
 from nas_cli.table_eval import open_table_evaluator
@@ -39,7 +40,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
     if benchmark_table is not None:
         evaluator = open_table_evaluator(benchmark_table, space or DEFAULT_TABLE_SPACE, objective_columns,
                                          [b.metric for b in config.budgets])
-        source = str(benchmark_table.resolve())
+        source, weights = "benchmark table", {"table": file_sha256(benchmark_table)[:16]}
     else:
         if space is not None:
             raise UserError("--space only applies with --benchmark-table (a run directory knows its space)")
@@ -55,9 +56,10 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
                                        calibrate_in=out_dir if latency_calibrate else None,
                                        latency_runtime=config.latency_runtime)
-        source = str(run_dir.resolve())
+        # what measures, not where it lies: a copied or moved run is the same search
+        source, weights = "training run", getattr(evaluator, "weights", None)
         cal = getattr(evaluator, "latency_calibration", None)
         if latency_table is not None and cal is not None:
             log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
                 else f"latency model used as recorded ({cal['why']})")
-    return run_search(evaluator, config, out_dir, source=source, progress=progress)
+    return run_search(evaluator, config, out_dir, source=source, weights=weights, progress=progress, log=log)

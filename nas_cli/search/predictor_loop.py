@@ -1,6 +1,17 @@
-"""Predictor-in-the-loop (MSuNAS / LINAS style): measure an initial design, fit a predictor, run
-the inner algorithm on predictions, measure a few diverse candidates of the predicted front,
-refit, and repeat until the configured number of true evaluations is spent."""
+"""Predictor-in-the-loop (MSuNAS / LINAS style): measure an initial design, fit a predictor per
+metric, propose what to measure next, measure it, refit, and repeat until the configured number of
+true evaluations is spent.
+
+Two proposals (``SearchConfig.proposal``):
+
+* ``front``: the predictors are cheap enough to score a whole candidate pool (every architecture of
+  a small space, e.g. NAS-Bench-201's 15,625 cells, else ``pool`` random ones plus every one-gene
+  mutation of the measured front), so they do; the candidates are ranked by non-dominated front
+  among the measured architectures and themselves, predictions made optimistic by ``explore``
+  predictive stds (ensemble spread, GP std), and the best fronts measured;
+* ``inner``: the inner pymoo algorithm runs on predictions, and diverse candidates of its final
+  population are measured.
+"""
 
 from __future__ import annotations
 
@@ -8,58 +19,189 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_cli.evaluation import METRICS
 from nas_cli.search.algorithms import make_algorithm
 from nas_cli.search.context import SearchContext
-from nas_cli.search.operators import canonical_keys, sample_genomes
+from nas_cli.search.operators import canonical_keys, n_choices, repair_genomes, sample_genomes
 from nas_cli.search.problem import ArchProblem
-from nas_cli.search.selection import initial_design, select_diverse
-from nas_cli.search.tracking import feasible_front
+from nas_cli.search.selection import initial_design, select_diverse, select_front
+from nas_cli.search.tracking import feasible_front, feasible_mask
 from predictors import get_predictor, kendall_tau
-from search_spaces.base import Arch
+from search_spaces.base import Arch, SearchSpace
 
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-class Surrogate:
-    """Predicted metrics of genomes: fitted predictors, or ``estimate`` where it is exact/cheap."""
+def encode_archs(space: SearchSpace, archs: Sequence[Arch], features: str) -> np.ndarray:
+    """Predictor features ``(n, F)`` of ``archs``: with ``structure``, the space's structure features
+    then the genome's one-hot (see :func:`metric_columns`); with ``onehot``, the one-hot alone."""
+    if features == "onehot":
+        return np.stack([np.asarray(space.features(a), np.float32) for a in archs])
+    return np.stack([np.concatenate([np.asarray(space.structure_features(a), np.float32),
+                                     np.asarray(space.features(a), np.float32)]) for a in archs])
 
-    def __init__(self, ctx: SearchContext, measured: list[str], iteration: int):
+
+def metric_columns(space: SearchSpace, features: str, metric: str) -> slice:
+    """The columns of :func:`encode_archs` that the model of ``metric`` sees.
+
+    A quality metric (accuracy) sees what the architecture computes, the structure features; a cost
+    metric (latency, ...) also sees the genome's one-hot, because what runs can differ from what
+    computes: NAS-Bench-201's cells run their dead edges too (GP tau of raspi4 / 1080ti / silver
+    latency at 200 cells 0.78 / 0.72 / 0.69 on structure features alone, 0.83 / 0.86 / 0.82 with
+    the one-hot beside them; bench/RESULTS.md).
+    """
+    if features == "onehot" or not METRICS[metric]:
+        return slice(None)
+    return slice(0, len(space.structure_feature_names()))
+
+
+class Surrogate:
+    """Predicted metrics of genomes: fitted predictors, or ``estimate`` where it is exact/cheap.
+
+    Args:
+      estimates: a cache of ``estimate`` results by canonical key, kept across iterations.
+    """
+
+    def __init__(self, ctx: SearchContext, measured: list[str], iteration: int, estimates: dict | None = None):
         self.ctx = ctx
         space, cfg = ctx.space, ctx.config
         probe = ctx.evaluator.estimate([space.largest()])[0]
         needed = list(dict.fromkeys([*cfg.objectives, *ctx.bounds]))
         self.estimated = [m for m in needed if m in probe and m != "accuracy"]
         self.models = {}
-        X = np.stack([space.features(space.decode(k)) for k in measured])
+        X = self.encode([space.decode(k) for k in measured])
+        self._cols = {}
         for j, m in enumerate(m for m in needed if m not in self.estimated):
             y = np.asarray([ctx.cache[k][m] for k in measured], np.float64)
-            self.models[m] = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j)).fit(X, y)
-        self._est: dict[str, dict] = {}
+            self._cols[m] = metric_columns(space, cfg.features, m)
+            self.models[m] = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j)).fit(X[:, self._cols[m]], y)
+        self._est: dict[str, dict] = {} if estimates is None else estimates
 
-    def metrics(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
-        """Predicted (or estimated) metrics of ``archs``, one dict each."""
+    def encode(self, archs: Sequence[Arch]) -> np.ndarray:
+        return encode_archs(self.ctx.space, archs, self.ctx.config.features)
+
+    def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None,
+                with_std: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Predicted (or estimated) metrics of ``archs`` as arrays by metric, and their predictive
+        stds (0 for estimated metrics and for models without one); ``X``: their features, if known."""
         space = self.ctx.space
-        out = [dict() for _ in archs]
+        mean, std = {}, {}
         if self.models:
-            X = np.stack([space.features(a) for a in archs])
+            X = self.encode(archs) if X is None else X
             for m, model in self.models.items():
-                for d, v in zip(out, model.predict(X)):
-                    d[m] = float(v)
+                Xm = X[:, self._cols[m]]
+                mean[m] = np.asarray(model.predict(Xm), np.float64)
+                std[m] = np.zeros(len(archs))
+                if with_std:
+                    try:
+                        std[m] = np.asarray(model.predict_std(Xm), np.float64)
+                    except NotImplementedError:  # the model has no notion of uncertainty
+                        pass
         if self.estimated:
             keys = [space.encode(a) for a in archs]
             todo = [i for i, k in enumerate(keys) if k not in self._est]
             if todo:
                 for i, est in zip(todo, self.ctx.evaluator.estimate([archs[i] for i in todo])):
                     self._est[keys[i]] = est
-            for d, k in zip(out, keys):
-                d.update({m: float(self._est[k][m]) for m in self.estimated})
-        return out
+            for m in self.estimated:
+                mean[m] = np.asarray([float(self._est[k][m]) for k in keys])
+                std[m] = np.zeros(len(archs))
+        return mean, std
+
+    def metrics(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
+        """Predicted (or estimated) metrics of ``archs``, one dict each."""
+        mean, _ = self.predict(archs)
+        return [{m: float(v[i]) for m, v in mean.items()} for i in range(len(archs))]
 
     def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X).round().astype(np.int64)  # pymoo's operators hand over floats
         return self.ctx.objectives(self.metrics([self.ctx.space.from_genome(x) for x in X]))
+
+
+class CandidatePool:
+    """What the ``front`` proposal scores: every architecture of a space with at most ``size`` genomes
+    (enumerated and encoded once), else ``size`` random ones per iteration plus every one-gene
+    mutation of the measured front (local search around what is known to be good)."""
+
+    def __init__(self, space: SearchSpace, features: str, size: int):
+        self.space, self.features, self.size = space, features, size
+        k = n_choices(space)
+        self.exhaustive = int(np.prod(k.astype(object))) <= size
+        if self.exhaustive:
+            grid = np.stack(np.unravel_index(np.arange(int(np.prod(k))), tuple(k)), 1)
+            self._keys = list(dict.fromkeys(canonical_keys(space, repair_genomes(space, grid))))
+            self._archs = [space.decode(key) for key in self._keys]
+            self._X = encode_archs(space, self._archs, features)
+
+    def neighbours(self, keys: Sequence[str]) -> list[str]:
+        """Every architecture one gene away from one of ``keys``."""
+        space, k = self.space, n_choices(self.space)
+        rows = []
+        for key in keys:
+            g = space.to_genome(space.decode(key))
+            for j in range(len(g)):
+                for c in range(k[j]):
+                    if c != g[j]:
+                        h = g.copy()
+                        h[j] = c
+                        rows.append(h)
+        return canonical_keys(self.space, repair_genomes(self.space, np.asarray(rows))) if rows else []
+
+    def candidates(self, front_keys: Sequence[str], rng: np.random.Generator) -> tuple[list[str], list, np.ndarray]:
+        """Candidate keys, their architectures and features ``(n, F)``."""
+        if self.exhaustive:
+            return self._keys, self._archs, self._X
+        keys = list(dict.fromkeys([*self.neighbours(front_keys),
+                                   *canonical_keys(self.space, sample_genomes(self.space, self.size, rng))]))
+        archs = [self.space.decode(key) for key in keys]
+        return keys, archs, encode_archs(self.space, archs, self.features)
+
+
+def _propose_front(ctx: SearchContext, surrogate: Surrogate, pool: CandidatePool, measured: list[str],
+                   k: int, rng: np.random.Generator) -> tuple[list[str], dict]:
+    """The ``front`` proposal: ``k`` unmeasured candidates of the pool, by optimistic predicted front."""
+    cfg, done = ctx.config, set(measured)
+    recs = [ctx.cache[m] for m in measured]
+    front, _ = feasible_front(measured, recs, ctx.norm, ctx.bounds)
+    keys, archs, X = pool.candidates([measured[i] for i in front], rng)
+    todo = [i for i, key in enumerate(keys) if key not in done]
+    if not todo:
+        return [], {}
+    mean, std = surrogate.predict([archs[i] for i in todo], X[todo], with_std=cfg.explore > 0)
+    # optimism in the face of uncertainty: each metric moved by `explore` stds towards its better side
+    opt = {m: mean[m] + (1.0 if METRICS[m] else -1.0) * cfg.explore * std[m] for m in mean}
+    opt_recs = [{m: float(v[i]) for m, v in opt.items()} for i in range(len(todo))]
+    F, G = ctx.objectives(opt_recs)
+    cv = np.max(G, axis=1) if G.shape[1] else np.zeros(len(todo))
+    feas = feasible_mask(recs, ctx.bounds)
+    measured_F = ctx.norm([r for r, ok in zip(recs, feas) if ok]) if feas.any() else np.zeros((0, F.shape[1]))
+    picked = [keys[todo[i]] for i in select_front(F, cv, k, measured_F)]
+    predicted = {keys[todo[i]]: {m: float(v[i]) for m, v in mean.items()} for i in range(len(todo))}
+    return picked, {p: predicted[p] for p in picked}
+
+
+def _propose_inner(ctx: SearchContext, surrogate: Surrogate, measured: list[str], k: int,
+                   it: int) -> tuple[list[str], dict]:
+    """The ``inner`` proposal: the inner algorithm on predictions, diverse candidates of its population."""
+    cfg, space, done = ctx.config, ctx.space, set(measured)
+    problem = ArchProblem(space, len(cfg.objectives), len(ctx.bounds), fn=surrogate)
+    algorithm = make_algorithm(cfg.algorithm, space, len(cfg.objectives), cfg.population)
+    algorithm.setup(problem, termination=("n_gen", cfg.generations), seed=_seed(cfg.seed, it, 1))
+    algorithm.run()
+    pool_X = [x for P in (algorithm.pop, algorithm.opt) if P is not None and len(P) for x in P.get("X")]
+    keys = list(dict.fromkeys(canonical_keys(space, np.asarray(pool_X)))) if pool_X else []
+    cand = [key for key in keys if key not in done]
+    if not cand:
+        return [], {}
+    pm = surrogate.metrics([space.decode(c) for c in cand])
+    F, G = ctx.objectives(pm)
+    cv = np.max(G, axis=1) if G.shape[1] else np.zeros(len(cand))
+    recs = [ctx.cache[m] for m in measured]
+    front, _ = feasible_front(measured, recs, ctx.norm, ctx.bounds)
+    anchors = ctx.norm([recs[i] for i in front]) if front else None
+    return [cand[i] for i in select_diverse(F, cv, k, anchors)], dict(zip(cand, pm))
 
 
 def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
@@ -73,41 +215,28 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
     E = cfg.evaluations
     if state is None:
         rng = np.random.default_rng(_seed(cfg.seed, 0))
-        design = initial_design(space, cfg.initial_size, rng, fixed=[space.largest(), space.smallest()])
+        design = initial_design(space, cfg.initial_size, rng, fixed=[space.largest(), space.smallest()],
+                                encode=lambda a: encode_archs(space, [a], cfg.features)[0])
         ctx.measure(design)
         measured = [space.encode(a) for a in design]
         ctx.log(0, measured, stage="initial")
         state = {"iteration": 0, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
+    pool = CandidatePool(space, cfg.features, cfg.pool) if cfg.proposal == "front" and not state["done"] else None
+    estimates: dict[str, dict] = {}
     while not state["done"]:
         it = state["iteration"] + 1
         measured = list(state["measured"])
         done_keys = set(measured)
-        surrogate = Surrogate(ctx, measured, it)
-
-        problem = ArchProblem(space, len(cfg.objectives), len(ctx.bounds), fn=surrogate)
-        algorithm = make_algorithm(cfg.algorithm, space, len(cfg.objectives), cfg.population)
-        algorithm.setup(problem, termination=("n_gen", cfg.generations), seed=_seed(cfg.seed, it, 1))
-        algorithm.run()
-        pool_X = [x for P in (algorithm.pop, algorithm.opt) if P is not None and len(P) for x in P.get("X")]
-        keys = list(dict.fromkeys(canonical_keys(space, np.asarray(pool_X)))) if pool_X else []
-        cand = [k for k in keys if k not in done_keys]
-
+        surrogate = Surrogate(ctx, measured, it, estimates)
         k = min(cfg.batch, E - len(measured))
-        picked: list[str] = []
-        predicted: dict[str, dict] = {}
-        if cand:
-            archs = [space.decode(c) for c in cand]
-            pm = surrogate.metrics(archs)
-            F, G = ctx.objectives(pm)
-            cv = np.max(G, axis=1) if G.shape[1] else np.zeros(len(cand))
-            recs = [ctx.cache[m] for m in measured]
-            front, _ = feasible_front(measured, recs, ctx.norm, ctx.bounds)
-            anchors = ctx.norm([recs[i] for i in front]) if front else None
-            picked = [cand[i] for i in select_diverse(F, cv, k, anchors)]
-            predicted = {c: m for c, m in zip(cand, pm)}
+        if pool is not None:
+            picked, predicted = _propose_front(ctx, surrogate, pool, measured, k,
+                                               np.random.default_rng(_seed(cfg.seed, it, 3)))
+        else:
+            picked, predicted = _propose_inner(ctx, surrogate, measured, k, it)
         rng = np.random.default_rng(_seed(cfg.seed, it, 2))
-        for _ in range(50):  # top up with random unmeasured cells if the predicted front ran short
+        for _ in range(50):  # top up with random unmeasured architectures if the proposal ran short
             if len(picked) >= k:
                 break
             for key in canonical_keys(space, sample_genomes(space, 4 * k, rng)):

@@ -14,6 +14,8 @@ import pickle
 from pathlib import Path
 
 from nas_cli.errors import UserError
+from nas_cli.identity import describe
+from nas_cli.io import read_json, warn
 from predictors.files import atomic_write_bytes
 
 CONFIG_FILE = "search_config.json"
@@ -32,8 +34,15 @@ def same_config(out_dir: Path, wanted: dict) -> bool:
     path = out_dir / CONFIG_FILE
     if not path.exists():
         return False
-    have = json.loads(path.read_text())
+    have = read_json(path, "search record", f"delete {out_dir} to search afresh, or pass another --out")
+    if not isinstance(have, dict):
+        raise UserError(f"search record {path} is damaged (no JSON object); delete {out_dir} to search "
+                        "afresh, or pass another --out")
     wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
+    if have.get("weights") != wanted.get("weights"):
+        raise UserError(f"{out_dir} holds a search of {describe(have.get('weights'))}, but the weights are now "
+                        f"{describe(wanted.get('weights'))} (the run was trained further or replaced); its "
+                        "results are not those of these weights: pass another --out, or delete it to search afresh")
     diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
     if diff:
         details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
@@ -97,6 +106,14 @@ def load_state(out_dir: Path) -> dict | None:
         state = pickle.loads(path.read_bytes())
     except (AttributeError, ImportError):  # it names code this version no longer has
         raise stale from None
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises any of a dozen kinds
+        # every measurement is in the cache, and the search is deterministic given them: redo it
+        warn(f"{path} is damaged ({type(e).__name__}); the search starts again from its first iteration, "
+             "reusing every measurement in the cache")
+        return None
+    if not isinstance(state, dict) or not {"iteration", "measured", "done"} <= set(state):
+        warn(f"{path} is damaged (not a search state); the search starts again, reusing the cache")
+        return None
     if state.get("version") != STATE_VERSION:
         raise stale
     return state

@@ -119,4 +119,14 @@ def truncate_log(path: Path, last_iteration: int) -> None:
 
 
 def log_line(path: Path, record: dict) -> None:
+    """Appends ``record`` to the search log; an iteration's record also goes to TensorBoard
+    (``tb/`` beside the log: hypervolume, front size, best accuracy, evaluations)."""
     append_jsonl(path, record)
+    if "iteration" in record:
+        from nas_cli.tensorboard import TB_DIR, EventWriter  # noqa: PLC0415  (tensorboardX only when searching)
+
+        it = int(record["iteration"])
+        # one small event file per iteration; its purge step hides what an interrupted run wrote from here on
+        with EventWriter(path.parent / TB_DIR, purge_step=it, suffix=f".{it:06d}") as events:
+            events.scalars(it, {f"search/{k}": record.get(k)
+                                for k in ("hypervolume", "front_size", "best_accuracy", "n_evaluations")})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,7 +46,38 @@ def read_latency_file(path) -> dict:
     if data.get("version") != VERSION:
         raise LatencyError(f"latency file {path} has version {data.get('version')!r}; this nas reads version "
                            f"{VERSION}: re-make it with `nas latency profile` or `nas latency fit`")
+    wrong = damage(data)
+    if wrong is not None:
+        raise LatencyError(f"latency file {path} is damaged ({wrong}); re-make it with `nas latency profile` "
+                           "or `nas latency fit`")
     return data
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def damage(data: dict) -> str | None:
+    """What is missing or malformed in a latency file's object (None when it is whole): a table's
+    ``entries``, ``batch``, ``overhead_ms``, and either kind's ``reference``."""
+    if data["format"] == TABLE_FORMAT:
+        entries = data.get("entries")
+        if not isinstance(entries, dict) or not entries:
+            return "no 'entries' object of timed pieces"
+        bad = next((k for k, v in entries.items() if not (isinstance(v, dict) and _number(v.get("ms")))), None)
+        if bad is not None:
+            return f"entry {bad!r} has no number 'ms'"
+        for key in ("batch", "overhead_ms"):
+            if not _number(data.get(key)):
+                return f"{key!r} is {data.get(key)!r}, not a number"
+    ref = data.get("reference")
+    if ref is not None:
+        if not isinstance(ref, dict) or not _number(ref.get("level_ms")) or not ref["level_ms"] > 0:
+            return "'reference' has no positive number 'level_ms'"
+        archs = ref.get("archs")
+        if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
+            return "'reference' has no list of arch strings 'archs'"
+    return None
 
 
 def space_spec(space) -> dict:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from search_spaces.base import ArchError, Gene, LatencyPiece, SupernetSpace, one_hot_plus_ordinal
+from search_spaces.base import ArchError, Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
 from search_spaces.layers import same_padding
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config, se_mid
 from search_spaces.mobilenetv3.latency import latency_keys, latency_pieces
@@ -87,6 +87,45 @@ class MobileNetV3Space(SupernetSpace):
         return one_hot_plus_ordinal(self._genes, self.to_genome(arch), self._active_mask(arch))
 
     # --- strings -------------------------------------------------------------------------
+    def structure_features(self, arch: MobileNetV3Arch) -> np.ndarray:
+        """The genome's one-hot (:meth:`features`), then per stage its depth, mean and max kernel,
+        mean and max expand ratio, log10 MACs and params; the stem's and head's, the total log10
+        MACs and params, and the resolution (over the largest)."""
+        cfg = self.config
+        macs, params = self._stage_costs(arch)
+        rows = []
+        for s, blocks in enumerate(arch.stages):
+            ks, es = [k for k, _ in blocks], [e for _, e in blocks]
+            rows += [len(blocks), float(np.mean(ks)) if ks else 0.0, max(ks, default=0),
+                     float(np.mean(es)) if es else 0.0, max(es, default=0)]
+        rows += [log_count(v) for v in (*macs, *params, sum(macs), sum(params))]
+        rows.append(arch.resolution / max(cfg.resolutions))
+        return np.concatenate([self.features(arch), np.asarray(rows, np.float32)])
+
+    def structure_feature_names(self) -> list[str]:
+        n = self.config.num_stages
+        names = [f"stage{s + 1}.{f}" for s in range(n)
+                 for f in ("depth", "kernel_mean", "kernel_max", "expand_mean", "expand_max")]
+        parts = ["stem", *(f"stage{s + 1}" for s in range(n)), "head"]
+        names += [f"{p}.log_macs" for p in parts] + [f"{p}.log_params" for p in parts]
+        return self.feature_names() + names + ["log_macs", "log_params", "resolution"]
+
+    def _stage_costs(self, arch: MobileNetV3Arch) -> tuple[list[int], list[int]]:
+        """MACs and params of the stem, of every stage and of the head (the layers after the stages)."""
+        n = self.config.num_stages
+        macs, params = [0] * (n + 2), [0] * (n + 2)
+        ends = np.cumsum([len(b) for b in arch.stages])  # block count at the end of each stage
+        block, part = 0, 0
+        for kind, m, p in self._layers(arch):
+            if kind == "expand":
+                part = 1 + int(np.searchsorted(ends, block, side="right"))
+            elif kind == "head":
+                part = n + 1
+            macs[part] += m
+            params[part] += p
+            block += kind == "proj"
+        return macs, params
+
     def _validate(self, arch: MobileNetV3Arch) -> None:
         cfg = self.config
         if arch.resolution not in cfg.resolutions:

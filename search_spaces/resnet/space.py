@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from search_spaces.base import Gene, LatencyPiece, SupernetSpace, one_hot_plus_ordinal
+from search_spaces.base import Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
 from search_spaces.errors import ArchError
 from search_spaces.layers import same_padding
 from search_spaces.resnet.config import BlockShape, ResNetArch, ResNetConfig
@@ -145,26 +145,52 @@ class ResNetSpace(SupernetSpace):
 
     # --- costs ---------------------------------------------------------------------------
     def _layers(self, arch: ResNetArch):
-        """Yields (macs, params) per layer of the static subnet."""
+        """Yields (part, macs, params) per layer of the static subnet; part 0 is the stem, 1..S the
+        stages, S + 1 the head."""
         cfg = self.config
         h = cfg.stem_side(arch.resolution)
         c0 = cfg.stem_width(arch.stem_width)
-        yield h * h * 9 * cfg.in_channels * c0, 9 * cfg.in_channels * c0 + 2 * c0
-        for _, b, cin, cout, mid, stride, h in cfg.block_shapes(arch):
-            yield h * h * cin * mid, cin * mid + 2 * mid
+        yield 0, h * h * 9 * cfg.in_channels * c0, 9 * cfg.in_channels * c0 + 2 * c0
+        for s, b, cin, cout, mid, stride, h in cfg.block_shapes(arch):
+            yield 1 + s, h * h * cin * mid, cin * mid + 2 * mid
             out = same_padding(h, 3, stride)[2]
-            yield out * out * 9 * mid * mid, 9 * mid * mid + 2 * mid
-            yield out * out * mid * cout, mid * cout + 2 * cout
+            yield 1 + s, out * out * 9 * mid * mid, 9 * mid * mid + 2 * mid
+            yield 1 + s, out * out * mid * cout, mid * cout + 2 * cout
             if b == 0:  # the 1x1 shortcut conv at the block's stride
-                yield out * out * cin * cout, cin * cout + 2 * cout
+                yield 1 + s, out * out * cin * cout, cin * cout + 2 * cout
         c_last = cfg.head_width(arch)
-        yield c_last * cfg.num_classes, c_last * cfg.num_classes + cfg.num_classes
+        yield cfg.num_stages + 1, c_last * cfg.num_classes, c_last * cfg.num_classes + cfg.num_classes
 
     def flops(self, arch: ResNetArch) -> int:
-        return int(sum(m for m, _ in self._layers(arch)))
+        return int(sum(m for _, m, _ in self._layers(arch)))
 
     def params(self, arch: ResNetArch) -> int:
-        return int(sum(p for _, p in self._layers(arch)))
+        return int(sum(p for _, _, p in self._layers(arch)))
+
+    def structure_features(self, arch: ResNetArch) -> np.ndarray:
+        """The genome's one-hot (:meth:`features`), then per stage its depth, width and mean and max
+        expand ratio (percent / 100), log10 MACs and params of the stem, every stage and the head,
+        the total log10 MACs and params, the stem width and the resolution (over the largest)."""
+        cfg = self.config
+        n = cfg.num_stages
+        macs, params = [0] * (n + 2), [0] * (n + 2)
+        for part, m, p in self._layers(arch):
+            macs[part] += m
+            params[part] += p
+        rows = []
+        for width, expands in arch.stages:
+            rows += [len(expands), width / 100, float(np.mean(expands)) / 100 if expands else 0.0,
+                     max(expands, default=0) / 100]
+        rows += [log_count(v) for v in (*macs, *params, sum(macs), sum(params))]
+        rows += [arch.stem_width / 100, arch.resolution / max(cfg.resolutions)]
+        return np.concatenate([self.features(arch), np.asarray(rows, np.float32)])
+
+    def structure_feature_names(self) -> list[str]:
+        n = self.config.num_stages
+        names = [f"stage{s + 1}.{f}" for s in range(n) for f in ("depth", "width", "expand_mean", "expand_max")]
+        parts = ["stem", *(f"stage{s + 1}" for s in range(n)), "head"]
+        names += [f"{p}.log_macs" for p in parts] + [f"{p}.log_params" for p in parts]
+        return self.feature_names() + names + ["log_macs", "log_params", "stem_width", "resolution"]
 
     # --- models --------------------------------------------------------------------------
     # Thin delegations to the package's modules; every space has this same shape (boilerplate).

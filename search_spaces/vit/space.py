@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from search_spaces.base import Gene, LatencyPiece, SupernetSpace, one_hot_plus_ordinal
+from search_spaces.base import Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
 from search_spaces.errors import ArchError
 from search_spaces.vit.config import ViTArch, ViTConfig, check_config, hidden_units, tokens
 from search_spaces.vit.static import StaticHead, StaticLayer, StaticStem, StaticViT, load_static_weights
@@ -155,6 +155,40 @@ class ViTSpace(SupernetSpace):
             yield "mlp", 2 * n * d * m, 2 * d * m + m + d
         yield "norm", 0, 2 * d
         yield "classifier", d * cfg.num_classes, d * cfg.num_classes + cfg.num_classes  # class token only
+
+    def structure_features(self, arch: ViTArch) -> np.ndarray:
+        """The genome's one-hot (:meth:`features`), then per layer (its stage) whether it is active, its
+        heads and MLP ratio, log10 MACs and params; depth, embed dim, mean and max heads and MLP
+        ratio, the log10 MACs of attention and of the MLPs, the total log10 MACs and params, the
+        token count and the resolution (over the largest)."""
+        cfg = self.config
+        per_layer, attention, mlp, block = [], 0, 0, -1
+        macs, params = [0] * cfg.max_depth, [0] * cfg.max_depth
+        for kind, m, p in self._layers(arch):
+            block += kind == "ln1"
+            if kind in ("attention", "qkv", "proj"):
+                attention += m
+            elif kind == "mlp":
+                mlp += m
+            if 0 <= block < arch.depth and kind not in ("norm", "classifier"):
+                macs[block] += m
+                params[block] += p
+        for i in range(cfg.max_depth):
+            h, r = arch.layers[i] if i < arch.depth else (0, 0.0)
+            per_layer += [float(i < arch.depth), h, r, log_count(macs[i]), log_count(params[i])]
+        hs, rs = [h for h, _ in arch.layers], [r for _, r in arch.layers]
+        summary = [arch.depth, arch.embed / max(cfg.embed_choices), float(np.mean(hs)), max(hs), float(np.mean(rs)),
+                   max(rs), log_count(attention), log_count(mlp), log_count(self.flops(arch)),
+                   log_count(self.params(arch)), (arch.resolution // cfg.patch) ** 2 + 1,
+                   arch.resolution / max(cfg.resolutions)]
+        return np.concatenate([self.features(arch), np.asarray(per_layer + summary, np.float32)])
+
+    def structure_feature_names(self) -> list[str]:
+        names = [f"layer{i + 1}.{f}" for i in range(self.config.max_depth)
+                 for f in ("active", "heads", "mlp_ratio", "log_macs", "log_params")]
+        names += ["depth", "embed", "heads_mean", "heads_max", "mlp_ratio_mean", "mlp_ratio_max",
+                  "attention.log_macs", "mlp.log_macs", "log_macs", "log_params", "tokens", "resolution"]
+        return self.feature_names() + names
 
     def flops(self, arch: ViTArch) -> int:
         return int(sum(m for _, m, _ in self._layers(arch)))

@@ -1,0 +1,218 @@
+"""Input pipeline throughput against what the train step consumes, side by side in one run (JSON).
+
+    python bench/input_pipeline.py [--cifar-dir ../shared/data/cifar-10-batches-bin] [--folder-images 50000]
+
+Measures, in one process:
+  * ``cifar10``: images/s the pipeline delivers from CIFAR-10 (in memory, 32 px, standard augmentation,
+    one prefetch thread), when ``--cifar-dir`` holds the binary version (else skipped);
+  * ``folder``: images/s from a folder of JPEGs the bench writes itself (``--folder-images`` of them,
+    ``--folder-side`` px, 10 classes), decoded and augmented by ``--workers`` grain worker processes at
+    ``--image-size``, and the peak RSS of this process plus its workers while streaming;
+  * ``step``: images/s the supernet train step of ``--space`` consumes at the same batch size and
+    resolution (the sandwich rule: largest + smallest + 2 random subnets, in-place distillation), after
+    ``--warmup`` steps;
+and reports each pipeline's ratio to the step (target: >= 3) and the peak RSS (target: < 1.5 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas_cli.pipeline import StreamOptions, train_stream  # noqa: E402
+
+_HERE = Path(__file__).resolve().parent
+CIFAR_DIR = _HERE.parent.parent / "shared" / "data" / "cifar-10-batches-bin"
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and all its descendants (from /proc) every 50 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        out = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    def total(self) -> int:
+        todo, seen, total = [os.getpid()], set(), 0
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            total += self._rss(pid)
+            todo += self._children(pid)
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.total())
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.total())
+
+
+def delivered(split, options: StreamOptions, batches: int) -> dict:
+    """Images/s over ``batches`` batches, after the first (worker start-up) batch."""
+    epochs = -(-(batches + 1) // max(1, len(split) // options.batch_size))
+    it = train_stream(split, options, 0, epochs)
+    try:
+        t_start = time.perf_counter()
+        next(it)
+        first = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            images, _, _ = next(it)
+        seconds = time.perf_counter() - t0
+    finally:
+        getattr(it, "close", lambda: None)()
+    return {"images_per_s": round(batches * options.batch_size / seconds, 1), "batches": batches,
+            "first_batch_s": round(first, 3), "batch_shape": list(images.shape)}
+
+
+def write_folder(root: Path, n: int, side: int, classes: int = 10) -> None:
+    """``n`` JPEGs of ``side`` x ``side * 5 // 4`` px (not square, so decoding crops and resizes)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, side, side * 5 // 4, 3), dtype=np.uint8)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+    for i in range(n):
+        img = base[i % 64].copy()
+        img[..., i % 3] //= 1 + i % 7  # every file different
+        Image.fromarray(img).save(root / f"c{i % classes}" / f"{i:06d}.jpg", quality=90)
+
+
+def step_rate(space_name: str, batch: int, resolution: int, steps: int, warmup: int) -> dict:
+    """Images/s the training step consumes (the sandwich rule of ``nas train-supernet``)."""
+    import jax
+
+    from nas_cli.config import TrainConfig
+    from nas_cli.train import TrainState, init_sampler, make_optimizer, step_archs, train_step
+    from search_spaces import get_space
+
+    kw = {} if space_name.endswith("-tiny") else {"resolutions": (resolution,)}
+    space = get_space(space_name, in_channels=3, num_classes=10, **kw)
+    res = space.largest().resolution
+    cfg = TrainConfig(space=space_name, dataset="cifar10", batch_size=batch)
+    trainer = space.make_trainer(np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32), cfg.label_smoothing,
+                                 "xla")
+    state = TrainState.create(space.init_supernet(jax.random.key(0)), make_optimizer(cfg, 100))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, res, res, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch).astype(np.int32)
+    sampler = init_sampler(space, "uniform", cfg.max_flops_jump)
+    largest, smallest = space.largest(), space.smallest()
+    t_compile = time.perf_counter()
+    times = []
+    for i in range(warmup + steps):
+        archs, sampler = step_archs(cfg, "all", largest, smallest, space, sampler, rng)
+        t0 = time.perf_counter()
+        state, metrics = train_step(state, trainer, archs, (images, labels))
+        float(metrics["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        elif i == warmup - 1:
+            t_compile = time.perf_counter() - t_compile
+    median = float(np.median(times))
+    return {"space": space.name, "resolution": res, "batch_size": batch, "subnets_per_step": len(archs),
+            "step_s_median": round(median, 4), "images_per_s": round(batch / median, 1), "steps": steps,
+            "warmup_s": round(t_compile, 1) if warmup else None}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
+    ap.add_argument("--folder-images", type=int, default=50_000)
+    ap.add_argument("--folder-side", type=int, default=40, help="generated JPEGs' height (width is 5/4 of it)")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=200, help="batches timed per pipeline")
+    ap.add_argument("--workers", type=int, default=None, help="folder decoding processes (default: the pipeline's)")
+    ap.add_argument("--space", default="mobilenetv3")
+    ap.add_argument("--steps", type=int, default=10, help="train steps timed")
+    ap.add_argument("--warmup", type=int, default=5, help="train steps before timing (compilation)")
+    args = ap.parse_args(argv)
+
+    from nas_cli.data import load_dataset
+    from nas_cli.pipeline import default_workers
+
+    out: dict = {"machine": {"cpus": os.cpu_count()}}
+    opts = dict(batch_size=args.batch_size, seed=0, augment="standard")
+    if (args.cifar_dir / "data_batch_1.bin").is_file():
+        cifar = load_dataset("cifar10", args.cifar_dir)
+        out["cifar10"] = {"train_images": len(cifar.train),
+                          **delivered(cifar.train, StreamOptions(**opts, workers=0), args.batches)}
+        del cifar  # not held while the folder's memory is measured
+    else:
+        out["cifar10"] = {"skipped": f"no CIFAR-10 binary version in {args.cifar_dir}"}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "jpegs"
+        t0 = time.perf_counter()
+        write_folder(root / "train", args.folder_images, args.folder_side)
+        written = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with PeakRSS() as rss:
+            folder = load_dataset("folder", root, image_size=args.image_size)
+            scanned = time.perf_counter() - t0
+            workers = default_workers(folder.train) if args.workers is None else args.workers
+            batches = min(args.batches, 10 * (len(folder.train) // args.batch_size))
+            result = delivered(folder.train, StreamOptions(**opts, workers=workers), batches)
+        out["folder"] = {"images": args.folder_images, "jpeg_size": [args.folder_side, args.folder_side * 5 // 4],
+                         "image_size": args.image_size, "workers": workers, "write_s": round(written, 1),
+                         "load_s": round(scanned, 2), **result, "peak_rss_mb": round(rss.peak / 2**20, 1)}
+
+    out["step"] = step_rate(args.space, args.batch_size, args.image_size, args.steps, args.warmup)
+    consumed = out["step"]["images_per_s"]
+    out["ratio_to_step"] = {k: round(out[k]["images_per_s"] / consumed, 2)
+                            for k in ("cifar10", "folder") if "images_per_s" in out[k]}
+    out["targets"] = {"ratio_at_least": 3.0, "peak_rss_mb_below": 1536,
+                      "met": all(r >= 3 for r in out["ratio_to_step"].values())
+                      and out["folder"]["peak_rss_mb"] < 1536}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
