@@ -20,7 +20,8 @@ from search_spaces.layers import preprocess
 
 pytest.importorskip("onnxruntime")
 
-TINY_SPACES = ["mobilenetv3-tiny", "resnet-tiny", "vit-tiny"]
+# mobilenetv3-tiny (the default space) is exported with its trained weights by test_cli_export_writes_checked_onnx
+TINY_SPACES = ["resnet-tiny", "vit-tiny"]
 
 
 @pytest.mark.parametrize("name", TINY_SPACES)
