@@ -11,7 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-# Train a supernet on the bundled 8x8 digits, search it under a latency budget, export the best subnet.
+# Train a supernet on the bundled 8x8 digits, search it under a latency budget, export the best subnet
+# (model.onnx too, its parity in onnxruntime printed).
 # Re-running starts over: the previous demo run is moved aside to $(RUN_DIR).previous.
 demo: $(VENV)/.installed
 	@if [ -d $(RUN_DIR) ]; then rm -rf $(RUN_DIR).previous && mv $(RUN_DIR) $(RUN_DIR).previous; fi
@@ -19,7 +20,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/nas search $(RUN_DIR) --latency-budget 60% --population 16 --generations 6
 	$(VENV)/bin/nas export subnet $(RUN_DIR) --rank 1 --out $(RUN_DIR)/export
 	@echo "results in $(RUN_DIR): config.json, metrics.jsonl, final.json, checkpoint/;"
-	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export"
+	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export (model.onnx, model.stablehlo, model/)"
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -27,6 +27,8 @@ PARITY_TOLERANCE = 1e-4  # float32
 SUBNET_JSON = "subnet.json"
 MODEL_CKPT = "model"
 STABLEHLO = "model.stablehlo"
+#: what ``--format`` takes; "all" writes every format
+FORMATS = ("onnx", "stablehlo", "all")
 
 
 def read_front(run_dir: Path, rank: int, search_dir: Path | None) -> dict:
@@ -64,15 +66,20 @@ def space_options(run: runs.Run) -> dict:
 
 def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: int | None = None,
                   search_dir: Path | None = None, force: bool = False, parity_images: int = 512,
-                  log=print) -> dict:
+                  format: str = "all", log=print) -> dict:
     """Extracts a subnet, checks it against the supernet, and writes it to ``out``.
 
-    Writes ``model/`` (orbax checkpoint of the NNX state), ``model.stablehlo`` (a serialized
-    ``jax.export`` with a symbolic batch size, runnable without this package) and ``subnet.json``.
+    Writes ``model/`` (orbax checkpoint of the NNX state) and ``subnet.json``, with ``format``
+    "stablehlo" ``model.stablehlo`` (a serialized ``jax.export`` with a symbolic batch size,
+    runnable without this package), with "onnx" ``model.onnx`` (symbolic batch, preprocessing in its
+    metadata, checked in onnxruntime against the supernet), with "all" both.
 
     Raises:
-      UserError: unknown rank/arch, existing output without ``force``, or a parity failure.
+      UserError: unknown rank/arch/format, existing output without ``force``, or a parity failure.
+      OnnxUnavailable, OnnxConversionError: ONNX asked for without the extra, or an op it lacks.
     """
+    if format not in FORMATS:
+        raise UserError(f"format {format!r}: expected one of {', '.join(FORMATS)}")
     out = Path(out)
     if (arch is None) == (rank is None):  # the cheap checks first, before the run is loaded
         raise UserError("give exactly one of --arch ARCH or --rank K")
@@ -106,6 +113,19 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         raise UserError(f"exported model differs from the supernet by {max_diff:.3e} > {PARITY_TOLERANCE:g}; "
                         "nothing was written")
 
+    # one record of the preprocessing: subnet.json's "input" and model.onnx's metadata
+    preprocessing = {"shape": ["batch", a.resolution, a.resolution, space.in_channels], "resolution": a.resolution,
+                     "preprocess": "x = (uint8 / 255 - mean) / std per channel, resized bilinearly to resolution",
+                     "mean": [float(m) for m in ds.mean], "std": [float(v) for v in ds.std],
+                     "image_size": ds.image_shape[0]}
+    onnx_model, onnx_diff = None, None
+    if format in ("onnx", "all"):
+        from nas_cli import onnx_export  # noqa: PLC0415  (needs the optional extra)
+
+        onnx_model = onnx_export.onnx_bytes(model, np.asarray(x), preprocessing, arch_str)
+        onnx_diff = onnx_export.check_parity(onnx_model, np.asarray(x), expected, PARITY_TOLERANCE)
+        log(f"model.onnx in onnxruntime against the supernet: max |logit diff| = {onnx_diff:.3e}")
+
     val_acc = float((val_logits.argmax(-1) == ds.val.labels).mean())
     test_acc = evaluator.accuracy(run.params, stats, a, ds.test)
     latency = measure_latency(space, a)
@@ -114,10 +134,8 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "space": space.name,
         "space_options": space_options(run),
         "resolution": a.resolution,
-        "input": {"shape": ["batch", a.resolution, a.resolution, space.in_channels],
-                  "preprocess": "x = (uint8 / 255 - mean) / std per channel, resized bilinearly to resolution",
-                  "mean": [float(m) for m in ds.mean], "std": [float(v) for v in ds.std],
-                  "image_size": ds.image_shape[0]},
+        "input": preprocessing,
+        "formats": [f for f in ("onnx", "stablehlo") if format in (f, "all")],
         "class_names": list(ds.class_names),
         "accuracy": val_acc,
         "test_accuracy": test_acc,
@@ -127,6 +145,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "flops": space.flops(a),
         "params": space.params(a),
         "parity_max_abs_diff": max_diff,
+        "onnx_parity_max_abs_diff": onnx_diff,
         "run": str(Path(run_dir).resolve()),
         "weights": run.weights,
         "dataset": run.config.dataset,
@@ -134,9 +153,14 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
 
     out.mkdir(parents=True, exist_ok=True)
     _save_model_state(out / MODEL_CKPT, state)
-    exported = jax.export.export(jax.jit(lambda x: forward(state, x)))(
-        jax.ShapeDtypeStruct(jax.export.symbolic_shape("b") + x.shape[1:], jnp.float32))
-    atomic_write_bytes(out / STABLEHLO, exported.serialize())
+    if format in ("stablehlo", "all"):
+        exported = jax.export.export(jax.jit(lambda x: forward(state, x)))(
+            jax.ShapeDtypeStruct(jax.export.symbolic_shape("b") + x.shape[1:], jnp.float32))
+        atomic_write_bytes(out / STABLEHLO, exported.serialize())
+    if onnx_model is not None:
+        from nas_cli.onnx_export import write_onnx  # noqa: PLC0415
+
+        write_onnx(out, onnx_model)
     atomic_write_json(out / SUBNET_JSON, info)  # last: its presence marks a complete export
     return info
 

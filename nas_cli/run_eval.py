@@ -43,7 +43,12 @@ class RunEvaluator:
     """
 
     def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30,
-                 calibrate_in: Path | None = None, devices: int | None = None):
+                 calibrate_in: Path | None = None, latency_runtime: str = "jax",
+                 devices: int | None = None):
+        from predictors.latency import get_runtime  # noqa: PLC0415
+
+        get_runtime(latency_runtime)  # an unknown name lists the known ones
+        self.runtime = latency_runtime
         self.run = run
         self.space = run.space
         self.weights = run.weights  # what every measurement records (step and content hash)
@@ -59,18 +64,19 @@ class RunEvaluator:
         if latency_table is not None:
             from predictors.latency import load_latency_model  # noqa: PLC0415
 
-            self._table = load_latency_model(latency_table, self.space)
+            self._table = load_latency_model(latency_table, self.space, runtime=latency_runtime)
         self.latency_calibration = None
         if self._table is not None and calibrate_in is not None:
             self.latency_calibration = model_calibration(self._table, self.space, Path(latency_table),
-                                                    Path(calibrate_in) / LATENCY_CALIBRATION)
+                                                    Path(calibrate_in) / LATENCY_CALIBRATION, latency_runtime)
         self._latency_scale = self.latency_calibration["scale"] if self.latency_calibration else 1.0
         # without a model: measured latencies at one device speed, that of the search's start
         self._level_record = Path(calibrate_in) / LATENCY_CALIBRATION if (
             self._table is None and calibrate_in is not None) else None
         self._refs = None
         if self._level_record is not None:
-            self.latency_calibration = _read_record(self._level_record, lambda r: r.get("mode") == "measured")
+            self.latency_calibration = _read_record(
+                self._level_record, lambda r: r.get("mode") == "measured" and r.get("runtime", "jax") == latency_runtime)
 
     def predicted_latency(self, arch) -> float:
         """The latency model's prediction, scaled to the device's speed when the search started."""
@@ -97,7 +103,7 @@ class RunEvaluator:
         return self._accuracy[key]
 
     def measured_latency(self, arch) -> float:
-        return measure_latency(self.space, arch, repeats=self.repeats)["latency_ms"]
+        return measure_latency(self.space, arch, repeats=self.repeats, runtime=self.runtime)["latency_ms"]
 
     def measured_latencies(self, archs: Sequence) -> list[float]:
         """Measured latencies of ``archs``. In a search (``calibrate_in``), timed interleaved beside
@@ -109,15 +115,18 @@ class RunEvaluator:
         # read from the timing module when called, so that tests can replace them there
         from predictors.latency.timing import CHUNK, compile_subnet, level_of, time_interleaved  # noqa: PLC0415
 
+        from predictors.latency import get_runtime  # noqa: PLC0415
+
+        timer = time_interleaved if self.runtime == "jax" else get_runtime(self.runtime).time
         if self._refs is None:
-            self._refs = [compile_subnet(self.space, a) for a in reference_archs(self.space)]
+            self._refs = [compile_subnet(self.space, a, runtime=self.runtime) for a in reference_archs(self.space)]
         out = []
         for start in range(0, len(archs), CHUNK):
-            chunk = [compile_subnet(self.space, a) for a in archs[start:start + CHUNK]]
-            timed = time_interleaved(chunk + self._refs, repeats=SEARCH_REPEATS, rounds=SEARCH_ROUNDS)
+            chunk = [compile_subnet(self.space, a, runtime=self.runtime) for a in archs[start:start + CHUNK]]
+            timed = timer(chunk + self._refs, repeats=SEARCH_REPEATS, warmup=3, rounds=SEARCH_ROUNDS)
             level = level_of(timed[len(chunk):])
             if self.latency_calibration is None:
-                self.latency_calibration = {"mode": "measured", "level_ms": level,
+                self.latency_calibration = {"mode": "measured", "level_ms": level, "runtime": self.runtime,
                                             "references": [self.space.encode(a) for a in reference_archs(self.space)]}
                 atomic_write_json(self._level_record, self.latency_calibration)
             start_level = float(self.latency_calibration["level_ms"])
@@ -152,7 +161,7 @@ class RunEvaluator:
             return [{} for _ in archs]
         from predictors.latency import measure_archs  # noqa: PLC0415
 
-        measured = measure_archs(self.space, list(archs), batch=self._table.batch)
+        measured = measure_archs(self.space, list(archs), batch=self._table.batch, runtime=self.runtime)
         return [{"latency_measured_ms": float(m)} for m in measured]
 
 
@@ -169,25 +178,25 @@ def _read_accuracies(path: Path, weights: dict) -> dict[str, float]:
     return out
 
 
-def model_calibration(model, space, source: Path, record: Path) -> dict:
+def model_calibration(model, space, source: Path, record: Path, runtime: str = "jax") -> dict:
     """``{"file", "scale", "level_recorded_ms", "level_now_ms"}`` or, where the model cannot be put at
     this device's speed, ``{"file", "scale": 1.0, "why"}``. Read from ``record`` when a previous
     start of the same search wrote it (for the same file), else measured and written there."""
     from predictors.files import atomic_write_json  # noqa: PLC0415
-    from predictors.latency import current_device, measure_level, references_of  # noqa: PLC0415
+    from predictors.latency import get_runtime, measure_level, references_of  # noqa: PLC0415
 
     kept = _read_record(record, lambda r: r.get("file") == str(source.resolve()) and float(r["scale"]) > 0)
     if kept is not None:
         return kept
     out = {"file": str(source.resolve()), "scale": 1.0}
-    made_on, here = model.device, current_device()
+    made_on, here = model.device, get_runtime(runtime).device()
     if model.reference is None:
         out["why"] = "the file records no reference level"
     elif made_on is not None and made_on.get("kind") != here["kind"]:
         out["why"] = f"the file was measured on {made_on.get('kind')!r}, this is {here['kind']!r}"
     else:
         recorded = float(model.reference["level_ms"])
-        now = measure_level(*references_of(model, space), batch=model.batch)
+        now = measure_level(*references_of(model, space), batch=model.batch, runtime=runtime)
         out.update(scale=now / recorded, level_recorded_ms=recorded, level_now_ms=now)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, out)
@@ -207,7 +216,7 @@ def _read_record(path: Path, belongs) -> dict | None:
 
 
 def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None,
-                       calibrate_in: Path | None = None) -> RunEvaluator:
+                       calibrate_in: Path | None = None, latency_runtime: str = "jax") -> RunEvaluator:
     """Opens the run in ``run_dir`` (a UserError if it is not one). ``seed`` is accepted for the
     search's interface; measurement itself is deterministic up to timing noise. With
     ``calibrate_in`` (a search's output directory), every latency is put at one device speed
@@ -217,7 +226,7 @@ def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | No
     run = runs.open_run(run_dir)
     if latency_table is not None and not Path(latency_table).is_file():
         raise UserError(f"--latency-table {latency_table} does not exist; make one with `nas latency profile`")
-    return RunEvaluator(run, latency_table=latency_table, calibrate_in=calibrate_in)
+    return RunEvaluator(run, latency_table=latency_table, calibrate_in=calibrate_in, latency_runtime=latency_runtime)
 
 
 def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: bool = False,

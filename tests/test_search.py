@@ -318,9 +318,10 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
 
     seen = {}
 
-    def open_run_evaluator(run_dir, *, seed=0, latency_table=None, calibrate_in=None):
+    def open_run_evaluator(run_dir, *, seed=0, latency_table=None, calibrate_in=None, latency_runtime="jax"):
         # calibrate_in: where measured latencies' device speed is kept (the output directory)
-        seen.update(run_dir=run_dir, seed=seed, latency_table=latency_table, calibrate_in=calibrate_in)
+        seen.update(run_dir=run_dir, seed=seed, latency_table=latency_table, calibrate_in=calibrate_in,
+                    latency_runtime=latency_runtime)
         return ToyEvaluator()
 
     monkeypatch.setitem(sys.modules, "nas_cli.run_eval", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))
@@ -328,7 +329,8 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "70%", "--population", "4",
                                  "--generations", "2", "--seed", "5"])
     assert r.exit_code == 0, r.output
-    assert seen == {"run_dir": run, "seed": 5, "latency_table": None, "calibrate_in": run / "search"}
+    assert seen == {"run_dir": run, "seed": 5, "latency_table": None, "calibrate_in": run / "search",
+                    "latency_runtime": "jax"}
     front = _front(run / "search")
     assert front[0]["rank"] == 1 and SPACE.canonical(front[0]["arch"]) == front[0]["arch"]
     r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "0.2ms", "--out", str(tmp_path / "o")])

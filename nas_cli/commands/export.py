@@ -16,11 +16,13 @@ export_app = typer.Typer(help="Export models from a training run.", no_args_is_h
 @user_errors
 def export_subnet_cmd(
     run_dir: Path = typer.Argument(..., help="The training run (from `nas train-supernet --out`)."),
-    out: Path = typer.Option(..., "--out", help="Folder to write: model/ (orbax NNX state), model.stablehlo, subnet.json."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: model/ (orbax NNX state), model.onnx, model.stablehlo, subnet.json."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Canonical architecture string, as in pareto.csv."),
     rank: Optional[int] = typer.Option(None, "--rank", help="Take the K-th subnet of the search's pareto.json (1 = most accurate within budget)."),
     search_dir: Optional[Path] = typer.Option(None, "--search-dir", help="Where `nas search` wrote pareto.json. [default: RUN_DIR/search]"),
     force: bool = typer.Option(False, "--force", help="Replace an existing export in --out."),
+    format: str = typer.Option("all", "--format", help="onnx (model.onnx, checked in onnxruntime; needs the "
+                               "'onnx' extra), stablehlo (model.stablehlo), or all."),
 ) -> None:
     """Extract one subnet with its inherited weights and recalibrated BatchNorm, check it against
     the supernet (max |logit diff| <= 1e-4), and write it as a standalone model."""
@@ -33,10 +35,12 @@ def export_subnet_cmd(
     prepare_out(out, folder=True)
     runs.enable_compilation_cache()
     info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
-                         log=lambda m: typer.echo(m, err=True))
+                         format=format, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
                f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")
+    if info["onnx_parity_max_abs_diff"] is not None:
+        typer.echo(f"model.onnx parity in onnxruntime: max |logit diff| {info['onnx_parity_max_abs_diff']:.3e}")
     typer.echo(f"exported subnet written to {out}")
 
 

@@ -43,6 +43,16 @@ def _repeats_option():
     return typer.Option(10, "--repeats", help="Timed runs per subnet (or piece) and round; the median is over all.")
 
 
+def _runtime_option():
+    return typer.Option("jax", "--runtime", help="What runs the subnets: jax (XLA on this JAX device) or "
+                        "onnxruntime (the exported ONNX model in an onnxruntime CPU session; needs the 'onnx' extra).")
+
+
+def _threads_option():
+    return typer.Option(None, "--threads", help="onnxruntime intra-op threads (0: its default; default 1, or the "
+                        "file's for validate/fit --lut). Recorded in the file.")
+
+
 @contextlib.contextmanager
 def _progress_bar(label: str):
     """A ``progress(done, total)`` for the library that draws a bar on stderr."""
@@ -112,6 +122,8 @@ def profile(
     calib_samples: int = typer.Option(4, "--calib-samples", help="Random subnets timed end to end to calibrate "
                                       "the overheads (besides the smallest and largest)."),
     seed: int = typer.Option(0, "--seed"),
+    runtime: str = _runtime_option(),
+    threads: Optional[int] = _threads_option(),
 ) -> None:
     """Time every piece (stem, block, head choice) of the space on this device and write a lookup table."""
     from nas_cli.runs import enable_compilation_cache
@@ -123,9 +135,11 @@ def profile(
         table = profile_latency(space, out, space_options=_space_options(resolution, in_channels, num_classes,
                                                                          width_mult),
                                 batch=batch, repeats=repeats, rounds=rounds, warmup=warmup,
-                                calib_samples=calib_samples, seed=seed, progress=progress)
+                                calib_samples=calib_samples, seed=seed, progress=progress, runtime=runtime,
+                                threads=threads)
     d = table.data
-    typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} (batch {batch}); per-piece call "
+    typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} in {d['runtime']['name']} (batch {batch}); "
+               "per-piece call "
                f"{d['per_piece_ms']:.4f} ms, overhead {d['overhead_ms']:.4f} ms; wrote {out}")
 
 
@@ -145,6 +159,8 @@ def validate(
     width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Default: the file's."),
     as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, "
                                  "uncalibrated, device_speed, repeatability, ...} as JSON."),
+    runtime: str = _runtime_option(),
+    threads: Optional[int] = _threads_option(),
 ) -> None:
     """Measure random subnets end to end and compare with the file's predictions (MAPE, Kendall tau).
 
@@ -162,7 +178,8 @@ def validate(
     with _progress_bar("measuring") as progress:
         result = validate_latency(lut, space, space_options=_space_options(resolution, in_channels, num_classes,
                                                                            width_mult),
-                                  samples=samples, seed=seed, repeats=repeats, rounds=rounds, progress=progress)
+                                  samples=samples, seed=seed, repeats=repeats, rounds=rounds, progress=progress,
+                                  runtime=runtime, threads=threads)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -191,6 +208,8 @@ def fit(
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     width_mult: Optional[float] = typer.Option(None, "--width-mult"),
     as_json: bool = typer.Option(False, "--json", help="Print the training figures as JSON."),
+    runtime: str = _runtime_option(),
+    threads: Optional[int] = _threads_option(),
 ) -> None:
     """Fit a latency predictor on end-to-end measurements of random subnets (optionally on a table's sum)."""
     from nas_cli.runs import enable_compilation_cache
@@ -202,7 +221,7 @@ def fit(
     enable_compilation_cache()
     with _progress_bar("measuring") as progress:
         report = fit_latency(space, out, samples=samples, lut=lut, model=model, batch=batch, seed=seed,
-                             repeats=repeats, rounds=rounds, progress=progress,
+                             repeats=repeats, rounds=rounds, progress=progress, runtime=runtime, threads=threads,
                              space_options=_space_options(resolution, in_channels, num_classes, width_mult))
     if as_json:
         typer.echo(json.dumps(report))

@@ -70,6 +70,9 @@ def search(
                                         f"--benchmark-table; default {DEFAULT_TABLE_SPACE})."),
     latency_table: Optional[Path] = typer.Option(None, "--latency-table", help="A latency lookup table for "
                                                  "the supernet run's cheap latency estimates."),
+    latency_runtime: str = typer.Option("jax", "--latency-runtime", help="What runs the subnets whose latency "
+                                        "is measured: jax or onnxruntime (the exported ONNX form; a --latency-table "
+                                        "must have been profiled in it)."),
     latency_calibrate: bool = typer.Option(True, "--latency-calibrate/--no-latency-calibrate", help="Put every "
                                            "latency at one device speed (kept for a resumed search): with "
                                            "--latency-table, its predictions scaled to this device's speed now; "
@@ -93,6 +96,7 @@ def search(
         objectives=tuple(m for m, _ in objective_spec), budgets=tuple(budgets), algorithm=algorithm,
         population=population, generations=generations, evaluations=evaluations, predictor=predictor,
         initial=initial, batch=batch, seed=seed, proposal=proposal, features=features, pool=pool, explore=explore,
+        latency_runtime=latency_runtime,
     )
 
     def progress(rec: dict) -> None:

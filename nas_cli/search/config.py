@@ -48,6 +48,7 @@ class SearchConfig:
     features: str = "structure"
     pool: int = 100_000
     explore: float = 0.0
+    latency_runtime: str = "jax"  # what runs the subnets whose latency is measured (predictors.latency.RUNTIMES)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.objectives if m not in METRICS]
@@ -95,4 +96,6 @@ class SearchConfig:
         d = dataclasses.asdict(self)
         d["objectives"] = list(self.objectives)
         d["budgets"] = [dataclasses.asdict(b) for b in self.budgets]
+        if self.latency_runtime == "jax":  # searches written before the runtime was a choice read the same
+            del d["latency_runtime"]
         return d

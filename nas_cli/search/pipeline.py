@@ -54,7 +54,8 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
         from nas_cli.run_eval import open_run_evaluator
 
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
-                                       calibrate_in=out_dir if latency_calibrate else None)
+                                       calibrate_in=out_dir if latency_calibrate else None,
+                                       latency_runtime=config.latency_runtime)
         # what measures, not where it lies: a copied or moved run is the same search
         source, weights = "training run", getattr(evaluator, "weights", None)
         cal = getattr(evaluator, "latency_calibration", None)

@@ -37,10 +37,10 @@ values, never CLI flags.
 """
 
 from predictors.latency.errors import LatencyError
-from predictors.latency.runtime import DEFAULT_RUNTIME, RUNTIMES, LatencyRuntime, get_runtime
+from predictors.latency.runtime import DEFAULT_RUNTIME, RUNTIMES, LatencyRuntime, get_runtime, runtime_of
 
 # Each import registers its runtime or file format.
-from predictors.latency.timing import (  # noqa: E402  runtime "xla"
+from predictors.latency.timing import (  # noqa: E402  runtime "jax"
     compile_forward,
     compile_subnet,
     current_device,
@@ -93,6 +93,7 @@ from predictors.latency.learned import (  # noqa: E402  format "nas-latency-mode
     piece_counts,
     piece_index,
 )
+from predictors.latency import ort  # noqa: E402,F401  runtime "onnxruntime" (needs the onnx extra to run)
 from predictors.latency.workflow import fit_latency, profile_latency, validate_latency  # noqa: E402
 
 __all__ = [
@@ -139,6 +140,7 @@ __all__ = [
     "reference_space",
     "references_of",
     "repeatability",
+    "runtime_of",
     "sample_archs",
     "score",
     "space_spec",

@@ -118,12 +118,24 @@ def check_space(spec: dict, space, source: str) -> None:
         raise LatencyError(f"{source} was made for a different {space.name} config: " + "; ".join(diffs))
 
 
-def load_latency_model(path, space, data: dict | None = None):
-    """The latency model in ``path`` (a table or a learned model), checked against ``space``.
+def check_runtime(data: dict, runtime: str, source: str) -> None:
+    """Raises a LatencyError when a latency file was measured with another runtime than ``runtime``
+    (a file without the record was measured with ``jax``)."""
+    have = (data.get("runtime") or {}).get("name", "jax")
+    if have != runtime:
+        raise LatencyError(f"{source} was measured with runtime {have!r}; it cannot stand for runtime {runtime!r} "
+                           f"(profile a table with runtime {runtime!r})")
+
+
+def load_latency_model(path, space, data: dict | None = None, runtime: str | None = None):
+    """The latency model in ``path`` (a table or a learned model), checked against ``space`` (and
+    against ``runtime``, the name of the runtime it must have been measured with, when given).
 
     ``data``: the file's contents when the caller has read them already (:func:`read_latency_file`).
     Both kinds answer ``predict(arch) -> ms`` and ``predict_many(archs)``.
     """
     data = read_latency_file(path) if data is None else data
     check_space(data.get("space", {}), space, f"latency file {path}")
+    if runtime is not None:
+        check_runtime(data, runtime, f"latency file {path}")
     return FORMATS.get(data["format"])(data, space)

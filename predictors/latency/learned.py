@@ -98,6 +98,7 @@ class LearnedLatencyModel:
             "space": space_spec(self.space),
             "options": self.meta.get("options", {}),
             "meta": self.meta,
+            "runtime": self.meta.get("runtime"),
             "predictor": {
                 **meta,
                 "arrays": {k: {"dtype": str(np.asarray(v).dtype), "shape": list(np.shape(v)),

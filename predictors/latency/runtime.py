@@ -4,8 +4,9 @@ A runtime turns a static flax.nnx module into a program it can run, and times pr
 interleaved protocol of :mod:`predictors.latency.timing`. Everything above it (the lookup table,
 the learned model, the reference subnets) only holds programs and reads the timing results, so a
 new runtime (another compiler, a device reached over a wire) is one module with a class following
-:class:`LatencyRuntime` and one ``RUNTIMES.register(name, instance)`` line; ``xla`` (jit on the
-current JAX device) is the one in :mod:`predictors.latency.timing`.
+:class:`LatencyRuntime` and one ``RUNTIMES.register(name, instance)`` line; ``jax`` (XLA jit on the
+current JAX device) is in :mod:`predictors.latency.timing`, ``onnxruntime`` in :mod:`predictors.latency.ort`.
+A file made without a recorded runtime (before runtimes were recorded) was measured by ``jax``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol, Sequence
 from search_spaces.registry import Registry
 
 #: the runtime every measurement uses unless told otherwise
-DEFAULT_RUNTIME = "xla"
+DEFAULT_RUNTIME = "jax"
 
 
 class LatencyRuntime(Protocol):
@@ -34,11 +35,25 @@ class LatencyRuntime(Protocol):
     def device(self) -> dict:
         """``{"platform", "kind"}`` of the device it times on (recorded in every latency file)."""
 
+    def configure(self, *, threads: int | None = None) -> "LatencyRuntime":
+        """The runtime with these settings (``threads``: None keeps its own)."""
+
+    def describe(self) -> dict:
+        """``{"name", "version", ...settings}``: what a latency file records of the runtime."""
+
 
 #: every latency runtime, by name
 RUNTIMES: Registry[LatencyRuntime] = Registry("latency runtime")
 
 
-def get_runtime(name: str = DEFAULT_RUNTIME) -> LatencyRuntime:
-    """The runtime registered as ``name`` (an unknown name lists the known ones)."""
-    return RUNTIMES.get(name)
+def get_runtime(name: "str | LatencyRuntime" = DEFAULT_RUNTIME, *, threads: int | None = None) -> LatencyRuntime:
+    """The runtime registered as ``name`` (an unknown name lists the known ones), configured with
+    ``threads`` when given; a runtime object passes through."""
+    rt = RUNTIMES.get(name) if isinstance(name, str) else name
+    return rt if threads is None else rt.configure(threads=threads)
+
+
+def runtime_of(data: dict) -> str:
+    """The name of the runtime a latency file was measured with (``jax`` for a file that predates
+    the record)."""
+    return (data.get("runtime") or {}).get("name", "jax")

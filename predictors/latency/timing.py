@@ -1,4 +1,4 @@
-"""The timing protocol, and the ``xla`` runtime: static subnets jitted on the current JAX device.
+"""The timing protocol, and the ``jax`` runtime: static subnets jitted on the current JAX device.
 
 Protocol: compile the static module's forward (weights as arguments, as a deployed model holds
 them), run it ``warmup`` times, then time ``rounds`` passes of ``repeats`` runs with
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from predictors.latency.errors import LatencyError
 from predictors.latency.runtime import DEFAULT_RUNTIME, RUNTIMES, get_runtime
 
 #: programs compiled and timed together (interleaved); bounds the memory of compiled subnets held
@@ -59,15 +60,23 @@ def time_interleaved(programs, *, repeats: int = 30, warmup: int = 3, rounds: in
     ``repeats`` runs. Per program: ``latency_ms`` (median of all runs), ``iqr_ms``, ``repeats``
     (runs in all), and with two rounds or more ``halves_ms``: the medians of the even and the odd
     rounds, two independent measurements of the same thing."""
-    for compiled, state, x in programs:
+    calls = [lambda c=c, s=s, x=x: jax.block_until_ready(c(s, x)) for c, s, x in programs]
+    return time_calls(calls, repeats=repeats, warmup=warmup, rounds=rounds)
+
+
+def time_calls(calls: Sequence[Callable[[], object]], *, repeats: int = 30, warmup: int = 3,
+               rounds: int = 1) -> list[dict]:
+    """:func:`time_interleaved`'s protocol over zero-argument calls that return once their result
+    is ready (any runtime's programs)."""
+    for call in calls:
         for _ in range(warmup):
-            jax.block_until_ready(compiled(state, x))
-    times = [[[] for _ in range(rounds)] for _ in programs]
+            call()
+    times = [[[] for _ in range(rounds)] for _ in calls]
     for r in range(rounds):
-        for i, (compiled, state, x) in enumerate(programs):
+        for i, call in enumerate(calls):
             for _ in range(repeats):
                 start = time.perf_counter()
-                jax.block_until_ready(compiled(state, x))
+                call()
                 times[i][r].append((time.perf_counter() - start) * 1000.0)
     out = []
     for per_round in times:
@@ -113,8 +122,16 @@ class XlaRuntime:
     def device(self) -> dict:
         return current_device()
 
+    def configure(self, *, threads: int | None = None) -> "XlaRuntime":
+        if threads is not None:
+            raise LatencyError(f"threads {threads}: the jax runtime takes no thread count (XLA picks its own)")
+        return self
 
-RUNTIMES.register("xla", XlaRuntime())
+    def describe(self) -> dict:
+        return {"name": "jax", "version": jax.__version__}
+
+
+RUNTIMES.register("jax", XlaRuntime())
 
 
 def compile_subnet(space, arch, batch: int = 1, runtime: str = DEFAULT_RUNTIME):

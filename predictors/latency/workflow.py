@@ -30,7 +30,7 @@ from predictors.latency.measure import (
     score,
     time_archs,
 )
-from predictors.latency.runtime import DEFAULT_RUNTIME, get_runtime
+from predictors.latency.runtime import DEFAULT_RUNTIME, get_runtime, runtime_of
 from predictors.latency.spaces import make_latency_space
 from predictors.latency.table import LatencyTable, profile_steps, profile_table
 
@@ -66,11 +66,24 @@ def _file_and_space(path, space: str, space_options: dict | None):
     return data, sp, options
 
 
+def _runtime_for(runtime, threads: int | None, data: dict):
+    """``runtime`` configured with ``threads``, else with the thread count the file ``data`` was
+    measured with, so a file is validated under its own session options."""
+    recorded = ((data.get("runtime") or {}).get("session_options") or {}).get("intra_op_num_threads")
+    rt = get_runtime(runtime)
+    if threads is None and recorded is not None and rt.describe()["name"] == runtime_of(data):
+        threads = int(recorded)
+    return rt.configure(threads=threads)
+
+
 def profile_latency(space: str, out, *, space_options: dict | None = None, batch: int = 1, repeats: int = 10,
                     rounds: int = 20, warmup: int = 3, calib_samples: int = 4, seed: int = 0,
-                    progress: Progress | None = None, runtime: str = DEFAULT_RUNTIME) -> LatencyTable:
-    """``nas latency profile``: times every piece of ``space`` and writes the lookup table to ``out``."""
+                    progress: Progress | None = None, runtime: str = DEFAULT_RUNTIME,
+                    threads: int | None = None) -> LatencyTable:
+    """``nas latency profile``: times every piece of ``space`` and writes the lookup table to ``out``
+    (``runtime``: the runtime's name; ``threads``: its thread count where it takes one)."""
     sp, options = make_latency_space(space, **(space_options or {}))
+    runtime = get_runtime(runtime, threads=threads)
     tick = _ticker(progress, profile_steps(sp, calib_samples))
     table = profile_table(sp, batch=batch, repeats=repeats, warmup=warmup, calib_samples=calib_samples, seed=seed,
                           rounds=rounds, options=options, progress=tick, runtime=runtime)
@@ -80,7 +93,7 @@ def profile_latency(space: str, out, *, space_options: dict | None = None, batch
 
 def validate_latency(path, space: str, *, space_options: dict | None = None, samples: int = 20, seed: int = 0,
                      repeats: int = 10, rounds: int = 20, progress: Progress | None = None,
-                     runtime: str = DEFAULT_RUNTIME) -> dict:
+                     runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> dict:
     """``nas latency validate``: measures ``samples`` random subnets end to end (beside the file's
     reference subnets) and scores the file's predictions, scaled to the device's speed now.
 
@@ -93,12 +106,13 @@ def validate_latency(path, space: str, *, space_options: dict | None = None, sam
         raise LatencyError(f"samples {samples}: need at least 2 subnets to rank")
     _check_timing(repeats, rounds)
     data, sp, _ = _file_and_space(path, space, space_options)
-    model = load_latency_model(path, sp, data)
+    rt = _runtime_for(runtime, threads, data)
+    model = load_latency_model(path, sp, data, runtime=rt.describe()["name"])
     archs = sample_archs(sp, samples, seed, VALIDATE_STREAM)
     batch = model.batch
     ref_space, refs = references_of(model, sp)
     timed = time_archs(sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=_ticker(progress, samples),
-                       references=refs, reference_space=ref_space, runtime=runtime)
+                       references=refs, reference_space=ref_space, runtime=rt)
     measured = [t["latency_ms"] for t in timed]
     levels = [t["level_ms"] for t in timed]
     ref = model.reference
@@ -107,12 +121,12 @@ def validate_latency(path, space: str, *, space_options: dict | None = None, sam
             "uncalibrated": score(measured, predicted),
             "device_speed": float(ref["level_ms"]) / float(np.median(levels)) if ref else None,
             "samples": samples, "seed": seed, "batch": batch, "rounds": rounds, "repeats": repeats,
-            "repeatability": repeatability(timed)}
+            "runtime": rt.describe(), "repeatability": repeatability(timed)}
 
 
 def fit_latency(space: str, out, *, samples: int, lut=None, model: str = "ridge", space_options: dict | None = None,
                 batch: int = 1, seed: int = 0, repeats: int = 10, rounds: int = 20, progress: Progress | None = None,
-                runtime: str = DEFAULT_RUNTIME) -> dict:
+                runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> dict:
     """``nas latency fit``: measures ``samples`` random subnets end to end, fits ``model`` on them
     (on the residual of the table ``lut`` when given, at the table's batch size) and writes it to ``out``.
 
@@ -126,13 +140,16 @@ def fit_latency(space: str, out, *, samples: int, lut=None, model: str = "ridge"
     table = None
     if lut is not None:
         data, sp, options = _file_and_space(lut, space, space_options)
-        table = load_latency_model(lut, sp, data)
+        rt = _runtime_for(runtime, threads, data)
+        table = load_latency_model(lut, sp, data, runtime=rt.describe()["name"])
         if not isinstance(table, LatencyTable):
             raise LatencyError(f"{lut} is a learned latency model; fitting on a table's residual needs a table "
                                "written by `nas latency profile`")
         batch = table.batch
     else:
         sp, options = make_latency_space(space, **(space_options or {}))
+        rt = get_runtime(runtime, threads=threads)
+    runtime = rt
     archs = sample_archs(sp, samples, seed, FIT_STREAM)
     ref_space, refs = references_of(table, sp) if table is not None else (sp, reference_archs(sp))
     timed = time_archs(sp, archs, batch=batch, repeats=repeats, rounds=rounds, progress=_ticker(progress, samples),
@@ -143,7 +160,8 @@ def fit_latency(space: str, out, *, samples: int, lut=None, model: str = "ridge"
     reference = {"archs": [ref_space.encode(a) for a in refs], "level_ms": level}
     learned = fit_latency_model(sp, archs, measured, table=table, model=model, seed=seed,
                                 meta={"options": options, "samples": samples, "seed": seed, "batch": batch,
-                                      "reference": reference, "device": get_runtime(runtime).device()})
+                                      "reference": reference, "device": rt.device(),
+                                      "runtime": rt.describe()})
     report = {"train": score(measured, learned.predict_many(archs)), "model": model, "out": str(out),
               "repeatability": repeatability(timed)}
     if table is not None:

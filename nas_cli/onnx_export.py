@@ -1,0 +1,90 @@
+"""The ONNX form of an exported subnet: ``model.onnx`` checked in onnxruntime, and reloading it.
+
+The model takes the preprocessed images (float32 (batch, R, R, C), normalised and resized as
+``subnet.json`` and the model's metadata say) and returns the logits; the batch is symbolic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nas_cli.errors import UserError
+from predictors.files import atomic_write_bytes
+from predictors.latency.ort import session, to_onnx
+
+MODEL_ONNX = "model.onnx"
+#: the metadata key holding the JSON preprocessing record (``subnet.json``'s "input")
+PREPROCESS_KEY = "nas.preprocess"
+
+
+def onnx_bytes(model, x: np.ndarray, preprocessing: dict, arch: str) -> bytes:
+    """``model`` converted for inputs shaped like ``x`` (batch symbolic), its preprocessing and
+    architecture in the metadata."""
+    proto = to_onnx(model, tuple(x.shape), metadata={PREPROCESS_KEY: json.dumps(preprocessing), "nas.arch": arch})
+    return proto.SerializeToString()
+
+
+def onnx_logits(model_bytes: bytes, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The model's logits in onnxruntime for preprocessed inputs ``x``."""
+    sess, _ = session(model_bytes, threads=0)
+    out = [sess.run(None, {"images": np.ascontiguousarray(x[i:i + batch_size], np.float32)})[0]
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out)
+
+
+def check_parity(model_bytes: bytes, x: np.ndarray, expected: np.ndarray, tolerance: float) -> float:
+    """Max |logit diff| between onnxruntime and ``expected``.
+
+    Raises:
+      UserError: above ``tolerance`` (nothing is written).
+    """
+    got = onnx_logits(model_bytes, x)
+    max_diff = float(np.max(np.abs(got - expected)))
+    if not max_diff <= tolerance:
+        raise UserError(f"model.onnx in onnxruntime differs from the supernet by {max_diff:.3e} > {tolerance:g}; "
+                        "nothing was written")
+    return max_diff
+
+
+def write_onnx(out: Path, model_bytes: bytes) -> None:
+    atomic_write_bytes(Path(out) / MODEL_ONNX, model_bytes)
+
+
+@dataclasses.dataclass
+class OnnxSubnet:
+    """An exported ``model.onnx`` in an onnxruntime session, with its recorded preprocessing."""
+
+    session: object
+    preprocessing: dict
+    arch: str
+
+    def predict(self, images_uint8: np.ndarray) -> np.ndarray:
+        """Logits for uint8 images (N, H, W, C), applying the preprocessing recorded in the model."""
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        from search_spaces.layers import preprocess  # noqa: PLC0415
+
+        p = self.preprocessing
+        x = np.asarray(preprocess(jnp.asarray(images_uint8), p["resolution"], jnp.asarray(p["mean"], jnp.float32),
+                                  jnp.asarray(p["std"], jnp.float32)))
+        return self.session.run(None, {"images": x})[0]
+
+
+def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxSubnet:
+    """``model.onnx`` of an export folder (or the file itself) ready to run in onnxruntime."""
+    path = Path(path)
+    file = path / MODEL_ONNX if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path} holds no {MODEL_ONNX}; export with `nas export subnet --format onnx`")
+    from predictors.latency.ort import require_onnx  # noqa: PLC0415
+
+    onnx = require_onnx()[1]
+    meta = {p.key: p.value for p in onnx.load(str(file), load_external_data=False).metadata_props}
+    if PREPROCESS_KEY not in meta:
+        raise UserError(f"{file} records no preprocessing ({PREPROCESS_KEY}); it was not written by `nas export`")
+    sess, _ = session(file.read_bytes(), threads=threads)
+    return OnnxSubnet(sess, json.loads(meta[PREPROCESS_KEY]), meta.get("nas.arch", ""))

@@ -1,0 +1,185 @@
+"""Static NNX subnets as ONNX models (jax2onnx) and ONNX Runtime sessions of them.
+
+jax2onnx, onnx and onnxruntime are the optional extra ``onnx`` (``pip install 'nas[onnx]'``); every
+function here raises :class:`OnnxUnavailable` naming it when they are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import re
+import traceback
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from predictors.latency.errors import LatencyError
+from predictors.latency.runtime import RUNTIMES
+
+EXTRA = "onnx"
+#: the symbolic batch dimension of every exported model
+BATCH_DIM = "batch"
+
+
+class OnnxUnavailable(LatencyError):
+    """jax2onnx, onnx or onnxruntime is not installed."""
+
+
+class OnnxConversionError(LatencyError):
+    """The converter cannot express the model in ONNX (the message names the op)."""
+
+
+def require_onnx() -> tuple[Any, Any, Any]:
+    """``(jax2onnx, onnx, onnxruntime)``, or an :class:`OnnxUnavailable` naming the extra to install."""
+    try:
+        import jax2onnx  # noqa: PLC0415
+        import onnx  # noqa: PLC0415
+        import onnxruntime  # noqa: PLC0415
+    except ImportError as e:
+        raise OnnxUnavailable(f"ONNX export and the onnxruntime runtime need jax2onnx, onnx and onnxruntime "
+                              f"({e.name} is missing): pip install 'nas[{EXTRA}]'") from None
+    return jax2onnx, onnx, onnxruntime
+
+
+@contextlib.contextmanager
+def _without_transpose_pair_pass(jax2onnx):
+    """jax2onnx 0.17.1's ``remove_redundant_transpose_pairs`` pass drops the NHWC->NCHW transpose in
+    front of a grouped Conv that follows an elementwise chain (mobilenetv3's depthwise convs: the
+    model then fails to load, "Incompatible dimensions"). Without that pass the graph is correct;
+    onnxruntime's own optimiser removes the redundant transposes when it loads the model."""
+    try:
+        from jax2onnx.converter import ir_optimizations as opt  # noqa: PLC0415
+        passes = opt._OPTIMIZER_PASSES
+    except (ImportError, AttributeError):  # another jax2onnx: nothing to work around
+        yield
+        return
+    opt._OPTIMIZER_PASSES = tuple(p for p in passes if getattr(p, "name", "") != "remove_redundant_transpose_pairs")
+    try:
+        yield
+    finally:
+        opt._OPTIMIZER_PASSES = passes
+
+
+def onnx_form(model: nnx.Module) -> nnx.Module:
+    """A copy of ``model`` whose submodules compute with ONNX-friendly ops (each module's
+    ``use_onnx_ops()``, e.g. a depthwise conv as one grouped Conv); ``model`` is unchanged."""
+    model = nnx.clone(model)
+    for _, module in nnx.iter_modules(model):
+        if hasattr(module, "use_onnx_ops"):
+            module.use_onnx_ops()
+    return model
+
+
+def to_onnx(model: nnx.Module, input_shape: tuple[int, ...], *, name: str = "subnet",
+            metadata: dict[str, str] | None = None):
+    """``model`` (a static NNX module) as an ``onnx.ModelProto`` with input ``images`` of
+    ``input_shape`` (its first axis becomes the symbolic dimension ``batch``) and output ``logits``.
+
+    Raises:
+      OnnxUnavailable: the ``onnx`` extra is not installed.
+      OnnxConversionError: an op the converter cannot handle (named).
+    """
+    jax2onnx, onnx, _ = require_onnx()
+    spec = [(BATCH_DIM, *input_shape[1:])]
+    try:
+        with _without_transpose_pair_pass(jax2onnx):
+            proto = jax2onnx.to_onnx(onnx_form(model), spec, model_name=name, input_names=["images"],
+                                     output_names=["logits"])
+    except Exception as e:  # noqa: BLE001  the converter's failures come in many types
+        op = _failed_op(e)
+        if op is None:
+            raise
+        raise OnnxConversionError(f"jax2onnx cannot convert op {op!r} of {type(model).__name__}; the static "
+                                  "model must avoid it (e.g. lax.switch with 3+ branches, nnx.avg_pool, "
+                                  f"antialiased jax.image.resize): {type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0][:200]}") from None
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def _failed_op(error: Exception) -> str | None:
+    """The op a jax2onnx failure is about: the primitive it has no plugin for, else the plugin
+    that raised (``jax2onnx/plugins/jax/lax/cond.py`` -> ``cond``); None for an error of ours."""
+    found = re.search(r"primitive '([^']+)'", str(error))
+    if found:
+        return found.group(1)
+    plugin = None
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        match = re.search(r"jax2onnx[/\\]plugins[/\\].*?([A-Za-z0-9_]+)\.py$", frame.f_code.co_filename)
+        if match:
+            plugin = match.group(1)
+    return plugin
+
+
+def session(model_bytes: bytes, *, threads: int = 1):
+    """An onnxruntime CPU session of a serialized model: ``threads`` intra-op threads, one inter-op
+    thread, sequential execution, every graph optimisation. Returns ``(session, options)`` where
+    ``options`` is the JSON record of those settings."""
+    _, _, ort = require_onnx()
+    if threads < 0:
+        raise LatencyError(f"threads {threads}: must be 0 (onnxruntime's default) or more")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # its shape-merge warnings about jax2onnx's annotations are harmless
+    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+               "graph_optimization_level": "all", "providers": ["CPUExecutionProvider"],
+               "onnxruntime_version": ort.__version__}
+    return sess, options
+
+
+class OrtRuntime:
+    """The ``onnxruntime`` :class:`~predictors.latency.runtime.LatencyRuntime`: each static module
+    converted as :func:`to_onnx` exports it (symbolic batch) and run in an onnxruntime CPU session
+    (:func:`session`), timed with the interleaved protocol of :mod:`predictors.latency.timing`."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 1):
+        if threads < 0:
+            raise LatencyError(f"threads {threads}: must be 0 (onnxruntime's default) or more")
+        self.threads = threads
+
+    def configure(self, *, threads: int | None = None) -> "OrtRuntime":
+        return self if threads is None else OrtRuntime(threads)
+
+    def compile(self, model: nnx.Module, input_shape: tuple[int, ...]):
+        sess, _ = session(to_onnx(model, input_shape).SerializeToString(), threads=self.threads)
+        x = np.zeros(input_shape, np.float32)
+        return lambda: sess.run(None, {"images": x})
+
+    def time(self, programs, *, repeats: int, warmup: int, rounds: int) -> list[dict]:
+        from predictors.latency.timing import time_calls  # noqa: PLC0415  (timing imports this package's registry)
+
+        return time_calls(programs, repeats=repeats, warmup=warmup, rounds=rounds)
+
+    def dispatch(self, *, batch: int, repeats: int, warmup: int, rounds: int) -> dict:
+        _, onnx, _ = require_onnx()
+        h = onnx.helper
+        graph = h.make_graph([h.make_node("Identity", ["images"], ["logits"])], "dispatch",
+                             [h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [batch, 1])],
+                             [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [batch, 1])])
+        sess, _ = session(h.make_model(graph).SerializeToString(), threads=self.threads)
+        x = np.zeros((batch, 1), np.float32)
+        return self.time([lambda: sess.run(None, {"images": x})], repeats=repeats, warmup=warmup, rounds=rounds)[0]
+
+    def device(self) -> dict:
+        return {"platform": "cpu", "kind": f"{platform.machine()} {platform.processor() or ''}".strip()}
+
+    def describe(self) -> dict:
+        """What a latency file records of the runtime: its name, version and session options."""
+        _, _, ort = require_onnx()
+        return {"name": self.name, "version": ort.__version__,
+                "session_options": {"intra_op_num_threads": self.threads, "inter_op_num_threads": 1,
+                                    "execution_mode": "sequential", "graph_optimization_level": "all",
+                                    "providers": ["CPUExecutionProvider"]}}
+
+
+RUNTIMES.register(OrtRuntime.name, OrtRuntime())
