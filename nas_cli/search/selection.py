@@ -38,6 +38,31 @@ def initial_design(space: SearchSpace, n: int, rng: np.random.Generator, fixed: 
     return [space.decode(k) for k in chosen]
 
 
+def _spread(F: np.ndarray, rest: list[int], ref: list, chosen: list[int], k: int) -> None:
+    """Moves candidates of ``rest`` (one front) into ``chosen`` until it holds ``k``: each time the one
+    farthest from ``ref`` (the fronts and picks so far; the lowest first objective when empty)."""
+    rest = list(rest)
+    while rest and len(chosen) < k:
+        if ref:
+            R = np.stack(ref)
+            j = int(np.argmax(np.min(((F[rest][:, None] - R[None]) ** 2).sum(-1), axis=1)))
+        else:
+            j = int(np.argmin(F[rest, 0]))
+        i = rest.pop(j)
+        chosen.append(int(i))
+        ref.append(F[i])
+
+
+def _least_infeasible(cv: np.ndarray, chosen: list[int], k: int) -> list[int]:
+    """``chosen`` filled up to ``k`` with the infeasible candidates, least violation first."""
+    infeasible = np.flatnonzero(cv > 0)
+    for i in infeasible[np.argsort(cv[infeasible], kind="stable")]:
+        if len(chosen) >= k:
+            break
+        chosen.append(int(i))
+    return chosen
+
+
 def select_diverse(F: np.ndarray, cv: np.ndarray, k: int, anchors: np.ndarray | None = None) -> list[int]:
     """Picks ``k`` candidates: predicted-feasible ones by non-dominated front, within a front the one
     farthest (in normalised objective space) from the anchors and the ones already picked; then
@@ -53,24 +78,9 @@ def select_diverse(F: np.ndarray, cv: np.ndarray, k: int, anchors: np.ndarray | 
     left = np.flatnonzero(cv <= 0)
     while len(chosen) < k and len(left):
         front = left[front_indices(F[left])]
-        rest = list(front)
-        while rest and len(chosen) < k:
-            if ref:
-                R = np.stack(ref)
-                d = np.min(((F[rest][:, None] - R[None]) ** 2).sum(-1), axis=1)
-                j = int(np.argmax(d))
-            else:
-                j = int(np.argmin(F[rest, 0]))
-            i = rest.pop(j)
-            chosen.append(int(i))
-            ref.append(F[i])
+        _spread(F, [int(i) for i in front], ref, chosen, k)
         left = np.setdiff1d(left, front)
-    infeasible = np.flatnonzero(cv > 0)
-    for i in infeasible[np.argsort(cv[infeasible], kind="stable")]:
-        if len(chosen) >= k:
-            break
-        chosen.append(int(i))
-    return chosen
+    return _least_infeasible(cv, chosen, k)
 
 
 def select_front(F: np.ndarray, cv: np.ndarray, k: int, measured: np.ndarray) -> list[int]:
@@ -93,22 +103,7 @@ def select_front(F: np.ndarray, cv: np.ndarray, k: int, measured: np.ndarray) ->
         mfront = measured[front_indices(measured)] if len(measured) else measured
         ref = list(mfront)
         for front in fronts:
-            rest = [int(feas[j - len(measured)]) for j in front if j >= len(measured)]
-            while rest and len(chosen) < k:
-                if ref:
-                    R = np.stack(ref)
-                    d = np.min(((F[rest][:, None] - R[None]) ** 2).sum(-1), axis=1)
-                    j = int(np.argmax(d))
-                else:
-                    j = int(np.argmin(F[rest, 0]))
-                i = rest.pop(j)
-                chosen.append(i)
-                ref.append(F[i])
+            _spread(F, [int(feas[j - len(measured)]) for j in front if j >= len(measured)], ref, chosen, k)
             if len(chosen) >= k:
                 break
-    infeasible = np.flatnonzero(cv > 0)
-    for i in infeasible[np.argsort(cv[infeasible], kind="stable")]:
-        if len(chosen) >= k:
-            break
-        chosen.append(int(i))
-    return chosen
+    return _least_infeasible(cv, chosen, k)
