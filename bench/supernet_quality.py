@@ -38,8 +38,9 @@ from predictors import kendall_tau  # noqa: E402
 def _train(cfg: TrainConfig, out: Path) -> None:
     if (out / runs.FINAL).is_file():
         return
-    # an interrupted training continues from its last finished epoch
-    train_supernet(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True), resume=True)
+    # an interrupted training continues from its last finished epoch (--resume needs a run to continue)
+    train_supernet(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   resume=(out / runs.CONFIG).is_file())
 
 
 def _test_accuracy(run_dir: Path, arch) -> float:
