@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -26,14 +27,33 @@ METRICS = "metrics.jsonl"
 FINAL = "final.json"
 
 
-def enable_compilation_cache() -> None:
+def compilation_cache_dir(topology: str | None = None) -> str:
+    """Where the persistent XLA cache lives: ``NAS_CACHE_DIR`` (default ``~/.cache/nas/xla``), one
+    folder per process topology. An executable compiled in a process that sees other devices (fake
+    CPU devices through ``XLA_FLAGS``, or several processes) can share a cache key with this
+    process's and abort it when loaded, so topologies never share a folder.
+
+    Args:
+      topology: the folder's name; by default one derived from ``XLA_FLAGS``.
+    """
+    base = os.environ.get("NAS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nas", "xla")
+    if topology is None:
+        flags = os.environ.get("XLA_FLAGS", "").strip()
+        topology = "flags-" + hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else "default"
+    return os.path.join(base, topology)
+
+
+def enable_compilation_cache(multi_process: bool = False) -> None:
     """Persist XLA executables across processes (each `nas` command is a fresh process).
 
     NOTES-jax.md measured a fresh process's first call of a compiled supernet step at 37.7 s
-    without and 9.4 s with the cache. ``NAS_CACHE_DIR`` overrides the location.
+    without and 9.4 s with the cache. ``NAS_CACHE_DIR`` overrides the location; a process of a
+    multi-process run caches apart from single-process ones (see :func:`compilation_cache_dir`).
     """
-    path = os.environ.get("NAS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nas", "xla")
+    path = compilation_cache_dir()
+    if multi_process:
+        path += "-multi-process"
     try:
         os.makedirs(path, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", path)

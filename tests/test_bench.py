@@ -22,15 +22,17 @@ import numpy as np
 import pytest
 import typer
 
+from nas_cli.runs import compilation_cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
 
 def run_script(script: str, *args, cwd: Path = ROOT, timeout: int = 900) -> str:
-    # the persistent XLA cache of `nas` (nas_cli.runs), so a second run of the suite compiles little;
-    # set here, not in the scripts, whose compile-time figures must stay cold
-    cache = os.environ.get("NAS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nas", "xla")
+    # the persistent XLA cache of `nas`, so a second run of the suite compiles little; set here, not
+    # in the scripts, whose compile-time figures must stay cold. One folder per script: a script may
+    # set its own XLA_FLAGS (fake devices), whose executables must not reach another topology.
+    cache = compilation_cache_dir(f"bench-{Path(script).stem}")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": cache,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"}
     proc = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], cwd=cwd, env=env,

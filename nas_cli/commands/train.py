@@ -68,7 +68,7 @@ def train_supernet_cmd(
     else:
         cfg = build_config(config, flags)
     parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
-    runs.enable_compilation_cache()
+    runs.enable_compilation_cache(parallel.multi_process)
     bar, shown = None, 0
 
     def progress(done: int, total: int) -> None:  # called once per training step
