@@ -18,7 +18,7 @@ from nas_cli.identity import describe
 from nas_cli.io import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
 from predictors.latency import measure_latency
-from nas_cli.subnet import SubnetEvaluator
+from nas_cli.subnet import SubnetEvaluator, preprocess_recorded
 from nas_cli.train import calibration_images
 from search_spaces import get_space
 from search_spaces.layers import preprocess
@@ -196,10 +196,7 @@ class ExportedSubnet:
     def predict(self, images_uint8: np.ndarray, *, names: bool = False) -> np.ndarray | list[str]:
         """Logits (N, classes) for uint8 images (N, H, W, C), applying the recorded preprocessing
         (per-channel mean/std, resize); with ``names``, the predicted class name of each image."""
-        inp = self.info["input"]
-        mean, std = (jnp.asarray(inp[k], jnp.float32) for k in ("mean", "std"))
-        x = preprocess(jnp.asarray(images_uint8), self.info["resolution"], mean, std)
-        logits = np.asarray(self.model(x))
+        logits = np.asarray(self.model(preprocess_recorded(images_uint8, self.info["input"])))
         if names:
             return [self.class_names[i] for i in logits.argmax(-1)]
         return logits

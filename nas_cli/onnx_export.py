@@ -64,13 +64,9 @@ class OnnxSubnet:
 
     def predict(self, images_uint8: np.ndarray) -> np.ndarray:
         """Logits for uint8 images (N, H, W, C), applying the preprocessing recorded in the model."""
-        import jax.numpy as jnp  # noqa: PLC0415
+        from nas_cli.subnet import preprocess_recorded  # noqa: PLC0415
 
-        from search_spaces.layers import preprocess  # noqa: PLC0415
-
-        p = self.preprocessing
-        x = np.asarray(preprocess(jnp.asarray(images_uint8), p["resolution"], jnp.asarray(p["mean"], jnp.float32),
-                                  jnp.asarray(p["std"], jnp.float32)))
+        x = np.asarray(preprocess_recorded(images_uint8, self.preprocessing))
         return self.session.run(None, {"images": x})[0]
 
 

@@ -15,6 +15,14 @@ from search_spaces.base import Arch, SupernetSpace
 from search_spaces.layers import preprocess
 
 
+def preprocess_recorded(images_uint8, record: dict) -> jax.Array:
+    """uint8 images (N, H, W, C) as an exported subnet's input, by the preprocessing ``record`` that
+    the export wrote (subnet.json's "input", also model.onnx's metadata): per-channel mean/std, then
+    resized to its resolution."""
+    mean, std = (jnp.asarray(record[k], jnp.float32) for k in ("mean", "std"))
+    return preprocess(jnp.asarray(images_uint8), record["resolution"], mean, std)
+
+
 class SubnetEvaluator:
     """Recalibrates BatchNorm for a subnet and measures its accuracy, with the supernet's weights.
 
