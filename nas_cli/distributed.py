@@ -12,8 +12,9 @@ code computes what one device computes on the same global batch (tests/test_dist
 
 Multi-host runs start every process with the same flags plus ``--coordinator HOST:PORT
 --num-processes P --process-id I`` (or the environment ``jax.distributed.initialize`` understands:
-``JAX_COORDINATOR_ADDRESS``, SLURM, Open MPI). Each process then feeds only its slice of the global
-batch (:func:`process_slice`) and the mesh spans every process's devices.
+``JAX_COORDINATOR_ADDRESS``, SLURM, Open MPI). Each process then reads and feeds only its slice of
+every global batch (the input pipeline's shard options; :func:`process_slice` for arrays at hand)
+and the mesh spans every process's devices.
 """
 
 from __future__ import annotations

@@ -403,7 +403,9 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
     if start and progress is not None:
         progress(start * steps_per_epoch, cfg.epochs * steps_per_epoch)
     schedule = lr_schedule(cfg, steps_per_epoch)
-    options = StreamOptions(cfg.batch_size, cfg.seed, cfg.augment, workers=data_workers)
+    # each process decodes only its own rows of every global batch
+    options = StreamOptions(cfg.batch_size, cfg.seed, cfg.augment, shard_index=dist.process_index(),
+                            shard_count=dist.process_count(), workers=data_workers)
     undecodable: dict[str, None] = {}
     with contextlib.closing(train_stream(dataset.train, options, start, cfg.epochs)) as stream, \
             (EventWriter(out / TB_DIR, purge_step=start * steps_per_epoch + 1 if start else None) if main
@@ -429,7 +431,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                     archs = [fixed]
                 else:
                     archs, sampler = step_archs(cfg, phase, largest, smallest, space, sampler, rng)
-                batch = dist.shard_batch(mesh, dist.process_slice((images, labels)))  # this process's rows
+                batch = dist.shard_batch(mesh, (images, labels))  # the stream gave this process's rows
                 state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
                 losses.append(metrics["loss"])
                 if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
