@@ -1,4 +1,4 @@
-"""Folder locks: one writer per training run and per search folder, readers beside no writer.
+"""Folder locks: one writer per training run and per search folder.
 
 A lock is ``fcntl.flock`` on ``<folder>/.nas.lock``, which holds the holder's pid and command.
 The kernel releases it when the holder dies (kill -9 included), so a stale lock is taken over
@@ -8,7 +8,6 @@ without any clean-up; a live holder is named in the refusal.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -37,30 +36,21 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def locked(folder: Path, *, shared: bool = False, what: str = "folder") -> Iterator[None]:
-    """Holds ``folder``'s lock for the ``with`` block: exclusive for a writer, ``shared`` for a
-    reader (any number of readers, no writer). A reader of a folder it cannot write to (a
-    read-only copy of a run) reads it unlocked.
+def locked(folder: Path, *, what: str = "folder") -> Iterator[None]:
+    """Holds ``folder``'s exclusive lock for the ``with`` block (``what`` names the folder's kind in
+    the refusal).
 
     Raises:
       UserError: the folder is locked by a live process, which the message names.
     """
     folder = Path(folder)
     path = folder / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        if shared and e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            yield
-            return
-        raise
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(path)
-            if shared:
-                raise UserError(f"{what} {folder} is being written by {holder}; wait for it to finish") from None
             raise UserError(f"{what} {folder} is in use by {holder}; wait for it to finish, or use "
                             "another folder") from None
         with contextlib.suppress(OSError):  # name the holder for whoever is refused next
