@@ -124,7 +124,6 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
 
         onnx_model = onnx_export.onnx_bytes(model, np.asarray(x), preprocessing, arch_str)
         onnx_diff = onnx_export.check_parity(onnx_model, np.asarray(x), expected, PARITY_TOLERANCE)
-        log(f"model.onnx in onnxruntime against the supernet: max |logit diff| = {onnx_diff:.3e}")
 
     val_acc = float((val_logits.argmax(-1) == ds.val.labels).mean())
     test_acc = evaluator.accuracy(run.params, stats, a, ds.test)
