@@ -93,10 +93,112 @@ def parse_address(address: str) -> tuple[str, int]:
 
 _initialized: Parallel | None = None
 
+#: the longest line of the rendezvous (a settings dict is a few hundred bytes)
+_MAX_LINE = 1 << 20
 
-def _wait_for(address: str, timeout: float) -> None:
-    """Waits until the coordinator's port accepts a connection (a reachability check only: JAX's
-    client aborts the whole process, with a C++ stack trace, when it cannot register in time)."""
+
+def _send(conn, message: dict) -> None:
+    conn.sendall(json.dumps(message, sort_keys=True).encode() + b"\n")
+
+
+def _receive(conn, timeout: float) -> dict | None:
+    """One JSON line from ``conn`` within ``timeout`` s; None for anything else (silence, a closed
+    connection, bytes that are not a rendezvous message)."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline, data = time.monotonic() + timeout, b""
+    try:
+        while b"\n" not in data and len(data) < _MAX_LINE:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        message = json.loads(data.split(b"\n", 1)[0])
+    except (OSError, socket.timeout, ValueError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _settings_differ(p: int, first: dict, other: dict) -> str | None:
+    """The error for process ``p`` started with ``other`` settings than process 0's ``first``, or None."""
+    keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+    if not keys:
+        return None
+    diffs = "; ".join(f"{k}: {first.get(k)!r} on process 0, {other.get(k)!r} on process {p}" for k in keys)
+    return f"process {p} was started with other settings than process 0 ({diffs}); start every process with the same flags"
+
+
+def _rendezvous_main(address: str, count: int, timeout: float, settings: dict) -> None:
+    """Process 0's side: listens on the coordinator's port until the other ``count - 1`` processes
+    have said hello, checks that they were started alike, answers each, and closes the port."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    _, port = parse_address(address)
+    dual = socket.has_dualstack_ipv6()
+    try:  # every interface, as JAX's coordinator service binds ([::]:PORT); SO_REUSEADDR is set
+        server = socket.create_server(("", port), family=socket.AF_INET6 if dual else socket.AF_INET,
+                                      dualstack_ipv6=dual)
+    except OSError as e:
+        raise DistributedError(f"process 0 cannot listen on port {port} of the coordinator {address} for the "
+                               f"{count}-process run ({e.strerror or e}): another program (or another process 0) "
+                               "uses it; choose another port in --coordinator") from None
+    arrived: dict[int, Any] = {}  # process id -> its connection
+    deadline = time.monotonic() + timeout
+
+    def fail(message: str, *also):
+        for conn in [*arrived.values(), *also]:
+            try:
+                _send(conn, {"error": message})
+            except OSError:
+                pass
+            conn.close()
+        server.close()
+        raise DistributedError(message)
+
+    while len(arrived) < count - 1:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            who = (f"only process(es) {', '.join(map(str, sorted(arrived)))} arrived" if arrived else "none arrived")
+            fail(f"process 0 waited {timeout:g} s at the coordinator {address} for the other {count - 1} "
+                 f"process(es) of the {count}-process run; {who}. Start each with --coordinator {address} "
+                 f"--num-processes {count} and its own --process-id, or raise --init-timeout")
+        server.settimeout(left)
+        try:
+            conn, _ = server.accept()
+        except OSError:  # the deadline: reported above
+            continue
+        hello = _receive(conn, min(10.0, max(1.0, left)))
+        if hello is None or not isinstance(hello.get("process_id"), int):
+            conn.close()  # not one of ours (a port scan, a health check): ignored
+            continue
+        p, theirs = hello["process_id"], hello.get("num_processes")
+        if theirs != count:
+            fail(f"process {p} was started with --num-processes {theirs}, process 0 at {address} with "
+                 f"{count}; start every process with the same --num-processes", conn)
+        if not 0 < p < count:
+            fail(f"a process with --process-id {p} joined the {count}-process run at {address}; the ids are "
+                 f"0..{count - 1}, and 0 is the process that listens there", conn)
+        if p in arrived:
+            fail(f"two processes were started with --process-id {p} for the {count}-process run at {address}; "
+                 f"give each its own id (1..{count - 1} besides process 0)", conn)
+        differ = _settings_differ(p, settings, hello.get("settings") or {})
+        if differ:
+            fail(differ, conn)
+        arrived[p] = conn
+    for conn in arrived.values():
+        _send(conn, {"ok": True})
+    for conn in arrived.values():  # each partner closes first, so no closed connection holds the port
+        _receive(conn, 5.0)
+        conn.close()
+    server.close()
+
+
+def _rendezvous_partner(address: str, count: int, index: int, timeout: float, settings: dict) -> None:
+    """Process ``index``'s side: connects to process 0 (retrying until the timeout), says hello with
+    its settings and waits for the answer."""
     import socket  # noqa: PLC0415
     import time  # noqa: PLC0415
 
@@ -104,24 +206,59 @@ def _wait_for(address: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), port), timeout=max(0.1, min(2.0, timeout))):
-                return
+            conn = socket.create_connection((host.strip("[]"), port), timeout=max(0.1, min(2.0, timeout)))
+            break
         except OSError as e:
             if time.monotonic() >= deadline:
                 raise DistributedError(f"could not reach the coordinator at {address} within {timeout:g} s "
-                                       f"({e.strerror or e}); start process 0 there first, or fix --coordinator") from None
+                                       f"({e.strerror or e}) for the {count}-process run; start process 0 there "
+                                       "first, or fix --coordinator") from None
             time.sleep(0.2)
+    with conn:
+        try:
+            _send(conn, {"process_id": index, "num_processes": count, "settings": settings})
+        except OSError:
+            pass  # answered below as a closed connection
+        answer = _receive(conn, max(5.0, deadline - time.monotonic()))
+    if answer is None:
+        raise DistributedError(f"process {index}: the coordinator at {address} did not start the {count}-process "
+                               f"run within {timeout:g} s (not every process arrived, process 0 stopped, or "
+                               "something else listens there); see process 0's error")
+    if "error" in answer:
+        raise DistributedError(str(answer["error"]))
 
 
-def initialize(par: Parallel) -> None:
-    """Starts JAX's distributed runtime when ``par`` asks for several processes (once per process).
+def rendezvous(address: str, count: int, index: int, timeout: float, settings: dict | None = None) -> None:
+    """A check before JAX's runtime starts: all ``count`` processes meet at the coordinator's
+    ``address`` over TCP (process 0 listens, the others connect) within ``timeout`` s, with the same
+    ``--num-processes``, distinct ids and equal ``settings`` (a JSON-able dict).
 
-    CPU processes exchange collectives through gloo (the CPU backend has no other multi-process
-    transport); this must be set before the first JAX computation.
+    JAX's client ends the whole process with a C++ stack trace (LOG(FATAL)) when its partners do not
+    register in time; this turns each such start-up failure into the same one-line error on every
+    process that got that far. The port is closed again before ``jax.distributed.initialize``.
 
     Raises:
-      DistributedError: missing settings, an unreachable coordinator (after ``par.timeout`` s, naming
-        its address), or processes that disagree on the number of processes.
+      DistributedError: naming the address, the process count and the timeout (or what differs).
+    """
+    settings = settings or {}
+    if index == 0:
+        _rendezvous_main(address, count, timeout, settings)
+    else:
+        _rendezvous_partner(address, count, index, timeout, settings)
+
+
+def initialize(par: Parallel, settings: dict[str, Any] | None = None) -> None:
+    """Starts JAX's distributed runtime when ``par`` asks for several processes (once per process).
+
+    With the coordinator, the process count and id known (flags, or JAX_COORDINATOR_ADDRESS and
+    flags), the processes first meet in :func:`rendezvous`, which compares ``settings``. CPU processes
+    exchange collectives through gloo (the CPU backend has no other multi-process transport); this
+    must be set before the first JAX computation.
+
+    Raises:
+      DistributedError: missing settings, an unreachable coordinator or partners that never arrive
+        (after ``par.timeout`` s, naming the address and the process count), processes that disagree
+        on the number of processes or were started with other ``settings``.
     """
     global _initialized
     if not par.multi_process or _initialized is not None:
@@ -133,8 +270,8 @@ def initialize(par: Parallel) -> None:
     if not cluster and (address is None or par.num_processes is None or par.process_id is None):
         raise DistributedError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P and "
                                "--process-id I (or a SLURM / Open MPI environment)")
-    if address is not None and par.process_id not in (None, 0):
-        _wait_for(address, par.timeout)
+    if address is not None and par.num_processes is not None and par.process_id is not None:
+        rendezvous(address, par.num_processes, par.process_id, par.timeout, settings)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(address, par.num_processes, par.process_id,
@@ -275,8 +412,6 @@ def check_same_settings(settings: dict[str, Any]) -> None:
             f"--coordinator (see its error): {' '.join(str(e).split())[:160]}") from None
     seen = [json.loads(bytes(row[:n]).decode()) for row, n in zip(every, sizes)]
     for p, other in enumerate(seen[1:], start=1):
-        keys = sorted(k for k in set(seen[0]) | set(other) if seen[0].get(k) != other.get(k))
-        if keys:
-            diffs = "; ".join(f"{k}: {seen[0].get(k)!r} on process 0, {other.get(k)!r} on process {p}" for k in keys)
-            raise DistributedError(f"process {p} was started with other settings than process 0 ({diffs}); "
-                                   "start every process with the same flags")
+        differ = _settings_differ(p, seen[0], other)
+        if differ:
+            raise DistributedError(differ)

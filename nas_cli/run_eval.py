@@ -216,17 +216,23 @@ def _read_record(path: Path, belongs) -> dict | None:
 
 
 def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None,
-                       calibrate_in: Path | None = None, latency_runtime: str = "jax") -> RunEvaluator:
+                       calibrate_in: Path | None = None, latency_runtime: str = "jax",
+                       devices: int | None = None) -> RunEvaluator:
     """Opens the run in ``run_dir`` (a UserError if it is not one). ``seed`` is accepted for the
     search's interface; measurement itself is deterministic up to timing noise. With
     ``calibrate_in`` (a search's output directory), every latency is put at one device speed
-    (see :data:`LATENCY_CALIBRATION`)."""
+    (see :data:`LATENCY_CALIBRATION`). ``devices``: how many local devices measure accuracies
+    (None: all; a UserError beyond what this process has)."""
     del seed
+    if devices is not None and devices < 1:
+        raise UserError(f"--devices {devices} must be at least 1")
+    make_mesh(devices)  # more than this process has: an error naming both, before the run is opened
     runs.enable_compilation_cache()
     run = runs.open_run(run_dir)
     if latency_table is not None and not Path(latency_table).is_file():
         raise UserError(f"--latency-table {latency_table} does not exist; make one with `nas latency profile`")
-    return RunEvaluator(run, latency_table=latency_table, calibrate_in=calibrate_in, latency_runtime=latency_runtime)
+    return RunEvaluator(run, latency_table=latency_table, calibrate_in=calibrate_in, latency_runtime=latency_runtime,
+                        devices=devices)
 
 
 def sample_subnets(evaluator: RunEvaluator, n: int, *, seed: int = 0, latency: bool = False,

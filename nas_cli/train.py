@@ -300,6 +300,11 @@ def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -
 # --- the run ----------------------------------------------------------------------------------
 
 
+def run_settings(cfg: TrainConfig, out: Path, resume: bool, parallel: dist.Parallel) -> dict[str, Any]:
+    """What every process of one run must be started with alike (compared across processes)."""
+    return {**cfg.to_json(), "out": str(Path(out).absolute()), "resume": resume, "devices": parallel.devices}
+
+
 def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], None] | None = None,
                    log: Callable[[str], None] = print, resume: bool = False,
                    data_workers: int | None = None, parallel: dist.Parallel | None = None) -> dict:
@@ -309,8 +314,9 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     from nas_cli import locks
 
     parallel = parallel or dist.Parallel()
-    dist.initialize(parallel)  # before anything asks jax.process_index()
     out = Path(out)
+    # before anything asks jax.process_index(); processes started alike meet before JAX starts
+    dist.initialize(parallel, run_settings(cfg, out, resume, parallel))
     out.mkdir(parents=True, exist_ok=True)
     lock = locks.locked(out, what="training run") if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
@@ -344,13 +350,12 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
         devices, processes started with different settings or unable to reach each other.
     """
     parallel = parallel or dist.Parallel()
-    dist.initialize(parallel)
+    dist.initialize(parallel, run_settings(cfg, out, resume, parallel))
     resolve_kernels(cfg.kernels)  # a backend that cannot run the choice fails before any work
     mesh = dist.make_mesh(parallel.devices)
     dist.check_batch(cfg.batch_size, mesh)
     out = Path(out)
-    dist.check_same_settings({**cfg.to_json(), "out": str(out.absolute()), "resume": resume,
-                              "devices": parallel.devices})
+    dist.check_same_settings(run_settings(cfg, out, resume, parallel))
     main = dist.is_main()
     resuming = resume_point(cfg, out, resume)
     dist.barrier("nas-resume-point")  # every process has looked at `out` before process 0 writes there

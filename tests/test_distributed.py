@@ -85,6 +85,17 @@ def test_parallel_evaluation_equals_serial():
     assert res["max_logit_diff"] < 1e-4, res
 
 
+def test_search_devices_flag_measures_the_same_accuracies():
+    """`nas search --devices 1` and `--devices 4` (on copies of one run): the same accuracies, each
+    measured on the asked number of devices; more than there are, or 0, is a one-line error."""
+    res = _worker("search", "resnet-tiny")
+    assert res["meshes"] == {"1": [1], "4": [4], "default": [4]}, res
+    assert res["accuracies"]["1"] == res["accuracies"]["4"] == res["accuracies"]["default"], res
+    assert len(res["accuracies"]["1"]) >= 4 and len(set(res["accuracies"]["1"].values())) > 1, res
+    assert res["too_many"] == [2, "error: --devices 5: this process has only 4 cpu device(s); use at most 4"], res
+    assert res["zero"] == [2, "error: --devices 0 must be at least 1"], res
+
+
 def test_batch_not_divisible_is_one_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -198,13 +209,43 @@ def test_two_processes_resume_after_one_is_killed(reference_run, tmp_path):
     np.testing.assert_allclose(_losses(out), _losses(reference_run), rtol=1e-4)
 
 
+def _error_lines(err: str) -> list[str]:
+    """The lines a failed process printed, less gloo's and absl's start-up chatter; a C++ abort's
+    stack trace ("Check failure", "@ 0x...") would stay and fail the one-line checks."""
+    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[Gloo]", "W1", "I1"))]
+
+
+def test_process_zero_alone_is_one_line(tmp_path):
+    """Process 0 whose partner never arrives: one line naming the address, the process count and
+    the timeout, exit 2 (JAX's own client would abort with a C++ stack trace)."""
+    port = _free_port()
+    [(rc, err)] = _wait([_start(tmp_path / "r", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                "--process-id", "0", "--init-timeout", "3")], timeout=120)
+    assert rc == 2, err[-2000:]
+    assert _error_lines(err) == [
+        f"error: process 0 waited 3 s at the coordinator 127.0.0.1:{port} for the other 1 process(es) of the "
+        f"2-process run; none arrived. Start each with --coordinator 127.0.0.1:{port} --num-processes 2 and its "
+        "own --process-id, or raise --init-timeout"], err[-2000:]
+
+
 def test_multi_process_errors(tmp_path):
-    """Unreachable coordinator (names the address), a process started with other settings."""
+    """Unreachable coordinator (names the address), another --num-processes, a process started
+    with other settings: one line each on every process, exit 2, before JAX's runtime starts."""
     port = _free_port()
     [(rc, err)] = _wait([_start(tmp_path / "u", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                                 "--process-id", "1", "--init-timeout", "2")], timeout=120)
-    assert rc == 2 and f"could not reach the coordinator at 127.0.0.1:{port} within 2 s" in err, err[-2000:]
-    assert "Traceback" not in err
+    assert rc == 2, err[-2000:]
+    assert _error_lines(err) == [f"error: could not reach the coordinator at 127.0.0.1:{port} within 2 s "
+                                 "(Connection refused) for the 2-process run; start process 0 there first, or fix "
+                                 "--coordinator"], err[-2000:]
+
+    port = _free_port()
+    procs = [_start(tmp_path / "n", "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+                    "--process-id", str(i), "--init-timeout", "60") for i, n in ((0, 2), (1, 3))]
+    for rc, err in _wait(procs, timeout=300):
+        assert rc == 2, err[-2000:]
+        assert _error_lines(err) == [f"error: process 1 was started with --num-processes 3, process 0 at "
+                                     f"127.0.0.1:{port} with 2; start every process with the same --num-processes"]
 
     out, port = tmp_path / "m", _free_port()
     common = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--init-timeout", "60"]
@@ -212,8 +253,8 @@ def test_multi_process_errors(tmp_path):
              _start(out, *common, "--process-id", "1", "--lr", "0.01")]
     for rc, err in _wait(procs, timeout=300):
         assert rc == 2, err[-2000:]
-        assert ("error: process 1 was started with other settings than process 0 (lr: 0.003 on process 0, "
-                "0.01 on process 1)") in err, err[-2000:]
+        assert _error_lines(err) == ["error: process 1 was started with other settings than process 0 (lr: 0.003 on "
+                                     "process 0, 0.01 on process 1); start every process with the same flags"]
     assert not out.exists() or not (out / "config.json").exists()
 
 
@@ -304,12 +345,59 @@ def _evaluate(space_name: str) -> dict:
     return out
 
 
+def _search(space_name: str) -> dict:
+    """`nas search` over copies of one run (initial weights, a checkpoint of step 1) with --devices
+    1, 4 and left out. The latency is replaced by a FLOPs count (what is compared is accuracy)."""
+    import shutil
+
+    import jax
+    from typer.testing import CliRunner
+
+    from nas_cli import run_eval, runs
+    from nas_cli.config import TrainConfig
+    from nas_cli.main import app
+    from predictors.files import atomic_write_json
+
+    cfg = TrainConfig(space=space_name, calib_images=64, limit_train=256)
+    ds = runs.load_run_dataset(cfg)
+    space = runs.make_space(cfg, ds)
+    meshes: dict[str, list[int]] = {}
+
+    class Recorded(run_eval.SubnetEvaluator):
+        def __init__(self, *args, mesh=None, **kwargs):
+            meshes.setdefault(current, []).append(mesh.devices.size)
+            super().__init__(*args, mesh=mesh, **kwargs)
+
+    run_eval.SubnetEvaluator = Recorded
+    run_eval.RunEvaluator.measured_latencies = lambda self, archs: [space.flops(a) * 1e-6 for a in archs]
+    out: dict = {"accuracies": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        made = Path(tmp) / "made"
+        made.mkdir()
+        atomic_write_json(made / runs.CONFIG, cfg.to_json())
+        runs.save_checkpoint(made, {"params": space.init_supernet(jax.random.key(3))}, 1)
+        for current in ("1", "4", "default"):
+            run = Path(tmp) / current
+            shutil.copytree(made, run)  # each its own accuracy cache
+            flag = [] if current == "default" else ["--devices", current]
+            result = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "100%", "--population", "6",
+                                              "--generations", "1", *flag])
+            assert result.exit_code == 0, result.output
+            rows = [json.loads(line) for line in (run / run_eval.ACCURACY_CACHE).read_text().splitlines()]
+            out["accuracies"][current] = {r["arch"]: r["accuracy"] for r in rows}
+        for key, n in (("too_many", "5"), ("zero", "0")):
+            result = CliRunner().invoke(app, ["search", str(made), "--latency-budget", "1ms", "--devices", n])
+            out[key] = [result.exit_code, result.output.strip().splitlines()[-1]]
+    out["meshes"] = meshes
+    return out
+
+
 def main(argv: list[str]) -> None:
     from nas_cli.runs import enable_compilation_cache
 
     enable_compilation_cache()
     kind, rest = argv[0], argv[1:]
-    result = {"steps": _steps, "evaluate": _evaluate}[kind](*rest)
+    result = {"steps": _steps, "evaluate": _evaluate, "search": _search}[kind](*rest)
     print(json.dumps(result))
 
 

@@ -318,10 +318,11 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
 
     seen = {}
 
-    def open_run_evaluator(run_dir, *, seed=0, latency_table=None, calibrate_in=None, latency_runtime="jax"):
+    def open_run_evaluator(run_dir, *, seed=0, latency_table=None, calibrate_in=None, latency_runtime="jax",
+                           devices=None):
         # calibrate_in: where measured latencies' device speed is kept (the output directory)
         seen.update(run_dir=run_dir, seed=seed, latency_table=latency_table, calibrate_in=calibrate_in,
-                    latency_runtime=latency_runtime)
+                    latency_runtime=latency_runtime, devices=devices)
         return ToyEvaluator()
 
     monkeypatch.setitem(sys.modules, "nas_cli.run_eval", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))
@@ -330,7 +331,7 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
                                  "--generations", "2", "--seed", "5"])
     assert r.exit_code == 0, r.output
     assert seen == {"run_dir": run, "seed": 5, "latency_table": None, "calibrate_in": run / "search",
-                    "latency_runtime": "jax"}
+                    "latency_runtime": "jax", "devices": None}
     front = _front(run / "search")
     assert front[0]["rank"] == 1 and SPACE.canonical(front[0]["arch"]) == front[0]["arch"]
     r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "0.2ms", "--out", str(tmp_path / "o")])

@@ -78,6 +78,9 @@ def search(
                                            "--latency-table, its predictions scaled to this device's speed now; "
                                            "without, each measurement timed beside reference subnets and scaled "
                                            "to the speed at the search's start."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices that measure each subnet's "
+                                          "accuracy (BatchNorm recalibration and validation, the batches split "
+                                          "over them; the same accuracies on any number). [default: all]"),
 ) -> None:
     """Search Pareto-optimal subnets (accuracy vs latency by default) under hard budgets.
 
@@ -108,8 +111,8 @@ def search(
                       f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
 
     result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table, space=space,
-                             latency_table=latency_table, latency_calibrate=latency_calibrate, progress=progress,
-                             log=typer.echo)
+                             latency_table=latency_table, latency_calibrate=latency_calibrate, devices=devices,
+                             progress=progress, log=typer.echo)
     typer.echo(f"\nPareto front ({len(result.front)} subnets; {format_bounds(result.bounds)}):")
     typer.echo(format_front(result.front))
     warning = latency_warning(result.front, result.bounds)

@@ -17,7 +17,7 @@ DEFAULT_TABLE_SPACE = "nas-bench-201"
 
 def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequence[tuple[str, str | None]], *,
                     out: Path | None = None, benchmark_table: Path | None = None, space: str | None = None,
-                    latency_table: Path | None = None, latency_calibrate: bool = True,
+                    latency_table: Path | None = None, latency_calibrate: bool = True, devices: int | None = None,
                     progress: Callable[[dict], None] | None = None,
                     log: Callable[[str], None] = print) -> SearchResult:
     """Opens the truth (a training run, or a table), then runs or resumes the search.
@@ -31,6 +31,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
       space: the table's space (default nas-bench-201); only with a table.
       latency_table: a latency model for the run's cheap latency estimates.
       latency_calibrate: put every latency at one device speed (see nas_cli.run_eval).
+      devices: local devices measuring accuracies (None: all); only with a training run.
       progress: called with every log record of the search.
       log: called with a note on how the latency model was scaled.
 
@@ -38,6 +39,9 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
       UserError: options that do not go together, and whatever opening the truth or the search raises.
     """
     if benchmark_table is not None:
+        if devices is not None:
+            raise UserError(f"--devices {devices} only applies to a training run (a benchmark table is looked up, "
+                            "not measured); drop it")
         evaluator = open_table_evaluator(benchmark_table, space or DEFAULT_TABLE_SPACE, objective_columns,
                                          [b.metric for b in config.budgets])
         source, weights = "benchmark table", {"table": file_sha256(benchmark_table)[:16]}
@@ -55,7 +59,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
 
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
                                        calibrate_in=out_dir if latency_calibrate else None,
-                                       latency_runtime=config.latency_runtime)
+                                       latency_runtime=config.latency_runtime, devices=devices)
         # what measures, not where it lies: a copied or moved run is the same search
         source, weights = "training run", getattr(evaluator, "weights", None)
         cal = getattr(evaluator, "latency_calibration", None)
