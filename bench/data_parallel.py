@@ -8,6 +8,15 @@ Fake CPU devices share the same cores, so no speed-up is possible: what this sho
 data parallelism itself (the collectives GSPMD inserts, per-device dispatch), reported as
 ``overhead_ratio`` = step(max devices) / step(1 device), target <= 1.15. On real accelerators the
 same script measures the speed-up.
+
+``--also SPACE:BATCH`` (repeatable) times more workloads in the same run, interleaved with the
+first (e.g. a larger global batch: more work per device for the same collectives), each with its
+own ratio under ``workloads``. ``breakdown`` says where a step's time goes on 1 and on the most
+devices: each program kind (piece forwards, piece backwards, heads, the optimiser update) timed
+call by call (each call waited for, so the kinds add up to more than an overlapped step), and the
+cross-device reductions each kind's compiled programs hold; ``micro`` prices one program launch
+and one all-reduce on those devices, so ``explained_ms`` = launches x launch cost + reductions x
+all-reduce cost can be set against the measured extra time per step.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -23,15 +33,65 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
+_COLLECTIVE = re.compile(r" (all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(")
+
+
+def _workload(spec: str) -> tuple[str, int]:
+    space, _, batch = spec.rpartition(":")
+    if not space or not batch.isdigit():
+        raise SystemExit(f"--also {spec!r} is not SPACE:BATCH, e.g. resnet-tiny:256")
+    return space, int(batch)
+
+
+def _collectives(fn, args) -> int:
+    """Cross-device collectives in the compiled program ``fn`` runs for ``args`` (already compiled
+    by the call: lowering again hits JAX's cache)."""
+    return len(_COLLECTIVE.findall(fn.lower(*args).compile().as_text()))
+
+
+def _micro(counts: list[int], repeats: int = 300) -> dict:
+    """The median cost of launching a trivial program and of one all-reduce (a chain of 16 batch
+    means, each a global mean under the mesh) on each device count, in microseconds."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nas_cli import distributed as dist
+
+    def chain(x):
+        for _ in range(16):
+            x = x - 0.5 * jnp.mean(x, axis=0)
+        return x
+
+    def timed(f, x):
+        jax.block_until_ready(f(x))
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(x))
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e6
+
+    out = {}
+    for n in counts:
+        (x,) = dist.shard_batch(dist.make_mesh(n), (np.ones((64, 32), np.float32),))
+        launch, reduce16 = timed(jax.jit(lambda x: x * 2), x), timed(jax.jit(chain), x)
+        out[str(n)] = {"launch_us": round(launch, 1), "all_reduce_us": round((reduce16 - launch) / 16, 1)}
+    return out
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="mobilenetv3-tiny")
     ap.add_argument("--batch", type=int, default=64, help="global batch (split over the devices)")
+    ap.add_argument("--also", action="append", default=[], metavar="SPACE:BATCH",
+                    help="another workload timed in the same run (repeatable)")
     ap.add_argument("--devices", type=int, default=4, help="the largest device count; 1, 2, 4, ... up to it")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--breakdown-steps", type=int, default=3, help="steps timed call by call (0: none)")
     args = ap.parse_args(argv)
+    workloads = [(args.space, args.batch)] + [_workload(w) for w in args.also]
     if "jax" not in sys.modules:  # fake CPU devices must be asked for before JAX starts
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.devices}").strip()
@@ -39,50 +99,107 @@ def main(argv: list[str] | None = None) -> dict:
 
     from nas_cli import distributed as dist
     from nas_cli import runs
+    from nas_cli import train as train_module
     from nas_cli.config import TrainConfig
     from nas_cli.train import TrainState, make_optimizer, train_step
 
-    cfg = TrainConfig(space=args.space, batch_size=args.batch)
-    ds = runs.load_run_dataset(cfg)
-    space = runs.make_space(cfg, ds)
-    archs = [space.largest(), space.smallest()]
     counts = [n for n in (1, 2, 4, 8, 16, 32) if n <= args.devices]
-    setups = {}
-    for n in counts:
-        mesh = dist.make_mesh(n)
-        dist.check_batch(args.batch, mesh)
-        state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(0)), mesh),
-                                  make_optimizer(cfg, 100))
-        batch = dist.shard_batch(mesh, (ds.train.images[:args.batch], ds.train.labels[:args.batch]))
-        setups[n] = [state, space.make_trainer(ds.mean, ds.std, 0.1, "xla"), batch]
+    setups, archs = {}, {}
+    for w, (space_name, batch) in enumerate(workloads):
+        cfg = TrainConfig(space=space_name, batch_size=batch)
+        ds = runs.load_run_dataset(cfg)
+        space = runs.make_space(cfg, ds)
+        archs[w] = [space.largest(), space.smallest()]
+        for n in counts:
+            mesh = dist.make_mesh(n)
+            dist.check_batch(batch, mesh)
+            state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(0)), mesh),
+                                      make_optimizer(cfg, 100))
+            setups[w, n] = [state, space.make_trainer(ds.mean, ds.std, 0.1, "xla"),
+                            dist.shard_batch(mesh, (ds.train.images[:batch], ds.train.labels[:batch]))]
 
-    def step(n):
-        state, net, batch = setups[n]
+    def step(key):
+        state, net, batch = setups[key]
         t0 = time.perf_counter()
-        state, metrics = train_step(state, net, archs, batch)
+        state, metrics = train_step(state, net, archs[key[0]], batch)
         jax.block_until_ready((state.params, metrics["loss"]))
-        setups[n][0] = state
+        setups[key][0] = state
         return (time.perf_counter() - t0) * 1e3
 
+    keys = list(setups)
     t0 = time.perf_counter()
     for _ in range(args.warmup):
-        for n in counts:
-            step(n)
+        for key in keys:
+            step(key)
     warmup_s = time.perf_counter() - t0
-    times = {n: [] for n in counts}
+    times = {key: [] for key in keys}
     for r in range(args.repeats):
-        for n in (counts if r % 2 == 0 else counts[::-1]):  # alternate the order within a repeat
-            times[n].append(step(n))
-    results = {}
-    for n in counts:
-        ms = statistics.median(times[n])
-        results[str(n)] = {"step_ms": round(ms, 3), "images_per_s": round(args.batch / ms * 1e3, 1),
-                           "per_device_batch": args.batch // n}
-    out = {"space": args.space, "global_batch": args.batch, "repeats": args.repeats, "backend": jax.default_backend(),
-           "device_kind": jax.devices()[0].device_kind, "warmup_s": round(warmup_s, 1), "results": results,
-           "overhead_ratio": round(results[str(counts[-1])]["step_ms"] / results["1"]["step_ms"], 3),
-           "overhead_ratio_devices": counts[-1], "target": 1.15,
-           "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        for key in (keys if r % 2 == 0 else keys[::-1]):  # alternate the order within a repeat
+            times[key].append(step(key))
+
+    def breakdown(key) -> dict:
+        """Per program kind: ms per step (each call waited for), calls and collectives per step."""
+        net = setups[key][1]
+        spent: dict[str, list[float]] = {}
+        held: dict[str, int] = {}  # collectives run, per kind
+        programs: dict[tuple, int] = {}  # collectives of each program
+
+        def wrap(kind, name, fn):
+            def call(*a):
+                t0 = time.perf_counter()
+                out = jax.block_until_ready(fn(*a))
+                spent.setdefault(kind, []).append((time.perf_counter() - t0) * 1e3)
+                if (kind, name) not in programs:
+                    programs[kind, name] = _collectives(fn, a)
+                held[kind] = held.get(kind, 0) + programs[kind, name]
+                return out
+            return call
+
+        fns, heads, update = dict(net._fns), dict(net._heads), train_module._update
+        net._fns.update({k: (wrap("forward", k, f), wrap("backward", k, b)) for k, (f, b) in fns.items()})
+        net._heads.update({k: wrap("head", k, h) for k, h in heads.items()})
+        train_module._update = wrap("update", "update", update)
+        try:
+            steps = [step(key) for _ in range(args.breakdown_steps)]
+        finally:
+            net._fns.update(fns)
+            net._heads.update(heads)
+            train_module._update = update
+        s = args.breakdown_steps
+        kinds = {kind: {"ms_per_step": round(sum(v) / s, 2), "calls_per_step": len(v) // s,
+                        "collectives_per_step": held[kind] // s} for kind, v in spent.items()}
+        return {"step_ms_waited": round(statistics.median(steps), 2), "kinds": kinds}
+
+    micro = _micro([1, counts[-1]]) if args.breakdown_steps else None
+    summary = []
+    for w, (space_name, batch) in enumerate(workloads):
+        results = {}
+        for n in counts:
+            ms = statistics.median(times[w, n])
+            results[str(n)] = {"step_ms": round(ms, 3), "images_per_s": round(batch / ms * 1e3, 1),
+                               "per_device_batch": batch // n}
+        entry = {"space": space_name, "global_batch": batch, "results": results,
+                 "overhead_ratio": round(results[str(counts[-1])]["step_ms"] / results["1"]["step_ms"], 3)}
+        if args.breakdown_steps:
+            one, many = breakdown((w, 1)), breakdown((w, counts[-1]))
+            launches = sum(k["calls_per_step"] for k in many["kinds"].values())
+            reductions = sum(k["collectives_per_step"] for k in many["kinds"].values())
+            lo, hi = micro["1"], micro[str(counts[-1])]
+            entry["breakdown"] = {
+                "1": one, str(counts[-1]): many, "programs_per_step": launches,
+                "collectives_per_step": reductions,
+                "extra_ms_measured": round(results[str(counts[-1])]["step_ms"] - results["1"]["step_ms"], 2),
+                "explained_ms": round((launches * (hi["launch_us"] - lo["launch_us"])
+                                       + reductions * hi["all_reduce_us"]) / 1e3, 2)}
+        summary.append(entry)
+    first = summary[0]
+    out = {"space": first["space"], "global_batch": first["global_batch"], "repeats": args.repeats,
+           "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+           "warmup_s": round(warmup_s, 1), "results": first["results"],
+           "overhead_ratio": first["overhead_ratio"], "overhead_ratio_devices": counts[-1], "target": 1.15,
+           "workloads": summary, "micro": micro, "cpu_count": os.cpu_count(),
+           "load": [round(x, 2) for x in os.getloadavg()],
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(out))
     return out
 

@@ -9,9 +9,15 @@ Measured on the 2-core CPU (see bench/RESULTS.md): one jitted train step holding
 ``lax.switch`` over its width x kernel branches compiled for 60-70 s even for the tiny space, and
 XLA's time goes into HLO passes over the many conditionals, not into code generation. Here each
 static variant (for mobilenetv3: stage, block position, kernel, expand) is its own small jitted
-function, forward and backward (its VJP, recomputing the piece's forward), compiled the first time
+function, forward (returning its VJP's residuals) and backward (applying them), compiled the first time
 a subnet uses it and then reused: a bounded cache. A subnet's step then runs exactly its own static
 shapes, so its cost is the static subnet's cost plus dispatch.
+
+The forward keeps what the backward needs (``jax.vjp``'s pullback, a pytree of residual arrays,
+crosses the jit boundary) rather than the backward recomputing the forward: measured on the 2-core
+CPU (bench/RESULTS.md, issue 16), a resnet-tiny sandwich step took 30% less time on one device and
+under a 4-device mesh about half the time, because the recomputed forward repeated each
+BatchNorm's cross-device reductions. The memory held is that of ordinary reverse-mode autodiff.
 
 Gradients accumulate into one full-size pytree (zero outside the active slices), so the optimizer
 update is a single jitted call over the whole supernet whichever subnets were sampled.
@@ -109,21 +115,21 @@ class ComposedTrainer:
             def pick(p, i):
                 return jax.tree.map(lambda a: a[i], p) if indexed else p
 
-            def fwd(p, i, x):
-                return fn(pick(p, i), x)
-
-            def bwd(p, i, x, g, acc):
+            def fwd(p, i, x):  # the output and the pullback holding the residuals (a pytree)
                 if input_grad:
-                    _, pullback = jax.vjp(lambda q, x: fn(q, x), pick(p, i), x)
+                    return jax.vjp(fn, pick(p, i), x)
+                return jax.vjp(lambda q: fn(q, x), pick(p, i))
+
+            def bwd(pullback, i, g, acc):
+                if input_grad:
                     dp, dx = pullback(g)
                 else:
-                    _, pullback = jax.vjp(lambda q: fn(q, x), pick(p, i))
                     (dp,), dx = pullback(g), None
                 if indexed:
                     return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
                 return dx, jax.tree.map(jnp.add, acc, dp)
 
-            self._fns[piece.key] = (jax.jit(fwd), jax.jit(bwd, donate_argnums=(4,)))
+            self._fns[piece.key] = (jax.jit(fwd), jax.jit(bwd, donate_argnums=(3,)))
         return self._fns[piece.key]
 
     def _head_fn(self, piece: Piece, kd: bool):
@@ -157,15 +163,15 @@ class ComposedTrainer:
             fwd, bwd = self._piece_fns(piece)
             p = _get(params, piece)
             i = jnp.int32(piece.index if piece.index is not None else 0)
-            tape.append((piece, bwd, p, i, z))
             self._signatures.add(("piece", piece.key, z.shape, z.dtype))
-            z = fwd(p, i, z)
+            z, pullback = fwd(p, i, z)
+            tape.append((piece, bwd, pullback, i))
         kd = soft_targets is not None
         self._signatures.add(("head", head.key, kd, z.shape, z.dtype, labels.shape))
         soft = soft_targets if kd else jnp.zeros((), jnp.float32)
         loss, logits, g, acc = self._head_fn(head, kd)(_get(params, head), z, labels, soft, _get(grads, head))
         grads = _put(grads, head.path, head.keys, acc)
-        for piece, bwd, p, i, x in reversed(tape):
-            g, acc = bwd(p, i, x, g, _get(grads, piece))
+        for piece, bwd, pullback, i in reversed(tape):
+            g, acc = bwd(pullback, i, g, _get(grads, piece))
             grads = _put(grads, piece.path, piece.keys, acc)
         return loss, logits, grads
