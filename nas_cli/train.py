@@ -368,7 +368,15 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
 
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     tx = make_optimizer(cfg, steps_per_epoch)
-    state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(cfg.seed)), mesh), tx)
+
+    def fresh(params) -> TrainState:
+        # the optimiser's step count starts on one device; placed like the weights (where the update
+        # leaves it), the second step reuses the first step's update program instead of compiling
+        # it again (measured: 14-28 s on the loaded 2-core CPU for resnet-tiny)
+        state = TrainState.create(dist.replicate(params, mesh), tx)
+        return state._replace(opt_state=dist.replicate(state.opt_state, mesh))
+
+    state = fresh(space.init_supernet(jax.random.key(cfg.seed)))
     start, done = 0, []
     if resuming:
         saved, start = runs.restore_checkpoint(out, state.checkpoint_items(), fall_back=True)
@@ -423,7 +431,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
             new_phase = training_phase(cfg, epoch, space)
             if new_phase != phase:
                 if new_phase == "width":  # OFA: keep the most important channels when width shrinks
-                    state = TrainState.create(dist.replicate(space.sort_channels(state.params), mesh), tx)
+                    state = fresh(space.sort_channels(state.params))
                 phase = new_phase
                 sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
             t0 = time.time()
