@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 import numpy as np  # noqa: E402
 
-from nas_cli.search import SearchConfig, parse_budget, predictor_loop, run_search  # noqa: E402
+from nas_cli.search import SearchConfig, parse_budget, run_search  # noqa: E402
 from nas_cli.table_eval import TableEvaluator, synthetic_nasbench201_rows, write_table  # noqa: E402
 from search_spaces.nasbench201 import NASBench201Space  # noqa: E402
 
@@ -56,12 +56,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--explore", type=float, default=0.0)
     ap.add_argument("--features", default="structure")
-    ap.add_argument("--cost-models", choices=("cv", "configured"), default="cv",
-                    help="cv: each cost metric's model chosen by CV tau among --predictor and "
-                         "predictor_loop.COST_MODEL_ALTERNATIVES (the default); configured: --predictor for every metric")
     args = ap.parse_args()
-    if args.cost_models == "configured":
-        predictor_loop.COST_MODEL_ALTERNATIVES = ()
 
     space = NASBench201Space()
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
@@ -112,8 +107,7 @@ def main() -> int:
     print(json.dumps({
         "table": "synthetic nas-bench-201-like (seed 0)" if args.synthetic else str(table),
         "evaluations": E, "seeds": args.seeds, "predictor": args.predictor, "initial": args.initial,
-        "batch": args.batch, "explore": args.explore, "features": args.features,
-        "cost_models": args.cost_models, "summary": summary,
+        "batch": args.batch, "explore": args.explore, "features": args.features, "summary": summary,
         "targets_met": {k: v["front"]["hv_ratio_min"] >= 0.99 and v["front"]["front_found_min"] >= 0.5
                         for k, v in summary.items()},
         "runs": runs,

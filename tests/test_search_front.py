@@ -153,25 +153,3 @@ def test_zero_cost_features_in_the_predictor_loop(table, tmp_path, monkeypatch):
         run_search(TableEvaluator(NB, table, {"accuracy": "accuracy", "latency": "latency"}),
                    SearchConfig(features="zc", **kw), tmp_path / "table")
 
-
-def test_cost_model_is_chosen_by_cross_validated_tau():
-    from nas_cli.search.predictor_loop import COST_MODEL_MIN_ROWS, choose_cost_model
-
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 2, (60, 12)).astype(np.float32)
-    additive = X @ rng.uniform(1, 3, 12)  # a cost that is a sum over the genome: ridge's model exactly
-    name, scores = choose_cost_model("gbt", X, additive, seed=0)
-    assert name == "ridge" and set(scores) == {"gbt", "ridge"} and scores["ridge"] > scores["gbt"]
-    assert choose_cost_model("gbt", X, additive, seed=0) == (name, scores)  # deterministic per seed
-    few = COST_MODEL_MIN_ROWS - 1
-    assert choose_cost_model("gbt", X[:few], additive[:few], seed=0) == ("gbt", {})
-    assert choose_cost_model("auto", X, additive, seed=0) == ("auto", {})  # auto chooses for itself
-
-
-def test_front_search_logs_the_cost_models_it_chose(table, tmp_path):
-    ev = TableEvaluator(NB, table, {"accuracy": "accuracy", "latency": "latency"})
-    cfg = SearchConfig(budgets=(parse_budget("latency", "60%"),), evaluations=60, initial=20, batch=20,
-                       predictor="gp", seed=0)
-    res = run_search(ev, cfg, tmp_path / "s")
-    chosen = [r["cost_models"] for r in res.log if "cost_models" in r]
-    assert chosen and all(set(c) == {"latency"} and c["latency"] in ("gp", "ridge") for c in chosen)

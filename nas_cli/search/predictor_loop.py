@@ -28,28 +28,8 @@ from nas_cli.search.problem import ArchProblem
 from nas_cli.search.selection import initial_design, select_diverse, select_front
 from nas_cli.search.tracking import feasible_front, feasible_mask
 from predictors import get_predictor, kendall_tau
-from predictors.cross_validation import cross_validate
 from predictors.data import split_feature_kind
 from search_spaces.base import Arch, SearchSpace
-
-
-#: a cost metric's model (latency, ...) is chosen each iteration by 5-fold CV Kendall tau among the
-#: configured predictor and these (an empty tuple: always the configured predictor). An additive
-#: ridge on the genome's one-hot ranks NAS-Bench-201 latencies as well as a GP or better on some
-#: devices, where a cell's cost is a sum over its edges (bench/RESULTS.md, issue 18).
-COST_MODEL_ALTERNATIVES: tuple[str, ...] = ("ridge",)
-#: fewer measured architectures than this: the configured predictor, without cross-validation
-COST_MODEL_MIN_ROWS = 20
-
-
-def choose_cost_model(name: str, X: np.ndarray, y: np.ndarray, seed: int) -> tuple[str, dict[str, float]]:
-    """The model for a cost metric: ``name`` or one of :data:`COST_MODEL_ALTERNATIVES`, whichever has
-    the best 5-fold CV Kendall tau on ``(X, y)`` (ties to ``name``), and every candidate's tau."""
-    candidates = list(dict.fromkeys([name, *COST_MODEL_ALTERNATIVES]))
-    if len(candidates) == 1 or name == "auto" or len(y) < COST_MODEL_MIN_ROWS:
-        return name, {}
-    scores = {c: cross_validate(c, X, y, k=5, seed=seed)["kendall_tau"] for c in candidates}
-    return max(candidates, key=lambda c: (scores[c], c == name)), scores
 
 
 def _seed(*parts: int) -> int:
@@ -164,18 +144,12 @@ class Surrogate:
         needed = list(dict.fromkeys([*cfg.objectives, *ctx.bounds]))
         self.estimated = [m for m in needed if m in probe and m != "accuracy"]
         self.models = {}
-        self.chosen: dict[str, str] = {}  # the model of each cost metric, where it was chosen
         X = self.encode([space.decode(k) for k in measured])
         self._cols = {}
         for j, m in enumerate(m for m in needed if m not in self.estimated):
             y = np.asarray([ctx.cache[k][m] for k in measured], np.float64)
             self._cols[m] = metric_columns(space, cfg.features, m, zero_cost.width if zero_cost else 0)
-            Xm, name = X[:, self._cols[m]], cfg.predictor
-            if not METRICS[m]:
-                name, scores = choose_cost_model(name, Xm, y, _seed(cfg.seed, iteration, j, 4))
-                if scores:
-                    self.chosen[m] = name
-            self.models[m] = get_predictor(name, seed=_seed(cfg.seed, iteration, j)).fit(Xm, y)
+            self.models[m] = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j)).fit(X[:, self._cols[m]], y)
         self._est: dict[str, dict] = {} if estimates is None else estimates
 
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
@@ -360,8 +334,6 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
             # how well the model ranked what it chose: the usual health check of a predictor loop
             extra["batch_kendall_tau"] = kendall_tau([ctx.cache[p]["accuracy"] for p in scored],
                                                      [predicted[p]["accuracy"] for p in scored])
-        if surrogate.chosen:
-            extra["cost_models"] = dict(surrogate.chosen)
         if zero_cost is not None:
             cost = zero_cost.cost()
             extra["zero_cost"] = {"subnets": cost["subnets"], "seconds_per_subnet": cost["seconds_per_subnet"]}
