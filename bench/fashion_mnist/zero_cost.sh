@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 [ -d "$OUT/supernet" ] || { mkdir "$OUT/supernet"; cp -r "$RUN"/config.json "$RUN"/data.json "$RUN"/checkpoint \
   "$RUN"/checksums.json "$RUN"/final.json "$OUT/supernet/"; cp "$RUN"/subnet_accuracy.jsonl "$OUT/supernet/" 2>/dev/null || true; }
-$NAS predictor sample "$OUT/supernet" --n 400 --seed 0 --zero-cost --out "$OUT/sample400.csv" | tee "$OUT/sample.log"
+[ -f "$OUT/sample400.csv" ] || $NAS predictor sample "$OUT/supernet" --n 400 --seed 0 --zero-cost --out "$OUT/sample400.csv" | tee "$OUT/sample.log"
 # the CLI flow: rows 1-100 held out, 101-400 to fit, structure+zc beside structure alone
 $PY - "$OUT" <<'PY'
 import csv, sys
