@@ -344,3 +344,9 @@ def test_zero_cost_features_errors_name_the_problem(nb201_zc, nb201, tmp_path, c
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output
     assert expected in r.output and "Traceback" not in r.output
+
+
+def test_sample_zero_cost_batch_is_checked_before_the_run_is_opened(tmp_path):
+    r = runner.invoke(app, ["predictor", "sample", str(tmp_path / "no-run"), "--n", "5", "--zero-cost",
+                            "--zero-cost-batch", "1", "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 2 and "--zero-cost-batch 1 / --zero-cost-batches 1: use at least 2 images" in r.output
