@@ -5,7 +5,9 @@ A table is one of:
 * an **arch table**: a column ``arch`` (or ``arch_str``, as NAS-Bench-201's tables name it) of a
   search space's canonical strings. Features are what the space knows of each architecture's
   structure (``SearchSpace.structure_features``, by default) or the genome's one-hot
-  (``SearchSpace.features``, ``features="onehot"``); other columns besides the target are ignored.
+  (``SearchSpace.features``, ``features="onehot"``); with ``structure+zc`` / ``onehot+zc`` the
+  table's zero-cost proxy columns ``zc_*`` (``nas predictor sample RUN --zero-cost``) are features
+  beside them, and ``zc`` uses the proxies alone; other columns besides the target are ignored.
   The space is named, or found by trying every registered space's ``decode``.
 * a **generic table**: every column other than the target and the ignored ones is a categorical
   feature, one-hot over the values seen when fitting; a column whose values all look numeric
@@ -33,8 +35,11 @@ from search_spaces.errors import ArchError
 ARCH_COLUMN = "arch"
 #: the names an arch table's column of canonical strings may have, in the order they are looked for
 ARCH_COLUMNS = (ARCH_COLUMN, "arch_str")
-#: what an arch table's features are: the space's structure features, or the genome's one-hot
-FEATURE_KINDS = ("structure", "onehot")
+#: what an arch table's features are: the space's structure features, or the genome's one-hot, each
+#: alone or with the table's zero-cost proxies beside it, or the proxies alone
+FEATURE_KINDS = ("structure", "onehot", "structure+zc", "onehot+zc", "zc")
+#: a column of zero-cost proxy values is named this prefix and the proxy (``zc_synflow``)
+ZC_PREFIX = "zc_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,34 +129,100 @@ def check_feature_kind(features: str) -> str:
     return features
 
 
+def split_feature_kind(features: str) -> tuple[str | None, bool]:
+    """``(structure|onehot|None, with zero-cost proxies)`` of a :data:`FEATURE_KINDS` name."""
+    check_feature_kind(features)
+    if features == "zc":
+        return None, True
+    base, _, zc = features.partition("+")
+    return base, zc == "zc"
+
+
+def zero_cost_columns(table: Table, target: str, ignore: Sequence[str] = ()) -> list[str]:
+    """The table's zero-cost proxy columns (``zc_*``), other than the target and the ignored ones."""
+    return [c for c in table.header if c.startswith(ZC_PREFIX) and c != target and c not in ignore]
+
+
+def _zero_cost_block(table: Table, columns: Sequence[str]) -> np.ndarray:
+    """The float64 values of ``columns``; empty, non-numeric or non-finite cells are errors."""
+    out = np.empty((len(table.rows), len(columns)), np.float64)
+    for j, col in enumerate(columns):
+        table.require(col, "a zero-cost proxy column of this model (`nas predictor sample RUN --zero-cost` writes it)")
+        for i, text in enumerate(table.column(col)):
+            value = _parse_float(text)
+            if value is None or not math.isfinite(value):
+                raise PredictorError(f"{table.path}: line {_line(table, i)}, column {col!r}: {text!r} is not a "
+                                     "finite number; zero-cost proxies must be finite")
+            out[i, j] = value
+    return out
+
+
 class ArchEncoder:
     """Features of a column of canonical strings through one search space.
 
     Args:
       space_name: a registered space; ``options`` its options.
-      features: ``"structure"`` (``SearchSpace.structure_features``) or ``"onehot"``
-        (``SearchSpace.features``, the genome's one-hot and ordinals).
+      features: one of :data:`FEATURE_KINDS`: ``"structure"`` (``SearchSpace.structure_features``)
+        or ``"onehot"`` (``SearchSpace.features``, the genome's one-hot and ordinals), either with
+        ``+zc``, or ``"zc"`` alone.
       column: the column holding the strings (``arch`` or ``arch_str``).
+      zc_columns, zc_mean, zc_std: with zero-cost features, the table's proxy columns and the
+        statistics they are standardised by (those of the table the encoder was fitted on; see
+        :meth:`fit_zero_cost`).
     """
 
     kind = "arch"
 
     def __init__(self, space_name: str, options: dict | None = None, features: str = "structure",
-                 column: str = ARCH_COLUMN):
+                 column: str = ARCH_COLUMN, zc_columns: Sequence[str] = (), zc_mean: Sequence[float] = (),
+                 zc_std: Sequence[float] = ()):
         self.space_name = space_name
         self.options = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
         self.space = get_space(space_name, **self.options)
         self.features = check_feature_kind(features)
+        self.base, self.with_zc = split_feature_kind(features)
         self.column = column
+        self.zc_columns = list(zc_columns)
+        self.zc_mean = np.asarray(zc_mean, np.float64)
+        self.zc_std = np.asarray(zc_std, np.float64)
+
+    def fit_zero_cost(self, table: Table, target: str, ignore: Sequence[str] = ()) -> "ArchEncoder":
+        """Takes the table's ``zc_*`` columns and their mean/std (features with ``zc`` only)."""
+        if not self.with_zc:
+            return self
+        columns = zero_cost_columns(table, target, ignore)
+        if not columns:
+            raise PredictorError(
+                f"{table.path}: features {self.features!r} need zero-cost proxy columns ({ZC_PREFIX}*, written "
+                f"by `nas predictor sample RUN --zero-cost`); columns: {', '.join(table.header)}")
+        values = _zero_cost_block(table, columns)
+        self.zc_columns = columns
+        self.zc_mean = values.mean(0)
+        std = values.std(0)
+        self.zc_std = np.where(std > 0, std, 1.0)
+        return self
 
     def encode(self, arch) -> np.ndarray:
-        """The feature vector of one architecture of the space, float32."""
-        if self.features == "onehot":
+        """The space's feature vector of one architecture (no zero-cost proxies: they come from a
+        table, or a search's supernet), float32."""
+        if self.base == "onehot":
             return np.asarray(self.space.features(arch), np.float32)
+        if self.base is None:
+            return np.zeros(0, np.float32)
         return np.asarray(self.space.structure_features(arch), np.float32)
+
+    def standardise_zero_cost(self, values: np.ndarray) -> np.ndarray:
+        """Proxy values ``(n, len(zc_columns))`` as the features the model saw (fitted standardisation)."""
+        return ((np.asarray(values, np.float64) - self.zc_mean) / self.zc_std).astype(np.float32)
 
     def transform(self, table: Table) -> np.ndarray:
         table.require(self.column, f"canonical architecture strings of space {self.space_name!r}")
+        X = self._transform_archs(table)
+        if not self.with_zc:
+            return X
+        return np.concatenate([X, self.standardise_zero_cost(_zero_cost_block(table, self.zc_columns))], 1)
+
+    def _transform_archs(self, table: Table) -> np.ndarray:
         cache: dict[str, np.ndarray] = {}
         rows = []
         for i, text in enumerate(table.column(self.column)):
@@ -167,14 +238,21 @@ class ArchEncoder:
         return np.stack(rows)
 
     def feature_names(self) -> list[str]:
-        if self.features == "onehot":
-            return list(self.space.feature_names())
-        return list(self.space.structure_feature_names())
+        if self.base == "onehot":
+            names = list(self.space.feature_names())
+        elif self.base is None:
+            names = []
+        else:
+            names = list(self.space.structure_feature_names())
+        return names + self.zc_columns
 
     def to_json(self) -> dict:
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
-        return {"kind": self.kind, "space": self.space_name, "options": options, "features": self.features,
-                "column": self.column}
+        out = {"kind": self.kind, "space": self.space_name, "options": options, "features": self.features,
+               "column": self.column}
+        if self.with_zc:
+            out.update(zc_columns=self.zc_columns, zc_mean=self.zc_mean.tolist(), zc_std=self.zc_std.tolist())
+        return out
 
 
 class TableEncoder:
@@ -253,7 +331,8 @@ def encoder_from_json(obj: dict):
     if obj.get("kind") == ArchEncoder.kind:
         # Encoders saved before the features field existed encoded the genome's one-hot.
         return ArchEncoder(obj["space"], obj.get("options"), features=obj.get("features", "onehot"),
-                           column=obj.get("column", ARCH_COLUMN))
+                           column=obj.get("column", ARCH_COLUMN), zc_columns=obj.get("zc_columns", ()),
+                           zc_mean=obj.get("zc_mean", ()), zc_std=obj.get("zc_std", ()))
     if obj.get("kind") == TableEncoder.kind:
         return TableEncoder(obj["columns"], obj["values"], obj["ranges"])
     raise PredictorError(f"unknown encoder kind {obj.get('kind')!r}; known kinds: arch, table")
@@ -300,7 +379,9 @@ def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None
                  features: str = "structure"):
     """Chooses and fits the encoder of a training table (see the module docstring). ``space`` is a
     registered name (default options) or (name, options), e.g. a training run's space; ``features``
-    (``structure`` or ``onehot``) is what an arch table's features are (generic tables have one kind)."""
+    (one of :data:`FEATURE_KINDS`) is what an arch table's features are (generic tables have one kind);
+    with zero-cost proxies, the encoder takes the table's ``zc_*`` columns and standardises them by
+    this table's statistics."""
     check_feature_kind(features)
     options = None
     if isinstance(space, tuple):
@@ -315,7 +396,8 @@ def make_encoder(table: Table, target: str, space: str | tuple[str, dict] | None
         else:
             SPACES.get(space)  # an unknown name lists the known ones
             table.require(column or ARCH_COLUMN, f"space {space!r} needs canonical architecture strings")
-        return ArchEncoder(space, options, features=features, column=column or ARCH_COLUMN)
+        return ArchEncoder(space, options, features=features, column=column or ARCH_COLUMN).fit_zero_cost(
+            table, target, ignore)
     columns = [c for c in table.header if c != target and c not in ignore]
     if not columns:
         raise PredictorError(f"{table.path}: no feature columns left besides the target {target!r} and the ignored ones")

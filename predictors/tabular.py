@@ -79,7 +79,8 @@ def fit_table(
         the table's space (arch tables of a space with FLOPs/params; every model: see
         ``Predictor.fit``).
       features: what an arch table's features are: ``structure`` (the space's structure
-        features) or ``onehot`` (the genome's one-hot); generic tables have one kind.
+        features) or ``onehot`` (the genome's one-hot), each optionally ``+zc`` (with the table's
+        zero-cost proxy columns ``zc_*``), or ``zc`` (the proxies alone); generic tables have one kind.
 
     Raises:
       PredictorError: a bad table, name or value (the message says which).
@@ -102,6 +103,9 @@ def fit_table(
         )
     pretrain = None
     if pretrain_samples > 0:
+        if isinstance(encoder, ArchEncoder) and encoder.with_zc:
+            raise PredictorError(f"features {encoder.features!r}: pretraining draws random architectures, which "
+                                 "have no zero-cost proxies; pretrain with features structure or onehot")
         if not isinstance(encoder, ArchEncoder) or not has_stats(encoder.space):
             raise PredictorError("pretraining needs an arch table of a space that counts FLOPs/params")
         pretrain = random_pretrain_set(encoder.space, pretrain_samples, seed=seed)

@@ -141,7 +141,7 @@ def _bad(files, name):
         "unknown model": (["fit", str(files["arch_train"]), "--target", "accuracy", "--model", "xgb"],
                           "known models: ridge, rbf, gp, gbt, rf, extra_trees, mlp, ensemble, auto"),
         "bad features": (["fit", str(files["arch_train"]), "--target", "accuracy", "--features", "paths"],
-                         "--features must be one of structure, onehot, got 'paths'"),
+                         "--features must be one of structure, onehot, structure+zc, onehot+zc, zc, got 'paths'"),
         "unknown ignore": (["fit", str(files["gen_train"]), "--target", "acc", "--ignore", "runid"],
                            "no column 'runid' (named by --ignore)"),
         "empty feature": (["fit", str(write_csv(d / "ef.csv", GENERIC_HEADER, [[3, 16, "", "r", "0.5"]] * 12)),
@@ -263,3 +263,90 @@ def test_encoder_saved_without_features_field_is_one_hot(nb201, tmp_path):
     np.testing.assert_array_equal(old.predict_table(table), model.predict_table(table))
     with pytest.raises(ValueError, match="features 'paths' is not one of structure, onehot"):
         ArchEncoder("nas-bench-201", features="paths")
+
+
+# --- zero-cost proxy columns as features -------------------------------------------------------
+def nb201_zc_rows(n, seed):
+    """nb201_rows plus two proxy columns: zc_good follows the target (with noise), zc_junk does not."""
+    rng = np.random.default_rng(seed + 100)
+    rows = []
+    for row in nb201_rows(n, seed):
+        acc = float(row[2])
+        rows.append(row + [f"{acc + 0.5 * rng.normal():.4f}", f"{rng.normal():.4f}"])
+    return rows
+
+
+ZC_HEADER = NB201_HEADER + ["zc_good", "zc_junk"]
+
+
+@pytest.fixture(scope="module")
+def nb201_zc(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nb201_zc")
+    return {"train": write_csv(d / "train.csv", ZC_HEADER, nb201_zc_rows(80, 1)),
+            "test": write_csv(d / "test.csv", ZC_HEADER, nb201_zc_rows(60, 2)), "dir": d}
+
+
+def test_fit_with_zero_cost_columns_beside_the_structure(nb201_zc):
+    from predictors import load_table_model, read_csv
+    from search_spaces import get_space
+
+    out = nb201_zc["dir"] / "model_zc"
+    r = runner.invoke(app, ["predictor", "fit", str(nb201_zc["train"]), "--target", "cifar100_test_acc", "--model",
+                            "ridge", "--features", "structure+zc", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["feature_kind"] == "structure+zc"
+    assert report["features"] == len(get_space("nas-bench-201").structure_feature_names()) + 2
+    saved = json.loads((out / "encoding.json").read_text())["encoder"]
+    assert saved["zc_columns"] == ["zc_good", "zc_junk"] and len(saved["zc_mean"]) == len(saved["zc_std"]) == 2
+    # the proxies are standardised by the training table's statistics, saved and reused on new tables
+    train = np.asarray([[float(x) for x in row[4:]] for row in nb201_zc_rows(80, 1)])
+    np.testing.assert_allclose(saved["zc_mean"], train.mean(0), rtol=1e-6)
+    model = load_table_model(out)
+    X = model.encoder.transform(read_csv(nb201_zc["test"]))
+    assert X.shape == (60, report["features"]) and np.all(np.isfinite(X))
+    assert evaluate_json(out, nb201_zc["test"], "cifar100_test_acc")["n"] == 60
+
+
+def test_zero_cost_columns_alone_rank_by_the_proxy(nb201_zc):
+    taus = {}
+    for features in ("zc", "onehot"):
+        out = nb201_zc["dir"] / f"model_{features.replace('+', '_')}"
+        r = runner.invoke(app, ["predictor", "fit", str(nb201_zc["train"]), "--target", "cifar100_test_acc",
+                                "--model", "ridge", "--features", features, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        taus[features] = evaluate_json(out, nb201_zc["test"], "cifar100_test_acc")["kendall_tau"]
+    assert taus["zc"] > 0.6 and taus["zc"] > taus["onehot"] + 0.1, taus
+
+
+@pytest.mark.parametrize("case", ["no_columns", "not_finite", "missing_at_evaluate", "pretrain"])
+def test_zero_cost_features_errors_name_the_problem(nb201_zc, nb201, tmp_path, case):
+    target = ["--target", "cifar100_test_acc"]
+    if case == "no_columns":
+        args = ["predictor", "fit", str(nb201["train"]), *target, "--features", "structure+zc",
+                "--out", str(tmp_path / "m")]
+        expected = "need zero-cost proxy columns (zc_*, written by `nas predictor sample RUN --zero-cost`)"
+    elif case == "not_finite":
+        rows = nb201_zc_rows(30, 3)
+        rows[4][-2] = "inf"
+        bad = write_csv(tmp_path / "bad.csv", ZC_HEADER, rows)
+        args = ["predictor", "fit", str(bad), *target, "--features", "onehot+zc", "--out", str(tmp_path / "m")]
+        expected = "line 6, column 'zc_good': 'inf' is not a finite number"
+    elif case == "missing_at_evaluate":
+        args = ["predictor", "evaluate", str(nb201_zc["dir"] / "model_zc"), str(nb201["test"]), *target]
+        expected = "no column 'zc_good' (a zero-cost proxy column of this model"
+    else:
+        args = ["predictor", "fit", str(nb201_zc["train"]), *target, "--features", "structure+zc",
+                "--pretrain-samples", "50", "--out", str(tmp_path / "m")]
+        expected = "random architectures, which have no zero-cost proxies"
+    if case == "missing_at_evaluate" and not (nb201_zc["dir"] / "model_zc").exists():
+        pytest.skip("needs test_fit_with_zero_cost_columns_beside_the_structure's model")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert expected in r.output and "Traceback" not in r.output
+
+
+def test_sample_zero_cost_batch_is_checked_before_the_run_is_opened(tmp_path):
+    r = runner.invoke(app, ["predictor", "sample", str(tmp_path / "no-run"), "--n", "5", "--zero-cost",
+                            "--zero-cost-batch", "1", "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 2 and "--zero-cost-batch 1 / --zero-cost-batches 1: use at least 2 images" in r.output

@@ -48,7 +48,9 @@ def fit(
     ),
     features: str = typer.Option(
         "structure", "--features", help="Features of an arch table: structure (what the space knows of each "
-        "architecture's structure, e.g. a cell after pruning dead edges) or onehot (the genome's one-hot)."
+        "architecture's structure, e.g. a cell after pruning dead edges) or onehot (the genome's one-hot); "
+        "structure+zc / onehot+zc add the table's zero-cost proxy columns zc_* (`nas predictor sample "
+        "--zero-cost`), zc uses them alone."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
@@ -99,6 +101,13 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
     latency: bool = typer.Option(False, "--latency", help="Also time each static subnet here (batch 1), all of "
                                  "them interleaved beside reference subnets and put at one device speed."),
+    zero_cost: bool = typer.Option(False, "--zero-cost", help="Also compute each subnet's zero-cost proxies "
+                                   "through the supernet (columns zc_grad_norm, zc_synflow, zc_jacob_cov: "
+                                   "features for `nas predictor fit --features structure+zc`) "
+                                   "and report their seconds per subnet."),
+    zero_cost_batch: int = typer.Option(32, "--zero-cost-batch", help="Training images per batch of the proxies "
+                                        "(a fixed subset drawn by the run's seed)."),
+    zero_cost_batches: int = typer.Option(1, "--zero-cost-batches", help="Batches the proxies are averaged over."),
 ) -> None:
     """Measure N random subnets through the supernet (inherited weights, BatchNorm recalibrated,
     validation accuracy) into a CSV for `nas predictor fit`. Re-running continues an interrupted sample."""
@@ -106,15 +115,29 @@ def sample(
     import io
 
     from nas_cli.errors import UserError
+    from predictors.data import ZC_PREFIX
     from predictors.files import atomic_write_text
     from nas_cli.run_eval import open_run_evaluator, sample_subnets
+    from search_spaces.zero_cost import zero_cost_of_run
 
     if n < 1:
         raise UserError(f"--n {n} must be at least 1")
+    if zero_cost and (zero_cost_batch < 2 or zero_cost_batches < 1):
+        raise UserError(f"--zero-cost-batch {zero_cost_batch} / --zero-cost-batches {zero_cost_batches}: "
+                        "use at least 2 images per batch and 1 batch")
     prepare_out(out, folder=False)
     evaluator = open_run_evaluator(run_dir)
     with typer.progressbar(length=n, label="measuring", file=sys.stderr) as bar:
         rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=lambda done, total: bar.update(1))
+    if zero_cost:
+        zc = zero_cost_of_run(evaluator.run, batch_size=zero_cost_batch, batches=zero_cost_batches)
+        with typer.progressbar(length=n, label="zero-cost proxies", file=sys.stderr) as bar:
+            values = zc.many([evaluator.space.decode(r["arch"]) for r in rows], lambda done, total: bar.update(1))
+        for row, v in zip(rows, values):
+            row.update({ZC_PREFIX + name: x for name, x in v.items()})
+        cost = zc.cost()
+        typer.echo(f"zero-cost proxies: {cost['seconds_per_subnet']:.3f} s per subnet after "
+                   f"{cost['compile_seconds']:.1f} s for the first (compiling; one program per resolution)")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -51,7 +51,9 @@ def search(
     proposal: str = typer.Option(_D.proposal, "--proposal", help="Predictor mode: front (score a candidate pool, "
                                  "measure its optimistic predicted front) or inner (run --algorithm on predictions)."),
     features: str = typer.Option(_D.features, "--features", help="Predictor mode: what the predictors see, the "
-                                 "space's structure features or the genome's onehot."),
+                                 "space's structure features or the genome's onehot, either +zc (with every "
+                                 "candidate's zero-cost proxies through the supernet; needs --pool 5000 or less), "
+                                 "or zc alone."),
     pool: int = typer.Option(_D.pool, "--pool", help="Predictor mode, --proposal front: score every architecture "
                              "of a space with at most this many, else this many random ones plus the front's "
                              "one-gene mutations."),

@@ -14,6 +14,9 @@ from predictors.data import FEATURE_KINDS
 
 #: how predictor mode proposes what to measure (see :class:`SearchConfig`)
 PROPOSALS = ("front", "inner")
+#: the largest --pool with zero-cost features: every candidate's proxies are computed (0.1-0.3 s
+#: each for a -tiny supernet on a CPU), so a pool of 10^5 would cost hours per iteration
+ZERO_COST_MAX_POOL = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +31,9 @@ class SearchConfig:
     predicted front, the candidates not dominated by what is measured, optimistic by ``explore``
     predictive standard deviations; ``inner`` runs the inner ``algorithm`` on predictions.
     ``features`` is what the predictors see: the space's ``structure`` features or the genome's
-    ``onehot``. A SearchConfig is validated when built.
+    ``onehot``, either with ``+zc`` (the zero-cost proxies of every candidate, computed through the
+    supernet; ``pool`` at most :data:`ZERO_COST_MAX_POOL`), or ``zc`` alone. A SearchConfig is
+    validated when built.
 
     Raises:
       UserError: (when built) the first bad field, naming it and what is allowed.
@@ -70,6 +75,10 @@ class SearchConfig:
             raise UserError(f"--proposal {self.proposal!r} is unknown; use one of: {', '.join(PROPOSALS)}")
         if self.features not in FEATURE_KINDS:
             raise UserError(f"--features {self.features!r} is unknown; use one of: {', '.join(FEATURE_KINDS)}")
+        if "zc" in self.features and self.evaluations is not None and self.pool > ZERO_COST_MAX_POOL:
+            raise UserError(f"--features {self.features} computes the zero-cost proxies of every candidate "
+                            f"(0.1-0.3 s each on a CPU); --pool {self.pool} would take hours per iteration: "
+                            f"use --pool {ZERO_COST_MAX_POOL} or less")
         if not (math.isfinite(self.explore) and self.explore >= 0):
             raise UserError(f"--explore {self.explore!r} must be a finite number >= 0 (predictive stds of optimism)")
         for name, low in (("population", 2), ("generations", 1), ("batch", 1), ("pool", 1)):

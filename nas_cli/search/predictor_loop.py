@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_cli.errors import UserError
 from nas_cli.evaluation import METRICS
 from nas_cli.search.algorithms import make_algorithm
 from nas_cli.search.context import SearchContext
@@ -27,6 +28,7 @@ from nas_cli.search.problem import ArchProblem
 from nas_cli.search.selection import initial_design, select_diverse, select_front
 from nas_cli.search.tracking import feasible_front, feasible_mask
 from predictors import get_predictor, kendall_tau
+from predictors.data import split_feature_kind
 from search_spaces.base import Arch, SearchSpace
 
 
@@ -34,27 +36,96 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def encode_archs(space: SearchSpace, archs: Sequence[Arch], features: str) -> np.ndarray:
+class ZeroCostFeatures:
+    """Zero-cost proxies of architectures as predictor features: computed once per architecture
+    (cached by canonical key) through the run's supernet, standardised by the proxies of a fixed set
+    of architectures (the search's initial design, so a resumed search scales them alike).
+
+    Args:
+      proxies: a :class:`search_spaces.zero_cost.ZeroCostProxies` of the run.
+    """
+
+    def __init__(self, space: SearchSpace, proxies):
+        self.space, self.proxies = space, proxies
+        self._raw: dict[str, np.ndarray] = {}
+        self._mean = self._std = None
+
+    @property
+    def width(self) -> int:
+        return len(self.proxies.proxies)
+
+    def raw(self, archs: Sequence[Arch]) -> np.ndarray:
+        keys = [self.space.encode(a) for a in archs]
+        for key, arch in zip(keys, archs):
+            if key not in self._raw:
+                v = self.proxies(arch)
+                self._raw[key] = np.asarray([v[p] for p in self.proxies.proxies], np.float64)
+        return np.stack([self._raw[k] for k in keys]) if keys else np.zeros((0, self.width))
+
+    def fix_scale(self, archs: Sequence[Arch]) -> None:
+        """Standardise every later call by the mean and std of the proxies of ``archs``."""
+        values = self.raw(archs)
+        std = values.std(0)
+        self._mean, self._std = values.mean(0), np.where(std > 0, std, 1.0)
+
+    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+        assert self._mean is not None, "fix_scale first"
+        return ((self.raw(archs) - self._mean) / self._std).astype(np.float32)
+
+    def cost(self) -> dict[str, float]:
+        return self.proxies.cost()
+
+
+def zero_cost_features(ctx: SearchContext) -> ZeroCostFeatures | None:
+    """The search's zero-cost features (None unless ``--features`` asks for them).
+
+    Raises:
+      UserError: the evaluator has no supernet to compute them through (a benchmark table).
+    """
+    if not split_feature_kind(ctx.config.features)[1]:
+        return None
+    run = getattr(ctx.evaluator, "run", None)
+    if run is None:
+        raise UserError(f"--features {ctx.config.features}: zero-cost proxies are computed through a trained "
+                        "supernet's weights, and this search measures a table; use --features structure or onehot")
+    from search_spaces.zero_cost import zero_cost_of_run  # noqa: PLC0415  (JAX, only when asked for)
+
+    return ZeroCostFeatures(ctx.space, zero_cost_of_run(run))
+
+
+def encode_archs(space: SearchSpace, archs: Sequence[Arch], features: str,
+                 zero_cost: ZeroCostFeatures | None = None) -> np.ndarray:
     """Predictor features ``(n, F)`` of ``archs``: with ``structure``, the space's structure features
-    then the genome's one-hot (see :func:`metric_columns`); with ``onehot``, the one-hot alone."""
-    if features == "onehot":
-        return np.stack([np.asarray(space.features(a), np.float32) for a in archs])
-    return np.stack([np.concatenate([np.asarray(space.structure_features(a), np.float32),
-                                     np.asarray(space.features(a), np.float32)]) for a in archs])
+    then the genome's one-hot (see :func:`metric_columns`); with ``onehot``, the one-hot alone. With
+    ``+zc`` the zero-cost proxies come right after the structure (or one-hot) features; ``zc`` is
+    the proxies alone."""
+    base, with_zc = split_feature_kind(features)
+    parts = []
+    if base == "onehot":
+        parts.append(np.stack([np.asarray(space.features(a), np.float32) for a in archs]))
+    elif base == "structure":
+        parts.append(np.stack([np.asarray(space.structure_features(a), np.float32) for a in archs]))
+    if with_zc:
+        if zero_cost is None:
+            raise ValueError(f"features {features!r} need the zero-cost proxies of a supernet")
+        parts.append(zero_cost(archs))
+    if base == "structure":
+        parts.append(np.stack([np.asarray(space.features(a), np.float32) for a in archs]))
+    return np.concatenate(parts, 1)
 
 
-def metric_columns(space: SearchSpace, features: str, metric: str) -> slice:
+def metric_columns(space: SearchSpace, features: str, metric: str, zero_cost_width: int = 0) -> slice:
     """The columns of :func:`encode_archs` that the model of ``metric`` sees.
 
-    A quality metric (accuracy) sees what the architecture computes, the structure features; a cost
-    metric (latency, ...) also sees the genome's one-hot, because what runs can differ from what
-    computes: NAS-Bench-201's cells run their dead edges too (GP tau of raspi4 / 1080ti / silver
-    latency at 200 cells 0.78 / 0.72 / 0.69 on structure features alone, 0.83 / 0.86 / 0.82 with
-    the one-hot beside them; bench/RESULTS.md).
+    A quality metric (accuracy) sees what the architecture computes, the structure features (and
+    the zero-cost proxies); a cost metric (latency, ...) also sees the genome's one-hot, because what
+    runs can differ from what computes: NAS-Bench-201's cells run their dead edges too (GP tau of
+    raspi4 / 1080ti / silver latency at 200 cells 0.78 / 0.72 / 0.69 on structure features alone,
+    0.83 / 0.86 / 0.82 with the one-hot beside them; bench/RESULTS.md).
     """
-    if features == "onehot" or not METRICS[metric]:
+    if split_feature_kind(features)[0] != "structure" or not METRICS[metric]:
         return slice(None)
-    return slice(0, len(space.structure_feature_names()))
+    return slice(0, len(space.structure_feature_names()) + zero_cost_width)
 
 
 class Surrogate:
@@ -64,8 +135,10 @@ class Surrogate:
       estimates: a cache of ``estimate`` results by canonical key, kept across iterations.
     """
 
-    def __init__(self, ctx: SearchContext, measured: list[str], iteration: int, estimates: dict | None = None):
+    def __init__(self, ctx: SearchContext, measured: list[str], iteration: int, estimates: dict | None = None,
+                 zero_cost: ZeroCostFeatures | None = None):
         self.ctx = ctx
+        self.zero_cost = zero_cost
         space, cfg = ctx.space, ctx.config
         probe = ctx.evaluator.estimate([space.largest()])[0]
         needed = list(dict.fromkeys([*cfg.objectives, *ctx.bounds]))
@@ -75,12 +148,12 @@ class Surrogate:
         self._cols = {}
         for j, m in enumerate(m for m in needed if m not in self.estimated):
             y = np.asarray([ctx.cache[k][m] for k in measured], np.float64)
-            self._cols[m] = metric_columns(space, cfg.features, m)
+            self._cols[m] = metric_columns(space, cfg.features, m, zero_cost.width if zero_cost else 0)
             self.models[m] = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j)).fit(X[:, self._cols[m]], y)
         self._est: dict[str, dict] = {} if estimates is None else estimates
 
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
-        return encode_archs(self.ctx.space, archs, self.ctx.config.features)
+        return encode_archs(self.ctx.space, archs, self.ctx.config.features, self.zero_cost)
 
     def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None,
                 with_std: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -125,15 +198,15 @@ class CandidatePool:
     (enumerated and encoded once), else ``size`` random ones per iteration plus every one-gene
     mutation of the measured front (local search around what is known to be good)."""
 
-    def __init__(self, space: SearchSpace, features: str, size: int):
-        self.space, self.features, self.size = space, features, size
+    def __init__(self, space: SearchSpace, features: str, size: int, zero_cost: ZeroCostFeatures | None = None):
+        self.space, self.features, self.size, self.zero_cost = space, features, size, zero_cost
         k = n_choices(space)
         self.exhaustive = int(np.prod(k.astype(object))) <= size
         if self.exhaustive:
             grid = np.stack(np.unravel_index(np.arange(int(np.prod(k))), tuple(k)), 1)
             self._keys = list(dict.fromkeys(canonical_keys(space, repair_genomes(space, grid))))
             self._archs = [space.decode(key) for key in self._keys]
-            self._X = encode_archs(space, self._archs, features)
+            self._X = encode_archs(space, self._archs, features, zero_cost)
 
     def neighbours(self, keys: Sequence[str]) -> list[str]:
         """Every architecture one gene away from one of ``keys``."""
@@ -156,7 +229,7 @@ class CandidatePool:
         keys = list(dict.fromkeys([*self.neighbours(front_keys),
                                    *canonical_keys(self.space, sample_genomes(self.space, self.size, rng))]))
         archs = [self.space.decode(key) for key in keys]
-        return keys, archs, encode_archs(self.space, archs, self.features)
+        return keys, archs, encode_archs(self.space, archs, self.features, self.zero_cost)
 
 
 def _propose_front(ctx: SearchContext, surrogate: Surrogate, pool: CandidatePool, measured: list[str],
@@ -215,20 +288,26 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
     E = cfg.evaluations
     if state is None:
         rng = np.random.default_rng(_seed(cfg.seed, 0))
+        # the design is spread over the space's own features (no proxies needed to choose it)
+        base = split_feature_kind(cfg.features)[0] or "structure"
         design = initial_design(space, cfg.initial_size, rng, fixed=[space.largest(), space.smallest()],
-                                encode=lambda a: encode_archs(space, [a], cfg.features)[0])
+                                encode=lambda a: encode_archs(space, [a], base)[0])
         ctx.measure(design)
         measured = [space.encode(a) for a in design]
         ctx.log(0, measured, stage="initial")
         state = {"iteration": 0, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
-    pool = CandidatePool(space, cfg.features, cfg.pool) if cfg.proposal == "front" and not state["done"] else None
+    zero_cost = zero_cost_features(ctx) if not state["done"] else None
+    if zero_cost is not None:
+        zero_cost.fix_scale([space.decode(key) for key in state["measured"][:cfg.initial_size]])
+    pool = (CandidatePool(space, cfg.features, cfg.pool, zero_cost)
+            if cfg.proposal == "front" and not state["done"] else None)
     estimates: dict[str, dict] = {}
     while not state["done"]:
         it = state["iteration"] + 1
         measured = list(state["measured"])
         done_keys = set(measured)
-        surrogate = Surrogate(ctx, measured, it, estimates)
+        surrogate = Surrogate(ctx, measured, it, estimates, zero_cost)
         k = min(cfg.batch, E - len(measured))
         if pool is not None:
             picked, predicted = _propose_front(ctx, surrogate, pool, measured, k,
@@ -255,6 +334,9 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
             # how well the model ranked what it chose: the usual health check of a predictor loop
             extra["batch_kendall_tau"] = kendall_tau([ctx.cache[p]["accuracy"] for p in scored],
                                                      [predicted[p]["accuracy"] for p in scored])
+        if zero_cost is not None:
+            cost = zero_cost.cost()
+            extra["zero_cost"] = {"subnets": cost["subnets"], "seconds_per_subnet": cost["seconds_per_subnet"]}
         ctx.log(it, measured, **extra)
         state = {"iteration": it, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
