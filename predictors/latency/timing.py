@@ -179,12 +179,15 @@ def time_chunked(make_programs: Sequence[Callable], *, repeats: int, warmup: int
     for start in range(0, len(make_programs), CHUNK):
         programs = [make() for make in make_programs[start:start + CHUNK]]
         timed = rt.time(programs + refs, repeats=repeats, warmup=warmup, rounds=rounds)
-        body = timed[:len(programs)]
+        body = timed[:len(timed) - len(refs)]
+        # dropped before the next chunk compiles: each compiled XLA CPU program holds its own memory
+        # mappings until it is freed, and a process may hold only vm.max_map_count of them
+        del programs
         if refs:
-            level = level_of(timed[len(programs):])
+            level = level_of(timed[len(body):])
             for t in body:
                 t["level_ms"] = level
         out += body
         if progress is not None:
-            progress(len(programs))
+            progress(len(body))
     return out
