@@ -99,6 +99,7 @@ def test_latency_bench():
     assert out["space"] == "mobilenetv3-tiny" and out["table"]["n"] == 3 and np.isfinite(out["table"]["mape"])
 
 
+@pytest.mark.slow  # two `nas search` processes, each compiling the supernet's evaluation
 def test_runtime_fronts_bench(tiny_run, tmp_path):
     pytest.importorskip("onnxruntime")
     out = last_json(run_script("runtime_fronts.py", tiny_run, "--out-root", tmp_path, "--evaluations", 4,
