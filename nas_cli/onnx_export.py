@@ -19,12 +19,17 @@ from predictors.latency.ort import session, to_onnx
 MODEL_ONNX = "model.onnx"
 #: the metadata key holding the JSON preprocessing record (``subnet.json``'s "input")
 PREPROCESS_KEY = "nas.preprocess"
+#: the metadata key holding the JSON list of class names, one per logit
+CLASS_NAMES_KEY = "nas.class_names"
 
 
-def onnx_bytes(model, x: np.ndarray, preprocessing: dict, arch: str) -> bytes:
-    """``model`` converted for inputs shaped like ``x`` (batch symbolic), its preprocessing and
-    architecture in the metadata."""
-    proto = to_onnx(model, tuple(x.shape), metadata={PREPROCESS_KEY: json.dumps(preprocessing), "nas.arch": arch})
+def onnx_bytes(model, x: np.ndarray, preprocessing: dict, arch: str, class_names=None) -> bytes:
+    """``model`` converted for inputs shaped like ``x`` (batch symbolic), its preprocessing,
+    architecture and (when given) class names in the metadata."""
+    metadata = {PREPROCESS_KEY: json.dumps(preprocessing), "nas.arch": arch}
+    if class_names is not None:
+        metadata[CLASS_NAMES_KEY] = json.dumps([str(c) for c in class_names])
+    proto = to_onnx(model, tuple(x.shape), metadata=metadata)
     return proto.SerializeToString()
 
 
@@ -61,13 +66,22 @@ class OnnxSubnet:
     session: object
     preprocessing: dict
     arch: str
+    #: the class of each logit: the model's metadata, else the export folder's subnet.json; None
+    #: when neither records them (then ``predict(names=True)`` numbers the classes "0", "1", ...)
+    recorded_class_names: list[str] | None = None
 
-    def predict(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 images (N, H, W, C), applying the preprocessing recorded in the model."""
+    def predict(self, images_uint8: np.ndarray, *, names: bool = False) -> np.ndarray | list[str]:
+        """Logits (N, classes) for uint8 images (N, H, W, C), applying the preprocessing recorded in
+        the model; with ``names``, the predicted class name of each image (as the JAX export's
+        ``load_subnet(...).predict`` gives them)."""
         from nas_cli.subnet import preprocess_recorded  # noqa: PLC0415
 
         x = np.asarray(preprocess_recorded(images_uint8, self.preprocessing))
-        return self.session.run(None, {"images": x})[0]
+        logits = self.session.run(None, {"images": x})[0]
+        if names:
+            classes = self.recorded_class_names or [str(i) for i in range(logits.shape[-1])]
+            return [classes[i] for i in logits.argmax(-1)]
+        return logits
 
 
 def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxSubnet:
@@ -83,4 +97,16 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxSubnet:
     if PREPROCESS_KEY not in meta:
         raise UserError(f"{file} records no preprocessing ({PREPROCESS_KEY}); it was not written by `nas export`")
     sess, _ = session(file.read_bytes(), threads=threads)
-    return OnnxSubnet(sess, json.loads(meta[PREPROCESS_KEY]), meta.get("nas.arch", ""))
+    return OnnxSubnet(sess, json.loads(meta[PREPROCESS_KEY]), meta.get("nas.arch", ""), _class_names(meta, file))
+
+
+def _class_names(meta: dict, file: Path) -> list[str] | None:
+    """The class names in the model's metadata, else in the ``subnet.json`` beside it, else None."""
+    if CLASS_NAMES_KEY in meta:
+        return list(json.loads(meta[CLASS_NAMES_KEY]))
+    beside = file.parent / "subnet.json"
+    try:
+        names = json.loads(beside.read_text()).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(n) for n in names] if names else None

@@ -99,6 +99,19 @@ def test_latency_bench():
     assert out["space"] == "mobilenetv3-tiny" and out["table"]["n"] == 3 and np.isfinite(out["table"]["mape"])
 
 
+@pytest.mark.slow  # two `nas search` processes, each compiling the supernet's evaluation
+def test_runtime_fronts_bench(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = last_json(run_script("runtime_fronts.py", tiny_run, "--out-root", tmp_path, "--evaluations", 4,
+                               "--initial", 2, "--batch", 2, "--pool", 50))
+    assert set(out["runtimes"]) == {"jax", "onnxruntime"}
+    assert all(r["n_evaluations"] == 4 and r["front"] for r in out["runtimes"].values())
+    pair = out["comparison"]["jax_vs_onnxruntime"]
+    assert 0 <= pair["members_in_common"] <= min(pair["front_sizes"]) and 0 <= pair["jaccard"] <= 1
+    # the same seed proposes the same initial design in both runtimes, so both measured those subnets
+    assert pair["evaluated_in_common"]["n"] >= 2 and pair["evaluated_in_common"]["median_ratio"] > 0
+
+
 def test_search_bench(tmp_path):
     out = last_json(run_script("search.py", "--synthetic", "--evaluations", 40, "--seeds", 1, "--initial", 16,
                                "--batch", 12, "--predictor", "ridge"))

@@ -45,6 +45,11 @@ def test_tiny_space_exports_to_onnx_with_parity_and_reloads(name: str, tmp_path:
     # the batch dimension is symbolic
     assert loaded.session.get_inputs()[0].shape[0] == "batch"
     assert loaded.predict(images[:1]).shape == (1, expected.shape[1])
+    # no class names recorded anywhere: numbered, as the JAX export's predict numbers them
+    assert loaded.predict(images, names=True) == [str(i) for i in expected.argmax(-1)]
+    classes = [f"class-{i}" for i in range(expected.shape[1])]
+    write_onnx(tmp_path, onnx_bytes(model, x, prep, space.encode(arch), class_names=classes))
+    assert load_onnx(tmp_path).predict(images, names=True) == [classes[i] for i in expected.argmax(-1)]
 
 
 def test_parity_failure_writes_nothing(tmp_path: Path):
@@ -117,6 +122,12 @@ def test_cli_export_writes_checked_onnx(run: Path, tmp_path: Path):
     test = load_dataset("digits").test
     acc = float((load_onnx(out).predict(test.images).argmax(-1) == test.labels).mean())
     assert acc == pytest.approx(info["test_accuracy"], abs=0.01)
+    # class names from the subnet.json beside model.onnx, the same as the JAX export's predict gives
+    from nas_cli.export import load_subnet
+
+    names = load_onnx(out).predict(test.images[:8], names=True)
+    assert names == load_subnet(out).predict(test.images[:8], names=True)
+    assert set(names) <= set(info["class_names"])
     bad = runner.invoke(app, ["export", "subnet", str(run), "--arch", arch, "--out", str(tmp_path / "e2"),
                               "--format", "tflite"])
     assert bad.exit_code == 2 and "format 'tflite'" in bad.output

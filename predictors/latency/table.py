@@ -14,30 +14,18 @@ program::
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import jax
 import numpy as np
-from flax import nnx
 
 from predictors.files import atomic_write_json
 from predictors.latency.errors import LatencyError
 from predictors.latency.fileformat import FORMATS, TABLE_FORMAT, VERSION, jsonable, load_latency_model, space_spec
 from predictors.latency.measure import common_level, at_level, reference_archs, sample_archs, subnet_makers, time_archs
 from predictors.latency.runtime import DEFAULT_RUNTIME, get_runtime
-from predictors.latency.timing import Progress, time_chunked
+from predictors.latency.timing import Progress, time_chunked, zeros_like_built
 from search_spaces.base import LatencyPiece
-
-
-def zeros_like_built(make: Callable[[], nnx.Module]) -> nnx.Module:
-    """``make()``'s module with zero weights, built without running its initialisers.
-
-    Latency does not depend on the weights' values, and eager initialisation compiles a small
-    kernel per new parameter shape, which cost more than the timing itself.
-    """
-    graphdef, state = nnx.split(nnx.eval_shape(make))
-    state = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), state)
-    return nnx.merge(graphdef, state)
 
 
 def time_pieces(space, pieces: Sequence[LatencyPiece], *, batch: int = 1, repeats: int = 10, warmup: int = 3,
