@@ -147,8 +147,12 @@ def test_vit_selection_bench():
 def test_supernet_quality_bench(tmp_path):
     out = last_json(run_script("supernet_quality.py", "--dataset", "digits", "--space", "mobilenetv3-tiny",
                                "--width-mult", 1.0, "--resolution", 8, "--epochs", 1, "--batch-size", 32,
-                               "--limit-train", 128, "--subnets", 1, "--out", tmp_path / "q"))
+                               "--limit-train", 128, "--subnets", 1, "--augment", "standard", "--out", tmp_path / "q"))
     assert {"smallest", "largest", "random0"} == set(out["rows"]) and np.isfinite(out["gap_smallest_points"])
+    # the stand-alone side trains with the supernet's augmentation (digits default to none)
+    assert out["settings"]["augment"] == "standard"
+    assert json.loads((tmp_path / "q" / "alone-largest" / "config.json").read_text())["augment"] == "standard"
+    assert [len(h) for h in out["history"].values()] == [1, 1, 1, 1]  # supernet + 3 alone, one epoch each
 
 
 def test_predictors_bench(tmp_path):
