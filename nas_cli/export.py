@@ -122,7 +122,8 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     if format in ("onnx", "all"):
         from nas_cli import onnx_export  # noqa: PLC0415  (needs the optional extra)
 
-        onnx_model = onnx_export.onnx_bytes(model, np.asarray(x), preprocessing, arch_str)
+        onnx_model = onnx_export.onnx_bytes(model, np.asarray(x), preprocessing, arch_str,
+                                             class_names=list(ds.class_names))
         onnx_diff = onnx_export.check_parity(onnx_model, np.asarray(x), expected, PARITY_TOLERANCE)
 
     val_acc = float((val_logits.argmax(-1) == ds.val.labels).mean())

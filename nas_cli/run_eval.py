@@ -131,6 +131,8 @@ class RunEvaluator:
                 atomic_write_json(self._level_record, self.latency_calibration)
             start_level = float(self.latency_calibration["level_ms"])
             out += [t["latency_ms"] * start_level / level for t in timed[:len(chunk)]]
+            # freed before the next chunk compiles (see predictors.latency.timing.time_chunked)
+            del chunk
         return out
 
     def evaluate(self, archs: Sequence) -> list[dict[str, float]]:

@@ -122,9 +122,15 @@ def test_cli_export_writes_checked_onnx(run: Path, tmp_path: Path):
     test = load_dataset("digits").test
     acc = float((load_onnx(out).predict(test.images).argmax(-1) == test.labels).mean())
     assert acc == pytest.approx(info["test_accuracy"], abs=0.01)
-    # class names from the subnet.json beside model.onnx, the same as the JAX export's predict gives
-    from nas_cli.export import load_subnet
+    # class names in model.onnx's own metadata (a model.onnx copied alone keeps them), the same as the
+    # JAX export's predict gives
+    import onnx
 
+    from nas_cli.export import load_subnet
+    from nas_cli.onnx_export import CLASS_NAMES_KEY
+
+    meta = {p.key: p.value for p in onnx.load(out / "model.onnx").metadata_props}
+    assert json.loads(meta[CLASS_NAMES_KEY]) == info["class_names"]
     names = load_onnx(out).predict(test.images[:8], names=True)
     assert names == load_subnet(out).predict(test.images[:8], names=True)
     assert set(names) <= set(info["class_names"])
