@@ -131,6 +131,29 @@ def test_a_truncated_image_is_replaced_and_reported_when_read(tmp_path):
     assert np.array_equal(images[1], decode_image(paths[2], 8, 3))
 
 
+def test_evaluation_split_is_decoded_in_chunks_into_a_memory_map(tmp_path, monkeypatch):
+    import nas_cli.imagefiles as imagefiles
+
+    write_images(tmp_path / "c", 7, size=(12, 12))
+    data = (tmp_path / "c" / "004.png").read_bytes()
+    (tmp_path / "c" / "004.png").write_bytes(data[: len(data) // 2])
+    paths = tuple(str(p) for p in sorted((tmp_path / "c").iterdir()))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv(imagefiles.CACHE_DIR_ENV, str(cache))
+    monkeypatch.setattr(imagefiles, "DECODE_CHUNK", 3)  # 7 images: three chunks, the corrupt one in the second
+    monkeypatch.setattr(imagefiles, "MAX_CORRUPT_FRACTION", 0.2)  # 1 of 7 may be skipped
+    split = FileSplit(paths, np.arange(7, dtype=np.int32), 8, 3)
+    expected, labels, _ = split.read(range(7))
+    images = split.images
+    assert isinstance(images, np.memmap) and np.array_equal(images, expected)
+    assert list(split.labels) == list(labels) == [0, 1, 2, 3, 5, 5, 6]  # the substitute's label in its place
+    assert split.images is images and not list(cache.iterdir())  # decoded once; the file has no name
+    monkeypatch.setenv(imagefiles.CACHE_DIR_ENV, str(tmp_path / "absent"))
+    with pytest.raises(UserError, match="NAS_CACHE_DIR=.*absent is not a folder"):
+        FileSplit(paths, np.arange(7, dtype=np.int32), 8, 3).images
+
+
 def test_cli_prints_a_bad_folder_as_one_line(tmp_path):
     from nas_cli.main import app
 
