@@ -22,9 +22,11 @@ demo: $(VENV)/.installed
 	@echo "results in $(RUN_DIR): config.json, metrics.jsonl, final.json, checkpoint/;"
 	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export (model.onnx, model.stablehlo, model/)"
 
+# two worker processes: most tests wait on one core for XLA's compiler (README, "Run the tests")
+PYTEST_ARGS ?= -n auto --maxprocesses 2
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
