@@ -76,6 +76,15 @@ def test_folder_train_search_export_end_to_end(tmp_path):
     names = model.predict(test.images, names=True)
     assert names == [sub["class_names"][i] for i in logits.argmax(-1)]
 
+    # the same seed trains the same supernet from the folder (batches decoded and augmented in worker processes)
+    again = invoke("train-supernet", "--dataset", "folder", "--data-dir", root, "--image-size", "8", "--epochs", "1",
+                   "--batch-size", "8", "--calib-images", "16", "--seed", "0", "--out", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    for name in ("final.json", "data.json"):
+        assert json.loads((tmp_path / "again" / name).read_text()) == json.loads((run / name).read_text())
+    _same(*[[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (run, tmp_path / "again")])
+
 
 def _npz(path: Path) -> Path:
     rng = np.random.default_rng(0)
