@@ -381,7 +381,7 @@ def _same_measurements(path: Path) -> list:
     return [{k: v for k, v in row.items() if k != "latency_measured_ms"} for row in front]
 
 
-@pytest.mark.slow  # ~2 min on the loaded 2-core box
+@pytest.mark.slow  # ~40 s with the next test and their fixture on the 2-core box
 def test_two_processes_search_like_one(search_run, tmp_path):
     """A deterministic search (latency from a table) by two processes, each measuring its share of
     every batch's accuracies: one process's front, cache and accuracies; only process 0 writes."""
