@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -392,25 +392,85 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _padded(data: bytes, size: int) -> np.ndarray:
+    """``data`` as uint8 zero-padded to the next power of two of at least ``size`` and 256 bytes: messages
+    of a few sizes only, so each collective compiles a few programs, not one per message length."""
+    buf = np.zeros(max(256, 1 << max(size - 1, 0).bit_length()), np.uint8)
+    buf[:len(data)] = np.frombuffer(data, np.uint8)
+    return buf
+
+
+def broadcast_json(obj: Any = None) -> Any:
+    """Process 0's ``obj`` (JSON-able; the others pass anything, e.g. None) on every process. Floats
+    travel as JSON text (exact round trip), not as device numbers (float32 unless x64)."""
+    if jax.process_count() == 1:
+        return obj
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    data = json.dumps(obj, sort_keys=True).encode() if is_main() else b""
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+    every = multihost_utils.broadcast_one_to_all(_padded(data, size))
+    return json.loads(bytes(np.asarray(every)[:size]).decode())
+
+
+def gather_json(obj: Any) -> list:
+    """Every process's ``obj`` (JSON-able), in process order, on every process."""
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    mine = json.dumps(obj, sort_keys=True).encode()
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(len(mine)))).reshape(-1)
+    every = np.asarray(multihost_utils.process_allgather(_padded(mine, int(sizes.max())))).reshape(len(sizes), -1)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(every, sizes)]
+
+
+def describe(e: BaseException) -> str:
+    """``e`` as the text of a one-line error (a user-facing error's message, else its class too)."""
+    from search_spaces.errors import NasError  # noqa: PLC0415
+
+    text = " ".join(str(e).split())[:300]
+    if isinstance(e, (UserError, NasError)):
+        return text
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def on_every_process(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()`` on every process, which must all call this at the same point. Where it fails on any
+    process, every process fails: that one with its own error, the others with a DistributedError
+    naming it and ``what`` it was doing, instead of waiting for ever for a partner that stopped.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    result, error = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - reported to the partners, then raised as it is
+        error = e
+    seen = gather_json(None if error is None else describe(error))
+    if error is not None:
+        raise error
+    failed = [(p, text) for p, text in enumerate(seen) if text is not None]
+    if failed:
+        p, text = failed[0]
+        raise DistributedError(f"process {p} failed {what}: {text}")
+    return result
+
+
 def check_same_settings(settings: dict[str, Any]) -> None:
     """Raises the same DistributedError on every process unless all were started with ``settings``
     equal (a JSON-able dict), naming the first process and the keys that differ from process 0's."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    mine = np.frombuffer(json.dumps(settings, sort_keys=True).encode(), np.uint8)
     try:  # the run's first collective: where a partner that failed at start-up shows
-        sizes = np.asarray(multihost_utils.process_allgather(np.int32(len(mine)))).reshape(-1)
-        padded = np.zeros(int(sizes.max()), np.uint8)
-        padded[:len(mine)] = mine
-        every = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+        seen = gather_json(settings)
     except jax.errors.JaxRuntimeError as e:
         raise DistributedError(
             f"process {jax.process_index()}: the other {jax.process_count() - 1} process(es) did not join the "
             "first exchange; one failed at start-up or was started with another --num-processes or "
             f"--coordinator (see its error): {' '.join(str(e).split())[:160]}") from None
-    seen = [json.loads(bytes(row[:n]).decode()) for row, n in zip(every, sizes)]
     for p, other in enumerate(seen[1:], start=1):
         differ = _settings_differ(p, seen[0], other)
         if differ:

@@ -17,7 +17,9 @@ class Evaluator(Protocol):
     latency, or a table look-up); ``estimate`` returns what is known or modelled cheaply (exact
     FLOPs/params, a latency lookup table or predictor), and may return a subset of the metrics.
     Both return one dict per architecture, keyed by metric name; latency is in milliseconds and
-    accuracy is a fraction in [0, 1].
+    accuracy is a fraction in [0, 1]. An evaluator that measures several architectures at once
+    best (one per process of a multi-process search) says how many in an int attribute
+    ``together`` (default 1: the search then saves each measurement as soon as it is made).
     """
 
     space: SearchSpace

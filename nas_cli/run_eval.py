@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import jax
+
 from nas_cli import runs
-from nas_cli.distributed import make_mesh
+from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
@@ -39,7 +41,9 @@ class RunEvaluator:
     exact FLOPs/params (and the modelled latency, when there is a model).
 
     Accuracies persist in the run directory (``subnet_accuracy.jsonl``), so no subnet of a run is
-    measured twice, across searches and interruptions.
+    measured twice, across searches and interruptions. In a multi-process search, process 0's
+    evaluator hands each batch's new accuracies out to every process (:attr:`spread`, see
+    nas_cli.spread) and measures latency itself.
     """
 
     def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30,
@@ -54,8 +58,10 @@ class RunEvaluator:
         self.weights = run.weights  # what every measurement records (step and content hash)
         self.repeats = repeats
         ds = run.dataset
-        # every local device measures each subnet (the batch split over them, the weights replicated)
-        self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std, mesh=make_mesh(devices))
+        # every local device measures each subnet (the batch split over them, the weights replicated);
+        # in a multi-process search each process measures its own subnets on its own devices
+        self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std, mesh=local_mesh(make_mesh(devices)))
+        self.spread = None  # a nas_cli.spread.SpreadMeasurer: new accuracies measured over every process
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE
@@ -89,18 +95,40 @@ class RunEvaluator:
         """Recalibrated BatchNorm statistics of ``arch``."""
         return self._subnets.calibrate(self.run.params, arch, self._calib)
 
+    @property
+    def together(self) -> int:
+        """How many new subnets :meth:`evaluate` measures best in one call: one per process."""
+        return 1 if self.spread is None else self.spread.count
+
+    def measure_accuracy(self, arch) -> float:
+        """Validation accuracy of ``arch`` with inherited weights and recalibrated BatchNorm, measured
+        now on this process's devices (no cache)."""
+        return self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
+
+    def _remember(self, key: str, acc: float) -> None:
+        try:
+            append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch,
+                                                "weights": self.run.weights})
+        except OSError:
+            pass  # a read-only run directory only costs re-measurement later
+        self._accuracy[key] = acc
+
     def accuracy(self, arch) -> float:
         """Validation accuracy of ``arch`` with inherited weights and recalibrated BatchNorm."""
         key = self.space.encode(arch)
         if key not in self._accuracy:
-            acc = self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
-            try:
-                append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch,
-                                                    "weights": self.run.weights})
-            except OSError:
-                pass  # a read-only run directory only costs re-measurement later
-            self._accuracy[key] = acc
+            self._remember(key, self.measure_accuracy(arch))
         return self._accuracy[key]
+
+    def accuracies(self, archs: Sequence) -> list[float]:
+        """:meth:`accuracy` of each of ``archs``; with :attr:`spread`, the ones not yet known are
+        measured over every process, one subnet per process at a time."""
+        if self.spread is not None:
+            todo = list(dict.fromkeys(k for k in map(self.space.encode, archs) if k not in self._accuracy))
+            if todo:
+                for key, acc in zip(todo, self.spread.measure(todo)):
+                    self._remember(key, acc)
+        return [self.accuracy(a) for a in archs]
 
     def measured_latency(self, arch) -> float:
         return measure_latency(self.space, arch, repeats=self.repeats, runtime=self.runtime)["latency_ms"]
@@ -141,9 +169,9 @@ class RunEvaluator:
             latencies = [self.predicted_latency(a) for a in todo]
         else:
             latencies = self.measured_latencies(todo) if todo else []
-        for arch, lat in zip(todo, latencies):
+        for arch, lat, acc in zip(todo, latencies, self.accuracies(todo)):
             self._cache[self.space.encode(arch)] = {
-                "accuracy": self.accuracy(arch), "latency": float(lat),
+                "accuracy": acc, "latency": float(lat),
                 "flops": float(self.space.flops(arch)), "params": float(self.space.params(arch))}
         return [dict(self._cache[self.space.encode(a)]) for a in archs]
 
@@ -229,7 +257,7 @@ def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | No
     if devices is not None and devices < 1:
         raise UserError(f"--devices {devices} must be at least 1")
     make_mesh(devices)  # more than this process has: an error naming both, before the run is opened
-    runs.enable_compilation_cache()
+    runs.enable_compilation_cache(jax.process_count() > 1)
     run = runs.open_run(run_dir)
     if latency_table is not None and not Path(latency_table).is_file():
         raise UserError(f"--latency-table {latency_table} does not exist; make one with `nas latency profile`")

@@ -196,7 +196,13 @@ def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None =
     if check is not None:
         check(space)
     target = jax.eval_shape(space.init_supernet, jax.random.key(0))
-    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
+    if jax.process_count() > 1:
+        # one whole copy on this process's first device: where the checkpoint was saved (its recorded
+        # sharding) may name devices of another process, which orbax refuses as a topology mismatch
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=here), target)
+    else:
+        target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
     state, step = restore_checkpoint(run_dir, {"params": target})
     return Run(run_dir, cfg, dataset, space, state["params"], step,
                identity.weights_identity(run_dir / CHECKPOINT, step))

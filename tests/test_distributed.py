@@ -258,6 +258,167 @@ def test_multi_process_errors(tmp_path):
     assert not out.exists() or not (out / "config.json").exists()
 
 
+# --- multi-process search: process 0 searches, every process measures its share of the subnets ---
+
+
+def test_spread_shares_and_merges_a_batch():
+    from nas_cli.spread import merge, share
+
+    keys = [f"a{i}" for i in range(7)]
+    parts = [share(keys, p, 3) for p in range(3)]
+    assert parts == [["a0", "a3", "a6"], ["a1", "a4"], ["a2", "a5"]]
+    assert merge([[float(k[1:]) for k in part] for part in parts], 7) == [float(i) for i in range(7)]
+    assert merge([[0.5], [], []], 1) == [0.5]  # fewer subnets than processes
+
+
+def test_spread_in_one_process_measures_here():
+    from nas_cli.errors import UserError
+    from nas_cli.spread import SpreadMeasurer
+
+    spread = SpreadMeasurer(lambda key: len(key) / 10)
+    assert spread.count == 1 and spread.measure(["a", "bb", "a"]) == [0.1, 0.2, 0.1] and spread.measured == 3
+
+    def bad(key):
+        raise UserError(f"cannot measure {key}")
+
+    with pytest.raises(UserError, match="cannot measure a$"):  # its own error, as it is
+        SpreadMeasurer(bad).measure(["a"])
+
+
+def test_search_multi_host_flags_are_one_line_errors(tmp_path):
+    """Checked before anything starts or is written: a bad id or address, a table searched by several
+    processes (it is looked up, not measured)."""
+    from typer.testing import CliRunner
+
+    from nas_cli.main import app
+
+    base = ["search", str(tmp_path / "run"), "--latency-budget", "1ms"]
+    for extra, message in (
+        (["--num-processes", "2", "--process-id", "2"], "error: --process-id 2 must be below --num-processes 2 "
+                                                        "(ids are 0..1)"),
+        (["--coordinator", "10.0.0.1"], "error: --coordinator '10.0.0.1' is not HOST:PORT"),
+        (["--benchmark-table", str(tmp_path / "t.csv"), "--coordinator", "127.0.0.1:1234", "--num-processes", "2",
+          "--process-id", "0"], "error: --coordinator, --num-processes and --process-id only apply to a training "
+                                "run (a benchmark table is looked up, not measured); run one process without them"),
+    ):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(message), result.output
+    assert not (tmp_path / "run").exists()
+
+
+SEARCH = ["--latency-budget", "90%", "--population", "6", "--generations", "2", "--seed", "3",
+          "--no-latency-calibrate"]
+
+
+def _start_search(run: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-c", NAS, "search", str(run), "--out", str(out), *SEARCH, *extra], cwd=ROOT,
+                            env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _two_searches(run: Path, out: Path, *extra: str, extra_1: tuple = (), timeout: float = 600) -> list:
+    """(return code, stdout, stderr) of both processes of a two-process search."""
+    import time
+
+    port = _free_port()
+    procs = [_start_search(run, out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                           "--process-id", str(i), "--init-timeout", "120", *extra, *(extra_1 if i else ()))
+             for i in range(2)]
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            try:
+                out_text, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out_text, err = p.communicate()
+            results.append((p.returncode, out_text, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return results
+
+
+def test_search_processes_started_alike(tmp_path):
+    """Two search processes with other --seed: the training run's pre-flight check, one line each."""
+    for rc, _, err in _two_searches(tmp_path / "run", tmp_path / "s", extra_1=("--seed", "4"), timeout=300):
+        assert rc == 2, err[-2000:]
+        assert _error_lines(err) == ["error: process 1 was started with other settings than process 0 (seed: 3 on "
+                                     "process 0, 4 on process 1); start every process with the same flags"], err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny resnet run (its initial weights as a checkpoint) and a latency table of its space."""
+    import jax
+    from typer.testing import CliRunner
+
+    from nas_cli import runs
+    from nas_cli.config import TrainConfig
+    from nas_cli.main import app
+    from predictors.files import atomic_write_json
+
+    where = tmp_path_factory.mktemp("search")
+    cfg = TrainConfig(space="resnet-tiny", calib_images=64, limit_train=256)
+    space = runs.make_space(cfg, runs.load_run_dataset(cfg))
+    made = where / "run"
+    made.mkdir()
+    atomic_write_json(made / runs.CONFIG, cfg.to_json())
+    runs.save_checkpoint(made, {"params": space.init_supernet(jax.random.key(3))}, 1)
+    lut = where / "lut.json"
+    result = CliRunner().invoke(app, ["latency", "profile", "--space", "resnet-tiny", "--resolution", "8",
+                                      "--in-channels", "1", "--num-classes", "10", "--repeats", "1", "--rounds", "1",
+                                      "--warmup", "1", "--calib-samples", "1", "--out", str(lut)])
+    assert result.exit_code == 0, result.output
+    return made, lut
+
+
+def _same_measurements(path: Path) -> list:
+    """pareto.json's front less the final timing of its members (noise)."""
+    front = json.loads(path.read_text())["front"]
+    return [{k: v for k, v in row.items() if k != "latency_measured_ms"} for row in front]
+
+
+@pytest.mark.slow  # ~40 s with the next test and their fixture on the 2-core box
+def test_two_processes_search_like_one(search_run, tmp_path):
+    """A deterministic search (latency from a table) by two processes, each measuring its share of
+    every batch's accuracies: one process's front, cache and accuracies; only process 0 writes."""
+    import shutil
+
+    made, lut = search_run
+    for name in ("one", "two"):  # each run its own accuracy cache: both searches measure every subnet
+        shutil.copytree(made, tmp_path / name)
+    [(rc, err)] = _wait([_start_search(tmp_path / "one", tmp_path / "one-s", "--latency-table", str(lut))])
+    assert rc == 0, err[-3000:]
+    (rc0, out0, err0), (rc1, out1, err1) = _two_searches(tmp_path / "two", tmp_path / "two-s",
+                                                         "--latency-table", str(lut))
+    assert rc0 == 0 and rc1 == 0, (err0[-3000:], err1[-3000:])
+    assert "Pareto front" in out0
+    served = int(out1.split("process 1: measured ")[1].split()[0])
+    one, two = tmp_path / "one-s", tmp_path / "two-s"
+    assert _same_measurements(two / "pareto.json") == _same_measurements(one / "pareto.json")
+    assert (two / "cache.jsonl").read_text() == (one / "cache.jsonl").read_text()
+    accuracies = [(tmp_path / name / "subnet_accuracy.jsonl").read_text() for name in ("one", "two")]
+    assert accuracies[0] == accuracies[1]
+    measured = len(accuracies[0].splitlines())
+    assert measured >= 6 and served == measured // 2, (measured, served)  # process 1: every second subnet
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+
+
+@pytest.mark.slow
+def test_process_zero_failing_stops_the_search_everywhere(search_run, tmp_path):
+    """A budget no subnet meets: process 0's one-line error, and process 1 stops with it (exit 2)."""
+    made, lut = search_run
+    results = _two_searches(made, tmp_path / "s", "--latency-table", str(lut), "--latency-budget", "0.0001ms")
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert rc0 == 2 and rc1 == 2, (err0[-2000:], err1[-2000:])
+    [line0], [line1] = _error_lines(err0), _error_lines(err1)
+    assert line0.startswith("error: latency budget '0.0001ms'") and "smallest latency achievable" in line0
+    assert line1 == "error: process 0 stopped the search: " + line0.removeprefix("error: ")
+
+
 # --- the worker -------------------------------------------------------------------------------
 
 

@@ -308,6 +308,36 @@ def test_resume_after_kill_equals_uninterrupted(mode, tmp_path):
     assert idle.calls == [] and _front(tmp_path / "cut") == _front(tmp_path / "full")
 
 
+@pytest.mark.parametrize("mode", ["plain", "predictor"])
+def test_measuring_several_at_once_is_the_same_search(mode, tmp_path):
+    """An evaluator that measures best ``together`` architectures per call (one per process of a
+    multi-process search) gets at most that many at once, and the search is the one-at-a-time one:
+    the same measurements in the same order, cache, log and front."""
+    if mode == "predictor" and not _predictor_available():
+        pytest.skip("predictors package not importable")
+
+    class Together(ToyEvaluator):
+        together = 3
+
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def evaluate(self, archs):
+            self.sizes.append(len(archs))
+            return super().evaluate(archs)
+
+    kw = dict(evaluations=20, initial=8, batch=4, predictor="ridge") if mode == "predictor" else {}
+    cfg = SearchConfig(budgets=BUDGET, population=6, generations=4, seed=3, **kw)
+    one, three = ToyEvaluator(), Together()
+    run_search(one, cfg, tmp_path / "one")
+    run_search(three, cfg, tmp_path / "three")
+    assert three.calls == one.calls
+    assert max(three.sizes) == 3 and min(three.sizes) >= 1 and len(three.sizes) < len(one.calls)
+    for name in ("cache.jsonl", "search_log.jsonl", "pareto.json"):
+        assert (tmp_path / "three" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+
+
 def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
     import sys
     import types

@@ -56,3 +56,25 @@ def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None
     above = next((p for p in (where, *where.parents) if p.exists()), None)
     if above is not None and not above.is_dir():
         raise UserError(f"--out {path}: {above} is a file, not a folder; choose another path")
+
+
+# --- the multi-host options, alike for every command that runs over several processes ------------
+
+
+def coordinator_option():
+    return typer.Option(None, "--coordinator", help="Multi-host: HOST:PORT of process 0 (every process passes "
+                        "the same; or JAX_COORDINATOR_ADDRESS).")
+
+
+def num_processes_option(what: str):
+    return typer.Option(None, "--num-processes", help=f"Multi-host: how many processes {what}.")
+
+
+def process_id_option(writes: str):
+    return typer.Option(None, "--process-id", help="Multi-host: this process's index, 0 .. num-processes - 1 "
+                        f"(0 writes {writes}).")
+
+
+def init_timeout_option():
+    return typer.Option(300, "--init-timeout", help="Multi-host: seconds to wait for the coordinator and the "
+                        "other processes.")

@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import prepare_out, user_errors
+from nas_cli.commands._common import (
+    coordinator_option,
+    init_timeout_option,
+    num_processes_option,
+    prepare_out,
+    process_id_option,
+    user_errors,
+)
 from nas_cli.search import (
     ALGORITHMS,
     SearchConfig,
@@ -18,7 +25,7 @@ from nas_cli.search import (
     parse_objectives,
     search_pipeline,
 )
-from nas_cli.search.pipeline import DEFAULT_TABLE_SPACE
+from nas_cli.search.pipeline import DEFAULT_TABLE_SPACE, Served
 from predictors import predictor_names
 
 _D = SearchConfig()  # the defaults of the options
@@ -83,6 +90,10 @@ def search(
     devices: Optional[int] = typer.Option(None, "--devices", help="Local devices that measure each subnet's "
                                           "accuracy (BatchNorm recalibration and validation, the batches split "
                                           "over them; the same accuracies on any number). [default: all]"),
+    coordinator: Optional[str] = coordinator_option(),
+    num_processes: Optional[int] = num_processes_option("search together (each measures its share of the subnets' accuracies)"),
+    process_id: Optional[int] = process_id_option("every file; it runs the search and measures latency"),
+    init_timeout: int = init_timeout_option(),
 ) -> None:
     """Search Pareto-optimal subnets (accuracy vs latency by default) under hard budgets.
 
@@ -90,8 +101,12 @@ def search(
 
     Re-running with the same --out resumes an interrupted search from its last finished iteration.
     """
+    from nas_cli.distributed import Parallel
+
+    parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
     objective_spec = parse_objectives(objectives)
-    prepare_out(out, folder=True)
+    # in a multi-process search only process 0 writes (and creates --out); the others only check it
+    prepare_out(out, folder=True, create=not parallel.multi_process)
     budgets = [parse_budget("latency", latency_budget)]
     if flops_budget is not None:
         budgets.append(parse_budget("flops", flops_budget))
@@ -113,8 +128,12 @@ def search(
                       f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
 
     result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table, space=space,
-                             latency_table=latency_table, latency_calibrate=latency_calibrate, devices=devices,
+                             latency_table=latency_table, latency_calibrate=latency_calibrate, parallel=parallel,
                              progress=progress, log=typer.echo)
+    if isinstance(result, Served):
+        typer.echo(f"process {result.process}: measured {result.measured} subnets' accuracies for the search; "
+                   f"process 0 wrote it to {result.out_dir}")
+        return
     typer.echo(f"\nPareto front ({len(result.front)} subnets; {format_bounds(result.bounds)}):")
     typer.echo(format_front(result.front))
     warning = latency_warning(result.front, result.bounds)

@@ -8,7 +8,13 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import user_errors
+from nas_cli.commands._common import (
+    coordinator_option,
+    init_timeout_option,
+    num_processes_option,
+    process_id_option,
+    user_errors,
+)
 from nas_cli.errors import UserError
 from nas_cli.config import KERNELS, RECIPES, SAMPLERS, TrainConfig
 from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
@@ -45,10 +51,10 @@ def train_supernet_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them). [default: all]"),
-    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="Multi-host: HOST:PORT of process 0 (every process passes the same; or JAX_COORDINATOR_ADDRESS)."),
-    num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Multi-host: how many processes train together."),
-    process_id: Optional[int] = typer.Option(None, "--process-id", help="Multi-host: this process's index, 0 .. num-processes - 1 (0 writes the run's files)."),
-    init_timeout: int = typer.Option(300, "--init-timeout", help="Multi-host: seconds to wait for the coordinator and the other processes."),
+    coordinator: Optional[str] = coordinator_option(),
+    num_processes: Optional[int] = num_processes_option("train together"),
+    process_id: Optional[int] = process_id_option("the run's files"),
+    init_timeout: int = init_timeout_option(),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
     from nas_cli import runs

@@ -41,12 +41,16 @@ class EvalCache:
         return self._data[key]
 
     def measure(self, space: SearchSpace, archs: Sequence[Arch],
-                evaluate: Callable[[Sequence[Arch]], list[dict[str, float]]]) -> list[dict[str, float]]:
-        """Metrics of ``archs``, measuring (one at a time, each saved at once) only the unseen ones."""
+                evaluate: Callable[[Sequence[Arch]], list[dict[str, float]]], together: int = 1) -> list[dict[str, float]]:
+        """Metrics of ``archs``, measuring only the unseen ones, ``together`` per call of ``evaluate``
+        (one at a time by default; an evaluator that measures several at once, one per process,
+        asks for more), each call's saved as soon as it returns."""
         keys = [space.encode(a) for a in archs]
-        for key, arch in zip(keys, archs):
-            if key not in self._data:
-                (metrics,) = evaluate([arch])
+        todo = list(dict.fromkeys(k for k in keys if k not in self._data))
+        by_key = dict(zip(keys, archs))
+        for start in range(0, len(todo), together):
+            chunk = todo[start:start + together]
+            for key, metrics in zip(chunk, evaluate([by_key[k] for k in chunk]), strict=True):
                 metrics = {k: float(v) for k, v in metrics.items()}
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 append_jsonl(self.path, {"arch": key, "metrics": metrics, "weights": self.weights})

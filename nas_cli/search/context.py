@@ -16,6 +16,12 @@ from nas_cli.search.tracking import Normaliser, constraints, feasible_front, log
 from search_spaces.base import Arch, SearchSpace
 
 
+def together(evaluator: Evaluator) -> int:
+    """How many new architectures ``evaluator`` measures best in one call (one per process of a
+    multi-process search; else 1, so that each measurement is saved as soon as it is made)."""
+    return int(getattr(evaluator, "together", 1))
+
+
 @dataclasses.dataclass
 class SearchContext:
     """One search's space, truth, config, measurement cache, budgets, normaliser and directory."""
@@ -31,7 +37,7 @@ class SearchContext:
 
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         """True metrics of ``archs``; only the ones never measured are evaluated."""
-        return self.cache.measure(self.space, archs, self.evaluator.evaluate)
+        return self.cache.measure(self.space, archs, self.evaluator.evaluate, together(self.evaluator))
 
     def objectives(self, metrics: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Normalised minimised objectives ``F`` and budget constraints ``G`` of ``metrics``."""

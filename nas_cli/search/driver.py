@@ -23,7 +23,7 @@ from nas_cli.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
-from nas_cli.search.context import SearchContext
+from nas_cli.search.context import SearchContext, together
 from nas_cli.search.outputs import write_outputs
 from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
@@ -86,7 +86,8 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
             (out_dir / name).unlink(missing_ok=True)
     cache = EvalCache(out_dir / CACHE_FILE, weights)
 
-    largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate)
+    largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate,
+                                      together(evaluator))
     bounds = resolve_budgets(space, config.budgets, largest, smallest)
     if not (out_dir / CONFIG_FILE).exists():  # recorded once the budgets are known to be feasible
         atomic_write_json(out_dir / CONFIG_FILE, wanted)

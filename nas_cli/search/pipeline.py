@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
 
+from nas_cli.distributed import Parallel
 from nas_cli.errors import UserError
+from nas_cli.identity import describe as describe_weights
 from nas_cli.identity import file_sha256
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.driver import SearchResult, run_search
@@ -15,11 +18,29 @@ from nas_cli.table_eval import open_table_evaluator
 DEFAULT_TABLE_SPACE = "nas-bench-201"
 
 
+@dataclasses.dataclass
+class Served:
+    """What a process other than 0 of a multi-process search did: measured ``measured`` subnets'
+    accuracies for process 0, which wrote the search to ``out_dir``."""
+
+    process: int
+    measured: int
+    out_dir: Path
+
+
+def search_settings(run_dir: Path, config: SearchConfig, out_dir: Path, latency_table: Path | None,
+                    latency_calibrate: bool, parallel: Parallel) -> dict:
+    """What every process of one multi-process search must be started with alike."""
+    return {**config.to_json(), "run": str(Path(run_dir).absolute()), "out": str(Path(out_dir).absolute()),
+            "latency_table": None if latency_table is None else str(Path(latency_table).absolute()),
+            "latency_calibrate": latency_calibrate, "devices": parallel.devices}
+
+
 def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequence[tuple[str, str | None]], *,
                     out: Path | None = None, benchmark_table: Path | None = None, space: str | None = None,
-                    latency_table: Path | None = None, latency_calibrate: bool = True, devices: int | None = None,
-                    progress: Callable[[dict], None] | None = None,
-                    log: Callable[[str], None] = print) -> SearchResult:
+                    latency_table: Path | None = None, latency_calibrate: bool = True,
+                    parallel: Parallel | None = None, progress: Callable[[dict], None] | None = None,
+                    log: Callable[[str], None] = print) -> SearchResult | Served:
     """Opens the truth (a training run, or a table), then runs or resumes the search.
 
     Args:
@@ -31,17 +52,25 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
       space: the table's space (default nas-bench-201); only with a table.
       latency_table: a latency model for the run's cheap latency estimates.
       latency_calibrate: put every latency at one device speed (see nas_cli.run_eval).
-      devices: local devices measuring accuracies (None: all); only with a training run.
+      parallel: the devices measuring accuracies (default: every local one) and, for a multi-host
+        search, the processes (see :func:`search_together`); only with a training run.
       progress: called with every log record of the search.
       log: called with a note on how the latency model was scaled.
+
+    Returns:
+      The search's result; on a process other than 0 of a multi-process search, what it served.
 
     Raises:
       UserError: options that do not go together, and whatever opening the truth or the search raises.
     """
+    parallel = parallel or Parallel()
     if benchmark_table is not None:
-        if devices is not None:
-            raise UserError(f"--devices {devices} only applies to a training run (a benchmark table is looked up, "
-                            "not measured); drop it")
+        if parallel.devices is not None:
+            raise UserError(f"--devices {parallel.devices} only applies to a training run (a benchmark table is "
+                            "looked up, not measured); drop it")
+        if parallel.multi_process:
+            raise UserError("--coordinator, --num-processes and --process-id only apply to a training run (a "
+                            "benchmark table is looked up, not measured); run one process without them")
         evaluator = open_table_evaluator(benchmark_table, space or DEFAULT_TABLE_SPACE, objective_columns,
                                          [b.metric for b in config.budgets])
         source, weights = "benchmark table", {"table": file_sha256(benchmark_table)[:16]}
@@ -54,16 +83,74 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
                             "write the objectives without '=COL'")
     out_dir = out if out is not None else run_dir / "search"
     if benchmark_table is None:
+        if parallel.multi_process:
+            return search_together(run_dir, config, out_dir, latency_table=latency_table,
+                                   latency_calibrate=latency_calibrate, parallel=parallel, progress=progress, log=log)
         # imported here: it pulls in JAX and the supernet, which a table search never needs
         from nas_cli.run_eval import open_run_evaluator
 
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
                                        calibrate_in=out_dir if latency_calibrate else None,
-                                       latency_runtime=config.latency_runtime, devices=devices)
+                                       latency_runtime=config.latency_runtime, devices=parallel.devices)
+        _log_calibration(evaluator, latency_table, log)
         # what measures, not where it lies: a copied or moved run is the same search
         source, weights = "training run", getattr(evaluator, "weights", None)
-        cal = getattr(evaluator, "latency_calibration", None)
-        if latency_table is not None and cal is not None:
-            log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
-                else f"latency model used as recorded ({cal['why']})")
     return run_search(evaluator, config, out_dir, source=source, weights=weights, progress=progress, log=log)
+
+
+def _log_calibration(evaluator, latency_table: Path | None, log: Callable[[str], None]) -> None:
+    cal = getattr(evaluator, "latency_calibration", None)
+    if latency_table is not None and cal is not None:
+        log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
+            else f"latency model used as recorded ({cal['why']})")
+
+
+def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, latency_table: Path | None,
+                    latency_calibrate: bool, parallel: Parallel, progress: Callable[[dict], None] | None = None,
+                    log: Callable[[str], None] = print) -> SearchResult | Served:
+    """A search of a training run by several processes (see nas_cli.spread): process 0 runs the
+    search, measures every latency and writes every file; each batch of new subnets' accuracies is
+    measured over all processes, one subnet per process. The result is one process's.
+
+    Every process is started with the same flags; they meet first as a training run's do
+    (nas_cli.distributed.initialize, one-line errors), then open the run, each with the same weights.
+
+    Raises:
+      DistributedError: processes that cannot meet, were not started alike, or read other weights;
+        on a process other than 0, any failure of process 0 (its message).
+    """
+    from nas_cli import distributed as dist
+    from nas_cli.run_eval import open_run_evaluator
+    from nas_cli.spread import SpreadMeasurer
+
+    settings = search_settings(run_dir, config, out_dir, latency_table, latency_calibrate, parallel)
+    dist.initialize(parallel, settings)  # before anything starts JAX's runtime
+    dist.check_same_settings(settings)  # where a cluster's environment gave the process ids
+    main = dist.is_main()
+    # only process 0 models or times latency, and only it keeps the latency calibration in out_dir
+    evaluator = dist.on_every_process(lambda: open_run_evaluator(
+        run_dir, seed=config.seed, latency_table=latency_table if main else None,
+        calibrate_in=out_dir if latency_calibrate and main else None, latency_runtime=config.latency_runtime,
+        devices=parallel.devices), "to open the run")
+    seen = dist.gather_json(evaluator.weights)
+    for p, w in enumerate(seen[1:], start=1):
+        if w != seen[0]:
+            raise dist.DistributedError(
+                f"process {p} read {describe_weights(w)} from {run_dir}, process 0 {describe_weights(seen[0])}; "
+                "every process must see the same run folder (a shared file system)")
+    spread = SpreadMeasurer(lambda key: evaluator.measure_accuracy(evaluator.space.decode(key)))
+    if not main:
+        return Served(dist.process_index(), spread.serve(), Path(out_dir))
+    try:
+        _log_calibration(evaluator, latency_table, log)
+        evaluator.spread = spread
+        result = run_search(evaluator, config, out_dir, source="training run", weights=evaluator.weights,
+                            progress=progress, log=log)
+    except BaseException as e:
+        try:
+            spread.stop(dist.describe(e))
+        except Exception:  # noqa: BLE001 - a partner already gone: the runtime ends it; e is the error to show
+            pass
+        raise
+    spread.stop()
+    return result
