@@ -132,25 +132,30 @@ def _start(out: Path, *extra: str, devices: int = 1) -> subprocess.Popen:
                             env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
-    """(return code, stderr) of each process; every one still running at the end is killed."""
+def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str, str]]:
+    """(return code, stdout, stderr) of each process; every one still running at the end is killed."""
     import time
 
     deadline, results = time.monotonic() + timeout, []
     try:
         for p in procs:
             try:
-                _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-                _, err = p.communicate()
-            results.append((p.returncode, err))
+                out, err = p.communicate()
+            results.append((p.returncode, out, err))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.communicate()
     return results
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
+    """(return code, stderr) of each process (:func:`_finish`)."""
+    return [(rc, err) for rc, _, err in _finish(procs, timeout)]
 
 
 def _two(out: Path, port: int, *extra: str, timeout: float = 600) -> list[tuple[int, str]]:
@@ -317,27 +322,11 @@ def _start_search(run: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 def _two_searches(run: Path, out: Path, *extra: str, extra_1: tuple = (), timeout: float = 600) -> list:
     """(return code, stdout, stderr) of both processes of a two-process search."""
-    import time
-
     port = _free_port()
     procs = [_start_search(run, out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                            "--process-id", str(i), "--init-timeout", "120", *extra, *(extra_1 if i else ()))
              for i in range(2)]
-    deadline, results = time.monotonic() + timeout, []
-    try:
-        for p in procs:
-            try:
-                out_text, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out_text, err = p.communicate()
-            results.append((p.returncode, out_text, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return results
+    return _finish(procs, timeout)
 
 
 def test_search_processes_started_alike(tmp_path):
