@@ -29,15 +29,15 @@ MAX_CORRUPT_FRACTION = 0.01
 #: images decoded at a time when a whole evaluation split is decoded (:attr:`FileSplit.images`)
 DECODE_CHUNK = 256
 #: the environment variable naming the folder for decoded evaluation splits (default: the system's temp folder)
-CACHE_DIR_ENV = "NAS_CACHE_DIR"
+SPLIT_DIR_ENV = "NAS_SPLIT_DIR"
 
 
-def cache_dir() -> str:
-    """Where decoded evaluation splits are memory-mapped: ``$NAS_CACHE_DIR``, else the system's
+def decoded_split_dir() -> str:
+    """Where decoded evaluation splits are memory-mapped: ``$NAS_SPLIT_DIR``, else the system's
     temp folder (``$TMPDIR``); point it at a disk, not a RAM-backed tmpfs, for large splits."""
-    path = os.environ.get(CACHE_DIR_ENV) or tempfile.gettempdir()
+    path = os.environ.get(SPLIT_DIR_ENV) or tempfile.gettempdir()
     if not os.path.isdir(path):
-        raise UserError(f"{CACHE_DIR_ENV}={path} is not a folder; set it to a writable folder on a disk")
+        raise UserError(f"{SPLIT_DIR_ENV}={path} is not a folder; set it to a writable folder on a disk")
     return path
 
 
@@ -125,7 +125,7 @@ class FileSplit:
     @functools.cached_property
     def images(self) -> np.ndarray:
         """The whole split decoded, (N, side, side, C) uint8, computed once, :data:`DECODE_CHUNK`
-        images at a time, into a memory-mapped file (:func:`cache_dir`) rather than the process's
+        images at a time, into a memory-mapped file (:func:`decoded_split_dir`) rather than the process's
         memory: the evaluation splits, which every subnet's accuracy reads batch by batch, are held by
         the OS page cache (a 50,000-image validation split at 224 px is 7.5 GB). The file has no
         name on disk once opened and goes with the process."""
@@ -133,7 +133,7 @@ class FileSplit:
         shape = (n, self.side, self.side, self.channels)
         if n == 0:
             return np.empty(shape, np.uint8)
-        with tempfile.TemporaryFile(dir=cache_dir(), prefix="nas-split-") as handle:
+        with tempfile.TemporaryFile(dir=decoded_split_dir(), prefix="nas-split-") as handle:
             images = np.memmap(handle, np.uint8, "w+", shape=shape)  # keeps the file open after the with
         labels = np.empty(n, np.int32)
         failed: list[str] = []

@@ -140,7 +140,7 @@ def test_evaluation_split_is_decoded_in_chunks_into_a_memory_map(tmp_path, monke
     paths = tuple(str(p) for p in sorted((tmp_path / "c").iterdir()))
     cache = tmp_path / "cache"
     cache.mkdir()
-    monkeypatch.setenv(imagefiles.CACHE_DIR_ENV, str(cache))
+    monkeypatch.setenv(imagefiles.SPLIT_DIR_ENV, str(cache))
     monkeypatch.setattr(imagefiles, "DECODE_CHUNK", 3)  # 7 images: three chunks, the corrupt one in the second
     monkeypatch.setattr(imagefiles, "MAX_CORRUPT_FRACTION", 0.2)  # 1 of 7 may be skipped
     split = FileSplit(paths, np.arange(7, dtype=np.int32), 8, 3)
@@ -149,8 +149,8 @@ def test_evaluation_split_is_decoded_in_chunks_into_a_memory_map(tmp_path, monke
     assert isinstance(images, np.memmap) and np.array_equal(images, expected)
     assert list(split.labels) == list(labels) == [0, 1, 2, 3, 5, 5, 6]  # the substitute's label in its place
     assert split.images is images and not list(cache.iterdir())  # decoded once; the file has no name
-    monkeypatch.setenv(imagefiles.CACHE_DIR_ENV, str(tmp_path / "absent"))
-    with pytest.raises(UserError, match="NAS_CACHE_DIR=.*absent is not a folder"):
+    monkeypatch.setenv(imagefiles.SPLIT_DIR_ENV, str(tmp_path / "absent"))
+    with pytest.raises(UserError, match="NAS_SPLIT_DIR=.*absent is not a folder"):
         FileSplit(paths, np.arange(7, dtype=np.int32), 8, 3).images
 
 
