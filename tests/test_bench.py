@@ -112,6 +112,16 @@ def test_runtime_fronts_bench(tiny_run, tmp_path):
     assert pair["evaluated_in_common"]["n"] >= 2 and pair["evaluated_in_common"]["median_ratio"] > 0
 
 
+@pytest.mark.slow  # three `nas search` processes (one alone, then two on 127.0.0.1)
+def test_search_processes_bench(tiny_run, tmp_path):
+    out = last_json(run_script("search_processes.py", tiny_run, "--out-root", tmp_path, "--evaluations", 4,
+                               "--initial", 2, "--batch", 2))
+    assert set(out["results"]) == {"1", "2"} and all(r["front"] for r in out["results"].values())
+    assert out["time_ratio"] > 0
+    # each search measured its own copy of the run (the copies start without an accuracy cache)
+    assert all((tmp_path / f"run-{n}" / "subnet_accuracy.jsonl").is_file() for n in (1, 2))
+
+
 def test_search_bench(tmp_path):
     out = last_json(run_script("search.py", "--synthetic", "--evaluations", 40, "--seeds", 1, "--initial", 16,
                                "--batch", 12, "--predictor", "ridge"))
