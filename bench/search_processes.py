@@ -3,14 +3,16 @@ one process, then with P processes on 127.0.0.1, the same seed and settings.
 
     python bench/search_processes.py RUN_DIR --out-root DIR [--processes 2] [--pin]
         [--latency-budget 80%] [--evaluations 32] [--initial 16] [--batch 16] [--seed 0]
+        [--latency-table TABLE.json] [--predictor NAME]
 
 Each search gets its own copy of the run without its accuracy cache (``subnet_accuracy.jsonl``),
 so both measure every subnet. With ``--pin`` process ``p`` is pinned to core ``p`` (``taskset``)
 and the one-process search to core 0: P one-core hosts against one, on one machine (without it the
 processes share every core, and on a small machine the ratio only shows the overhead). Prints one
 JSON object: each search's wall time and front, the wall-time ratio, and the fronts' members in
-common (latency is measured, by process 0, so fronts may differ by timing noise; the tests check
-identical fronts with a latency table). Progress goes to stderr.
+common. Latency is measured by process 0, so the fronts may differ by timing noise, unless
+``--latency-table`` is given (``nas latency profile``; read without calibration): then the search's
+only measurements are the accuracies, and the fronts must be the same. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def run_search(run: Path, out: Path, processes: int, pin: bool, args, timeout: f
     base = [sys.executable, "-c", NAS, "search", str(run), "--out", str(out), "--latency-budget", args.latency_budget,
             "--evaluations", str(args.evaluations), "--initial", str(args.initial), "--batch", str(args.batch),
             "--seed", str(args.seed)]
+    if args.predictor is not None:
+        base += ["--predictor", args.predictor]
+    if args.latency_table is not None:
+        base += ["--latency-table", str(args.latency_table), "--no-latency-calibrate"]
     port = free_port()
     cmds = [base if processes == 1 else base + ["--coordinator", f"127.0.0.1:{port}", "--num-processes",
                                                  str(processes), "--process-id", str(p)] for p in range(processes)]
@@ -90,6 +96,8 @@ def main() -> None:
     ap.add_argument("--initial", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--predictor", help="nas search --predictor (default: nas search's)")
+    ap.add_argument("--latency-table", type=Path, help="a lookup table: latency predicted, not measured")
     args = ap.parse_args()
     if args.processes < 2:
         raise SystemExit(f"--processes {args.processes}: give 2 or more (one process is always the baseline)")
@@ -104,7 +112,8 @@ def main() -> None:
         results[n] = {"seconds": round(run_search(run, out, n, args.pin, args), 1), "front": front(out)}
     one, many = results[1], results[args.processes]
     print(json.dumps({"command": shlex.join(sys.argv), "run": str(args.run), "processes": args.processes,
-                      "pinned": args.pin, "evaluations": args.evaluations, "results": {str(k): v for k, v in results.items()},
+                      "pinned": args.pin, "evaluations": args.evaluations,
+                      "latency": "measured" if args.latency_table is None else f"table {args.latency_table}", "results": {str(k): v for k, v in results.items()},
                       "time_ratio": round(many["seconds"] / one["seconds"], 3),
                       "front_members_in_common": len(set(one["front"]) & set(many["front"]))}))
 

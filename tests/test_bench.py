@@ -115,7 +115,7 @@ def test_runtime_fronts_bench(tiny_run, tmp_path):
 @pytest.mark.slow  # three `nas search` processes (one alone, then two on 127.0.0.1)
 def test_search_processes_bench(tiny_run, tmp_path):
     out = last_json(run_script("search_processes.py", tiny_run, "--out-root", tmp_path, "--evaluations", 4,
-                               "--initial", 2, "--batch", 2))
+                               "--initial", 2, "--batch", 2, "--predictor", "ridge"))
     assert set(out["results"]) == {"1", "2"} and all(r["front"] for r in out["results"].values())
     assert out["time_ratio"] > 0
     # each search measured its own copy of the run (the copies start without an accuracy cache)
