@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 	@echo "results in $(RUN_DIR): config.json, metrics.jsonl, final.json, checkpoint/;"
 	@echo "  Pareto front: $(RUN_DIR)/search/pareto.csv (and .json, .png); exported subnet: $(RUN_DIR)/export (model.onnx, model.stablehlo, model/)"
 
-# two worker processes: most tests wait on one core for XLA's compiler (README, "Run the tests")
+# two worker processes: one keeps about one core busy (README, "Run the tests")
 PYTEST_ARGS ?= -n auto --maxprocesses 2
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
