@@ -138,6 +138,13 @@ def split_feature_kind(features: str) -> tuple[str | None, bool]:
     return base, zc == "zc"
 
 
+def column_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of ``values`` ``(n, k)`` to standardise features by; a constant
+    column's std is taken as 1 (it standardises to 0, not to NaN)."""
+    std = values.std(0)
+    return values.mean(0), np.where(std > 0, std, 1.0)
+
+
 def zero_cost_columns(table: Table, target: str, ignore: Sequence[str] = ()) -> list[str]:
     """The table's zero-cost proxy columns (``zc_*``), other than the target and the ignored ones."""
     return [c for c in table.header if c.startswith(ZC_PREFIX) and c != target and c not in ignore]
@@ -195,11 +202,8 @@ class ArchEncoder:
             raise PredictorError(
                 f"{table.path}: features {self.features!r} need zero-cost proxy columns ({ZC_PREFIX}*, written "
                 f"by `nas predictor sample RUN --zero-cost`); columns: {', '.join(table.header)}")
-        values = _zero_cost_block(table, columns)
         self.zc_columns = columns
-        self.zc_mean = values.mean(0)
-        std = values.std(0)
-        self.zc_std = np.where(std > 0, std, 1.0)
+        self.zc_mean, self.zc_std = column_scale(_zero_cost_block(table, columns))
         return self
 
     def encode(self, arch) -> np.ndarray:

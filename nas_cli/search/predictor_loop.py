@@ -28,7 +28,7 @@ from nas_cli.search.problem import ArchProblem
 from nas_cli.search.selection import initial_design, select_diverse, select_front
 from nas_cli.search.tracking import feasible_front, feasible_mask
 from predictors import get_predictor, kendall_tau
-from predictors.data import split_feature_kind
+from predictors.data import column_scale, split_feature_kind
 from search_spaces.base import Arch, SearchSpace
 
 
@@ -64,9 +64,7 @@ class ZeroCostFeatures:
 
     def fix_scale(self, archs: Sequence[Arch]) -> None:
         """Standardise every later call by the mean and std of the proxies of ``archs``."""
-        values = self.raw(archs)
-        std = values.std(0)
-        self._mean, self._std = values.mean(0), np.where(std > 0, std, 1.0)
+        self._mean, self._std = column_scale(self.raw(archs))
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         assert self._mean is not None, "fix_scale first"
