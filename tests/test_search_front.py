@@ -78,6 +78,26 @@ def test_explore_uses_the_predictive_std(table, tmp_path):
     assert measured[0].splitlines()[:20] == measured[1].splitlines()[:20] and measured[0] != measured[1]
 
 
+def test_accuracy_is_fitted_by_rank_and_costs_as_they_are(table, tmp_path, monkeypatch):
+    import nas_cli.search.predictor_loop as loop
+
+    fitted = []
+    real = loop.get_predictor
+
+    def spy(name, seed=0, **config):
+        model = real(name, seed=seed, **config)
+        fitted.append(model)
+        return model
+
+    monkeypatch.setattr(loop, "get_predictor", spy)
+    ev = TableEvaluator(NB, table, {"accuracy": "accuracy", "latency": "latency"})
+    cfg = SearchConfig(budgets=(parse_budget("latency", "60%"),), evaluations=30, initial=20, batch=10,
+                       predictor="gp", objectives=("accuracy", "latency"), seed=0)
+    run_search(ev, cfg, tmp_path / "s")
+    # one iteration: the accuracy model first (objective order), then latency
+    assert [m.targets for m in fitted] == ["rank", "standard"]
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("proposal", "grid", "--proposal 'grid' is unknown; use one of: front, inner"),
     ("features", "pixels", "--features 'pixels' is unknown; use one of: structure, onehot, structure\\+zc"),

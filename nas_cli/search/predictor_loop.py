@@ -133,7 +133,8 @@ class Surrogate:
     the search only needs their order, and their distribution is far from normal (a tail of broken
     architectures, a dense crowd of good ones). Cost metrics (latency) are fitted as they are: they add
     up over the layers, which rank scores would bend. On the NAS-Bench-201 table this raised the share
-    of the true front that 300 evaluations find from 0.39 to 0.47 (bench/RESULTS.md, issue 18).
+    of the true front that 300 evaluations find from 0.42 to 0.49 (mean over 10 accuracy x device
+    pairs; bench/RESULTS.md, issue 18).
 
     Args:
       estimates: a cache of ``estimate`` results by canonical key, kept across iterations.
