@@ -131,6 +131,27 @@ def test_search_bench(tmp_path):
     assert all(0 < r["hv_ratio"] <= 1 and 0 <= r["front_found"] <= 1 and r["evaluations"] == 40 for r in out["runs"])
 
 
+def test_search_bench_oracle_ceiling_study(tmp_path):
+    args = ("search.py", "--synthetic", "--evaluations", 30, "--seeds", 1, "--initial", 16, "--batch", 14,
+            "--predictor", "ridge")
+    truth = last_json(run_script(*args, "--oracle", "accuracy=table,latency=table"))
+    assert truth["oracle"] == {"accuracy": "table", "latency": "table"}
+    front = next(r for r in truth["runs"] if r["method"] == "front")
+    # with both metrics known, the 14 cells proposed after the initial design are true front members
+    size = front["true_front_size"]
+    assert round(front["front_found"] * size) >= min(size, 14)
+    bad = subprocess.run([sys.executable, str(BENCH / "search.py"), "--synthetic", "--oracle", "accuracy=guess"],
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--oracle 'accuracy=guess'" in bad.stderr
+
+
+@pytest.mark.slow  # 5-fold gradient boosting over the 15,625 cells: minutes on 2 cores
+def test_search_bench_out_of_fold_oracle(tmp_path):
+    out = last_json(run_script("search.py", "--synthetic", "--evaluations", 30, "--seeds", 1, "--initial", 16,
+                               "--batch", 14, "--predictor", "ridge", "--oracle", "latency=oof"))
+    assert out["oracle"] == {"latency": "oof"} and all(0 <= r["front_found"] <= 1 for r in out["runs"])
+
+
 def test_input_pipeline_bench(tmp_path):
     out = last_json(run_script("input_pipeline.py", "--cifar-dir", tmp_path / "absent", "--folder-images", 120,
                                "--folder-side", 12, "--image-size", 8, "--batch-size", 8, "--batches", 4,
