@@ -30,10 +30,13 @@ class TableEvaluator:
       path: the CSV file.
       columns: metric name -> column, for the metrics the search needs (all must exist).
       optional: metric name -> column, read when present (e.g. flops/params for the outputs).
+      free: cost metrics (not accuracy) that ``estimate`` also serves for every architecture, so a
+        search reads them without spending an evaluation, as a measured latency table gives them
+        (HW-NAS-Bench's setting): only accuracy is then learned from measured architectures.
     """
 
     def __init__(self, space: SearchSpace, path: Path, columns: Mapping[str, str],
-                 optional: Mapping[str, str] | None = None):
+                 optional: Mapping[str, str] | None = None, free: Sequence[str] = ()):
         self.space = space
         self.path = Path(path)
         if not self.path.is_file():
@@ -50,6 +53,14 @@ class TableEvaluator:
         cols = dict(columns)
         cols.update({m: c for m, c in (optional or {}).items() if c in header and m not in cols})
         self._metrics = tuple(cols)
+        self.free = tuple(dict.fromkeys(free))
+        for m in self.free:
+            if m == "accuracy":
+                raise UserError("--free-metrics accuracy: accuracy is what a search spends its evaluations on; "
+                                "free metrics are costs, e.g. latency, flops, params")
+            if m not in cols:
+                raise UserError(f"--free-metrics {m}: benchmark table {self.path} gives no {m!r} to this search "
+                                f"(it reads: {', '.join(cols)})")
         table: dict[str, dict[str, float]] = {}
         for line, row in enumerate(rows, start=2):
             try:
@@ -109,7 +120,7 @@ class TableEvaluator:
                 "true_front_size": len(true_keys)}
 
     def estimate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
-        cheap = [m for m in CHEAP if m in self._metrics]
+        cheap = [m for m in dict.fromkeys([*CHEAP, *self.free]) if m in self._metrics]
         return [{m: v[m] for m in cheap} for v in (self.lookup(self.space.encode(a)) for a in archs)]
 
 
@@ -173,9 +184,10 @@ def write_table(path: Path, rows: Sequence[dict]) -> None:
 
 
 def open_table_evaluator(path: Path, space_name: str, objective_columns: Sequence[tuple[str, str | None]],
-                         budget_metrics: Sequence[str]) -> TableEvaluator:
+                         budget_metrics: Sequence[str], free: Sequence[str] = ()) -> TableEvaluator:
     """The evaluator of `nas search --benchmark-table`: the objectives' columns (a metric's own name
-    when none is given), the budgets' metrics, and accuracy, latency, flops, params where present.
+    when none is given), the budgets' metrics, and accuracy, latency, flops, params where present;
+    ``free``: metrics served for every architecture (see :class:`TableEvaluator`).
 
     Raises:
       UserError: unknown space, a missing file or column, a row the space cannot read.
@@ -185,4 +197,4 @@ def open_table_evaluator(path: Path, space_name: str, objective_columns: Sequenc
     for m in budget_metrics:
         columns.setdefault(m, m)
     optional = {m: m for m in ("accuracy", "latency", *CHEAP) if m not in columns}
-    return TableEvaluator(space, path, columns, optional)
+    return TableEvaluator(space, path, columns, optional, free)

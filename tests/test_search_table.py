@@ -102,3 +102,39 @@ def test_predictor_loop_reaches_98pct_of_true_front_with_5pct_evaluations(full_t
     keys = list(ev.table)
     _, true_hv = feasible_front(keys, [ev.table[k] for k in keys], res.normaliser, res.bounds)
     assert res.log[-1]["hypervolume"] >= 0.98 * true_hv
+
+
+def test_free_metrics_are_served_for_every_cell_and_not_learned(tmp_path, full_table, monkeypatch):
+    import nas_cli.search.predictor_loop as loop
+
+    fitted = []
+    real = loop.get_predictor
+    monkeypatch.setattr(loop, "get_predictor", lambda name, **kw: fitted.append(name) or real(name, **kw))
+    ev = TableEvaluator(SPACE, full_table, {"accuracy": "accuracy", "latency": "latency"}, free=["latency"])
+    (est,) = ev.estimate([SPACE.largest()])
+    assert est["latency"] == ev.evaluate([SPACE.largest()])[0]["latency"] and "accuracy" not in est
+    cfg = SearchConfig(budgets=(parse_budget("latency", "60%"),), evaluations=40, initial=20, batch=20,
+                       predictor="ridge", seed=0)
+    res = run_search(ev, cfg, tmp_path / "free")
+    assert fitted == ["ridge"]  # one iteration, one model: accuracy's; latency is read, not predicted
+    plain = run_search(TableEvaluator(SPACE, full_table, {"accuracy": "accuracy", "latency": "latency"}), cfg,
+                       tmp_path / "plain")
+    # knowing every latency, the search proposes cells on the latency budget's side it measures
+    assert res.log[-1]["n_evaluations"] == plain.log[-1]["n_evaluations"] == 40
+    assert res.log[-1]["true_front_found"] >= plain.log[-1]["true_front_found"]
+
+
+def test_free_metrics_errors_and_resume_identity(tmp_path, full_table):
+    t = _tiny(tmp_path / "t.csv", [(ALL_NONE, 0.1, 0.8), (ALL_CONV, 0.93, 4.0)])
+    with pytest.raises(UserError, match="--free-metrics accuracy: accuracy is what a search spends"):
+        TableEvaluator(SPACE, t, {"accuracy": "val_acc", "latency": "lat_ms"}, free=["accuracy"])
+    with pytest.raises(UserError, match="--free-metrics flops: benchmark table .* gives no 'flops'"):
+        TableEvaluator(SPACE, t, {"accuracy": "val_acc", "latency": "lat_ms"}, free=["flops"])
+    r = _cli(tmp_path / "run", "--latency-budget", "50%", "--free-metrics", "latency")
+    assert r.exit_code == 2 and "--free-metrics latency only applies with --benchmark-table" in r.stderr
+    base = ["--benchmark-table", full_table, "--latency-budget", "60%", "--evaluations", "24", "--initial", "12",
+            "--batch", "12", "--predictor", "ridge", "--out", tmp_path / "s"]
+    assert _cli(tmp_path / "run", *base, "--free-metrics", "latency").exit_code == 0
+    # the same directory without the free latency is another search: refused, not silently mixed
+    again = _cli(tmp_path / "run", *base)
+    assert again.exit_code == 2 and "latency read for every architecture' there, 'benchmark table' now" in again.stderr

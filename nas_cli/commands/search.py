@@ -77,6 +77,11 @@ def search(
                                                    "instead of a supernet."),
     space: Optional[str] = typer.Option(None, "--space", help="The table's search space (with "
                                         f"--benchmark-table; default {DEFAULT_TABLE_SPACE})."),
+    free_metrics: Optional[str] = typer.Option(None, "--free-metrics", help="With --benchmark-table: cost metrics "
+                                              "(comma-separated, e.g. latency; not accuracy) the search reads for every "
+                                              "architecture without spending an evaluation, as a measured latency table "
+                                              "gives them (HW-NAS-Bench's setting); only accuracy is then learned. "
+                                              "Default: none."),
     latency_table: Optional[Path] = typer.Option(None, "--latency-table", help="A latency lookup table for "
                                                  "the supernet run's cheap latency estimates."),
     latency_runtime: str = typer.Option("jax", "--latency-runtime", help="What runs the subnets whose latency "
@@ -127,7 +132,9 @@ def search(
                    + (f", {rec['true_hypervolume_ratio']:.4f} of the true front's hypervolume, "
                       f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
 
+    free = tuple(m.strip() for m in (free_metrics or "").split(",") if m.strip())
     result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table, space=space,
+                             free_metrics=free,
                              latency_table=latency_table, latency_calibrate=latency_calibrate, parallel=parallel,
                              progress=progress, log=typer.echo)
     if isinstance(result, Served):

@@ -39,7 +39,7 @@ def search_settings(run_dir: Path, config: SearchConfig, out_dir: Path, latency_
 def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequence[tuple[str, str | None]], *,
                     out: Path | None = None, benchmark_table: Path | None = None, space: str | None = None,
                     latency_table: Path | None = None, latency_calibrate: bool = True,
-                    parallel: Parallel | None = None, progress: Callable[[dict], None] | None = None,
+                    free_metrics: Sequence[str] = (), parallel: Parallel | None = None, progress: Callable[[dict], None] | None = None,
                     log: Callable[[str], None] = print) -> SearchResult | Served:
     """Opens the truth (a training run, or a table), then runs or resumes the search.
 
@@ -52,6 +52,8 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
       space: the table's space (default nas-bench-201); only with a table.
       latency_table: a latency model for the run's cheap latency estimates.
       latency_calibrate: put every latency at one device speed (see nas_cli.run_eval).
+      free_metrics: cost metrics of the table read for every architecture at no evaluation; only
+        with a table.
       parallel: the devices measuring accuracies (default: every local one) and, for a multi-host
         search, the processes (see :func:`search_together`); only with a training run.
       progress: called with every log record of the search.
@@ -72,11 +74,16 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
             raise UserError("--coordinator, --num-processes and --process-id only apply to a training run (a "
                             "benchmark table is looked up, not measured); run one process without them")
         evaluator = open_table_evaluator(benchmark_table, space or DEFAULT_TABLE_SPACE, objective_columns,
-                                         [b.metric for b in config.budgets])
+                                         [b.metric for b in config.budgets], free_metrics)
         source, weights = "benchmark table", {"table": file_sha256(benchmark_table)[:16]}
+        if evaluator.free:  # what the search knows for free is part of what it is (a resume must agree)
+            source += f", {', '.join(evaluator.free)} read for every architecture"
     else:
         if space is not None:
             raise UserError("--space only applies with --benchmark-table (a run directory knows its space)")
+        if free_metrics:
+            raise UserError(f"--free-metrics {','.join(free_metrics)} only applies with --benchmark-table (a "
+                            "training run's free latency is a --latency-table)")
         named = [f"{m}={c}" for m, c in objective_columns if c is not None]
         if named:
             raise UserError(f"objective columns ({', '.join(named)}) only apply with --benchmark-table; "
