@@ -65,15 +65,17 @@ def _bn_impl(name: str):
     if name == "fused":
         yield
         return
+    fused = layers.batch_norm
+    # the spaces' modules that imported it by name (not layers itself: it keeps the original)
     modules = [m for k, m in list(sys.modules.items())
-               if k.startswith("search_spaces.") and getattr(m, "batch_norm", None) is layers.batch_norm]
+               if k.startswith("search_spaces.") and m is not layers and getattr(m, "batch_norm", None) is fused]
     for m in modules:
         m.batch_norm = layers.batch_norm_reference
     try:
         yield
     finally:
         for m in modules:
-            m.batch_norm = layers.batch_norm
+            m.batch_norm = fused
 
 
 def _micro(counts: list[int], repeats: int = 300) -> dict:
