@@ -17,11 +17,18 @@ call by call (each call waited for, so the kinds add up to more than an overlapp
 cross-device reductions each kind's compiled programs hold; ``micro`` prices one program launch
 and one all-reduce on those devices, so ``explained_ms`` = launches x launch cost + reductions x
 all-reduce cost can be set against the measured extra time per step.
+
+``--bn fused|plain|both`` picks the training-mode BatchNorm: ``fused`` is the library's
+(``search_spaces.layers.batch_norm``: one cross-device reduction forward, one backward), ``plain``
+the textbook formula (``batch_norm_reference``: two dependent reductions forward, autodiff
+backward), swapped in for the calls of that workload only; ``both`` times every workload with each,
+interleaved in the same repeats (an A/B in one process), and names each entry's ``bn``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,6 +54,28 @@ def _collectives(fn, args) -> int:
     """Cross-device collectives in the compiled program ``fn`` runs for ``args`` (already compiled
     by the call: lowering again hits JAX's cache)."""
     return len(_COLLECTIVE.findall(fn.lower(*args).compile().as_text()))
+
+
+@contextlib.contextmanager
+def _bn_impl(name: str):
+    """Every loaded search-space module calls ``name``'s BatchNorm inside the block (its jitted
+    programs trace under it: each workload has its own trainer, so its own compiled programs)."""
+    from search_spaces import layers
+
+    if name == "fused":
+        yield
+        return
+    fused = layers.batch_norm
+    # the spaces' modules that imported it by name (not layers itself: it keeps the original)
+    modules = [m for k, m in list(sys.modules.items())
+               if k.startswith("search_spaces.") and m is not layers and getattr(m, "batch_norm", None) is fused]
+    for m in modules:
+        m.batch_norm = layers.batch_norm_reference
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.batch_norm = fused
 
 
 def _micro(counts: list[int], repeats: int = 300) -> dict:
@@ -89,9 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--devices", type=int, default=4, help="the largest device count; 1, 2, 4, ... up to it")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bn", choices=("fused", "plain", "both"), default="fused",
+                    help="training-mode BatchNorm: the library's fused one, the textbook one, or an A/B of both")
     ap.add_argument("--breakdown-steps", type=int, default=3, help="steps timed call by call (0: none)")
     args = ap.parse_args(argv)
-    workloads = [(args.space, args.batch)] + [_workload(w) for w in args.also]
+    bns = ["fused", "plain"] if args.bn == "both" else [args.bn]
+    workloads = [(space, batch, bn) for space, batch in [(args.space, args.batch)] + [_workload(w) for w in args.also]
+                 for bn in bns]
     if "jax" not in sys.modules:  # fake CPU devices must be asked for before JAX starts
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.devices}").strip()
@@ -105,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     counts = [n for n in (1, 2, 4, 8, 16, 32) if n <= args.devices]
     setups, archs = {}, {}
-    for w, (space_name, batch) in enumerate(workloads):
+    for w, (space_name, batch, _) in enumerate(workloads):
         cfg = TrainConfig(space=space_name, batch_size=batch)
         ds = runs.load_run_dataset(cfg)
         space = runs.make_space(cfg, ds)
@@ -120,9 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     def step(key):
         state, net, batch = setups[key]
-        t0 = time.perf_counter()
-        state, metrics = train_step(state, net, archs[key[0]], batch)
-        jax.block_until_ready((state.params, metrics["loss"]))
+        with _bn_impl(workloads[key[0]][2]):
+            t0 = time.perf_counter()
+            state, metrics = train_step(state, net, archs[key[0]], batch)
+            jax.block_until_ready((state.params, metrics["loss"]))
         setups[key][0] = state
         return (time.perf_counter() - t0) * 1e3
 
@@ -172,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     micro = _micro([1, counts[-1]]) if args.breakdown_steps else None
     summary = []
-    for w, (space_name, batch) in enumerate(workloads):
+    for w, (space_name, batch, bn) in enumerate(workloads):
         results = {}
         for n in counts:
             ms = statistics.median(times[w, n])
@@ -180,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
                                "per_device_batch": batch // n, "step_ms_min": round(min(times[w, n]), 3)}
         top = str(counts[-1])
         # the fastest step of each count too: on a machine loaded by other jobs, the least disturbed
-        entry = {"space": space_name, "global_batch": batch, "results": results,
+        entry = {"space": space_name, "global_batch": batch, "bn": bn, "results": results,
                  "overhead_ratio": round(results[top]["step_ms"] / results["1"]["step_ms"], 3),
                  "overhead_ratio_min": round(results[top]["step_ms_min"] / results["1"]["step_ms_min"], 3)}
         if args.breakdown_steps:
@@ -196,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        + reductions * hi["all_reduce_us"]) / 1e3, 2)}
         summary.append(entry)
     first = summary[0]
-    out = {"space": first["space"], "global_batch": first["global_batch"], "repeats": args.repeats,
+    out = {"space": first["space"], "global_batch": first["global_batch"], "bn": first["bn"], "repeats": args.repeats,
            "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
            "warmup_s": round(warmup_s, 1), "results": first["results"],
            "overhead_ratio": first["overhead_ratio"], "overhead_ratio_devices": counts[-1], "target": 1.15,

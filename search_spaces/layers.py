@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 BN_EPS = 1e-5
 
@@ -55,6 +56,77 @@ def switch_vjp(index: jax.Array, branches: Sequence[Callable], *operands):
     return f(index, *operands)
 
 
+def _batch_stats(x):
+    """Per-channel batch mean and variance of ``x`` (..., C) from ONE reduction of [x, x^2].
+
+    Under ``jit`` with the batch sharded over devices, GSPMD turns each reduction over the batch
+    axis into a cross-device all-reduce. The textbook two-pass variance (the mean, then the mean of
+    squares around it) is two dependent all-reduces per BatchNorm; E[x^2] - E[x]^2 is one, over the
+    concatenated (2C,) sums, as torch's SyncBatchNorm and flax's ``use_fast_variance=True`` (the
+    ``nnx.BatchNorm`` default) compute it. No shift can improve its conditioning here without a
+    second reduction (GSPMD has no per-device value to shift by). Its float32 error is about
+    eps * mean^2 / var relative; on these supernets' activations |mean| / std stayed below 3 and the
+    difference from the two-pass variance below 1e-6 relative (bench/RESULTS.md; bounded in
+    tests/test_batch_norm.py). The variance is clipped at zero as flax clips it.
+    """
+    axes = tuple(range(x.ndim - 1))
+    c = x.shape[-1]
+    moments = jnp.mean(jnp.concatenate([x, jnp.square(x)], -1), axes)  # (2C,): E[x], E[x^2]
+    mean = moments[:c]
+    return mean, jnp.maximum(moments[c:] - jnp.square(mean), 0.0)
+
+
+@jax.custom_vjp
+def batch_norm_train(x, scale, bias):
+    """Training-mode BatchNorm of ``x`` (..., C): (y, batch mean, batch variance), with one
+    cross-device reduction in the forward and one in the backward under a sharded batch.
+
+    The backward is BatchNorm's closed form: with xhat = (x - mean) * rstd and N elements per
+    channel, dx = scale * rstd * (dy - (sum dy + xhat * sum(dy * xhat)) / N), where the two sums
+    (also d bias and d scale) are one reduction over their concatenation. Plain autodiff of the
+    forward reduces them separately, plus the forward's own dependent reductions again.
+    """
+    y, mean, var, _ = _bn_train_forward(x, scale, bias)
+    return y, mean, var
+
+
+def _bn_train_forward(x, scale, bias):
+    mean, var = _batch_stats(x)
+    rstd = lax.rsqrt(var + BN_EPS)
+    y = (x - mean) * (rstd * scale) + bias  # nnx.BatchNorm's operation order, as in batch_norm
+    return y, mean, var, rstd
+
+
+def _bn_train_fwd(x, scale, bias):
+    x, scale, bias = x.value, scale.value, bias.value  # symbolic_zeros: CustomVJPPrimal inputs
+    y, mean, var, rstd = _bn_train_forward(x, scale, bias)
+    return (y, mean, var), (x, mean, rstd, scale)
+
+
+def _bn_train_bwd(res, cts):
+    x, mean, rstd, scale = res
+    dy, dmean, dvar = cts
+    axes = tuple(range(x.ndim - 1))
+    c = x.shape[-1]
+    n = x.size // c
+    xhat = (x - mean) * rstd
+    if isinstance(dy, SymbolicZero):
+        dy = jnp.zeros_like(x)
+    sums = jnp.sum(jnp.concatenate([dy, dy * xhat], -1), axes)  # (2C,): the only reduction
+    dbias, dscale = sums[:c], sums[c:]
+    dx = (scale * rstd) * (dy - (dbias + xhat * dscale) / n)
+    # The statistics are outputs too (calibration): d mean/dx = 1/N, d var/dx = 2 (x - mean)/N.
+    # Training never uses them, and their symbolic-zero cotangents cost nothing.
+    if not isinstance(dmean, SymbolicZero):
+        dx = dx + dmean / n
+    if not isinstance(dvar, SymbolicZero):
+        dx = dx + (2.0 / n) * dvar * (x - mean)
+    return dx, dscale, dbias
+
+
+batch_norm_train.defvjp(_bn_train_fwd, _bn_train_bwd, symbolic_zeros=True)
+
+
 def batch_norm(x, p, s, c: int, mode: str):
     """BatchNorm over the first ``c`` channels of full-size parameters ``p`` and statistics ``s``.
 
@@ -63,19 +135,35 @@ def batch_norm(x, p, s, c: int, mode: str):
       p: {"scale", "bias"} of the largest width.
       s: {"mean", "var"} of the largest width (used in ``eval`` mode only).
       c: active channels (static).
-      mode: "train" and "calib" normalise with the batch statistics (calibration also returns them,
-        zero-padded to full width); "eval" uses ``s``.
+      mode: "train" and "calib" normalise with the batch statistics (:func:`batch_norm_train`;
+        calibration also returns them, zero-padded to full width); "eval" uses ``s``.
 
     Returns:
       (y, stats) where stats is {"mean", "var"} padded to full width, or None outside calibration.
     """
+    if mode == "eval":
+        mean, var = s["mean"][:c], s["var"][:c]
+        # Same operation order as nnx.BatchNorm, so the static subnet reproduces it bit for bit.
+        y = (x - mean) * (lax.rsqrt(var + BN_EPS) * p["scale"][:c]) + p["bias"][:c]
+    else:
+        y, mean, var = batch_norm_train(x, p["scale"][:c], p["bias"][:c])
+    if mode != "calib":
+        return y, None
+    full = p["scale"].shape[0]
+    pad = (0, full - c)
+    return y, {"mean": jnp.pad(mean, pad), "var": jnp.pad(var, pad)}
+
+
+def batch_norm_reference(x, p, s, c: int, mode: str):
+    """:func:`batch_norm` by the textbook formula (two-pass variance, autodiff backward): its
+    test oracle, and the "plain" side of bench/data_parallel.py's ``--bn`` A/B. Under a sharded
+    batch it costs two dependent all-reduces in the forward and two or more in the backward."""
     axes = tuple(range(x.ndim - 1))
     if mode == "eval":
         mean, var = s["mean"][:c], s["var"][:c]
     else:
         mean = jnp.mean(x, axes)
         var = jnp.mean(jnp.square(x - mean), axes)
-    # Same operation order as nnx.BatchNorm, so the static subnet reproduces it bit for bit.
     y = (x - mean) * (lax.rsqrt(var + BN_EPS) * p["scale"][:c]) + p["bias"][:c]
     if mode != "calib":
         return y, None

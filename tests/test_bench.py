@@ -81,9 +81,13 @@ def test_kernel_speed_bench():
 
 def test_data_parallel_bench():
     out = last_json(run_script("data_parallel.py", "--space", "resnet-tiny", "--batch", 8, "--devices", 2,
-                               "--repeats", 1, "--warmup", 1))
+                               "--repeats", 1, "--warmup", 1, "--bn", "both"))
     assert set(out["results"]) == {"1", "2"} and out["results"]["2"]["per_device_batch"] == 4
     assert out["overhead_ratio"] > 0 and out["results"]["1"]["images_per_s"] > 0
+    fused, plain = out["workloads"]
+    assert (fused["bn"], plain["bn"]) == ("fused", "plain")
+    # the fused BatchNorm's one reduction each way, against the textbook formula's two or more
+    assert fused["breakdown"]["collectives_per_step"] < plain["breakdown"]["collectives_per_step"]
 
 
 def test_weight_sharing_bench():

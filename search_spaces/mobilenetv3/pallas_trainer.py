@@ -28,17 +28,14 @@ from jax.sharding import PartitionSpec as P
 from kernels import elastic_dwconv as _dwconv
 from kernels import elastic_matmul as _matmul
 from search_spaces.engine import subnet_loss
-from search_spaces.layers import ACTIVATIONS, BN_EPS, centre_kernel, hard_sigmoid, preprocess
+from search_spaces.layers import ACTIVATIONS, batch_norm_train, centre_kernel, hard_sigmoid, preprocess
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
 from search_spaces.mobilenetv3.supernet import block_params, head_apply, stem_apply
 
 
 def _masked_bn(x, p, active: jax.Array):
     """Training-mode BatchNorm over channels where ``active`` (bool, (Cmax,)); others stay zero."""
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axes)
-    var = jnp.mean(jnp.square(x - mean), axes)
-    y = (x - mean) * lax.rsqrt(var + BN_EPS) * p["scale"] + p["bias"]
+    y, _, _ = batch_norm_train(x, p["scale"], p["bias"])  # the supernet's own: one reduction each way
     return jnp.where(active, y, 0.0)
 
 
