@@ -127,6 +127,15 @@ def _bn_train_bwd(res, cts):
 batch_norm_train.defvjp(_bn_train_fwd, _bn_train_bwd, symbolic_zeros=True)
 
 
+def _with_stats(y, mean, var, full: int, c: int, mode: str):
+    """A BatchNorm's return value: ``(y, None)``, or in calibration ``(y, {"mean", "var"})`` with the
+    statistics of the ``c`` active channels zero-padded to the ``full`` width."""
+    if mode != "calib":
+        return y, None
+    pad = (0, full - c)
+    return y, {"mean": jnp.pad(mean, pad), "var": jnp.pad(var, pad)}
+
+
 def batch_norm(x, p, s, c: int, mode: str):
     """BatchNorm over the first ``c`` channels of full-size parameters ``p`` and statistics ``s``.
 
@@ -147,29 +156,20 @@ def batch_norm(x, p, s, c: int, mode: str):
         y = (x - mean) * (lax.rsqrt(var + BN_EPS) * p["scale"][:c]) + p["bias"][:c]
     else:
         y, mean, var = batch_norm_train(x, p["scale"][:c], p["bias"][:c])
-    if mode != "calib":
-        return y, None
-    full = p["scale"].shape[0]
-    pad = (0, full - c)
-    return y, {"mean": jnp.pad(mean, pad), "var": jnp.pad(var, pad)}
+    return _with_stats(y, mean, var, p["scale"].shape[0], c, mode)
 
 
 def batch_norm_reference(x, p, s, c: int, mode: str):
     """:func:`batch_norm` by the textbook formula (two-pass variance, autodiff backward): its
     test oracle, and the "plain" side of bench/data_parallel.py's ``--bn`` A/B. Under a sharded
     batch it costs two dependent all-reduces in the forward and two or more in the backward."""
+    if mode == "eval":  # one formula for both: the stored statistics
+        return batch_norm(x, p, s, c, mode)
     axes = tuple(range(x.ndim - 1))
-    if mode == "eval":
-        mean, var = s["mean"][:c], s["var"][:c]
-    else:
-        mean = jnp.mean(x, axes)
-        var = jnp.mean(jnp.square(x - mean), axes)
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
     y = (x - mean) * (lax.rsqrt(var + BN_EPS) * p["scale"][:c]) + p["bias"][:c]
-    if mode != "calib":
-        return y, None
-    full = p["scale"].shape[0]
-    pad = (0, full - c)
-    return y, {"mean": jnp.pad(mean, pad), "var": jnp.pad(var, pad)}
+    return _with_stats(y, mean, var, p["scale"].shape[0], c, mode)
 
 
 def same_padding(size: int, k: int, stride: int) -> tuple[int, int, int]:
