@@ -12,6 +12,7 @@ import numpy as np
 
 from nas_cli.data import Split
 from search_spaces.base import Arch, SupernetSpace
+from search_spaces.engine import placed_like
 from search_spaces.layers import preprocess
 
 
@@ -21,6 +22,11 @@ def preprocess_recorded(images_uint8, record: dict) -> jax.Array:
     resized to its resolution."""
     mean, std = (jnp.asarray(record[k], jnp.float32) for k in ("mean", "std"))
     return preprocess(jnp.asarray(images_uint8), record["resolution"], mean, std)
+
+
+# one program each, not an eager op per BatchNorm statistic (a launch on every device under a mesh)
+_tree_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+_tree_divide = jax.jit(lambda t, n: jax.tree.map(lambda x: x / n, t), static_argnums=1)
 
 
 class SubnetEvaluator:
@@ -76,11 +82,11 @@ class SubnetEvaluator:
         """BatchNorm statistics of ``arch``: the mean over batches of each layer's batch mean and
         variance, forwarding ``images`` (OFA's recipe; a partial last batch is dropped)."""
         calib, _ = self._fns(arch.resolution)
-        arr = jnp.asarray(self.space.arch_arrays(arch))
         bs = min(self.batch_size, len(images))
         if self.mesh is not None:  # whole batches per device
             bs = max(bs - bs % self.mesh.devices.size, self.mesh.devices.size)
         params, _ = self._placed(params)
+        arr = self._arch_array(params, arch)
         total, n = None, 0
         for start in range(0, len(images) - bs + 1, bs):
             chunk = images[start : start + bs]
@@ -88,15 +94,19 @@ class SubnetEvaluator:
             stats = calib(params, self._placed(None, chunk)[1], arr)
             if not jax.tree.leaves(stats):  # no BatchNorm (vit): more forwards would average nothing
                 return stats
-            total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+            total = stats if total is None else _tree_add(total, stats)
             n += 1
-        return jax.tree.map(lambda t: t / n, total)
+        return _tree_divide(total, n)
+
+    def _arch_array(self, params, arch: Arch):
+        """``arch``'s branch indices where ``params`` live (on every device of the mesh)."""
+        return placed_like(self.space.arch_arrays(arch), jax.tree.leaves(params)[0])
 
     def logits(self, params, stats, arch: Arch, images: np.ndarray) -> np.ndarray:
         _, evaluate = self._fns(arch.resolution)
-        arr = jnp.asarray(self.space.arch_arrays(arch))
         bs = self.batch_size
         params, _ = self._placed(params)
+        arr = self._arch_array(params, arch)
         out = []
         for start in range(0, len(images), bs):
             chunk = images[start : start + bs]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from nas_cli.subnet import SubnetEvaluator
 from nas_cli.tensorboard import TB_DIR, EventWriter
 from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.base import Arch, SupernetSpace, Trainer
+from search_spaces.engine import placed_like
 
 # --- the subnet sampler: (state, rng) -> (arch, state) ------------------------------------------
 
@@ -116,12 +118,23 @@ def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, sca
 
 # tx is static (a tuple of functions): one program per optimiser, parameters and state donated
 _update = jax.jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
-_zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros(treedef, shardings: tuple) -> Callable:
+    # zeros depend on no input, so without out_shardings jit leaves them uncommitted on the first
+    # device: under a mesh every piece's first backward then took JAX's slow dispatch path and
+    # copied its gradient slot to all devices (bench/RESULTS.md, issue 16)
+    return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p),
+                   out_shardings=jax.tree.unflatten(treedef, shardings))
 
 
 def zero_grads(params):
-    """A zero gradient pytree shaped (and placed) like ``params``."""
-    return _zeros(params)
+    """A zero gradient pytree shaped and placed like ``params`` (on the same devices, committed)."""
+    leaves, treedef = jax.tree.flatten(params)
+    if not all(isinstance(a, jax.Array) for a in leaves):  # host arrays: placed as jit places them
+        return jax.tree.map(jnp.zeros_like, params)
+    return _zeros(treedef, tuple(a.sharding for a in leaves))(params)
 
 
 class TrainState(NamedTuple):
@@ -138,6 +151,7 @@ class TrainState(NamedTuple):
 
     def apply_gradients(self, grads, scale: float) -> "TrainState":
         """One optimiser update with ``grads * scale``; the old params and opt_state are donated."""
+        scale = placed_like(scale, jax.tree.leaves(self.params)[0], np.float32)
         params, opt_state = _update(self.tx, grads, self.opt_state, self.params, scale)
         return self._replace(params=params, opt_state=opt_state)
 
@@ -163,16 +177,21 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
       The state after the step and ``{"loss": mean loss over archs}`` (a device scalar).
     """
     images, labels = batch
-    grads = _zeros(state.params)
+    grads = zero_grads(state.params)
     soft = None
-    step_loss = 0.0
+    losses = []
     for i, arch in enumerate(archs):
         loss, logits, grads = trainer.accumulate_grad(state.params, grads, arch, images, labels, soft)
         if i == 0 and distill and len(archs) > 1:
-            soft = jax.nn.softmax(logits)  # the teacher: no gradient flows through it
-        step_loss += loss
+            soft = _softmax(logits)  # the teacher: no gradient flows through it
+        losses.append(loss)
     state = state.apply_gradients(grads, 1.0 / len(archs))
-    return state, {"loss": step_loss / len(archs)}
+    return state, {"loss": _mean(losses)}
+
+
+# one program each, not a handful of eager ops (each a launch on every device under a mesh)
+_softmax = jax.jit(jax.nn.softmax)
+_mean = jax.jit(lambda xs: sum(xs) / len(xs))
 
 
 # --- the recipe: phases and the subnets of a step ---------------------------------------------

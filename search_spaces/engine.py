@@ -26,10 +26,12 @@ update is a single jitted call over the whole supernet whichever subnets were sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -41,6 +43,32 @@ def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float =
     if label_smoothing:
         onehot = optax.smooth_labels(onehot, label_smoothing)
     return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+
+
+def placed_like(value, like, dtype=np.int32) -> jax.Array:
+    """``value`` as a device array committed where the array ``like`` lives (a full copy on every
+    device of its mesh, under data parallelism), made once per (value, placement) and reused.
+
+    A program's small run-time arguments (a block index, an arch's sizes, a dummy target) made fresh
+    on the host or the default device each call take JAX's slow dispatch path under a mesh and are
+    copied to every device each time (measured in bench/RESULTS.md, issue 16).
+    """
+    sharding = like.sharding if isinstance(like, jax.Array) else None
+    if isinstance(sharding, jax.sharding.NamedSharding):  # a full copy on every device of its mesh
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    key = np.asarray(value, dtype)
+    return _placed(key.tobytes(), key.shape, key.dtype.str, sharding)
+
+
+@functools.lru_cache(maxsize=4096)
+def _placed(data: bytes, shape, dtype: str, sharding) -> jax.Array:
+    host = np.frombuffer(data, dtype).reshape(shape)
+    if sharding is None:
+        return jnp.asarray(host)
+    if sharding.is_fully_addressable:
+        return jax.device_put(host, sharding)
+    # a mesh over several processes: each places its own copies (every process holds the same value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -159,16 +187,17 @@ class ComposedTrainer:
         (donated) and returns (loss, logits, grads). ``soft_targets`` switches to distillation."""
         z = inputs
         tape = []
+        like = jax.tree.leaves(params)[0]
         for piece in chain:
             fwd, bwd = self._piece_fns(piece)
             p = _get(params, piece)
-            i = jnp.int32(piece.index if piece.index is not None else 0)
+            i = placed_like(piece.index if piece.index is not None else 0, like)
             self._signatures.add(("piece", piece.key, z.shape, z.dtype))
             z, pullback = fwd(p, i, z)
             tape.append((piece, bwd, pullback, i))
         kd = soft_targets is not None
         self._signatures.add(("head", head.key, kd, z.shape, z.dtype, labels.shape))
-        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
+        soft = soft_targets if kd else placed_like(0.0, like, np.float32)
         loss, logits, g, acc = self._head_fn(head, kd)(_get(params, head), z, labels, soft, _get(grads, head))
         grads = _put(grads, head.path, head.keys, acc)
         for piece, bwd, pullback, i in reversed(tape):

@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from kernels import elastic_dwconv as _dwconv
 from kernels import elastic_matmul as _matmul
-from search_spaces.engine import subnet_loss
+from search_spaces.engine import placed_like, subnet_loss
 from search_spaces.layers import ACTIVATIONS, batch_norm_train, centre_kernel, hard_sigmoid, preprocess
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
 from search_spaces.mobilenetv3.supernet import block_params, head_apply, stem_apply
@@ -168,7 +168,8 @@ class KernelSupernet:
         """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
         (loss, logits, grads); ``soft_targets`` switches the loss to distillation."""
         kd = soft_targets is not None
-        soft = soft_targets if kd else jnp.zeros((), jnp.float32)
-        sizes = jnp.asarray(arch_sizes(self.cfg, arch))
+        like = jax.tree.leaves(params)[0]
+        soft = soft_targets if kd else placed_like(0.0, like, np.float32)
+        sizes = placed_like(arch_sizes(self.cfg, arch), like)
         self._signatures.add((arch.resolution, kd, images.shape, images.dtype, labels.shape, soft.shape))
         return self._step(arch.resolution, kd)(params, grads, images, labels, soft, sizes)
