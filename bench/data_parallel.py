@@ -12,7 +12,8 @@ same script measures the speed-up.
 ``--also SPACE:BATCH`` (repeatable) times more workloads in the same run, interleaved with the
 first (e.g. a larger global batch: more work per device for the same collectives), each with its
 own ratio under ``workloads``. ``breakdown`` says where a step's time goes on 1 and on the most
-devices: each program kind (piece forwards, piece backwards, heads, the optimiser update) timed
+devices: each program kind (piece forwards, piece backwards, heads, the optimiser update, and
+``other``: the step's zero gradient, teacher softmax and mean loss) timed
 call by call (each call waited for, so the kinds add up to more than an overlapped step), and the
 cross-device reductions each kind's compiled programs hold; ``micro`` prices one program launch
 and one all-reduce on those devices, so ``explained_ms`` = launches x launch cost + reductions x
@@ -183,22 +184,27 @@ def main(argv: list[str] | None = None) -> dict:
                 t0 = time.perf_counter()
                 out = jax.block_until_ready(fn(*a))
                 spent.setdefault(kind, []).append((time.perf_counter() - t0) * 1e3)
-                if (kind, name) not in programs:
-                    programs[kind, name] = _collectives(fn, a)
+                if (kind, name) not in programs:  # zero_grads is a function around its program: none
+                    programs[kind, name] = _collectives(fn, a) if hasattr(fn, "lower") else 0
                 held[kind] = held.get(kind, 0) + programs[kind, name]
                 return out
             return call
 
-        fns, heads, update = dict(net._fns), dict(net._heads), train_module._update
+        fns, heads = dict(net._fns), dict(net._heads)
+        # the step's own programs: the optimiser update, and the zero gradient, teacher softmax and mean loss
+        own = {"_update": "update", "zero_grads": "other", "_softmax": "other", "_mean": "other"}
+        saved = {name: getattr(train_module, name) for name in own}
         net._fns.update({k: (wrap("forward", k, f), wrap("backward", k, b)) for k, (f, b) in fns.items()})
         net._heads.update({k: wrap("head", k, h) for k, h in heads.items()})
-        train_module._update = wrap("update", "update", update)
+        for name, kind in own.items():
+            setattr(train_module, name, wrap(kind, name, saved[name]))
         try:
             steps = [step(key) for _ in range(args.breakdown_steps)]
         finally:
             net._fns.update(fns)
             net._heads.update(heads)
-            train_module._update = update
+            for name, fn in saved.items():
+                setattr(train_module, name, fn)
         s = args.breakdown_steps
         kinds = {kind: {"ms_per_step": round(sum(v) / s, 2), "calls_per_step": len(v) // s,
                         "collectives_per_step": held[kind] // s} for kind, v in spent.items()}

@@ -88,6 +88,10 @@ def test_data_parallel_bench():
     assert (fused["bn"], plain["bn"]) == ("fused", "plain")
     # the fused BatchNorm's one reduction each way, against the textbook formula's two or more
     assert fused["breakdown"]["collectives_per_step"] < plain["breakdown"]["collectives_per_step"]
+    # every program of the step is counted: 2 subnets' pieces and heads, the update, and the zero
+    # gradient, teacher softmax and mean loss (one each)
+    kinds = fused["breakdown"]["2"]["kinds"]
+    assert kinds["other"]["calls_per_step"] == 3 and kinds["update"]["calls_per_step"] == 1, kinds
 
 
 def test_weight_sharing_bench():
