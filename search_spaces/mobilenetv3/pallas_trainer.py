@@ -45,7 +45,8 @@ def _per_shard(fn, mesh, *args):
     if mesh is None:
         return fn(*args)
     batch = P(mesh.axis_names[0])
-    return jax.shard_map(fn, mesh=mesh, in_specs=(batch,) + (P(),) * (len(args) - 1), out_specs=batch)(*args)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(batch,) + (P(),) * (len(args) - 1), out_specs=batch,
+                         check_vma=False)(*args)
 
 
 def _elastic_block(cfg: MobileNetV3Config, p, x, k_idx, e_idx, *, cin, cout, stride, act, se, impl, interpret,
