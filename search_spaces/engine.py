@@ -51,7 +51,8 @@ def placed_like(value, like, dtype=np.int32) -> jax.Array:
 
     A program's small run-time arguments (a block index, an arch's sizes, a dummy target) made fresh
     on the host or the default device each call take JAX's slow dispatch path under a mesh and are
-    copied to every device each time (measured in bench/RESULTS.md, issue 16).
+    copied to every device each time (measured in bench/RESULTS.md, issue 16). The array is shared
+    by every caller: never donate it.
     """
     sharding = like.sharding if isinstance(like, jax.Array) else None
     if isinstance(sharding, jax.sharding.NamedSharding):  # a full copy on every device of its mesh
