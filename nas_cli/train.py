@@ -121,19 +121,21 @@ _update = jax.jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
 
 
 @functools.lru_cache(maxsize=16)
-def _zeros(treedef, shardings: tuple) -> Callable:
+def _zeros(treedef, shardings: tuple | None) -> Callable:
     # zeros depend on no input, so without out_shardings jit leaves them uncommitted on the first
     # device: under a mesh every piece's first backward then took JAX's slow dispatch path and
     # copied its gradient slot to all devices (bench/RESULTS.md, issue 16)
-    return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p),
-                   out_shardings=jax.tree.unflatten(treedef, shardings))
+    if shardings is None:
+        return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
+    return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=jax.tree.unflatten(treedef, shardings))
 
 
 def zero_grads(params):
-    """A zero gradient pytree shaped and placed like ``params`` (on the same devices, committed)."""
+    """A zero gradient pytree shaped and placed like ``params`` (committed to the same devices, or
+    placed by default as they are)."""
     leaves, treedef = jax.tree.flatten(params)
-    if not all(isinstance(a, jax.Array) for a in leaves):  # host arrays: placed as jit places them
-        return jax.tree.map(jnp.zeros_like, params)
+    if not all(getattr(a, "committed", False) for a in leaves):  # placed by default: so are they
+        return _zeros(treedef, None)(params)
     return _zeros(treedef, tuple(a.sharding for a in leaves))(params)
 
 

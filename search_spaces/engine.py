@@ -46,15 +46,17 @@ def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float =
 
 
 def placed_like(value, like, dtype=np.int32) -> jax.Array:
-    """``value`` as a device array committed where the array ``like`` lives (a full copy on every
-    device of its mesh, under data parallelism), made once per (value, placement) and reused.
+    """``value`` as a device array placed as the array ``like`` is (committed with a full copy on
+    every device of its mesh, under data parallelism), made once per (value, placement) and reused.
 
     A program's small run-time arguments (a block index, an arch's sizes, a dummy target) made fresh
     on the host or the default device each call take JAX's slow dispatch path under a mesh and are
     copied to every device each time (measured in bench/RESULTS.md, issue 16). The array is shared
     by every caller: never donate it.
     """
-    sharding = like.sharding if isinstance(like, jax.Array) else None
+    # an uncommitted ``like`` (one device, placed by default) gets an uncommitted value: committing it
+    # would commit the programs' outputs, and jit keys its cache on that (a recompile per mix)
+    sharding = like.sharding if isinstance(like, jax.Array) and getattr(like, "committed", False) else None
     if isinstance(sharding, jax.sharding.NamedSharding):  # a full copy on every device of its mesh
         sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
     key = np.asarray(value, dtype)
