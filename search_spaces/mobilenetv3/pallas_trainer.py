@@ -45,6 +45,7 @@ def _per_shard(fn, mesh, *args):
     if mesh is None:
         return fn(*args)
     batch = P(mesh.axis_names[0])
+    # without the varying-axes check: a pallas_call's out_shape names none, and jax 0.10 refuses that under it
     return jax.shard_map(fn, mesh=mesh, in_specs=(batch,) + (P(),) * (len(args) - 1), out_specs=batch,
                          check_vma=False)(*args)
 
