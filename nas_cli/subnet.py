@@ -14,6 +14,7 @@ from nas_cli.data import Split
 from search_spaces.base import Arch, SupernetSpace
 from search_spaces.engine import placed_like
 from search_spaces.layers import preprocess
+from search_spaces.programs import ProgramCache, jit
 
 
 def preprocess_recorded(images_uint8, record: dict) -> jax.Array:
@@ -25,8 +26,8 @@ def preprocess_recorded(images_uint8, record: dict) -> jax.Array:
 
 
 # one program each, not an eager op per BatchNorm statistic (a launch on every device under a mesh)
-_tree_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
-_tree_divide = jax.jit(lambda t, n: jax.tree.map(lambda x: x / n, t), static_argnums=1)
+_tree_add = jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+_tree_divide = jit(lambda t, n: jax.tree.map(lambda x: x / n, t), static_argnums=1)
 
 
 class SubnetEvaluator:
@@ -42,25 +43,22 @@ class SubnetEvaluator:
         self.mesh = mesh if mesh is not None and mesh.devices.size > 1 else None
         n = 1 if self.mesh is None else self.mesh.devices.size
         self.batch_size = -(-batch_size // n) * n  # a multiple of the device count
-        self._calib = {}
-        self._eval = {}
+        self._programs = ProgramCache()  # bounded with every other cache of the process (programs.py)
         self._signatures: set[tuple] = set()  # (kind, resolution, batch shape) of every call
 
     def _fns(self, resolution: int):
-        if resolution not in self._calib:
-            space, mean, std = self.space, self.mean, self.std
+        space, mean, std = self.space, self.mean, self.std
 
-            def calib(params, images, arch_arr):
-                x = preprocess(images, resolution, mean, std)
-                return space.supernet_apply(params, None, x, arch_arr, mode="calib")[1]
+        def calib(params, images, arch_arr):
+            x = preprocess(images, resolution, mean, std)
+            return space.supernet_apply(params, None, x, arch_arr, mode="calib")[1]
 
-            def evaluate(params, stats, images, arch_arr):
-                x = preprocess(images, resolution, mean, std)
-                return space.supernet_apply(params, stats, x, arch_arr, mode="eval")
+        def evaluate(params, stats, images, arch_arr):
+            x = preprocess(images, resolution, mean, std)
+            return space.supernet_apply(params, stats, x, arch_arr, mode="eval")
 
-            self._calib[resolution] = jax.jit(calib)
-            self._eval[resolution] = jax.jit(evaluate)
-        return self._calib[resolution], self._eval[resolution]
+        return (self._programs.get(("calib", resolution), lambda: jit(calib)),
+                self._programs.get(("eval", resolution), lambda: jit(evaluate)))
 
     def num_compiled(self) -> int:
         """Programs compiled so far: one per distinct (calib or eval, resolution, batch shape) called

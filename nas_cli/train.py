@@ -38,6 +38,7 @@ from nas_cli.tensorboard import TB_DIR, EventWriter
 from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.base import Arch, SupernetSpace, Trainer
 from search_spaces.engine import placed_like
+from search_spaces.programs import jit
 
 # --- the subnet sampler: (state, rng) -> (arch, state) ------------------------------------------
 
@@ -117,7 +118,7 @@ def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, sca
 
 
 # tx is static (a tuple of functions): one program per optimiser, parameters and state donated
-_update = jax.jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
+_update = jit(apply_update, static_argnums=(0,), donate_argnums=(2, 3))
 
 
 @functools.lru_cache(maxsize=16)
@@ -126,8 +127,8 @@ def _zeros(treedef, shardings: tuple | None) -> Callable:
     # device: under a mesh every piece's first backward then took JAX's slow dispatch path and
     # copied its gradient slot to all devices (bench/RESULTS.md, issue 16)
     if shardings is None:
-        return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
-    return jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=jax.tree.unflatten(treedef, shardings))
+        return jit(lambda p: jax.tree.map(jnp.zeros_like, p))
+    return jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=jax.tree.unflatten(treedef, shardings))
 
 
 def zero_grads(params):
@@ -192,8 +193,8 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
 
 
 # one program each, not a handful of eager ops (each a launch on every device under a mesh)
-_softmax = jax.jit(jax.nn.softmax)
-_mean = jax.jit(lambda xs: sum(xs) / len(xs))
+_softmax = jit(jax.nn.softmax)
+_mean = jit(lambda xs: sum(xs) / len(xs))
 
 
 # --- the recipe: phases and the subnets of a step ---------------------------------------------

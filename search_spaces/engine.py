@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from search_spaces.programs import ProgramCache, jit
+
 
 def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float = 0.0):
     """Cross-entropy with the labels, or (in-place distillation) with the teacher's soft targets."""
@@ -118,8 +120,8 @@ class ComposedTrainer:
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
-        self._fns: dict[Hashable, tuple[Callable, Callable]] = {}
-        self._heads: dict[tuple[Hashable, bool], Callable] = {}
+        # one program per (piece, direction, input shape): bounded over the process (programs.py)
+        self._programs = ProgramCache()
         self._pieces: dict[Hashable, Piece] = {}
         self._signatures: set = set()
 
@@ -139,44 +141,44 @@ class ComposedTrainer:
         chain, head = self.chain(arch)
         return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
 
-    def _piece_fns(self, piece: Piece):
-        if piece.key not in self._fns:
-            fn, indexed, input_grad = piece.fn, piece.index is not None, piece.input_grad
+    def _piece_fns(self, piece: Piece, shape: tuple, dtype) -> tuple[Callable, Callable]:
+        """The forward and backward programs of ``piece`` for inputs of ``shape``."""
+        fn, indexed, input_grad = piece.fn, piece.index is not None, piece.input_grad
 
-            def pick(p, i):
-                return jax.tree.map(lambda a: a[i], p) if indexed else p
+        def pick(p, i):
+            return jax.tree.map(lambda a: a[i], p) if indexed else p
 
-            def fwd(p, i, x):  # the output and the pullback holding the residuals (a pytree)
-                if input_grad:
-                    return jax.vjp(fn, pick(p, i), x)
-                return jax.vjp(lambda q: fn(q, x), pick(p, i))
+        def fwd(p, i, x):  # the output and the pullback holding the residuals (a pytree)
+            if input_grad:
+                return jax.vjp(fn, pick(p, i), x)
+            return jax.vjp(lambda q: fn(q, x), pick(p, i))
 
-            def bwd(pullback, i, g, acc):
-                if input_grad:
-                    dp, dx = pullback(g)
-                else:
-                    (dp,), dx = pullback(g), None
-                if indexed:
-                    return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
-                return dx, jax.tree.map(jnp.add, acc, dp)
+        def bwd(pullback, i, g, acc):
+            if input_grad:
+                dp, dx = pullback(g)
+            else:
+                (dp,), dx = pullback(g), None
+            if indexed:
+                return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
+            return dx, jax.tree.map(jnp.add, acc, dp)
 
-            self._fns[piece.key] = (jax.jit(fwd), jax.jit(bwd, donate_argnums=(3,)))
-        return self._fns[piece.key]
+        key = (piece.key, shape, str(dtype))
+        return (self._programs.get(("fwd",) + key, lambda: jit(fwd)),
+                self._programs.get(("bwd",) + key, lambda: jit(bwd, donate_argnums=(3,))))
 
-    def _head_fn(self, piece: Piece, kd: bool):
-        if (piece.key, kd) not in self._heads:
-            fn, smoothing = piece.fn, self.label_smoothing
+    def _head_fn(self, piece: Piece, kd: bool, shape: tuple, dtype, label_shape: tuple) -> Callable:
+        fn, smoothing = piece.fn, self.label_smoothing
 
-            def head(p, z, labels, soft, acc):
-                def loss_fn(q, z):
-                    logits = fn(q, z)
-                    return subnet_loss(logits, labels, soft, kd, smoothing), logits
+        def head(p, z, labels, soft, acc):
+            def loss_fn(q, z):
+                logits = fn(q, z)
+                return subnet_loss(logits, labels, soft, kd, smoothing), logits
 
-                (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
-                return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
+            (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
+            return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
 
-            self._heads[(piece.key, kd)] = jax.jit(head, donate_argnums=(4,))
-        return self._heads[(piece.key, kd)]
+        key = ("head", piece.key, kd, shape, str(dtype), label_shape)
+        return self._programs.get(key, lambda: jit(head, donate_argnums=(4,)))
 
     def num_compiled(self) -> int:
         """Programs compiled so far: a jitted forward and backward per distinct (piece, input shape),
@@ -192,7 +194,7 @@ class ComposedTrainer:
         tape = []
         like = jax.tree.leaves(params)[0]
         for piece in chain:
-            fwd, bwd = self._piece_fns(piece)
+            fwd, bwd = self._piece_fns(piece, z.shape, z.dtype)
             p = _get(params, piece)
             i = placed_like(piece.index if piece.index is not None else 0, like)
             self._signatures.add(("piece", piece.key, z.shape, z.dtype))
@@ -201,7 +203,8 @@ class ComposedTrainer:
         kd = soft_targets is not None
         self._signatures.add(("head", head.key, kd, z.shape, z.dtype, labels.shape))
         soft = soft_targets if kd else placed_like(0.0, like, np.float32)
-        loss, logits, g, acc = self._head_fn(head, kd)(_get(params, head), z, labels, soft, _get(grads, head))
+        head_fn = self._head_fn(head, kd, z.shape, z.dtype, labels.shape)
+        loss, logits, g, acc = head_fn(_get(params, head), z, labels, soft, _get(grads, head))
         grads = _put(grads, head.path, head.keys, acc)
         for piece, bwd, pullback, i in reversed(tape):
             g, acc = bwd(pullback, i, g, _get(grads, piece))

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from search_spaces.programs import jit
 from search_spaces.base import Arch, SupernetSpace
 from search_spaces.errors import NasError
 from search_spaces.layers import preprocess
@@ -133,7 +134,7 @@ class ZeroCostProxies:
                 return jax.lax.map(lambda b: one_batch(params, b[0], b[1], arch_arr, mean, std),
                                    (images, labels)).mean(0)
 
-            self._fns[resolution] = jax.jit(proxies)
+            self._fns[resolution] = jit(proxies)
         return self._fns[resolution]
 
     def num_compiled(self) -> int:

@@ -47,6 +47,7 @@ def train_supernet_cmd(
     calib_images: Optional[int] = typer.Option(None, help=f"Training images used to recalibrate BatchNorm for each evaluated subnet. [default: {_D.calib_images}]"),
     width_mult: Optional[float] = typer.Option(None, help=f"Channel width multiplier of the full spaces (not their -tiny variants). [default: {_D.width_mult}]"),
     limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
+    resolutions: Optional[str] = typer.Option(None, help="Input resolutions the supernet trains at, comma-separated (e.g. 24,28,32); each multiplies the compiled programs. [default: the image side and 8 and 4 px less for full spaces; the image side for -tiny spaces]"),
     kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
@@ -66,7 +67,7 @@ def train_supernet_cmd(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels,
-        augment=augment, image_size=image_size)
+        augment=augment, image_size=image_size, resolutions=parse_resolutions(resolutions))
     if data_workers is not None and data_workers < 0:
         raise UserError(f"--data-workers {data_workers} must be >= 0")
     if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
@@ -99,6 +100,16 @@ def train_supernet_cmd(
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
                f"smallest {final['test_acc_smallest']:.4f}")
     typer.echo(f"run written to {out}")
+
+
+def parse_resolutions(text: str | None) -> list[int] | None:
+    """``--resolutions 24,28,32`` as a list of positive integers (None when not given)."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",")]
+    if not parts or not all(t.isdigit() and int(t) > 0 for t in parts):
+        raise UserError(f"--resolutions {text!r} must be positive integers separated by commas, e.g. 24,28,32")
+    return [int(t) for t in parts]
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,7 @@ from kernels import elastic_matmul as _matmul
 from search_spaces.engine import placed_like, subnet_loss
 from search_spaces.layers import ACTIVATIONS, batch_norm_train, centre_kernel, hard_sigmoid, preprocess
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
+from search_spaces.programs import jit
 from search_spaces.mobilenetv3.supernet import block_params, head_apply, stem_apply
 
 
@@ -158,7 +159,7 @@ class KernelSupernet:
                 (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
                 return loss, logits, jax.tree.map(jnp.add, acc, g)
 
-            self._steps[key] = jax.jit(step, donate_argnums=(1,))
+            self._steps[key] = jit(step, donate_argnums=(1,))
         return self._steps[key]
 
     def num_compiled(self) -> int:
