@@ -1,0 +1,171 @@
+"""Where a supernet training's warm-up and memory go: one child process per setting, phase by phase.
+
+Each child trains as `nas train-supernet` does (nas_cli.train's TrainState and train_step, the
+space's composed trainer, sandwich steps: largest teaching smallest + 2 random) and then evaluates
+the largest subnet as training's validation does (SubnetEvaluator: BatchNorm recalibration, then
+accuracy). After each phase it records wall seconds, resident memory (now and peak), memory mappings
+and the programs compiled and kept:
+
+  params      the supernet's weights and AdamW state
+  first_step  the first sandwich step: compiling what it needs is the warm-up
+  steps       --steps more sandwich steps of random subnets (median step ms; residuals come and go)
+  evaluator   recalibrating and evaluating the largest subnet (the evaluator's own programs)
+  dropped     every program dropped (what compiled programs held)
+
+Settings (``--settings``): ``nas`` (the library's XLA:CPU options, search_spaces/programs.py),
+``default`` (XLA's defaults, NAS_XLA_DEFAULT_OPTIONS=1), and ``warm`` (``nas`` again, reading the
+persistent compilation cache that an earlier ``nas`` child of the same run filled: a second run, or
+a ``--resume``). Prints one JSON object: every child's phases and the default/nas ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+
+def _status() -> dict:
+    out = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return {"rss_mb": round(out.get("VmRSS", 0), 1), "peak_rss_mb": round(out.get("VmHWM", 0), 1)}
+
+
+def child(args) -> dict:
+    import gc
+
+    import jax
+    import numpy as np
+
+    from nas_cli.runs import enable_compilation_cache
+    from nas_cli.subnet import SubnetEvaluator
+    from nas_cli.train import TrainState, train_step
+    from search_spaces import get_space, programs
+    from nas_cli.data import Split
+    import optax
+
+    t_start = time.perf_counter()
+    if args.cache_dir:
+        os.environ["NAS_CACHE_DIR"] = args.cache_dir
+        enable_compilation_cache()
+    phases = {}
+
+    def mark(name, t0, **extra):
+        stats = programs.program_stats()
+        phases[name] = {"s": round(time.perf_counter() - t0, 2), **_status(),
+                        "memory_mappings": stats["memory_mappings"], "programs_compiled": stats["compiled"],
+                        "programs_kept": stats["kept"], **extra}
+
+    mark("import", t_start)
+    options = {} if args.space.endswith("-tiny") else {"width_mult": args.width_mult}
+    space = get_space(args.space, in_channels=3, num_classes=10, resolutions=(args.resolution,), **options)
+    t0 = time.perf_counter()
+    params = space.init_supernet(jax.random.key(0))
+    tx = optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(1e-3, weight_decay=1e-4))
+    state = TrainState.create(params, tx)
+    jax.block_until_ready(state.params)
+    mark("params", t0, parameters=int(sum(np.prod(a.shape) for a in jax.tree.leaves(params))))
+
+    trainer = space.make_trainer(0.45, 0.25, 0.1, "xla")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch, args.resolution, args.resolution, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (args.batch,)).astype(np.int32)
+    batch = (jax.numpy.asarray(images), jax.numpy.asarray(labels))
+    largest, smallest = space.largest(), space.smallest()
+
+    def sandwich():
+        return [largest, smallest] + [space.sample(rng) for _ in range(2)]
+
+    t0 = time.perf_counter()
+    state, metrics = train_step(state, trainer, sandwich(), batch)
+    jax.block_until_ready(metrics["loss"])
+    mark("first_step", t0, time_to_first_step_s=round(time.perf_counter() - t_start, 2))
+
+    t0 = time.perf_counter()
+    times = []
+    for _ in range(args.steps):
+        t1 = time.perf_counter()
+        state, metrics = train_step(state, trainer, sandwich(), batch)
+        jax.block_until_ready(metrics["loss"])
+        times.append((time.perf_counter() - t1) * 1e3)
+    mark("steps", t0, step_ms_median=round(statistics.median(times), 1) if times else None)
+
+    t0 = time.perf_counter()
+    evaluator = SubnetEvaluator(space, 0.45, 0.25, batch_size=args.batch)
+    stats = evaluator.calibrate(state.params, largest, images)
+    acc = evaluator.accuracy(state.params, stats, largest, Split(images, labels))
+    mark("evaluator", t0, accuracy=acc)
+
+    t0 = time.perf_counter()
+    for cache in list(programs._caches):
+        cache.clear()
+    del trainer, evaluator
+    jax.clear_caches()
+    gc.collect()
+    mark("dropped", t0)
+    return phases
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="mobilenetv3")
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--settings", default="nas,default,warm", help="comma-separated: nas, default, warm")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    bad = [s for s in settings if s not in ("nas", "default", "warm")]
+    if bad:
+        p.error(f"--settings {bad[0]!r}: choose from nas, default, warm")
+    out: dict = {"space": args.space, "width_mult": args.width_mult, "resolution": args.resolution,
+                 "batch": args.batch, "steps": args.steps, "cpu_count": os.cpu_count(), "settings": {}}
+    with tempfile.TemporaryDirectory() as cache:
+        for setting in settings:
+            env = dict(os.environ)
+            env.pop("NAS_XLA_DEFAULT_OPTIONS", None)
+            if setting == "default":
+                env["NAS_XLA_DEFAULT_OPTIONS"] = "1"
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--space", args.space,
+                   "--width-mult", str(args.width_mult), "--resolution", str(args.resolution),
+                   "--batch", str(args.batch), "--steps", str(args.steps)]
+            if setting in ("nas", "warm"):  # warm reads what the nas child wrote
+                cmd += ["--cache-dir", cache]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                out["settings"][setting] = {"error": done.stderr.strip().splitlines()[-1:]}
+                continue
+            out["settings"][setting] = json.loads(done.stdout.strip().splitlines()[-1])
+    s = out["settings"]
+    if "nas" in s and "default" in s and "error" not in s["nas"] and "error" not in s["default"]:
+        d, n = s["default"], s["nas"]
+        out["ratios_default_over_nas"] = {
+            "time_to_first_step": round(d["first_step"]["time_to_first_step_s"] / n["first_step"]["time_to_first_step_s"], 3),
+            "peak_rss": round(d["dropped"]["peak_rss_mb"] / n["dropped"]["peak_rss_mb"], 3),
+            "memory_mappings_after_steps": round(d["steps"]["memory_mappings"] / n["steps"]["memory_mappings"], 3),
+            "step_ms": (round(d["steps"]["step_ms_median"] / n["steps"]["step_ms_median"], 3)
+                        if d["steps"]["step_ms_median"] and n["steps"]["step_ms_median"] else None),
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
