@@ -13,6 +13,7 @@ pass recomputes the VJP of the taken branch alone.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -179,11 +180,17 @@ def same_padding(size: int, k: int, stride: int) -> tuple[int, int, int]:
     return total // 2, total - total // 2, out
 
 
+@functools.partial(jax.checkpoint, static_argnums=(2,))
 def depthwise_conv(x, w, stride: int):
     """Depthwise conv, 'SAME' padding, as a sum of k*k shifted, per-channel-scaled copies.
 
     Identical to ``lax.conv_general_dilated(feature_group_count=C)``, but with no slow path when its
     weight gradient sits inside a conditional on XLA CPU (NOTES-jax.md: 38 ms against 2.7 s).
+
+    Checkpointed: its backward recomputes the shifted copies from ``x`` (slices, nearly free) instead
+    of keeping all k*k of them. Kept, they were 3.9 GB of the largest mobilenetv3 subnet's 4.1 GB of
+    residuals between the composed trainer's forward and backward programs (w1.0, 32 px, batch 64;
+    bench/RESULTS.md, issue 29).
 
     Args:
       x: (B, H, W, C).
