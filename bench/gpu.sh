@@ -68,7 +68,8 @@ fi
 
 # --- the recorder: one JSON file per step ----------------------------------------------------------
 cat >"$WORK/record.py" <<'PY'
-"""record.py NAME STATUS RC SECONDS LIMIT STDOUT STDERR OUTFILE [RUN_DIR] -- COMMAND...: one step's JSON."""
+"""record.py NAME STATUS RC SECONDS LIMIT STDOUT STDERR OUTFILE RUN_DIR -- COMMAND...: writes one step's JSON
+and prints the status it recorded."""
 import json
 import sys
 from pathlib import Path
@@ -97,7 +98,7 @@ if rec["status"] != "ok":
     lines = [line for line in err.strip().splitlines() if line.strip()]
     rec.setdefault("error", lines[-1] if lines else f"exit code {rc}")
 Path(outfile).write_text(json.dumps(rec, indent=1) + "\n")
-sys.exit(0 if rec["status"] in ("ok", "refused") else 1)
+print(rec["status"])
 PY
 
 FAILED=0
@@ -122,8 +123,9 @@ run_step() {
     else status="failed"
     fi
   fi
-  "$PY" "$WORK/record.py" "$name" "$status" "$rc" "$(( SECONDS - t0 ))" "$limit" "$WORK/$name.out" \
-    "$WORK/$name.err" "$OUT/$name.json" "$run_dir" -- "$@" || status="failed"
+  # the recorded status: "ok" becomes "failed" where the step printed no figures
+  status="$("$PY" "$WORK/record.py" "$name" "$status" "$rc" "$(( SECONDS - t0 ))" "$limit" "$WORK/$name.out" \
+    "$WORK/$name.err" "$OUT/$name.json" "$run_dir" -- "$@")" || status="failed (not recorded)"
   [[ "$status" == ok || "$status" == refused ]] || FAILED=$((FAILED + 1))
   echo "[gpu.sh] $name: $status after $(( SECONDS - t0 )) s" >&2
 }
