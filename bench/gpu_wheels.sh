@@ -7,7 +7,8 @@
 #   bash bench/gpu_wheels.sh --onnx [DIR]   # also the `onnx` extra (jax2onnx), for `nas export --format onnx`
 #
 # The set: pyproject.toml's dependencies (and the extras asked for), closed over their own requirements
-# as the versions installed in this venv declare them, minus what the GPU machine has (GPU_HAS). Each is
+# as the versions installed in this venv declare them (through the packages the GPU machine has as
+# well), minus what the GPU machine has (GPU_HAS). Each is
 # pinned to the version installed and tested here, and downloaded without dependencies, so the folder
 # holds exactly that set. Prints the folder's size: the device tool carries at most 64 MiB.
 set -euo pipefail
@@ -69,18 +70,23 @@ project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 todo = list(project["dependencies"])
 for extra in filter(None, os.environ["EXTRAS"].split(",")):
     todo += project["optional-dependencies"][extra]
+top = {norm(Requirement(r).name) for r in todo}
 pins, seen = {}, set()
 while todo:
     req = Requirement(todo.pop())
     name = norm(req.name)
-    if name in seen or name in have or (req.marker and not req.marker.evaluate(env)):
+    if name in seen or (req.marker and not req.marker.evaluate(env)):
         continue
     seen.add(name)
     try:
         dist = metadata.distribution(req.name)
     except metadata.PackageNotFoundError:
-        sys.exit(f"gpu_wheels.sh: {req.name} is not installed in {sys.prefix}; install the project there first")
-    pins[name] = dist.version
+        if name in top and name not in have:
+            sys.exit(f"gpu_wheels.sh: {req.name} is not installed in {sys.prefix}; install the project there first")
+        continue  # needed only by a version other than the one installed here
+    if name not in have:
+        pins[name] = dist.version
+    # walked through the GPU machine's packages too: a newer typer, say, needs pydantic, which it lacks
     todo += [r for r in (dist.requires or []) if "extra ==" not in r and "extra==" not in r]
 print("\n".join(f"{n}=={v}" for n, v in sorted(pins.items())))
 PY
@@ -92,4 +98,4 @@ echo "wheels for the GPU machine (pinned to this venv's versions):" $PINS >&2
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_28_x86_64 --platform manylinux1_x86_64 -d "$DIR" $PINS
 ls -1 "$DIR"
-echo "$(du -sh "$DIR" | cut -f1) in $DIR ($(find "$DIR" -name '*.whl' | wc -l) wheels)"
+echo "$(du -sh "$DIR" | cut -f1) in $DIR ($(find "$DIR" -maxdepth 1 -type f -name '*.whl' | wc -l) wheels)"
