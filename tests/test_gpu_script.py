@@ -30,7 +30,7 @@ def dry_run(tmp_path_factory):
            "JAX_COMPILATION_CACHE_DIR": compilation_cache_dir("gpu-dry-run-bench"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"}
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--dry-run", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=2700)
     return proc, out
 
 
