@@ -306,3 +306,49 @@ def test_shell_recipes_use_real_commands_and_flags(script):
                 assert not unknown, f"{script}: {word} has no {sorted(unknown)}"
                 checked += 1
     assert checked, f"{script} runs no nas command and no bench script"
+
+
+# --- the peer benchmark against Once-for-All (issue 29): torch and ofa are the `bench` extra -----------
+def _has_bench_extra() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision", "ofa"))
+
+
+def test_peer_ofa_maps_each_subnet_onto_ofa_choices():
+    """The pair of steps trains the same subnet: per-block kernel and expand, per-stage depth (no torch needed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peer_ofa", BENCH / "peer_ofa.py")
+    peer_ofa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_ofa)  # imports numpy only; torch and ofa when a side is built
+    space = peer_ofa.nas_space(32, 1.0)
+    cfg = space.config
+    archs = peer_ofa.fixed_archs(space)
+    assert space.encode(archs["largest"]) == space.encode(space.largest())
+    assert archs["middle"].depths == (3,) * cfg.num_stages and archs["middle"].stages[0][0] == (5, 4)
+    arch = space.sample(np.random.default_rng(3))
+    choice = peer_ofa.ofa_choice(arch, cfg.max_depth)
+    assert choice["d"] == list(arch.depths) and len(choice["ks"]) == len(choice["e"]) == 5 * cfg.max_depth
+    for s, blocks in enumerate(arch.stages):
+        for b, (k, e) in enumerate(blocks):  # OFA runs a stage's first d blocks: slot s * max_depth + b
+            assert (choice["ks"][s * cfg.max_depth + b], choice["e"][s * cfg.max_depth + b]) == (k, e)
+
+
+@pytest.mark.slow  # compiles every block variant of the full mobilenetv3 supernet on CPU (minutes on 2 cores)
+def test_peer_ofa_bench():
+    if not _has_bench_extra():
+        pytest.skip("needs the bench extra: pip install -e '.[bench]' (torch, torchvision, ofa)")
+    out = last_json(run_script("peer_ofa.py", "--batch", 4, "--resolution", 16, "--repeats", 1, "--threads", 1))
+    assert set(out["step_ratios"]) == {"smallest", "middle", "largest", "sandwich"}
+    assert all(v > 0 for v in out["step_ratios"].values()) and out["memory_ratio"] > 0 and out["warmup_ratio"] > 0
+    assert out["threads"]["torch"] == 1 and out["nas_recompiles_during_timing"] == 0
+    assert out["nas_compiled_programs_after_warmup"] > 0 and out["memory_maps_after_warmup"]["nas_child"] > 0
+
+
+def test_peer_ofa_without_the_bench_extra_is_a_clean_error():
+    if _has_bench_extra():
+        pytest.skip("torch and ofa are installed here")
+    proc = subprocess.run([sys.executable, str(BENCH / "peer_ofa.py")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "pip install -e '.[bench]'" in proc.stderr
