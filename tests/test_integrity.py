@@ -5,6 +5,7 @@ export integrity. Uses test_faults' tiny run and helpers (the same settings shar
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,45 @@ def test_a_corrupt_image_within_the_limit_is_warned_about_once(tmp_path: Path, c
     ds.val.images, ds.test.images  # noqa: B018
     err = capsys.readouterr().err
     assert err.count("cannot be decoded") == 1 and "003.png" in err, err
+
+
+# --- 8. an export is checked when it is loaded ------------------------------------------------
+
+
+def test_exported_files_are_checked_when_loaded_naming_the_damaged_one(run: Path, tmp_path: Path):
+    pytest.importorskip("onnxruntime")
+    from nas_cli.errors import UserError
+    from nas_cli.export import load_subnet
+    from nas_cli.onnx_export import load_onnx
+
+    exp = tmp_path / "exp"
+    ok(nas("export", "subnet", run, "--arch", _smallest(run), "--out", exp, "--format", "all"))
+    info = json.loads((exp / "subnet.json").read_text())
+    assert {"model.onnx", "model.stablehlo"} <= set(info["files"]) and any(k.startswith("model/") for k in info["files"])
+    load_subnet(exp), load_onnx(exp)
+    keep = tmp_path / "keep"
+    shutil.copytree(exp, keep)
+
+    onnx = exp / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"model\.onnx is damaged"):
+        load_onnx(exp)
+    load_subnet(exp)  # the JAX model's files are intact
+
+    (exp / "subnet.json").write_text((keep / "subnet.json").read_text()[:50])  # cut
+    for load in (load_subnet, load_onnx):
+        with pytest.raises(UserError, match=r"subnet\.json is damaged"):
+            load(exp)
+
+    shutil.rmtree(exp)
+    shutil.copytree(keep, exp)
+    shutil.rmtree(exp / "model")
+    with pytest.raises(UserError, match=r"model/\S+ is missing"):
+        load_subnet(exp)
+
+    lone = tmp_path / "lone.onnx"  # a model.onnx alone is checked to parse
+    lone.write_bytes((keep / "model.onnx").read_bytes()[:1000])
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        load_onnx(lone)
