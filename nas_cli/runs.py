@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -93,10 +94,17 @@ def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    with ocp.CheckpointManager((run_dir / CHECKPOINT).absolute(), options=options) as mngr:
-        mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}))
-        mngr.wait_until_finished()
-        kept = list(mngr.all_steps())
+    try:
+        with ocp.CheckpointManager((run_dir / CHECKPOINT).absolute(), options=options) as mngr:
+            mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}))
+            mngr.wait_until_finished()
+            kept = list(mngr.all_steps())
+    except (ValueError, RuntimeError) as e:
+        # TensorStore reports a full disk as a ValueError of hundreds of lines: make it the OSError it
+        # is (one line, exit 1, errors.one_line); the unfinished step is removed by --resume
+        if _disk_full(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / CHECKPOINT / str(step))) from None
+        raise
     if jax.process_index() == 0:
         identity.record_step(run_dir / CHECKPOINT, step, kept)
 
@@ -136,6 +144,11 @@ def discard_unfinished(run_dir: Path) -> bool:
 def start_checksums(run_dir: Path) -> None:
     """Starts a run's (empty) checksum record; see :func:`identity.start_record`."""
     identity.start_record(run_dir / CHECKPOINT)
+
+
+def _disk_full(e: BaseException) -> bool:
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def intact_step(run_dir: Path, *, fall_back: bool) -> int:

@@ -262,3 +262,24 @@ def test_exported_files_are_checked_when_loaded_naming_the_damaged_one(run: Path
     lone.write_bytes((keep / "model.onnx").read_bytes()[:1000])
     with pytest.raises(UserError, match="not a readable ONNX model"):
         load_onnx(lone)
+
+
+# --- 9. a full disk during a checkpoint save --------------------------------------------------
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_exit_1(tmp_path: Path, monkeypatch):
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    from nas_cli import runs
+    from nas_cli.errors import one_line
+
+    def full(self, *args, **kwargs):  # what TensorStore raises: a ValueError of hundreds of lines
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device [OS error: 28]\n"
+                         + "\n".join(f"  frame {i}" for i in range(300)))
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    with pytest.raises(OSError) as err:
+        runs.save_checkpoint(tmp_path, {"params": {"w": np.zeros(3, np.float32)}}, 1)
+    line, code = one_line(err.value)
+    assert code == 1 and "no space left" in line and "\n" not in line and "checkpoint/1" in line
