@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.data_dir is not None and self.data_dir.strip():
+            # recorded absolute: a run is searched and exported from any working directory
+            object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
             object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
         if self.augment is None:  # the dataset's default, explicit in config.json
@@ -216,6 +220,8 @@ def resume_config(run_config: TrainConfig, config_file: str | Path | None, overr
     """
     given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
     given.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(given.get("data_dir"), str):  # compared as recorded: absolute
+        given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
     have = run_config.to_json()
     differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
               if json.loads(json.dumps(v)) != have[k]]

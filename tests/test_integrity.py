@@ -283,3 +283,13 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_exit_1(tmp_path: Path,
         runs.save_checkpoint(tmp_path, {"params": {"w": np.zeros(3, np.float32)}}, 1)
     line, code = one_line(err.value)
     assert code == 1 and "no space left" in line and "\n" not in line and "checkpoint/1" in line
+
+
+def test_the_data_dir_is_recorded_absolute(tmp_path: Path, monkeypatch):
+    from nas_cli.config import TrainConfig, resume_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(dataset="npz", data_dir="data/train.npz")
+    assert cfg.data_dir == str(tmp_path / "data" / "train.npz")
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert resume_config(cfg, None, {"data_dir": "data/train.npz"}) is cfg  # given again relative: the same
