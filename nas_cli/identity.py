@@ -1,11 +1,12 @@
 """What a checkpoint is: its step and a hash of its files, recorded when it is saved.
 
-``checksums.json`` (beside ``checkpoint/``, out of orbax's way) maps each saved step to the SHA-256 of every file under
-``checkpoint/<step>/`` (paths relative to that folder, so a copied or moved run keeps its
-identity). Loading a step recomputes them: a damaged file is named, never used; a missing or damaged ``checksums.json`` is an
-error too (``NAS_UNCHECKED_WEIGHTS=1`` is the explicit opt-out), never a skipped check. The identity of a
-run's weights (:func:`weights_identity`) is the step and a hash of its ``params`` files; every
-search result, cache entry and accuracy measurement records it.
+``checksums.json`` (beside ``checkpoint/``, out of orbax's way) maps each saved step to the SHA-256
+of every file under ``checkpoint/<step>/`` (paths relative to that folder, so a copied or moved run
+keeps its identity). Loading a step recomputes them: a damaged file is named, never used; a missing
+or damaged ``checksums.json`` is an error too (``NAS_UNCHECKED_WEIGHTS=1`` is the explicit
+opt-out), never a skipped check. The identity of a run's weights (:func:`weights_identity`) is the
+step and a hash of its ``params`` files; every search result, cache entry and accuracy measurement
+records it (with the data's identity, see nas_cli.runs.measured_by).
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ def same_config(out_dir: Path, wanted: dict) -> bool:
     wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
     if have.get("weights") != wanted.get("weights"):
         raise UserError(f"{out_dir} holds a search of {describe(have.get('weights'))}, but the weights are now "
-                        f"{describe(wanted.get('weights'))} (the run was trained further or replaced, or its data changed); its "
-                        "results are not those of these weights: pass another --out, or delete it to search afresh")
+                        f"{describe(wanted.get('weights'))} (the run was trained further or replaced, or its "
+                        "data changed); its results are not those of these weights: pass another --out, or delete "
+                        "it to search afresh")
     diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
     if diff:
         details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
