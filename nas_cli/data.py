@@ -249,13 +249,17 @@ def _read_npz(path: Path, num_classes: int | None) -> tuple[Split, tuple[str, ..
         names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
     k = len(names) if names is not None else num_classes
     if k is None:  # the training file without names: every class 0..K-1 must occur
-        if labels.min() < 0:
-            check_labels(labels, 1, path)
+        negative = np.flatnonzero(labels < 0)
+        if len(negative):
+            raise UserError(f"{path}: label {int(labels[negative[0]])} at index {int(negative[0])} is negative "
+                            f"({len(negative)} negative labels); labels must be 0..K-1")
         k = int(labels.max()) + 1
-        absent = sorted(set(range(k)) - set(np.unique(labels).tolist()))
-        if absent:
-            raise UserError(f"{path}: labels must be 0..K-1 with every class present; {len(absent)} of 0..{k - 1} "
-                            f"never occur (first {absent[0]}); or give class_names")
+        present = np.unique(labels)  # sorted; never a range over K (a stray 10**9 label would not fit)
+        if len(present) < k:
+            gaps = np.flatnonzero(present != np.arange(len(present)))
+            first = int(gaps[0]) if len(gaps) else len(present)
+            raise UserError(f"{path}: labels must be 0..K-1 with every class present; {k - len(present)} of "
+                            f"0..{k - 1} never occur (first {first}); or give class_names")
     check_labels(labels, k, path)
     return Split(np.ascontiguousarray(images), labels.astype(np.int32)), names
 

@@ -293,3 +293,18 @@ def test_the_data_dir_is_recorded_absolute(tmp_path: Path, monkeypatch):
     assert cfg.data_dir == str(tmp_path / "data" / "train.npz")
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     assert resume_config(cfg, None, {"data_dir": "data/train.npz"}) is cfg  # given again relative: the same
+
+
+@pytest.mark.parametrize("labels,needle", [([0, 1, -2, -3], "label -2 at index 2 is negative (2 negative"),
+                                           ([0, 1, 3, 3], "1 of 0..3 never occur (first 2)"),
+                                           ([0, 2, 10**9, 1], "999999997 of 0..1000000000 never occur (first 3)")])
+def test_npz_labels_are_counted_right(tmp_path: Path, labels, needle):
+    import numpy as np
+
+    from nas_cli.data import load_dataset
+    from nas_cli.errors import UserError
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.array(labels))
+    with pytest.raises(UserError) as err:
+        load_dataset("npz", tmp_path / "d.npz")
+    assert needle in str(err.value)
