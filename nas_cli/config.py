@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,23 @@ SAMPLERS = {
 }
 #: weight-shared layer implementations
 KERNELS = ("auto", "xla", "pallas")
+#: the largest count any integer setting may hold: JAX and optax count steps in int32
+MAX_INT = 2**31 - 1
+#: seeds every RNG the tools use accepts (numpy's legacy seeding, pymoo and scikit-learn: 0..2**32-1)
+MAX_SEED = 2**32 - 1
+#: the largest input side a subnet may be trained at (a 1024 px image is already 3 MB per batch entry)
+MAX_SIDE = 1024
+#: settings bounded by what can run: an epoch count, subnets per step, a width multiplier
+MAX_EPOCHS, MAX_NUM_RANDOM, MAX_WIDTH_MULT = 100_000, 64, 16.0
+
+
+def in_range(flag: str, value, low, high, what: str = "") -> str | None:
+    """None when ``low <= value <= high`` (a finite number), else the one-line complaint naming ``flag``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{flag} {value} must be a finite number in {low}..{high}{what}"
+    if not low <= value <= high:
+        return f"{flag} {value} is out of range; use {low}..{high}{what}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +88,25 @@ class TrainConfig:
             raise UserError(f"--space {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}")
         if self.dataset not in DATASETS:
             raise UserError(f"--dataset {self.dataset!r} is not known; choose one of: {', '.join(DATASETS)}")
+        # bounds first: every setting within what the code can hold and run, before any file is written
+        bounds = [
+            in_range("--epochs", self.epochs, 1, MAX_EPOCHS),
+            in_range("--batch-size", self.batch_size, 2, MAX_INT, " (BatchNorm needs a batch)"),
+            in_range("warmup_epochs", self.warmup_epochs, 0, MAX_EPOCHS),
+            in_range("--seed", self.seed, 0, MAX_SEED),
+            in_range("num_random", self.num_random, 0, MAX_NUM_RANDOM, " (random subnets per step)"),
+            in_range("--calib-images", self.calib_images, 1, MAX_INT),
+            None if self.limit_train is None else in_range(
+                "--limit-train", self.limit_train, self.batch_size, MAX_INT,
+                f" (at least --batch-size {self.batch_size}: a step needs a whole batch; omit it for every image)"),
+            in_range("--width-mult", self.width_mult, 0.01, MAX_WIDTH_MULT),
+            None if self.image_size is None else in_range("--image-size", self.image_size, 8, MAX_SIDE),
+            *(in_range("resolutions", r, 1, MAX_SIDE, " px") for r in self.resolutions or ()),
+            None if math.isfinite(self.lr) else f"--lr {self.lr} must be a finite number > 0",
+        ]
+        for message in bounds:
+            if message is not None:
+                raise UserError(message)
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size} must be at least 2 (BatchNorm needs a batch)"),
@@ -95,6 +132,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.data_dir is not None and self.data_dir.strip():
+            # recorded absolute: a run is searched and exported from any working directory
+            object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
         if self.val_fraction is None:  # make the dataset's default explicit in config.json
             object.__setattr__(self, "val_fraction", 0.2 if self.dataset == "digits" else 0.1)
         if self.augment is None:  # the dataset's default, explicit in config.json
@@ -180,6 +220,8 @@ def resume_config(run_config: TrainConfig, config_file: str | Path | None, overr
     """
     given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
     given.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(given.get("data_dir"), str):  # compared as recorded: absolute
+        given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
     have = run_config.to_json()
     differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
               if json.loads(json.dumps(v)) != have[k]]

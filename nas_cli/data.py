@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import struct
 import sys
 import zipfile
@@ -67,6 +68,9 @@ class Split:
         """(images, labels, ()) of ``indices`` (the interface of FileSplit.read: nothing fails here)."""
         idx = np.asarray(indices, np.int64)
         return self.images[idx], self.labels[idx], ()
+
+    def note_failures(self, failed: Sequence[str], warn: Callable[[str], None] | None = None) -> None:
+        """FileSplit's interface: nothing in memory fails to decode."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,13 +249,17 @@ def _read_npz(path: Path, num_classes: int | None) -> tuple[Split, tuple[str, ..
         names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
     k = len(names) if names is not None else num_classes
     if k is None:  # the training file without names: every class 0..K-1 must occur
-        if labels.min() < 0:
-            check_labels(labels, 1, path)
+        negative = np.flatnonzero(labels < 0)
+        if len(negative):
+            raise UserError(f"{path}: label {int(labels[negative[0]])} at index {int(negative[0])} is negative "
+                            f"({len(negative)} negative labels); labels must be 0..K-1")
         k = int(labels.max()) + 1
-        absent = sorted(set(range(k)) - set(np.unique(labels).tolist()))
-        if absent:
-            raise UserError(f"{path}: labels must be 0..K-1 with every class present; {len(absent)} of 0..{k - 1} "
-                            f"never occur (first {absent[0]}); or give class_names")
+        present = np.unique(labels)  # sorted; never a range over K (a stray 10**9 label would not fit)
+        if len(present) < k:
+            gaps = np.flatnonzero(present != np.arange(len(present)))
+            first = int(gaps[0]) if len(gaps) else len(present)
+            raise UserError(f"{path}: labels must be 0..K-1 with every class present; {k - len(present)} of "
+                            f"0..{k - 1} never occur (first {first}); or give class_names")
     check_labels(labels, k, path)
     return Split(np.ascontiguousarray(images), labels.astype(np.int32)), names
 
@@ -310,7 +318,9 @@ def channel_stats(split: Split | FileSplit, seed: int) -> tuple[np.ndarray, np.n
     c = split.image_shape[2]
     total, total_sq, count = np.zeros(c), np.zeros(c), 0
     for start in range(0, len(idx), 1024):
-        chunk = split.read(idx[start:start + 1024])[0].reshape(-1, c).astype(np.float64) / 255.0
+        chunk, _, failed = split.read(idx[start:start + 1024])
+        split.note_failures(failed)  # every corrupt image counts against the split's limit
+        chunk = chunk.reshape(-1, c).astype(np.float64) / 255.0
         total += chunk.sum(0)
         total_sq += np.square(chunk).sum(0)
         count += len(chunk)
@@ -383,6 +393,47 @@ def load_dataset(
     mean, std = channel_stats(tr, seed)
     return Dataset(name=name, train=tr, val=splits[0], test=splits[1], class_names=tuple(parts.class_names),
                    mean=mean, std=std)
+
+
+#: files of a folder split whose bytes the data's identity hashes (a seeded sample; every file's
+#: name, size and label is hashed)
+IDENTITY_SAMPLE = 64
+
+
+def _split_digest(h, split: Split | FileSplit, seed: int, whole: bool) -> None:
+    h.update(np.ascontiguousarray(split.labels, np.int64).tobytes())
+    if isinstance(split, FileSplit):
+        for path in split.paths:  # class folder and name (not where the folder lies: a moved copy is the same)
+            p = Path(path)
+            h.update(f"{p.parent.name}/{p.name}\0{p.stat().st_size}\n".encode())
+        sample = np.random.default_rng([seed, 31]).permutation(len(split))[:IDENTITY_SAMPLE]
+        for i in np.sort(sample):
+            h.update(Path(split.paths[i]).read_bytes())
+        return
+    idx = np.arange(len(split)) if whole else np.sort(
+        np.random.default_rng([seed, 31]).permutation(len(split))[:IDENTITY_SAMPLE * 16])
+    h.update(np.ascontiguousarray(split.images[idx]).tobytes())
+
+
+def data_identity(dataset: Dataset, seed: int = 0) -> str:
+    """A hash of what a measured accuracy depends on besides the weights (16 hex digits): the
+    classes, the normalisation, every label; of an in-memory dataset the whole validation split and a
+    seeded sample of the training images (the BatchNorm calibration images come from there); of an
+    image folder every file's class, name and size and the bytes of a seeded sample of
+    :data:`IDENTITY_SAMPLE` files per split. A changed file outside the sample, of the same size, is
+    not seen.
+
+    Raises:
+      OSError: a file of a folder split is gone (the data changed under the run).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([dataset.name, list(dataset.class_names), list(dataset.image_shape)]).encode())
+    h.update(np.asarray(dataset.mean, np.float32).tobytes() + np.asarray(dataset.std, np.float32).tobytes())
+    _split_digest(h, dataset.train, seed, whole=False)
+    _split_digest(h, dataset.val, seed, whole=True)
+    return h.hexdigest()[:16]
 
 
 def dataset_info(dataset: Dataset) -> dict:

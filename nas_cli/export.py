@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -161,8 +160,63 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         from nas_cli.onnx_export import write_onnx  # noqa: PLC0415
 
         write_onnx(out, onnx_model)
+    written = [MODEL_CKPT] + [name for name, fmt in ((STABLEHLO, "stablehlo"), ("model.onnx", "onnx"))
+                              if format in (fmt, "all")]
+    info["files"] = export_checksums(out, written)  # the loaders check what they read against these
     atomic_write_json(out / SUBNET_JSON, info)  # last: its presence marks a complete export
     return info
+
+
+def export_checksums(folder: Path, names: list[str]) -> dict[str, str]:
+    """SHA-256 of each exported file (a folder's files by their path under ``folder``)."""
+    from nas_cli.identity import file_hashes, file_sha256
+
+    out: dict[str, str] = {}
+    for name in names:
+        path = folder / name
+        if path.is_dir():
+            out.update({f"{name}/{rel}": h for rel, h in file_hashes(path).items()})
+        else:
+            out[name] = file_sha256(path)
+    return out
+
+
+def read_export_info(folder: Path) -> dict:
+    """An export folder's ``subnet.json``.
+
+    Raises:
+      UserError: it is missing, cut or damaged, or records no checksums, naming it.
+    """
+    path = Path(folder) / SUBNET_JSON
+    if not path.is_file():
+        raise UserError(f"{folder} is not an exported subnet (no {SUBNET_JSON})")
+    info = read_json(path, "export record", "export the subnet again")
+    if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
+        raise UserError(f"export record {path} is damaged or records no checksums of the exported files "
+                        "(written by an older version); export the subnet again")
+    return info
+
+
+def check_export_files(folder: Path, info: dict, name: str) -> None:
+    """Checks the exported file (or folder) ``name`` against ``info``'s checksums.
+
+    Raises:
+      UserError: a recorded file is missing or differs, naming it; ``name`` was not exported.
+    """
+    from nas_cli.identity import file_sha256
+
+    folder = Path(folder)
+    recorded = {k: v for k, v in info["files"].items() if k == name or k.startswith(name + "/")}
+    if not recorded:
+        raise UserError(f"{folder / SUBNET_JSON} records no {name}; it was not exported in this folder "
+                        "(see --format)")
+    for rel, digest in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            raise UserError(f"{path} is missing; export the subnet again")
+        if file_sha256(path) != digest:
+            raise UserError(f"{path} is damaged (it differs from its checksum in {folder / SUBNET_JSON}); "
+                            "export the subnet again")
 
 
 def _save_model_state(path: Path, state) -> None:
@@ -203,13 +257,17 @@ class ExportedSubnet:
 
 
 def load_subnet(path: str | Path) -> ExportedSubnet:
-    """Rebuilds an exported subnet (NNX model with its weights) from ``nas export subnet``'s folder."""
+    """Rebuilds an exported subnet (NNX model with its weights) from ``nas export subnet``'s folder,
+    its files checked against the checksums ``subnet.json`` records.
+
+    Raises:
+      UserError: a missing or damaged ``subnet.json`` or ``model/`` file, naming it.
+    """
     import orbax.checkpoint as ocp
 
     path = Path(path)
-    if not (path / SUBNET_JSON).is_file():
-        raise UserError(f"{path} is not an exported subnet (no {SUBNET_JSON})")
-    info = json.loads((path / SUBNET_JSON).read_text())
+    info = read_export_info(path)
+    check_export_files(path, info, MODEL_CKPT)
     options = dict(info["space_options"])
     options["resolutions"] = tuple(options["resolutions"])
     space = get_space(info["space"], **options)

@@ -50,6 +50,20 @@ class ImageDecodeError(Exception):
     """A file that Pillow cannot decode (corrupt, truncated, not an image)."""
 
 
+def _eight_bit(im):
+    """``im`` with 16-bit grayscale put at 8 bits by its true scale (Pillow's own conversion clips
+    every value above 255 to white). Mode ``I`` (32-bit integers, what some decoders give 16-bit
+    files) is read as 16-bit when any value exceeds 255, else as 8-bit."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    values = np.asarray(im).astype(np.float64)
+    if im.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+
+
 def decode_image(path: str, side: int, channels: int) -> np.ndarray:
     """``path`` as uint8 (side, side, channels): the centred square of its shorter side, resized
     bilinearly (JPEGs are first decoded at the smallest power-of-two scale that still covers it).
@@ -63,7 +77,7 @@ def decode_image(path: str, side: int, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.draft(mode, (side, side))
-            im = im.convert(mode)
+            im = _eight_bit(im).convert(mode)
             w, h = im.size
             s = min(w, h)
             left, top = (w - s) // 2, (h - s) // 2
@@ -146,9 +160,28 @@ class FileSplit:
         object.__setattr__(self, "labels", labels)  # a skipped file's place holds its substitute's label
         return images
 
+    def note_failures(self, failed: Sequence[str], warn: Callable[[str], None] | None = None) -> None:
+        """Counts ``failed`` (files :meth:`read` could not decode) against this split's limit: every
+        corrupt image counts, whichever read found it (the normalisation statistics, the BatchNorm
+        calibration images, a training batch), each warned about once.
+
+        Raises:
+          UserError: more than :data:`MAX_CORRUPT_FRACTION` of the split's files have failed.
+        """
+        seen = self.__dict__.setdefault("_failed", {})
+        new = [f for f in failed if f not in seen]
+        if not new:
+            return
+        seen.update(dict.fromkeys(new))
+        check_decode_failures(list(seen), len(self), Path(self.paths[0]).parent.parent)
+        for f in new:
+            (warn or (lambda m: print(m, file=sys.stderr)))(
+                f"warning: {f} cannot be decoded; replaced by the next readable image "
+                f"({len(seen)} skipped so far of {len(self)})")
+
     def __getstate__(self) -> dict:
         """What grain sends to a worker process: the file list, never decoded images."""
-        return {k: v for k, v in self.__dict__.items() if k != "images"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("images", "_failed")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

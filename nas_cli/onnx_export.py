@@ -85,15 +85,28 @@ class OnnxSubnet:
 
 
 def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxSubnet:
-    """``model.onnx`` of an export folder (or the file itself) ready to run in onnxruntime."""
+    """``model.onnx`` of an export folder (or the file itself) ready to run in onnxruntime. Beside
+    the export's ``subnet.json``, the file is checked against the checksum recorded there; a lone
+    ``model.onnx`` (no ``subnet.json`` beside it) is only checked to parse.
+
+    Raises:
+      UserError: a missing, damaged or unparsable ``model.onnx`` or ``subnet.json``, naming it.
+    """
     path = Path(path)
     file = path / MODEL_ONNX if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path} holds no {MODEL_ONNX}; export with `nas export subnet --format onnx`")
+    if (file.parent / "subnet.json").exists():
+        from nas_cli.export import check_export_files, read_export_info  # noqa: PLC0415
+
+        check_export_files(file.parent, read_export_info(file.parent), file.name)
     from predictors.latency.ort import require_onnx  # noqa: PLC0415
 
     onnx = require_onnx()[1]
-    meta = {p.key: p.value for p in onnx.load(str(file), load_external_data=False).metadata_props}
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(file), load_external_data=False).metadata_props}
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and onnx's own, for a cut or foreign file
+        raise UserError(f"{file} is not a readable ONNX model ({type(e).__name__}); export the subnet again") from None
     if PREPROCESS_KEY not in meta:
         raise UserError(f"{file} records no preprocessing ({PREPROCESS_KEY}); it was not written by `nas export`")
     sess, _ = session(file.read_bytes(), threads=threads)

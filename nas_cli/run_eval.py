@@ -235,14 +235,29 @@ def model_calibration(model, space, source: Path, record: Path, runtime: str = "
 
 def _read_record(path: Path, belongs) -> dict | None:
     """The calibration record at ``path`` if it exists, reads, and ``belongs(record)``; else None
-    (then it is measured again and overwritten)."""
-    if not path.is_file():
-        return None
-    try:
-        kept = json.loads(path.read_text())
-        return kept if isinstance(kept, dict) and belongs(kept) else None
-    except (ValueError, KeyError, TypeError):
-        return None
+    (then it is measured again and written), unless the search folder beside it already holds
+    measurements: their latencies were put at the recorded level, and a level measured now would
+    mix two device speeds in one front.
+
+    Raises:
+      UserError: the record is missing, damaged or of another setting while ``cache.jsonl`` beside
+        it holds measurements, naming both files.
+    """
+    why = "missing"
+    if path.is_file():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(kept, dict) and belongs(kept):
+                return kept
+            why = "of another latency setting"
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError):
+            why = "damaged"
+    cache = path.parent / "cache.jsonl"  # nas_cli.search.state.CACHE_FILE (not imported: no cycle)
+    if cache.is_file() and cache.stat().st_size > 0:
+        raise UserError(f"latency calibration {path} is {why}, but {cache} holds latencies put at the level it "
+                        "recorded: measuring a new level would mix two device speeds in one front; delete "
+                        f"{path.parent} to search afresh, or pass another --out")
+    return None
 
 
 def open_run_evaluator(run_dir: Path, *, seed: int = 0, latency_table: Path | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import numpy as np
 
 from nas_cli import identity
 from nas_cli.config import TrainConfig
-from nas_cli.data import Dataset, load_dataset
+from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
 from search_spaces import ArchError, get_space
 from search_spaces.base import SupernetSpace
@@ -93,12 +94,61 @@ def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    with ocp.CheckpointManager((run_dir / CHECKPOINT).absolute(), options=options) as mngr:
-        mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}))
-        mngr.wait_until_finished()
-        kept = list(mngr.all_steps())
+    try:
+        with ocp.CheckpointManager((run_dir / CHECKPOINT).absolute(), options=options) as mngr:
+            mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()}))
+            mngr.wait_until_finished()
+            kept = list(mngr.all_steps())
+    except (ValueError, RuntimeError) as e:
+        # TensorStore reports a full disk as a ValueError of hundreds of lines: make it the OSError it
+        # is (one line, exit 1, errors.one_line); the unfinished step is removed by --resume
+        if _disk_full(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / CHECKPOINT / str(step))) from None
+        raise
     if jax.process_index() == 0:
         identity.record_step(run_dir / CHECKPOINT, step, kept)
+
+
+#: what orbax appends to a step folder while it is being written (``1.orbax-checkpoint-tmp-<time>``)
+UNFINISHED = ".orbax-checkpoint-tmp"
+
+
+def discard_unfinished(run_dir: Path) -> bool:
+    """Removes every step whose save never finished and says whether a finished step remains to
+    resume from. Unfinished: a folder orbax was still writing when the process died (orbax renames a
+    step into place only once it is complete), or a step newer than every one ``checksums.json``
+    records (the process died between orbax's rename and the record). Nothing in either was ever
+    used, and training that epoch again gives it back exactly.
+
+    Only process 0 removes (the others only look), so several processes never race on one folder.
+
+    Raises:
+      UserError: ``checksums.json`` is missing or damaged (see :func:`identity.read_checksums`).
+    """
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.is_dir():
+        return False
+    steps = sorted(int(e.name) for e in ckpt.iterdir() if e.name.isdigit() and e.is_dir())
+    unrecorded = identity.unrecorded_steps(ckpt, steps)
+    if jax.process_index() == 0:
+        for entry in ckpt.iterdir():
+            if UNFINISHED in entry.name:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        for step in unrecorded:
+            print(f"warning: checkpoint step {step}'s save did not finish (no checksums recorded); "
+                  "removed it, that epoch is trained again", file=sys.stderr)
+            shutil.rmtree(ckpt / str(step), ignore_errors=True)
+    return bool(set(steps) - set(unrecorded))
+
+
+def start_checksums(run_dir: Path) -> None:
+    """Starts a run's (empty) checksum record; see :func:`identity.start_record`."""
+    identity.start_record(run_dir / CHECKPOINT)
+
+
+def _disk_full(e: BaseException) -> bool:
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def intact_step(run_dir: Path, *, fall_back: bool) -> int:
@@ -167,7 +217,8 @@ class Run:
     space: SupernetSpace
     params: Any
     epoch: int
-    #: the weights' identity (checkpoint step and content hash); not the path, so a copy keeps it
+    #: what measures: the weights' identity (checkpoint step and content hash) and the data's; not
+    #: the path, so a copy keeps it
     weights: dict = dataclasses.field(default_factory=dict)
 
 
@@ -204,8 +255,19 @@ def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None =
     else:
         target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
     state, step = restore_checkpoint(run_dir, {"params": target})
-    return Run(run_dir, cfg, dataset, space, state["params"], step,
-               identity.weights_identity(run_dir / CHECKPOINT, step))
+    return Run(run_dir, cfg, dataset, space, state["params"], step, measured_by(run_dir, step, dataset))
+
+
+def measured_by(run_dir: Path, step: int, dataset: Dataset) -> dict:
+    """What every measured accuracy of a run depends on: the weights' identity (step and content
+    hash) and the data's (:func:`nas_cli.data.data_identity`); each cached accuracy records it, and a
+    record of other weights or other data is never used."""
+    try:
+        data = data_identity(dataset)
+    except OSError as e:
+        raise UserError(f"the data of {run_dir} changed while it was read ({e.filename}: {e.strerror}); "
+                        "run the command again") from None
+    return {**identity.weights_identity(run_dir / CHECKPOINT, step), "data": data}
 
 
 def space_spec(spec: str | Path) -> str | tuple[str, dict]:

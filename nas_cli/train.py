@@ -30,7 +30,6 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import DATA_INFO, Dataset, dataset_info
 from nas_cli.errors import UserError
-from nas_cli.imagefiles import check_decode_failures
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.pipeline import StreamOptions, train_stream
 from nas_cli.subnet import SubnetEvaluator
@@ -259,7 +258,9 @@ def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset, mesh=
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
     """A fixed, seeded subset of the training images for BatchNorm recalibration (never augmented)."""
     order = np.random.default_rng(seed + 7).permutation(len(dataset.train))
-    return dataset.train.read(order[: min(n, len(order))])[0]
+    images, _, failed = dataset.train.read(order[: min(n, len(order))])
+    dataset.train.note_failures(failed)  # counted against the split's 1% like every other read's
+    return images
 
 
 def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
@@ -283,7 +284,8 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
                         "pass the same settings, or choose another --out")
     if (out / runs.FINAL).exists():
         raise UserError(f"--resume: {out} is already finished ({runs.FINAL} exists); nothing to continue")
-    return (out / runs.CHECKPOINT).exists()
+    # killed during the first save, a run holds only an unfinished step: it starts from the beginning
+    return runs.discard_unfinished(out)
 
 
 #: steps between checks that the loss is finite (each check waits for the device once)
@@ -300,17 +302,6 @@ def check_finite(losses: Sequence, first_step: int, epoch: int, lr: float) -> li
                         f"(epoch {epoch + 1}); nothing of this epoch was saved. Try a smaller --lr (now {lr:g}) "
                         "or --batch-size")
     return values
-
-
-def _check_undecodable(seen: dict[str, None], failed, n: int, cfg: TrainConfig, log) -> None:
-    """Warns once about each training image that failed to decode (its place in the batch holds the
-    next readable image); stops the run when more than 1% of the split have failed."""
-    new = [f for f in failed if f not in seen]
-    seen.update(dict.fromkeys(new))
-    check_decode_failures(list(seen), n, Path(cfg.data_dir or "."))
-    for f in new:
-        log(f"warning: {f} cannot be decoded; replaced by the next readable image "
-            f"({len(seen)} skipped so far of {n})")
 
 
 def _both(evaluator: SubnetEvaluator, params, largest, smallest, calib, split) -> tuple[float, float]:
@@ -420,6 +411,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
         largest = smallest = fixed
     if not resuming and main:  # written once every setting is known to work: a refused run leaves nothing
         atomic_write_json(out / runs.CONFIG, cfg.to_json())
+        runs.start_checksums(out)
         metrics_path.unlink(missing_ok=True)
     if main:
         atomic_write_json(out / DATA_INFO, dataset_info(dataset))
@@ -441,7 +433,6 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
     # each process decodes only its own rows of every global batch
     options = StreamOptions(cfg.batch_size, cfg.seed, cfg.augment, shard_index=dist.process_index(),
                             shard_count=dist.process_count(), workers=data_workers)
-    undecodable: dict[str, None] = {}
     with contextlib.closing(train_stream(dataset.train, options, start, cfg.epochs)) as stream, \
             (EventWriter(out / TB_DIR, purge_step=start * steps_per_epoch + 1 if start else None) if main
              else _NoEvents()) as events:
@@ -461,7 +452,8 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
             for step in range(steps_per_epoch):
                 images, labels, failed = next(stream)
                 if failed:
-                    _check_undecodable(undecodable, failed, len(dataset.train), cfg, log)
+                    # warned once each; every read of the split counts against its 1% (issue 31)
+                    dataset.train.note_failures(failed, log)
                 if fixed is not None:
                     archs = [fixed]
                 else:

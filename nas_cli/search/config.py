@@ -17,6 +17,13 @@ PROPOSALS = ("front", "inner")
 #: the largest --pool with zero-cost features: every candidate's proxies are computed (0.1-0.3 s
 #: each for a -tiny supernet on a CPU), so a pool of 10^5 would cost hours per iteration
 ZERO_COST_MAX_POOL = 5_000
+#: seeds numpy, pymoo and scikit-learn accept
+MAX_SEED = 2**32 - 1
+#: the most of a population, generations, evaluations or a batch a search can run (each one a
+#: measured subnet: seconds each), and of a candidate pool (scored in memory)
+MAX_COUNT, MAX_POOL = 1_000_000, 10_000_000
+#: predictive standard deviations of optimism beyond which every candidate looks the same
+MAX_EXPLORE = 1e6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +91,16 @@ class SearchConfig:
         for name, low in (("population", 2), ("generations", 1), ("batch", 1), ("pool", 1)):
             if getattr(self, name) < low:
                 raise UserError(f"--{name} {getattr(self, name)} is too small; use at least {low}")
+        # within what the code can hold and run (numpy, pymoo and scikit-learn seeds are 0..2**32-1)
+        for name, value, high in (("seed", self.seed, MAX_SEED), ("population", self.population, MAX_COUNT),
+                                  ("generations", self.generations, MAX_COUNT), ("batch", self.batch, MAX_COUNT),
+                                  ("pool", self.pool, MAX_POOL), ("evaluations", self.evaluations, MAX_COUNT),
+                                  ("initial", self.initial, MAX_COUNT)):
+            if value is not None and not 0 <= value <= high:
+                raise UserError(f"--{name} {value} is out of range; use 0..{high}" if name == "seed" else
+                                f"--{name} {value} is too large; use at most {high}")
+        if self.explore > MAX_EXPLORE:
+            raise UserError(f"--explore {self.explore!r} is too large; use at most {MAX_EXPLORE:g}")
         if self.evaluations is not None and self.evaluations < 3:
             raise UserError(f"--evaluations {self.evaluations} is too small; use at least 3 "
                             "(the largest and smallest subnets are always measured)")

@@ -94,7 +94,7 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
     norm = make_normaliser(config.objectives, smallest, largest, bounds)
     ctx = SearchContext(space, evaluator, config, cache, bounds, norm, out_dir, progress)
 
-    state = load_state(out_dir)
+    state = load_state(out_dir, cache)  # a state listing what the cache lost is replayed from it
     if state is not None:
         truncate_log(out_dir / LOG_FILE, state["iteration"])
         if log is not None:

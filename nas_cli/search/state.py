@@ -12,6 +12,7 @@ import io
 import json
 import pickle
 from pathlib import Path
+from typing import Container
 
 from nas_cli.errors import UserError
 from nas_cli.identity import describe
@@ -41,8 +42,9 @@ def same_config(out_dir: Path, wanted: dict) -> bool:
     wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
     if have.get("weights") != wanted.get("weights"):
         raise UserError(f"{out_dir} holds a search of {describe(have.get('weights'))}, but the weights are now "
-                        f"{describe(wanted.get('weights'))} (the run was trained further or replaced); its "
-                        "results are not those of these weights: pass another --out, or delete it to search afresh")
+                        f"{describe(wanted.get('weights'))} (the run was trained further or replaced, or its "
+                        "data changed); its results are not those of these weights: pass another --out, or delete "
+                        "it to search afresh")
     diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
     if diff:
         details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
@@ -92,8 +94,13 @@ def save_state(out_dir: Path, state: dict) -> None:
     atomic_write_bytes(out_dir / STATE_FILE, buf.getvalue())
 
 
-def load_state(out_dir: Path) -> dict | None:
+def load_state(out_dir: Path, cache: Container[str] | None = None) -> dict | None:
     """The state :func:`save_state` wrote in ``out_dir``, or None when there is none.
+
+    The cache is the search's truth and the state only a shortcut through it: a state that lists an
+    architecture ``cache`` does not hold (a damaged line of ``cache.jsonl`` was skipped) is dropped
+    with a warning, and the search is replayed from its first iteration on what the cache holds
+    (deterministic given the measurements; only the lost ones are measured again).
 
     Raises:
       UserError: the state was written by another version of the search.
@@ -116,4 +123,9 @@ def load_state(out_dir: Path) -> dict | None:
         return None
     if state.get("version") != STATE_VERSION:
         raise stale
+    lost = [k for k in state["measured"] if k not in cache] if cache is not None else []
+    if lost:
+        warn(f"{path} lists {len(lost)} architecture(s) that {out_dir / CACHE_FILE} no longer holds (first "
+             f"{lost[0]}); the search starts again from its first iteration, reusing every cached measurement")
+        return None
     return state
