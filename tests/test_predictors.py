@@ -450,3 +450,21 @@ def test_auto_that_chose_the_ensemble_saves_and_reloads(tmp_path):
     np.testing.assert_array_equal(load_predictor(tmp_path / "auto").predict(TEST[0]), auto.predict(TEST[0]))
     with pytest.raises(ValueError, match="combines its other candidates"):
         get_predictor("auto", candidates=["ensemble"])
+
+
+def test_mlp_fit_compiles_nothing_for_another_row_count_of_its_bucket():
+    """A whole fit (bootstrap weights, training, prediction) of 70 rows and then 75 rows: the second
+    compiles nothing. Drawing the weights at the real rows' shape compiled anew for every fold of a
+    cross-validation and every iteration of a search."""
+    import jax
+
+    from kernels.tests.compilations import count_compilations
+
+    X, y = TRAIN
+    get_predictor("mlp", seed=0).fit(X[:70], y[:70]).predict(TEST[0])
+    with count_compilations() as c:
+        p = get_predictor("mlp", seed=1).fit(X[:75], y[:75])
+        p.predict(TEST[0])
+    assert c.n == 0
+    w = np.asarray(p._weights(jax.random.key(0), 128, 75))
+    assert w.shape == (5, 128) and np.all(w[:, 75:] == 0) and np.allclose(w[:, :75].mean(1), 1.0)
