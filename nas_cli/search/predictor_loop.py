@@ -27,7 +27,7 @@ from nas_cli.search.context import SearchContext, Stopwatch
 from nas_cli.search.operators import canonical_keys, n_choices, repair_genomes, sample_genomes
 from nas_cli.search.problem import ArchProblem
 from nas_cli.search.selection import initial_design, select_diverse, select_front
-from nas_cli.search.tracking import feasible_front, feasible_mask
+from nas_cli.search.tracking import constraint_columns, feasible_front, feasible_mask
 from predictors import PREDICTORS, get_predictor, kendall_tau
 from predictors.data import column_scale, split_feature_kind
 from search_spaces.base import Arch, SearchSpace
@@ -215,10 +215,11 @@ class Surrogate:
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
         return encode_archs(self.ctx.space, archs, self.ctx.config.features, self.zero_cost)
 
-    def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None,
-                with_std: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None, with_std: bool = False,
+                keys: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Predicted (or estimated) metrics of ``archs`` as arrays by metric, and their predictive
-        stds (0 for estimated metrics and for models without one); ``X``: their features, if known."""
+        stds (0 for estimated metrics and for models without one); ``X``: their features, ``keys``:
+        their canonical strings, if known."""
         space = self.ctx.space
         mean, std = {}, {}
         if self.models:
@@ -233,7 +234,7 @@ class Surrogate:
                     except NotImplementedError:  # the model has no notion of uncertainty
                         pass
         if self.estimated:
-            keys = [space.encode(a) for a in archs]
+            keys = [space.encode(a) for a in archs] if keys is None else keys
             todo = [i for i, k in enumerate(keys) if k not in self._est]
             if todo:
                 for i, est in zip(todo, self.ctx.evaluator.estimate([archs[i] for i in todo])):
@@ -302,17 +303,16 @@ def _propose_front(ctx: SearchContext, surrogate: Surrogate, pool: CandidatePool
     todo = [i for i, key in enumerate(keys) if key not in done]
     if not todo:
         return [], {}
-    mean, std = surrogate.predict([archs[i] for i in todo], X[todo], with_std=cfg.explore > 0)
+    mean, std = surrogate.predict([archs[i] for i in todo], X[todo], with_std=cfg.explore > 0,
+                                  keys=[keys[i] for i in todo])
     # optimism in the face of uncertainty: each metric moved by `explore` stds towards its better side
     opt = {m: mean[m] + (1.0 if METRICS[m] else -1.0) * cfg.explore * std[m] for m in mean}
-    opt_recs = [{m: float(v[i]) for m, v in opt.items()} for i in range(len(todo))]
-    F, G = ctx.objectives(opt_recs)
+    F, G = ctx.norm.columns(opt), constraint_columns(opt, ctx.bounds, len(todo))
     cv = np.max(G, axis=1) if G.shape[1] else np.zeros(len(todo))
     feas = feasible_mask(recs, ctx.bounds)
     measured_F = ctx.norm([r for r, ok in zip(recs, feas) if ok]) if feas.any() else np.zeros((0, F.shape[1]))
-    picked = [keys[todo[i]] for i in select_front(F, cv, k, measured_F)]
-    predicted = {keys[todo[i]]: {m: float(v[i]) for m, v in mean.items()} for i in range(len(todo))}
-    return picked, {p: predicted[p] for p in picked}
+    chosen = select_front(F, cv, k, measured_F)
+    return [keys[todo[i]] for i in chosen], {keys[todo[i]]: {m: float(v[i]) for m, v in mean.items()} for i in chosen}
 
 
 def _propose_inner(ctx: SearchContext, surrogate: Surrogate, measured: list[str], k: int,
