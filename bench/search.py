@@ -98,9 +98,9 @@ def install_oracle(values: dict[str, dict[str, float]]) -> None:
     base = predictor_loop.Surrogate
 
     class OracleSurrogate(base):
-        def predict(self, archs, X=None, with_std=False):
-            mean, std = super().predict(archs, X, with_std)
-            keys = [self.ctx.space.encode(a) for a in archs]
+        def predict(self, archs, X=None, with_std=False, keys=None):
+            mean, std = super().predict(archs, X, with_std, keys)
+            keys = [self.ctx.space.encode(a) for a in archs] if keys is None else keys
             for m, by_key in values.items():
                 mean[m] = np.asarray([by_key[k] for k in keys])
                 std[m] = np.zeros(len(keys))

@@ -35,9 +35,10 @@ from search_spaces.base import Arch, SearchSpace
 
 #: A predictor that chooses its model by cross-validation (``auto``, ``ensemble``) chooses again
 #: only when the measured set has grown by this factor since its last choice; in between, its
-#: choice is refitted on everything measured (one fit instead of k folds x every candidate). The
-#: choice was 80-130 s of every ~100 s iteration of a 300-evaluation NAS-Bench-201 search on this
-#: busy machine, and the chosen model settles early (bench/RESULTS.md, issue 29).
+#: choice is refitted on everything measured (one fit instead of k folds x every candidate).
+#: Choosing every iteration was nearly all of a 300-evaluation NAS-Bench-201 search's time (363 of
+#: 400 s in a profile of 4 iterations); what the schedule costs in front quality is measured on
+#: two pairs and one seed only (bench/RESULTS.md, issue 29).
 RESELECT_GROWTH = 2.0
 
 
