@@ -98,15 +98,26 @@ def install_oracle(values: dict[str, dict[str, float]]) -> None:
     base = predictor_loop.Surrogate
 
     class OracleSurrogate(base):
-        def predict(self, archs, X=None, with_std=False):
-            mean, std = super().predict(archs, X, with_std)
-            keys = [self.ctx.space.encode(a) for a in archs]
+        def predict(self, archs, X=None, with_std=False, keys=None):
+            mean, std = super().predict(archs, X, with_std, keys)
+            keys = [self.ctx.space.encode(a) for a in archs] if keys is None else keys
             for m, by_key in values.items():
                 mean[m] = np.asarray([by_key[k] for k in keys])
                 std[m] = np.zeros(len(keys))
             return mean, std
 
     predictor_loop.Surrogate = OracleSurrogate
+
+
+def overhead(log: list[dict]) -> dict:
+    """A search's own wall seconds from its log (``seconds`` of every line): by part, summed over the
+    iterations, and ``overhead_seconds``, everything but the evaluations."""
+    parts: dict[str, float] = {}
+    for rec in log:
+        for part, sec in rec.get("seconds", {}).items():
+            parts[part] = parts.get(part, 0.0) + sec
+    return {"overhead_seconds": round(sum(v for k, v in parts.items() if k != "evaluate"), 1),
+            "parts_seconds": {k: round(v, 1) for k, v in sorted(parts.items())}}
 
 
 def main() -> int:
@@ -125,7 +136,14 @@ def main() -> int:
     ap.add_argument("--free-metrics", default="",
                     help="comma-separated cost metrics read for every cell at no evaluation (nas search --free-metrics)")
     ap.add_argument("--oracle", help="ceiling study: METRIC=table|oof[,...] for the front search (see above)")
+    ap.add_argument("--methods", default="front,random", help="comma-separated, among front, random")
+    ap.add_argument("--profile", action="store_true",
+                    help="add each run's own overhead: the wall seconds of its log's parts (fit, score, track, "
+                         "write, ...: everything but evaluate), their sum, and the process's CPU seconds")
     args = ap.parse_args()
+    methods_wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods_wanted or set(methods_wanted) - {"front", "random"}:
+        raise SystemExit(f"--methods {args.methods!r}: use front, random or both, comma-separated")
     oracle = parse_oracle(args.oracle)
     free = tuple(m.strip() for m in args.free_metrics.split(",") if m.strip())
 
@@ -160,8 +178,10 @@ def main() -> int:
                 "random": dict(algorithm="random", population=E - 2, generations=1),
             }
             for name, kw in methods.items():
+                if name not in methods_wanted:
+                    continue
                 for seed in range(args.seeds):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     res = run_search(ev, SearchConfig(budgets=budget, seed=seed, **kw),
                                      work / f"{acc}-{lat}-{name}-{seed}")
                     last = [r for r in res.log if r["n_evaluations"] <= E][-1]
@@ -171,6 +191,8 @@ def main() -> int:
                                  "front_found": round(last["true_front_found"], 4),
                                  "true_front_size": last["true_front_size"],
                                  "seconds": round(time.perf_counter() - t0, 1)})
+                    if args.profile:
+                        runs[-1].update(overhead(res.log), cpu_seconds=round(time.process_time() - c0, 1))
                     print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
                 mine = [r for r in runs if (r["accuracy"], r["latency"], r["method"]) == (acc, lat, name)]
                 summary.setdefault(f"{acc} vs {lat} (budget {budget_ms:.4g} ms)", {})[name] = {
@@ -179,11 +201,14 @@ def main() -> int:
                     "front_found_mean": round(float(np.mean([r["front_found"] for r in mine])), 4),
                     "front_found_min": min(r["front_found"] for r in mine),
                     "true_front_size": mine[0]["true_front_size"],
-                    "seconds_per_seed": round(float(np.mean([r["seconds"] for r in mine])), 1)}
+                    "seconds_per_seed": round(float(np.mean([r["seconds"] for r in mine])), 1),
+                    **({"overhead_seconds_per_seed": round(float(np.mean([r["overhead_seconds"] for r in mine])), 1),
+                        "cpu_seconds_per_seed": round(float(np.mean([r["cpu_seconds"] for r in mine])), 1)}
+                       if args.profile else {})}
     print(json.dumps({
         "table": "synthetic nas-bench-201-like (seed 0)" if args.synthetic else str(table),
         "evaluations": E, "seeds": args.seeds, "predictor": args.predictor, "initial": args.initial,
-        "batch": args.batch, "explore": args.explore, "features": args.features, "oracle": oracle, "free_metrics": list(free),
+        "batch": args.batch, "explore": args.explore, "methods": methods_wanted, "features": args.features, "oracle": oracle, "free_metrics": list(free),
         "summary": summary,
         "targets_met": {k: v["front"]["hv_ratio_min"] >= 0.99 and v["front"]["front_found_min"] >= 0.5
                         for k, v in summary.items()},

@@ -38,13 +38,20 @@ class AutoPredictor(Predictor):
     works when the chosen model has it (``supports_std`` reports this after fitting). ``scores``
     holds the cross-validation results of every candidate (RMSE in target units; for the ensemble
     also its ``weights``).
+
+    ``choice={"name": ..., "options": {...}}`` (what :meth:`selection` returns after a fit) skips
+    the cross-validation and fits that candidate: a search remakes its choice only now and then and
+    refits it on the new data in between (:func:`nas_cli.search.predictor_loop.selection_size`).
     """
 
     name = "auto"
+    chooses = True
     defaults = {
         "candidates": ["ridge", "rbf", "gp", "gbt", "rf", "extra_trees", "mlp", RankEnsemble.name],
         "k": 5,
         "candidate_targets": "rank",
+        # {"name": ..., "options": {...}}: fit this candidate without cross-validating (see selection())
+        "choice": None,
     }
 
     def __init__(self, seed: int = 0, **config):
@@ -56,7 +63,13 @@ class AutoPredictor(Predictor):
         check_targets(self.config["candidate_targets"])
         if self.config["candidates"] == [RankEnsemble.name]:
             raise PredictorError("auto's ensemble combines its other candidates; name at least one more")
+        choice = self.config["choice"]
+        if choice is not None:
+            if not isinstance(choice, dict) or not isinstance(choice.get("name"), str):
+                raise PredictorError(f"auto's choice {choice!r} must be {{'name': candidate, 'options': {{...}}}}")
+            check_predictor_name(choice["name"])
         self.chosen: Predictor | None = None
+        self._choice: dict | None = None
         self.scores: dict[str, dict] = {}
         self._inner = InnerTargets()
 
@@ -72,9 +85,20 @@ class AutoPredictor(Predictor):
         scores["rmse"] = self._y_std * float(np.mean([np.sqrt(np.mean((y[te] - fitted[te]) ** 2)) for _, te in folds]))
         return scores
 
+    def selection(self) -> dict:
+        """``{"choice": ...}``: the candidate chosen (with the ensemble's weights), refitted without
+        cross-validation by ``get_predictor("auto", choice=...)``."""
+        return {} if self._choice is None else {"choice": self._choice}
+
     def _fit(self, X, y, pretrain):
         y_given = y
         self._inner, y = InnerTargets.fit(y, self.config["candidate_targets"])
+        if self.config["choice"] is not None:  # chosen before: one fit, no cross-validation
+            self._choice = self.config["choice"]
+            self.scores = {}
+            self.chosen = get_predictor(self._choice["name"], seed=self.seed,
+                                        **self._choice.get("options", {})).fit(X, y)
+            return
         singles = [c for c in self.config["candidates"] if c != RankEnsemble.name]
         folds, predictions = out_of_fold_many(singles, X, y, self.config["k"], self.seed)
         self.scores = {c: self._metrics(y_given, predictions[c], folds) for c in singles}
@@ -91,6 +115,7 @@ class AutoPredictor(Predictor):
             options = {"members": list(weights), "weights": weights, "member_targets": "standard"}
         else:
             options = {}
+        self._choice = {"name": best, "options": options}
         self.chosen = get_predictor(best, seed=self.seed, **options).fit(X, y)
 
     def _predict(self, X):
@@ -104,9 +129,10 @@ class AutoPredictor(Predictor):
     def _state(self):
         meta, arrays = self.chosen.to_state()
         arrays = prefixed(arrays, CHOSEN_PREFIX)
-        return {"chosen": meta, "scores": self.scores, "prefix": CHOSEN_PREFIX}, {**arrays, **self._inner.to_arrays()}
+        return {"chosen": meta, "scores": self.scores, "prefix": CHOSEN_PREFIX, "choice": self._choice}, {**arrays, **self._inner.to_arrays()}
 
     def _restore(self, meta, arrays):
         self.scores = meta["scores"]
+        self._choice = meta.get("choice")
         self._inner = InnerTargets.from_arrays(arrays)
         self.chosen = from_state(meta["chosen"], unprefixed(arrays, meta.get("prefix", "")))

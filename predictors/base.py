@@ -59,6 +59,9 @@ class Predictor(abc.ABC):
     #: statistics, then its head is swapped); the others get the statistics that a separate network
     #: learnt as extra features (:class:`predictors.pretrain.StatFeatures`)
     native_pretrain: ClassVar[bool] = False
+    #: whether fitting chooses a model by cross-validation (``auto``, ``ensemble``), which
+    #: :meth:`selection` hands to a later fit so that it need not choose again
+    chooses: ClassVar[bool] = False
     def __init__(self, seed: int = 0, targets: str = "standard", **config):
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
@@ -144,6 +147,15 @@ class Predictor(abc.ABC):
         if self._rank is None:
             return std
         return self._rank.inverse_spread(self._predict(X) * self._y_std + self._y_mean, std)
+
+    def selection(self) -> dict[str, Any]:
+        """Options under which a fresh predictor of this name fits the model this one chose by
+        cross-validation, without cross-validating again (``{}``: this model chooses nothing).
+
+        ``get_predictor(p.name, seed, targets=..., **p.selection()).fit(X, y)`` refits the choice on
+        new data at the cost of one fit: what a search does between its (expensive) re-selections.
+        """
+        return {}
 
     def to_target(self, z) -> np.ndarray:
         """What the model fitted (standardised, maybe rank-scored targets) back in target units.

@@ -73,6 +73,7 @@ class RankEnsemble(Predictor):
     """
 
     name = "ensemble"
+    chooses = True
     defaults = {
         "members": ["ridge", "rbf", "gp", "gbt", "rf", "extra_trees"],
         "k": 5,
@@ -107,6 +108,10 @@ class RankEnsemble(Predictor):
     @property
     def supports_std(self) -> bool:  # type: ignore[override]
         return len(self._members) > 1 or any(p.supports_std for _, p in self._members)
+
+    def selection(self) -> dict:
+        """``{"weights": ...}``: the members' weights chosen by cross-validation, reused without it."""
+        return {"weights": dict(self.weights)} if self.weights else {}
 
     def _fit(self, X, y, pretrain):
         members: Sequence[str] = self.config["members"]

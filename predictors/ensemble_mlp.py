@@ -40,6 +40,20 @@ def pad_weights(weights, n_rows: int) -> jnp.ndarray:
     return jnp.pad(weights, ((0, 0), (0, n_rows - weights.shape[1])))
 
 
+@functools.partial(jax.jit, static_argnames=("members", "n_rows"))
+def bootstrap_weights(key, n_real, *, members: int, n_rows: int) -> jnp.ndarray:
+    """Bayesian-bootstrap sample weights ``(members, n_rows)``: Dirichlet(1) weights over the first
+    ``n_real`` rows, scaled to mean 1 over them, and 0 on the padding rows.
+
+    ``n_real`` is traced, so every row count of one bucket shares one program: drawn at the real
+    rows' shape, each fold of a cross-validation and each iteration of a search compiled anew
+    (75 compilations, 65 of 400 s, in 4 iterations of a search with ``auto``).
+    """
+    real = jnp.arange(n_rows) < n_real
+    w = jnp.where(real, jax.random.exponential(key, (members, n_rows)), 0.0)
+    return w * (n_real / jnp.sum(w, axis=1, keepdims=True))
+
+
 def init_layer(key, din: int, dout: int):
     """One dense layer: He-normal weights ``(din, dout)``, zero bias ``(dout,)``."""
     w = jax.random.normal(key, (din, dout), jnp.float32) * jnp.sqrt(2.0 / din)

@@ -39,12 +39,10 @@ class MLPEnsemble(Predictor):
     def _weights(self, key, n_rows: int, n_real: int) -> jnp.ndarray:
         m = self.config["members"]
         if self.config["bootstrap"]:
-            # Bayesian bootstrap: Dirichlet(1) weights, scaled to mean 1 over the real rows.
-            w = jax.random.exponential(key, (m, n_real))
-            w = w / w.mean(axis=1, keepdims=True)
-        else:
-            w = jnp.ones((m, n_real))
-        return engine.pad_weights(w, n_rows)
+            return engine.bootstrap_weights(key, n_real, members=m, n_rows=n_rows)
+        w = np.zeros((m, n_rows), np.float32)  # numpy: no program to compile per row count
+        w[:, :n_real] = 1.0
+        return jnp.asarray(w)
 
     def _fit(self, X, y, pretrain):
         c = self.config

@@ -450,3 +450,55 @@ def test_auto_that_chose_the_ensemble_saves_and_reloads(tmp_path):
     np.testing.assert_array_equal(load_predictor(tmp_path / "auto").predict(TEST[0]), auto.predict(TEST[0]))
     with pytest.raises(ValueError, match="combines its other candidates"):
         get_predictor("auto", candidates=["ensemble"])
+
+
+def test_mlp_fit_compiles_nothing_for_another_row_count_of_its_bucket():
+    """A whole fit (bootstrap weights, training, prediction) of 70 rows and then 75 rows: the second
+    compiles nothing. Drawing the weights at the real rows' shape compiled anew for every fold of a
+    cross-validation and every iteration of a search."""
+    import jax
+
+    from kernels.tests.compilations import count_compilations
+
+    X, y = TRAIN
+    get_predictor("mlp", seed=0).fit(X[:70], y[:70]).predict(TEST[0])
+    with count_compilations() as c:
+        p = get_predictor("mlp", seed=1).fit(X[:75], y[:75])
+        p.predict(TEST[0])
+    assert c.n == 0
+    w = np.asarray(p._weights(jax.random.key(0), 128, 75))
+    assert w.shape == (5, 128) and np.all(w[:, 75:] == 0) and np.allclose(w[:, :75].mean(1), 1.0)
+
+
+@pytest.mark.parametrize("name", ["auto", "ensemble"])
+def test_selection_refits_the_choice_without_cross_validating(name, monkeypatch):
+    """``selection()`` makes a fresh predictor fit what this one chose by cross-validation; with it
+    nothing is cross-validated, and on the same data it predicts as the one that chose."""
+    import predictors.auto as auto_module
+    import predictors.ensemble as ensemble_module
+
+    X, y = TRAIN
+    kw = {"candidates": ["ridge", "gbt", "ensemble"]} if name == "auto" else {"members": ["ridge", "gbt"]}
+    chooser = get_predictor(name, seed=0, **kw).fit(X, y)
+    chosen = chooser.selection()
+    assert chosen and json.loads(json.dumps(chosen)) == chosen  # JSON-able: it goes in predictor.json
+
+    def no_cv(*args, **kwargs):
+        raise AssertionError("cross-validated again")
+
+    monkeypatch.setattr(auto_module, "out_of_fold_many", no_cv)
+    monkeypatch.setattr(ensemble_module, "out_of_fold_many", no_cv)
+    again = get_predictor(name, seed=0, **kw, **chosen).fit(X, y)
+    np.testing.assert_allclose(again.predict(TEST[0]), chooser.predict(TEST[0]))
+    assert again.selection() == chosen
+    # on other data it refits the same choice
+    other = get_predictor(name, seed=1, **kw, **chosen).fit(X[:60], y[:60])
+    assert other.selection() == chosen
+    assert get_predictor("gp").fit(X, y).selection() == {}
+
+
+def test_auto_choice_must_name_a_predictor():
+    with pytest.raises(ValueError, match="unknown predictor 'nope'"):
+        get_predictor("auto", choice={"name": "nope", "options": {}})
+    with pytest.raises(ValueError, match="must be"):
+        get_predictor("auto", choice="gp")

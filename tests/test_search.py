@@ -281,6 +281,12 @@ def _predictor_available():
         return False
 
 
+def _log(out_dir):
+    """The search log without its timings (``seconds``), which no two runs share."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (out_dir / "search_log.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("mode", ["plain", "predictor"])
 def test_resume_after_kill_equals_uninterrupted(mode, tmp_path):
     if mode == "predictor" and not _predictor_available():
@@ -300,8 +306,7 @@ def test_resume_after_kill_equals_uninterrupted(mode, tmp_path):
     assert _front(tmp_path / "cut") == _front(tmp_path / "full")
     measured_before = 13
     assert len(again.calls) == len(full.calls) - measured_before  # nothing measured twice
-    log = lambda d: [json.loads(line) for line in (d / "search_log.jsonl").read_text().splitlines()]  # noqa: E731
-    assert log(tmp_path / "cut") == log(tmp_path / "full")
+    assert _log(tmp_path / "cut") == _log(tmp_path / "full")
     # a finished search re-run is a no-op that rewrites the same outputs
     idle = ToyEvaluator()
     run_search(idle, cfg, tmp_path / "cut")
@@ -334,8 +339,9 @@ def test_measuring_several_at_once_is_the_same_search(mode, tmp_path):
     run_search(three, cfg, tmp_path / "three")
     assert three.calls == one.calls
     assert max(three.sizes) == 3 and min(three.sizes) >= 1 and len(three.sizes) < len(one.calls)
-    for name in ("cache.jsonl", "search_log.jsonl", "pareto.json"):
+    for name in ("cache.jsonl", "pareto.json"):
         assert (tmp_path / "three" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    assert _log(tmp_path / "three") == _log(tmp_path / "one")
 
 
 def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
@@ -366,3 +372,60 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
     assert front[0]["rank"] == 1 and SPACE.canonical(front[0]["arch"]) == front[0]["arch"]
     r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "0.2ms", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "smallest latency achievable is 0.7" in r.stderr
+
+
+# --- the search's own overhead (issue 29) -----------------------------------------------------
+
+
+def test_every_iteration_logs_where_its_time_went(tmp_path):
+    """The log says, per iteration, how long fitting, scoring, evaluating, tracking and writing
+    took: what shows a search's own overhead against its evaluations."""
+    if not _predictor_available():
+        pytest.skip("predictors package not importable")
+    cfg = SearchConfig(budgets=BUDGET, evaluations=16, initial=8, batch=4, predictor="ridge", seed=1)
+    res = run_search(ToyEvaluator(), cfg, tmp_path)
+    first, *rest = res.log
+    assert set(first["seconds"]) == {"design", "evaluate", "track", "write"}
+    assert rest and all(set(r["seconds"]) >= {"fit", "score", "evaluate", "track", "write"} for r in rest)
+    assert "setup" in rest[0]["seconds"]  # the candidate pool and its features: once, before the first fit
+    assert all(v >= 0 and np.isfinite(v) for r in res.log for v in r["seconds"].values())
+    assert all(r["seconds"]["write"] > 0 for r in rest)  # the previous line and checkpoint were written
+
+
+def test_selection_size_steps_geometrically_from_the_initial_design():
+    from nas_cli.search.predictor_loop import selection_size
+
+    assert [selection_size(n, 75, 2.0) for n in (10, 75, 83, 149, 150, 299, 300)] == [10, 75, 75, 75, 150, 150, 300]
+    assert [selection_size(n, 8, 1.5) for n in (8, 11, 12, 17, 18, 27)] == [8, 8, 12, 12, 18, 27]
+
+
+def test_a_choosing_predictor_chooses_only_at_the_selection_sizes(tmp_path, monkeypatch):
+    """``auto`` cross-validates its candidates only when the measured set reaches a selection size
+    (the initial design, then each doubling); in between its choice is refitted. A search killed
+    between two choices and resumed remakes the choice from the measured prefix and ends as the
+    uninterrupted one does."""
+    if not _predictor_available():
+        pytest.skip("predictors package not importable")
+    import predictors.auto as auto_module
+
+    monkeypatch.setitem(auto_module.AutoPredictor.defaults, "candidates", ["ridge", "rbf", "ensemble"])
+    chosen_on = []
+    real = auto_module.out_of_fold_many
+
+    def counting(names, X, y, k, seed):
+        chosen_on.append(len(y))
+        return real(names, X, y, k, seed)
+
+    monkeypatch.setattr(auto_module, "out_of_fold_many", counting)
+    cfg = SearchConfig(budgets=BUDGET, evaluations=24, initial=6, batch=3, predictor="auto", seed=4)
+    run_search(ToyEvaluator(), cfg, tmp_path / "full")
+    # two fitted metrics (accuracy, latency), each chosen on 6 and then on 12 measured
+    assert chosen_on == [6, 6, 12, 12]
+
+    with pytest.raises(Killed):
+        run_search(ToyEvaluator(fail_after=16), cfg, tmp_path / "cut")
+    chosen_on.clear()
+    run_search(ToyEvaluator(), cfg, tmp_path / "cut")
+    assert chosen_on == [12, 12]  # remade once on the resume, from the first 12 measured
+    assert _front(tmp_path / "cut") == _front(tmp_path / "full")
+    assert _log(tmp_path / "cut") == _log(tmp_path / "full")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +36,8 @@ class SearchContext:
     norm: Normaliser
     out_dir: Path
     progress: Callable[[dict], None] | None
+    #: seconds spent writing the last log line and checkpoint, reported by the next timed log line
+    _written: float = dataclasses.field(default=0.0, init=False, repr=False)
 
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         """True metrics of ``archs``; only the ones never measured are evaluated."""
@@ -45,10 +49,19 @@ class SearchContext:
 
     def checkpoint(self, state: dict) -> None:
         """Saves the state of the iteration that just finished."""
+        t = time.perf_counter()
         save_state(self.out_dir, state)
+        self._written += time.perf_counter() - t
 
-    def log(self, iteration: int, measured: list[str], **extra) -> None:
-        """Appends one line (hypervolume, front size, best accuracy) for ``iteration`` to the log."""
+    def log(self, iteration: int, measured: list[str], seconds: dict[str, float] | None = None, **extra) -> None:
+        """Appends one line (hypervolume, front size, best accuracy) for ``iteration`` to the log.
+
+        ``seconds``: where the iteration's wall time went (see :class:`Stopwatch`); the line records
+        it under ``seconds`` with ``track`` (this line's hypervolumes and true-front figures) and
+        ``write`` (writing the previous line, its TensorBoard event and the previous checkpoint:
+        a line cannot time its own writing).
+        """
+        t = time.perf_counter()
         records = [self.cache[k] for k in measured]
         front, hv = feasible_front(measured, records, self.norm, self.bounds)
         accs = [records[i]["accuracy"] for i in front if "accuracy" in records[i]]
@@ -58,6 +71,26 @@ class SearchContext:
         truth = getattr(self.evaluator, "front_truth", None)  # a benchmark table knows the true front
         if truth is not None:
             rec.update(truth(measured, self.norm, self.bounds))
+        if seconds is not None:
+            rec["seconds"] = {k: round(v, 4) for k, v in
+                              {**seconds, "track": time.perf_counter() - t, "write": self._written}.items()}
+        t = time.perf_counter()
         log_line(self.out_dir / LOG_FILE, rec)
+        self._written = time.perf_counter() - t
         if self.progress is not None:
             self.progress(rec)
+
+
+class Stopwatch:
+    """Wall seconds by part of an iteration: ``with watch("fit"): ...``; ``watch.seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t

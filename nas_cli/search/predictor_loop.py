@@ -15,6 +15,7 @@ Two proposals (``SearchConfig.proposal``):
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -22,18 +23,40 @@ import numpy as np
 from nas_cli.errors import UserError
 from nas_cli.evaluation import METRICS
 from nas_cli.search.algorithms import make_algorithm
-from nas_cli.search.context import SearchContext
+from nas_cli.search.context import SearchContext, Stopwatch
 from nas_cli.search.operators import canonical_keys, n_choices, repair_genomes, sample_genomes
 from nas_cli.search.problem import ArchProblem
 from nas_cli.search.selection import initial_design, select_diverse, select_front
-from nas_cli.search.tracking import feasible_front, feasible_mask
-from predictors import get_predictor, kendall_tau
+from nas_cli.search.tracking import constraint_columns, feasible_front, feasible_mask
+from predictors import PREDICTORS, get_predictor, kendall_tau
 from predictors.data import column_scale, split_feature_kind
 from search_spaces.base import Arch, SearchSpace
 
 
+#: A predictor that chooses its model by cross-validation (``auto``, ``ensemble``) chooses again
+#: only when the measured set has grown by this factor since its last choice; in between, its
+#: choice is refitted on everything measured (one fit instead of k folds x every candidate).
+#: Choosing every iteration was nearly all of a 300-evaluation NAS-Bench-201 search's time (363 of
+#: 400 s in a profile of 4 iterations); what the schedule costs in front quality is measured on
+#: two pairs and one seed only (bench/RESULTS.md, issue 29).
+RESELECT_GROWTH = 2.0
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def selection_size(n: int, first: int, growth: float = RESELECT_GROWTH) -> int:
+    """How many of the first-measured architectures the model choice of an iteration with ``n``
+    measured is made on: the largest of ``first``, ``ceil(first * growth)``, ... that is at most
+    ``n`` (``n`` itself below ``first``). A function of ``n`` alone, so that a resumed search
+    remakes the choice of the uninterrupted one from the measured list's prefix."""
+    if n <= first:
+        return n
+    s = first
+    while math.ceil(s * growth) <= n:
+        s = math.ceil(s * growth)
+    return s
 
 
 class ZeroCostFeatures:
@@ -136,36 +159,68 @@ class Surrogate:
     of the true front that 300 evaluations find from 0.42 to 0.49 (mean over 10 accuracy x device
     pairs; bench/RESULTS.md, issue 18).
 
+    A predictor that chooses its model by cross-validation (``auto``, ``ensemble``) chooses on the
+    first :func:`selection_size` measured architectures, once per such size (kept in
+    ``selections``), and the choice is refitted on everything measured.
+
     Args:
       estimates: a cache of ``estimate`` results by canonical key, kept across iterations.
+      selections: the model choices by ``(metric, selection size)``, kept across iterations.
+      rows: the features of architectures by canonical key, kept across iterations (each
+        architecture is encoded once per search).
     """
 
     def __init__(self, ctx: SearchContext, measured: list[str], iteration: int, estimates: dict | None = None,
-                 zero_cost: ZeroCostFeatures | None = None):
+                 zero_cost: ZeroCostFeatures | None = None, selections: dict | None = None,
+                 rows: dict[str, np.ndarray] | None = None):
         self.ctx = ctx
         self.zero_cost = zero_cost
+        self._rows = {} if rows is None else rows
         space, cfg = ctx.space, ctx.config
         probe = ctx.evaluator.estimate([space.largest()])[0]
         needed = list(dict.fromkeys([*cfg.objectives, *ctx.bounds]))
         self.estimated = [m for m in needed if m in probe and m != "accuracy"]
         self.models = {}
-        X = self.encode([space.decode(k) for k in measured])
+        X = self.encode_keys(measured)
         self._cols = {}
+        selections = {} if selections is None else selections
+        chooses = PREDICTORS.get(cfg.predictor).chooses
+        n = len(measured)
+        s = selection_size(n, cfg.initial_size)
         for j, m in enumerate(m for m in needed if m not in self.estimated):
             y = np.asarray([ctx.cache[k][m] for k in measured], np.float64)
             self._cols[m] = metric_columns(space, cfg.features, m, zero_cost.width if zero_cost else 0)
+            Xm = X[:, self._cols[m]]
             targets = "rank" if METRICS[m] else "standard"
-            self.models[m] = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j),
-                                           targets=targets).fit(X[:, self._cols[m]], y)
+            model = None
+            if chooses and (m, s) not in selections:
+                chooser = get_predictor(cfg.predictor, seed=_seed(cfg.seed, s, j, 4), targets=targets).fit(Xm[:s], y[:s])
+                selections[(m, s)] = chooser.selection()
+                if s == n:
+                    model = chooser
+            if model is None:
+                chosen = selections.get((m, s), {}) if chooses else {}
+                model = get_predictor(cfg.predictor, seed=_seed(cfg.seed, iteration, j), targets=targets,
+                                      **chosen).fit(Xm, y)
+            self.models[m] = model
         self._est: dict[str, dict] = {} if estimates is None else estimates
+
+    def encode_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Features ``(n, F)`` of architectures by canonical key, each encoded once per search."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self._rows]
+        if todo:
+            for k, row in zip(todo, self.encode([self.ctx.space.decode(k) for k in todo])):
+                self._rows[k] = row
+        return np.stack([self._rows[k] for k in keys])
 
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
         return encode_archs(self.ctx.space, archs, self.ctx.config.features, self.zero_cost)
 
-    def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None,
-                with_std: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def predict(self, archs: Sequence[Arch], X: np.ndarray | None = None, with_std: bool = False,
+                keys: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Predicted (or estimated) metrics of ``archs`` as arrays by metric, and their predictive
-        stds (0 for estimated metrics and for models without one); ``X``: their features, if known."""
+        stds (0 for estimated metrics and for models without one); ``X``: their features, ``keys``:
+        their canonical strings, if known."""
         space = self.ctx.space
         mean, std = {}, {}
         if self.models:
@@ -180,7 +235,7 @@ class Surrogate:
                     except NotImplementedError:  # the model has no notion of uncertainty
                         pass
         if self.estimated:
-            keys = [space.encode(a) for a in archs]
+            keys = [space.encode(a) for a in archs] if keys is None else keys
             todo = [i for i, k in enumerate(keys) if k not in self._est]
             if todo:
                 for i, est in zip(todo, self.ctx.evaluator.estimate([archs[i] for i in todo])):
@@ -249,17 +304,16 @@ def _propose_front(ctx: SearchContext, surrogate: Surrogate, pool: CandidatePool
     todo = [i for i, key in enumerate(keys) if key not in done]
     if not todo:
         return [], {}
-    mean, std = surrogate.predict([archs[i] for i in todo], X[todo], with_std=cfg.explore > 0)
+    mean, std = surrogate.predict([archs[i] for i in todo], X[todo], with_std=cfg.explore > 0,
+                                  keys=[keys[i] for i in todo])
     # optimism in the face of uncertainty: each metric moved by `explore` stds towards its better side
     opt = {m: mean[m] + (1.0 if METRICS[m] else -1.0) * cfg.explore * std[m] for m in mean}
-    opt_recs = [{m: float(v[i]) for m, v in opt.items()} for i in range(len(todo))]
-    F, G = ctx.objectives(opt_recs)
+    F, G = ctx.norm.columns(opt), constraint_columns(opt, ctx.bounds, len(todo))
     cv = np.max(G, axis=1) if G.shape[1] else np.zeros(len(todo))
     feas = feasible_mask(recs, ctx.bounds)
     measured_F = ctx.norm([r for r, ok in zip(recs, feas) if ok]) if feas.any() else np.zeros((0, F.shape[1]))
-    picked = [keys[todo[i]] for i in select_front(F, cv, k, measured_F)]
-    predicted = {keys[todo[i]]: {m: float(v[i]) for m, v in mean.items()} for i in range(len(todo))}
-    return picked, {p: predicted[p] for p in picked}
+    chosen = select_front(F, cv, k, measured_F)
+    return [keys[todo[i]] for i in chosen], {keys[todo[i]]: {m: float(v[i]) for m, v in mean.items()} for i in chosen}
 
 
 def _propose_inner(ctx: SearchContext, surrogate: Surrogate, measured: list[str], k: int,
@@ -294,46 +348,57 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
     cfg, space = ctx.config, ctx.space
     E = cfg.evaluations
     if state is None:
-        rng = np.random.default_rng(_seed(cfg.seed, 0))
-        # the design is spread over the space's own features (no proxies needed to choose it)
-        base = split_feature_kind(cfg.features)[0] or "structure"
-        design = initial_design(space, cfg.initial_size, rng, fixed=[space.largest(), space.smallest()],
-                                encode=lambda a: encode_archs(space, [a], base)[0])
-        ctx.measure(design)
+        watch = Stopwatch()
+        with watch("design"):
+            rng = np.random.default_rng(_seed(cfg.seed, 0))
+            # the design is spread over the space's own features (no proxies needed to choose it)
+            base = split_feature_kind(cfg.features)[0] or "structure"
+            design = initial_design(space, cfg.initial_size, rng, fixed=[space.largest(), space.smallest()],
+                                    encode=lambda a: encode_archs(space, [a], base)[0])
+        with watch("evaluate"):
+            ctx.measure(design)
         measured = [space.encode(a) for a in design]
-        ctx.log(0, measured, stage="initial")
+        ctx.log(0, measured, seconds=watch.seconds, stage="initial")
         state = {"iteration": 0, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
-    zero_cost = zero_cost_features(ctx) if not state["done"] else None
-    if zero_cost is not None:
-        zero_cost.fix_scale([space.decode(key) for key in state["measured"][:cfg.initial_size]])
-    pool = (CandidatePool(space, cfg.features, cfg.pool, zero_cost)
-            if cfg.proposal == "front" and not state["done"] else None)
+    watch = Stopwatch()
+    with watch("setup"):  # proxies' scale, the candidate pool and its features: once per search
+        zero_cost = zero_cost_features(ctx) if not state["done"] else None
+        if zero_cost is not None:
+            zero_cost.fix_scale([space.decode(key) for key in state["measured"][:cfg.initial_size]])
+        pool = (CandidatePool(space, cfg.features, cfg.pool, zero_cost)
+                if cfg.proposal == "front" and not state["done"] else None)
+    # kept across iterations: cheap estimates, model choices, and every architecture's features
     estimates: dict[str, dict] = {}
+    selections: dict = {}
+    rows: dict[str, np.ndarray] = dict(zip(pool._keys, pool._X)) if pool is not None and pool.exhaustive else {}
     while not state["done"]:
         it = state["iteration"] + 1
         measured = list(state["measured"])
         done_keys = set(measured)
-        surrogate = Surrogate(ctx, measured, it, estimates, zero_cost)
+        with watch("fit"):
+            surrogate = Surrogate(ctx, measured, it, estimates, zero_cost, selections, rows)
         k = min(cfg.batch, E - len(measured))
-        if pool is not None:
-            picked, predicted = _propose_front(ctx, surrogate, pool, measured, k,
-                                               np.random.default_rng(_seed(cfg.seed, it, 3)))
-        else:
-            picked, predicted = _propose_inner(ctx, surrogate, measured, k, it)
-        rng = np.random.default_rng(_seed(cfg.seed, it, 2))
-        for _ in range(50):  # top up with random unmeasured architectures if the proposal ran short
-            if len(picked) >= k:
-                break
-            for key in canonical_keys(space, sample_genomes(space, 4 * k, rng)):
-                if key not in done_keys and key not in picked and len(picked) < k:
-                    picked.append(key)
+        with watch("score"):
+            if pool is not None:
+                picked, predicted = _propose_front(ctx, surrogate, pool, measured, k,
+                                                   np.random.default_rng(_seed(cfg.seed, it, 3)))
+            else:
+                picked, predicted = _propose_inner(ctx, surrogate, measured, k, it)
+            rng = np.random.default_rng(_seed(cfg.seed, it, 2))
+            for _ in range(50):  # top up with random unmeasured architectures if the proposal ran short
+                if len(picked) >= k:
+                    break
+                for key in canonical_keys(space, sample_genomes(space, 4 * k, rng)):
+                    if key not in done_keys and key not in picked and len(picked) < k:
+                        picked.append(key)
 
         if not picked:  # every architecture of the space is measured
             state = {**state, "done": True}
             ctx.checkpoint(state)
             break
-        ctx.measure([space.decode(p) for p in picked])
+        with watch("evaluate"):
+            ctx.measure([space.decode(p) for p in picked])
         measured += picked
         extra = {"stage": "predictor", "batch": len(picked)}
         scored = [p for p in picked if p in predicted]
@@ -344,7 +409,8 @@ def run_with_predictor(ctx: SearchContext, state: dict | None) -> dict:
         if zero_cost is not None:
             cost = zero_cost.cost()
             extra["zero_cost"] = {"subnets": cost["subnets"], "seconds_per_subnet": cost["seconds_per_subnet"]}
-        ctx.log(it, measured, **extra)
+        ctx.log(it, measured, seconds=watch.seconds, **extra)
+        watch = Stopwatch()
         state = {"iteration": it, "measured": measured, "done": len(measured) >= E}
         ctx.checkpoint(state)
     return state
