@@ -53,6 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--table", required=True)
     ap.add_argument("--space", default="nas-bench-201")
     ap.add_argument("--devices", default=None, help="comma-separated latency columns (default: every lat_ms_*)")
+    ap.add_argument("--targets", default=None, help="comma-separated targets among --devices (default: all)")
     ap.add_argument("--n", default="10,20")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--random-n", type=int, default=10)
@@ -72,7 +73,8 @@ def main(argv=None) -> dict:
     index = {k: i for i, k in enumerate(keys)}
     out = {"command": "python bench/fewshot_latency.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "table": args.table, "cells": len(archs), "devices": devices, "targets": {}}
-    for target in devices:
+    targets = args.targets.split(",") if args.targets else devices
+    for target in targets:
         truth = truth_all[target]
         priors = [priors_all[d] for d in devices if d != target]
         res = {}
@@ -113,13 +115,13 @@ def main(argv=None) -> dict:
               f"{res[f'random{args.random_n}_prior_ridge']['spearman']:.3f}", file=sys.stderr)
     ns = args.n.split(",")
     out["mean"] = {
-        **{f"fewshot_spearman_n{n}": float(np.mean([out["targets"][d][n]["fewshot_spearman"] for d in devices]))
+        **{f"fewshot_spearman_n{n}": float(np.mean([out["targets"][d][n]["fewshot_spearman"] for d in targets]))
            for n in ns},
         **{f"fewshot_within_10pct_n{n}": float(np.mean([out["targets"][d][n]["fewshot_within_10pct"]
-                                                         for d in devices])) for n in ns},
-        "flops_spearman": float(np.mean([out["targets"][d][ns[0]]["flops_spearman"] for d in devices])),
+                                                         for d in targets])) for n in ns},
+        "flops_spearman": float(np.mean([out["targets"][d][ns[0]]["flops_spearman"] for d in targets])),
         f"random{args.random_n}_prior_ridge_spearman": float(np.mean(
-            [out["targets"][d][f"random{args.random_n}_prior_ridge"]["spearman"] for d in devices])),
+            [out["targets"][d][f"random{args.random_n}_prior_ridge"]["spearman"] for d in targets])),
     }
     out["seconds"] = time.time() - t0
     print(json.dumps(out))

@@ -11,7 +11,9 @@ over the cost range and over the genome, not ``n`` random ones.
 **The model.** Features of an architecture: the priors' predicted latencies (other devices' latency
 files, or benchmark-table columns), its FLOPs (where the space counts them) and its gene features
 (``space.features``). The candidates, each with a small grid of regularisation strengths, are
-chosen between by leave-one-out error of log-latency on the timings (:data:`CANDIDATES`):
+scored by leave-one-out error of log-latency on the timings (:data:`CANDIDATES`); the best
+configuration of each family, and then every family within :data:`ENSEMBLE_TOLERANCE` of the best
+one, averaged in log space:
 
 * ``log-ridge[...]``: a ridge regression of log-latency on the log of the priors (and log FLOPs,
   and gene features): a device that is a product of the priors' speeds per kind of work;
@@ -21,6 +23,9 @@ chosen between by leave-one-out error of log-latency on the timings (:data:`CAND
 * ``transfer-additive``: an additive model over gene features whose coefficients have a Gaussian
   prior estimated from the priors' own additive fits (their mean and covariance, plus an isotropic
   part), updated by the timings (Bayesian linear regression with relative noise).
+
+A timing that every other timing says is far off (a unit slip, a failed run) is left out of the fit
+and reported (:data:`OUTLIER_LOG`).
 
 A fitted model is a latency file of format :data:`FEWSHOT_FORMAT`: it embeds its priors (a latency
 file's contents, or a column's values), so it needs nothing else at run time, and works wherever a
@@ -63,10 +68,15 @@ POOL_SAMPLE = 4000
 STRATUM_CANDIDATES = 64
 #: fewest distinct timed architectures a model is fitted on
 MIN_TIMINGS = 3
+#: a timing whose leave-one-out prediction is off by more than this factor (log), and twice as far
+#: off as any other timing's, is left out of the fit (reported in the file's ``left_out``)
+OUTLIER_LOG = math.log(3.0)
 
 RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 TRANSFER_TAUS = (0.03, 0.1, 0.3, 1.0)
 TRANSFER_NOISE = (0.02, 0.05, 0.1, 0.2)
+#: families whose leave-one-out error is within this factor of the best one's are averaged
+ENSEMBLE_TOLERANCE = 1.25
 
 
 # --- what the space says -------------------------------------------------------------------------
@@ -453,17 +463,22 @@ def _transfer(U: np.ndarray, phi: np.ndarray, y: np.ndarray, tau: float, noise: 
     return m0 + K @ (y - phi @ m0)
 
 
-def _loo(fit_predict, n: int, y: np.ndarray) -> float:
-    """Root mean squared leave-one-out error of log-latency."""
+def _loo(fit_predict, n: int, y: np.ndarray) -> np.ndarray:
+    """Each timing's leave-one-out error of log-latency (log predicted / timed)."""
     errs = []
     for i in range(n):
         keep = np.arange(n) != i
         pred = float(fit_predict(keep, i))
-        errs.append(math.log(max(pred, 1e-3 * float(np.min(y[keep]))) / y[i]) ** 2)
-    return float(math.sqrt(np.mean(errs)))
+        errs.append(math.log(max(pred, 1e-3 * float(np.min(y[keep]))) / y[i]))
+    return np.asarray(errs)
 
 
-def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior], seed: int = 0) -> tuple[dict, list]:
+def _rms(errors: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior], seed: int = 0,
+                 coefficients: np.ndarray | None = None) -> tuple[dict, list, np.ndarray]:
     """(the chosen model's parameters, every candidate's leave-one-out error), chosen by the lowest
     leave-one-out RMSE of log-latency; a tie goes to the simpler candidate (earlier in
     :data:`CANDIDATES`, smaller alpha... as listed)."""
@@ -477,30 +492,43 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
         for alpha in RIDGE_ALPHAS:
             def fp(keep, i, X=X, target=target, alpha=alpha):
                 return _apply_ridge(_fit_ridge(X[keep], y[keep], target, alpha), X[i:i + 1], target)[0]
-            scores.append({"model": name, "alpha": alpha, "loo_log_rmse": _loo(fp, n, y)})
+            scores.append({"model": name, "alpha": alpha, "loo": _loo(fp, n, y)})
     U = None
     if priors:
-        U = prior_coefficients(space, priors, seed)
+        U = prior_coefficients(space, priors, seed) if coefficients is None else coefficients
         phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
         for tau in TRANSFER_TAUS:
             for noise in TRANSFER_NOISE:
                 def fp(keep, i, tau=tau, noise=noise):
                     return phi[i] @ _transfer(U, phi[keep], y[keep], tau, noise)
-                scores.append({"model": "transfer-additive", "tau": tau, "noise": noise,
-                               "loo_log_rmse": _loo(fp, n, y)})
-    best = min(scores, key=lambda s: s["loo_log_rmse"])  # min keeps the first of equals
-    name = best["model"]
-    if name == "transfer-additive":
-        phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
-        params = {"model": name, "tau": best["tau"], "noise": best["noise"],
-                  "coef": _transfer(U, phi, y, best["tau"], best["noise"]).tolist()}
-    else:
-        _, blocks, target = next(r for r in RIDGES if r[0] == name)
-        p = _fit_ridge(inputs.matrix(blocks, target == "log"), y, target, best["alpha"])
-        params = {"model": name, "blocks": list(blocks), "target": target, "alpha": best["alpha"],
-                  **{k: np.asarray(v).tolist() for k, v in p.items()}}
-    params["floor_ms"] = 1e-3 * float(np.min(y))
-    return params, scores
+                scores.append({"model": "transfer-additive", "tau": tau, "noise": noise, "loo": _loo(fp, n, y)})
+    best_loo = min(scores, key=lambda sc: _rms(sc["loo"]))["loo"]
+    for sc in scores:
+        sc["loo_log_rmse"] = _rms(sc.pop("loo"))
+    floor = 1e-3 * float(np.min(y))
+    # the best configuration of each family, then every family within ENSEMBLE_TOLERANCE of the best
+    # one, averaged in log space: with 10 timings, leave-one-out errors are noisy, and one model
+    # picked by them alone was often the worse choice (bench/RESULTS.md, issue 33)
+    family_best: dict[str, dict] = {}
+    for s in scores:  # min keeps the first of equals: the simpler configuration
+        if s["model"] not in family_best or s["loo_log_rmse"] < family_best[s["model"]]["loo_log_rmse"]:
+            family_best[s["model"]] = s
+    top = min(b["loo_log_rmse"] for b in family_best.values())
+    chosen = [b for b in family_best.values() if b["loo_log_rmse"] <= ENSEMBLE_TOLERANCE * top]
+    members = []
+    for best in chosen:
+        name = best["model"]
+        if name == "transfer-additive":
+            phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
+            members.append({"model": name, "tau": best["tau"], "noise": best["noise"],
+                            "coef": _transfer(U, phi, y, best["tau"], best["noise"]).tolist(),
+                            "loo_log_rmse": best["loo_log_rmse"]})
+        else:
+            _, blocks, target = next(r for r in RIDGES if r[0] == name)
+            p = _fit_ridge(inputs.matrix(blocks, target == "log"), y, target, best["alpha"])
+            members.append({"model": name, "blocks": list(blocks), "target": target, "alpha": best["alpha"],
+                            "loo_log_rmse": best["loo_log_rmse"], **{k: np.asarray(v).tolist() for k, v in p.items()}})
+    return {"model": "+".join(m["model"] for m in members), "members": members, "floor_ms": floor}, scores, best_loo
 
 
 class FewShotLatencyModel:
@@ -514,8 +542,9 @@ class FewShotLatencyModel:
             self.priors = [Prior(p["source"], {k: v for k, v in p.items() if k != "source"}, space)
                            for p in data["priors"]]
             self.params = data["model"]
-            if self.params["model"] not in CANDIDATES:
-                raise KeyError(self.params["model"])
+            for member in self.params["members"]:
+                if member["model"] not in CANDIDATES:
+                    raise KeyError(member["model"])
         except (KeyError, TypeError) as e:
             raise LatencyError(f"few-shot latency file is damaged or from another version ({e!r}); re-fit it "
                                "with `nas latency fit --timings`") from None
@@ -541,14 +570,17 @@ class FewShotLatencyModel:
         archs = list(archs)
         if not archs:
             return np.zeros(0)
-        p = self.params
         inputs = Inputs(self.space, archs, self.priors)
-        if p["model"] == "transfer-additive":
-            phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
-            out = phi @ np.asarray(p["coef"])
-        else:
-            out = _apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
-        return np.maximum(out, float(p["floor_ms"]))
+        floor = float(self.params["floor_ms"])
+        logs = []
+        for p in self.params["members"]:
+            if p["model"] == "transfer-additive":
+                phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
+                out = phi @ np.asarray(p["coef"])
+            else:
+                out = _apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
+            logs.append(np.log(np.maximum(out, floor)))
+        return np.exp(np.mean(logs, axis=0))
 
     def predict(self, arch) -> float:
         return float(self.predict_many([arch])[0])
@@ -570,7 +602,21 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
         raise LatencyError(f"{len(archs)} timed architectures: need at least {MIN_TIMINGS}")
     if not np.all(np.isfinite(y) & (y > 0)):
         raise LatencyError("latencies must be positive finite numbers of ms")
-    params, scores = select_model(space, archs, y, priors, seed)
+    archs = list(archs)
+    U = prior_coefficients(space, priors, seed) if priors else None
+    params, scores, loo = select_model(space, archs, y, priors, seed, U)
+    left_out = []
+    # a timing far from what every other timing predicts (a unit slip, a failed run) is left out,
+    # one at a time, while enough remain
+    while len(y) - 1 >= MIN_TIMINGS + 1 and len(left_out) < max(1, len(y) // 5):
+        i = int(np.argmax(np.abs(loo)))
+        rest = np.delete(np.abs(loo), i)
+        if not (abs(loo[i]) > OUTLIER_LOG and abs(loo[i]) > 2 * float(np.max(rest))):
+            break
+        left_out.append({"arch": space.encode(archs[i]), "latency_ms": float(y[i]),
+                         "predicted_ms": float(y[i] * math.exp(loo[i]))})
+        archs, y = archs[:i] + archs[i + 1:], np.delete(y, i)
+        params, scores, loo = select_model(space, archs, y, priors, seed, U)
     model = FewShotLatencyModel({
         "format": FEWSHOT_FORMAT,
         "version": VERSION,
@@ -583,6 +629,7 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
         "timings": {"archs": [space.encode(a) for a in archs], "latency_ms": y.tolist()},
         "model": params,
         "cross_validation": scores,
+        "left_out": left_out,
     }, space)
     return model
 

@@ -302,7 +302,8 @@ def nonzero(model: nnx.Module, seed: int = 0) -> nnx.Module:
         a = np.asarray(a)
         if not np.issubdtype(a.dtype, np.floating) or np.any(a):
             return jax.device_put(a)
-        name = str(getattr(path[-1], "key", path[-1]))
+        keys = [str(k.key) for k in path if hasattr(k, "key")]  # the Variable's own .value is a GetAttrKey
+        name = keys[-1] if keys else ""
         lo, hi = (0.5, 1.5) if name in ("scale", "var") else (-0.1, 0.1)
         return jax.device_put(rng.uniform(lo, hi, a.shape).astype(a.dtype))
 

@@ -254,7 +254,11 @@ def fit_timings(space: str, timings, out, *, priors=(), space_options: dict | No
     best = min(model.data["cross_validation"], key=lambda s: s["loo_log_rmse"])
     report = {"model": model.params["model"], "loo_log_rmse": best["loo_log_rmse"],
               "train": score(y, model.predict_many(archs)), "n": len(archs), "warnings": notes, "out": str(out),
+              "left_out": len(model.data["left_out"]),
               "priors": list(priors)}
+    for o in model.data["left_out"]:
+        notes.append(f"timings {timings}: arch {o['arch']} timed {o['latency_ms']:g} ms, but the other timings "
+                     f"predict {o['predicted_ms']:.3g} ms; left out of the fit (check that timing)")
     model.data["train"] = report["train"]
     model.save(Path(out))
     return report
