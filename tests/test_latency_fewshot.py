@@ -178,7 +178,27 @@ def test_duplicate_timings_are_averaged_with_a_warning(nb201, tmp_path):
     assert res.exit_code == 0, res.output
     assert "timed 2 times with different latencies (1, 3 ms); using their mean" in res.output
     data = json.loads((tmp_path / "dev.json").read_text())
-    assert data["timings"]["latency_ms"][0] == pytest.approx(2.0) and len(data["timings"]["archs"]) == 5
+    timed = dict(zip(data["timings"]["archs"], data["timings"]["latency_ms"]))
+    timed.update({o["arch"]: o["latency_ms"] for o in data["left_out"]})
+    assert timed[rows[0][0]] == pytest.approx(2.0) and len(timed) == 5
+
+
+def test_a_far_off_timing_is_left_out_with_a_warning(nb201, tmp_path):
+    space, archs, table, target = nb201
+    priors = [load_prior(f"{table}:{c}", space) for c in COSTS]
+    probes, _ = choose_probes(space, 10, 0, priors)
+    index = {space.encode(a): i for i, a in enumerate(archs)}
+    ms = [target[index[space.encode(a)]] for a in probes]
+    ms[4] /= 1000.0  # timed in seconds by mistake
+    _write_timings(tmp_path / "t.csv", [(space.encode(a), f"{m:.6g}") for a, m in zip(probes, ms)])
+    res = runner.invoke(app, ["latency", "fit", "--space", NB201, "--timings", str(tmp_path / "t.csv"), "--out",
+                              str(tmp_path / "dev.json"), *_priors(table)])
+    assert res.exit_code == 0, res.output
+    assert f"arch {space.encode(probes[4])} timed" in res.output and "left out of the fit" in res.output
+    data = json.loads((tmp_path / "dev.json").read_text())
+    assert [o["arch"] for o in data["left_out"]] == [space.encode(probes[4])]
+    pred = load_latency_model(tmp_path / "dev.json", space).predict_many(archs)
+    assert spearmanr(pred, target)[0] > 0.9
 
 
 def test_a_prior_of_another_space_is_refused(nb201, tmp_path):
