@@ -238,3 +238,16 @@ def test_timings_and_local_timing_options_do_not_mix(tmp_path):
     assert res.exit_code == 2 and "--samples" in res.output
     res = runner.invoke(app, ["latency", "fit", "--space", "mobilenetv3-tiny", "--out", str(tmp_path / "dev.json")])
     assert res.exit_code == 2 and "--timings" in res.output
+
+
+def test_the_int8_runtime_times_a_quantized_subnet():
+    pytest.importorskip("onnxruntime")
+    from predictors.latency import get_runtime
+    from predictors.latency.timing import compile_subnet
+
+    space = get_space("resnet-tiny")
+    rt = get_runtime("onnxruntime-int8", threads=1)
+    assert rt.describe()["name"] == "onnxruntime-int8" and rt.describe()["quantization"]["quant_format"] == "QDQ"
+    program = compile_subnet(space, space.smallest(), 1, rt)
+    timed = rt.time([program], repeats=2, warmup=1, rounds=2)[0]
+    assert timed["latency_ms"] > 0 and len(timed["halves_ms"]) == 2
