@@ -144,6 +144,11 @@ def test_probes_fit_predict_round_trip_on_a_tiny_space_with_onnx_models(tmp_path
     sample = [space.sample(np.random.default_rng(i)) for i in range(20)]
     pred = model.predict_many(sample)
     assert spearmanr(pred, flops_of(space, sample))[0] > 0.9
+    # and by `nas latency validate` (its figures as recorded: no reference level)
+    val = runner.invoke(app, ["latency", "validate", str(tmp_path / "dev.json"), "--space", name, "--samples", "2",
+                              "--repeats", "1", "--rounds", "2", "--json"])
+    assert val.exit_code == 0, val.output
+    assert json.loads(val.output.strip().splitlines()[-1])["device_speed"] is None
     # and as the prior of another device
     fit2 = runner.invoke(app, ["latency", "fit", "--space", name, "--timings", str(tmp_path / "t.csv"), "--out",
                                str(tmp_path / "dev2.json"), "--prior", str(tmp_path / "dev.json")])
