@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from predictors.latency.fewshot import (  # noqa: E402
-    _fit_ridge,
-    _apply_ridge,
+    apply_ridge,
+    fit_ridge,
     choose_probes,
     flops_of,
     load_prior,
@@ -87,8 +87,8 @@ def main(argv=None) -> dict:
                 pred = model.predict_many(archs)
                 # FLOPs alone through the same probes (its ranking is the FLOPs ranking)
                 lf = np.log(flops)
-                fl = _fit_ridge(lf[idx, None], truth[idx], "log", 1e-6)
-                flops_pred = _apply_ridge(fl, lf[:, None], "log")
+                fl = fit_ridge(lf[idx, None], truth[idx], "log", 1e-6)
+                flops_pred = apply_ridge(fl, lf[:, None], "log")
                 runs.append({"seed": seed, "stratified_by": by, "model": model.params["model"],
                              "fewshot": scores(pred, truth), "flops": scores(flops_pred, truth)})
             res[str(n)] = {
@@ -104,8 +104,8 @@ def main(argv=None) -> dict:
         P = np.log(np.stack([truth_all[d] for d in devices if d != target], 1))
         for seed in range(args.seeds):
             idx = np.random.default_rng([seed, 0xBA5E]).choice(len(archs), args.random_n, replace=False)
-            p = _fit_ridge(P[idx], truth[idx], "log", 0.1)
-            base.append(scores(_apply_ridge(p, P, "log"), truth))
+            p = fit_ridge(P[idx], truth[idx], "log", 0.1)
+            base.append(scores(apply_ridge(p, P, "log"), truth))
         res[f"random{args.random_n}_prior_ridge"] = {
             "spearman": float(np.mean([b["spearman"] for b in base])),
             "within_10pct": float(np.mean([b["within_10pct"] for b in base])), "runs": base}

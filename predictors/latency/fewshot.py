@@ -425,13 +425,13 @@ def _floor(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.maximum(pred, 1e-3 * float(np.min(y)))
 
 
-def _fit_ridge(X, y, target: str, alpha: float) -> dict:
+def fit_ridge(X, y, target: str, alpha: float) -> dict:
     if target == "log":
         return _ridge(X, np.log(y), alpha)
     return _ridge(X, y, alpha, weights=1.0 / y ** 2)  # relative error
 
 
-def _apply_ridge(p: dict, X, target: str) -> np.ndarray:
+def apply_ridge(p: dict, X, target: str) -> np.ndarray:
     out = _ridge_apply(p, X)
     return np.exp(out) if target == "log" else out
 
@@ -491,7 +491,7 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
         X = inputs.matrix(blocks, target == "log")
         for alpha in RIDGE_ALPHAS:
             def fp(keep, i, X=X, target=target, alpha=alpha):
-                return _apply_ridge(_fit_ridge(X[keep], y[keep], target, alpha), X[i:i + 1], target)[0]
+                return apply_ridge(fit_ridge(X[keep], y[keep], target, alpha), X[i:i + 1], target)[0]
             scores.append({"model": name, "alpha": alpha, "loo": _loo(fp, n, y)})
     U = None
     if priors:
@@ -525,7 +525,7 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
                             "loo_log_rmse": best["loo_log_rmse"]})
         else:
             _, blocks, target = next(r for r in RIDGES if r[0] == name)
-            p = _fit_ridge(inputs.matrix(blocks, target == "log"), y, target, best["alpha"])
+            p = fit_ridge(inputs.matrix(blocks, target == "log"), y, target, best["alpha"])
             members.append({"model": name, "blocks": list(blocks), "target": target, "alpha": best["alpha"],
                             "loo_log_rmse": best["loo_log_rmse"], **{k: np.asarray(v).tolist() for k, v in p.items()}})
     return {"model": "+".join(m["model"] for m in members), "members": members, "floor_ms": floor}, scores, best_loo
@@ -578,7 +578,7 @@ class FewShotLatencyModel:
                 phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
                 out = phi @ np.asarray(p["coef"])
             else:
-                out = _apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
+                out = apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
             logs.append(np.log(np.maximum(out, floor)))
         return np.exp(np.mean(logs, axis=0))
 

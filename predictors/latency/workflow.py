@@ -214,19 +214,19 @@ def probe_latency(space: str, out_dir, *, n: int, seed: int = 0, priors=(), spac
     archs, by = choose_probes(sp, n, seed, loaded)
     files, blobs = [], {}
     if has_latency_pieces(sp):
-        from predictors.latency import ort  # noqa: PLC0415
+        from predictors.latency.ort import quantize_int8, random_weights, require_onnx, to_onnx  # noqa: PLC0415
 
-        ort.require_onnx()
+        require_onnx()
         for i, arch in enumerate(archs):
             name = probe_name(i, len(archs))
             shape = (1, arch.resolution, arch.resolution, sp.in_channels)
-            proto = ort.to_onnx(ort.random_weights(sp, arch, seed), shape, name=name)
+            proto = to_onnx(random_weights(sp, arch, seed), shape, name=name)
             row = {"model": f"{name}.onnx"}
             blobs[row["model"]] = proto.SerializeToString()
             if quantize == "int8":
                 row["model_int8"] = f"{name}.int8.onnx"
                 images = np.random.default_rng([seed, i]).normal(size=(calib_images, *shape[1:])).astype(np.float32)
-                blobs[row["model_int8"]] = ort.quantize_int8(blobs[row["model"]], images)
+                blobs[row["model_int8"]] = quantize_int8(blobs[row["model"]], images)
             files.append(row)
     path = write_probes(sp, archs, out_dir, files=files, blobs=blobs, priors=loaded)
     return {"probes": [sp.encode(a) for a in archs], "stratified_by": by, "csv": str(path),
