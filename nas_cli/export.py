@@ -65,7 +65,8 @@ def space_options(run: runs.Run) -> dict:
 
 def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: int | None = None,
                   search_dir: Path | None = None, force: bool = False, parity_images: int = 512,
-                  format: str = "all", log=print) -> dict:
+                  format: str = "all", log=print, quantize: str = "none", int8_calib_images: int = 256,
+                  int8_max_drop: float = 1.0) -> dict:
     """Extracts a subnet, checks it against the supernet, and writes it to ``out``.
 
     Writes ``model/`` (orbax checkpoint of the NNX state) and ``subnet.json``, with ``format``
@@ -73,12 +74,16 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     runnable without this package), with "onnx" ``model.onnx`` (symbolic batch, preprocessing in its
     metadata, checked in onnxruntime against the supernet), with "all" both.
 
+    With ``quantize="int8"`` also ``model.int8.onnx`` (:func:`export_int8`), its accuracy recorded in
+    subnet.json's ``int8``.
+
     Raises:
       UserError: unknown rank/arch/format, existing output without ``force``, or a parity failure.
       OnnxUnavailable, OnnxConversionError: ONNX asked for without the extra, or an op it lacks.
     """
     if format not in FORMATS:
         raise UserError(f"format {format!r}: expected one of {', '.join(FORMATS)}")
+    check_quantize(quantize, format, int8_calib_images, int8_max_drop)
     out = Path(out)
     if (arch is None) == (rank is None):  # the cheap checks first, before the run is loaded
         raise UserError("give exactly one of --arch ARCH or --rank K")
@@ -127,6 +132,10 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
 
     val_acc = float((val_logits.argmax(-1) == ds.val.labels).mean())
     test_acc = evaluator.accuracy(run.params, stats, a, ds.test)
+    int8 = None
+    if quantize == "int8":
+        int8 = export_int8(onnx_model, ds, a, run.config.seed, {"accuracy": val_acc, "test_accuracy": test_acc},
+                           calib_images=int8_calib_images, max_drop=int8_max_drop, log=log)
     latency = measure_latency(space, a)
     info = {
         "arch": arch_str,
@@ -149,6 +158,8 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "weights": run.weights,
         "dataset": run.config.dataset,
     }
+    if int8 is not None:
+        info["int8"] = int8[1]
 
     out.mkdir(parents=True, exist_ok=True)
     _save_model_state(out / MODEL_CKPT, state)
@@ -160,8 +171,14 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         from nas_cli.onnx_export import write_onnx  # noqa: PLC0415
 
         write_onnx(out, onnx_model)
+    if int8 is not None:
+        from nas_cli.onnx_export import write_int8  # noqa: PLC0415
+
+        write_int8(out, int8[0])
     written = [MODEL_CKPT] + [name for name, fmt in ((STABLEHLO, "stablehlo"), ("model.onnx", "onnx"))
                               if format in (fmt, "all")]
+    if int8 is not None:
+        written.append("model.int8.onnx")
     info["files"] = export_checksums(out, written)  # the loaders check what they read against these
     atomic_write_json(out / SUBNET_JSON, info)  # last: its presence marks a complete export
     return info
@@ -217,6 +234,54 @@ def check_export_files(folder: Path, info: dict, name: str) -> None:
         if file_sha256(path) != digest:
             raise UserError(f"{path} is damaged (it differs from its checksum in {folder / SUBNET_JSON}); "
                             "export the subnet again")
+
+
+# --- int8 (issue 33): model.int8.onnx, onnxruntime's static quantization, its accuracy checked ----
+
+#: what ``--quantize`` takes
+QUANTIZE = ("none", "int8")
+
+
+def check_quantize(quantize: str, format: str, calib_images: int, max_drop: float) -> None:
+    """Raises a UserError for a quantization the export cannot do (before anything is loaded)."""
+    if quantize not in QUANTIZE:
+        raise UserError(f"quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
+    if quantize == "int8" and format not in ("onnx", "all"):
+        raise UserError(f"int8 quantization writes model.int8.onnx from model.onnx; format {format!r} writes no "
+                        "ONNX model: use format onnx or all")
+    if quantize == "int8" and calib_images < 1:
+        raise UserError(f"int8 calibration images {calib_images}: need at least 1")
+    if not np.isfinite(max_drop) or max_drop < 0:
+        raise UserError(f"int8 max accuracy drop {max_drop}: must be a number of points >= 0")
+
+
+def _preprocessed(images: np.ndarray, a, ds, batch: int = 256) -> np.ndarray:
+    """``images`` (uint8) as the model takes them, a batch at a time."""
+    mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
+    return np.concatenate([np.asarray(preprocess(jnp.asarray(images[i:i + batch]), a.resolution, mean, std))
+                           for i in range(0, len(images), batch)])
+
+
+def export_int8(onnx_model: bytes, ds, a, seed: int, float_accuracy: dict, *, calib_images: int,
+                max_drop: float, log=print) -> tuple[bytes, dict]:
+    """(model.int8.onnx's bytes, its subnet.json record): ``onnx_model`` quantized by onnxruntime,
+    calibrated on ``calib_images`` training images drawn by ``seed``, its accuracy measured in
+    onnxruntime on the validation and test splits beside the float model's; a drop of more than
+    ``max_drop`` points is said on one line (the export still writes it)."""
+    from nas_cli.onnx_export import int8_model  # noqa: PLC0415
+
+    calib = _preprocessed(calibration_images(ds, calib_images, seed + 33), a, ds)
+    splits = {"accuracy": (_preprocessed(ds.val.images, a, ds), ds.val.labels),
+              "test_accuracy": (_preprocessed(ds.test.images, a, ds), ds.test.labels)}
+    blob, record = int8_model(onnx_model, calib, splits, float_accuracy, max_drop=max_drop)
+    log(f"int8 (onnxruntime, {len(calib)} calibration images): val accuracy {record['accuracy']:.4f} "
+        f"(float {float_accuracy['accuracy']:.4f}), test {record['test_accuracy']:.4f} "
+        f"(float {float_accuracy['test_accuracy']:.4f})")
+    if not record["within_limit"]:
+        log(f"warning: int8 accuracy is {record['accuracy_drop_points']:.2f} points below float (limit "
+            f"{max_drop:g}); model.int8.onnx is written anyway: export with --quantize none to keep the float "
+            "model only")
+    return blob, record
 
 
 def _save_model_state(path: Path, state) -> None:

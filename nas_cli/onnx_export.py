@@ -123,3 +123,45 @@ def _class_names(meta: dict, file: Path) -> list[str] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return [str(n) for n in names] if names else None
+
+
+# --- int8: onnxruntime's static quantization of model.onnx, with its accuracy measured ----------
+
+MODEL_INT8 = "model.int8.onnx"
+#: default largest accuracy drop (points) of the int8 model below the float one before the export warns
+INT8_MAX_DROP = 1.0
+
+
+def int8_model(model_bytes: bytes, calib_x: np.ndarray, splits: dict, float_accuracy: dict, *,
+               max_drop: float = INT8_MAX_DROP) -> tuple[bytes, dict]:
+    """``model_bytes`` quantized to int8 by onnxruntime (:func:`predictors.latency.ort.quantize_int8`,
+    calibrated on ``calib_x``, preprocessed training images), and its record for subnet.json: the
+    settings, the calibration size, its accuracy in onnxruntime on each of ``splits`` (name ->
+    (preprocessed images, labels)) beside ``float_accuracy`` (name -> accuracy), the largest drop in
+    points and whether it is within ``max_drop``. The float model's metadata is copied."""
+    from predictors.latency.ort import INT8_SETTINGS, quantize_int8, require_onnx  # noqa: PLC0415
+
+    onnx = require_onnx()[1]
+    blob = quantize_int8(model_bytes, calib_x)
+    quantized = onnx.load_from_string(blob)
+    have = {p.key for p in quantized.metadata_props}
+    for prop in onnx.load_from_string(model_bytes).metadata_props:
+        if prop.key not in have:
+            entry = quantized.metadata_props.add()
+            entry.key, entry.value = prop.key, prop.value
+    quantized.metadata_props.add(key="nas.quantization", value=json.dumps(INT8_SETTINGS))
+    blob = quantized.SerializeToString()
+    record = {"file": MODEL_INT8, "quantization": dict(INT8_SETTINGS), "calibration_images": int(len(calib_x))}
+    drops = []
+    for name, (x, labels) in splits.items():
+        acc = float((onnx_logits(blob, x).argmax(-1) == np.asarray(labels)).mean())
+        record[name] = acc
+        drops.append((float(float_accuracy[name]) - acc) * 100.0)
+    record["accuracy_drop_points"] = max(drops) if drops else 0.0
+    record["max_drop_points"] = float(max_drop)
+    record["within_limit"] = bool(record["accuracy_drop_points"] <= max_drop)
+    return blob, record
+
+
+def write_int8(out: Path, model_bytes: bytes) -> None:
+    atomic_write_bytes(Path(out) / MODEL_INT8, model_bytes)

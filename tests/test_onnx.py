@@ -191,3 +191,58 @@ def test_search_refuses_a_table_of_another_runtime(run: Path, tmp_path: Path):
                                    "--generations", "1", "--latency-runtime", "onnxruntime", "--latency-table", str(lut),
                                    "--out", str(tmp_path / "s")])
     assert bad.exit_code == 2 and "measured with runtime 'jax'" in bad.output
+
+
+# --- int8 export (issue 33) ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["mobilenetv3-tiny", "resnet-tiny", "vit-tiny"])
+def tiny_run(request, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8_run") / request.param
+    train = CliRunner().invoke(app, ["train-supernet", "--dataset", "digits", "--space", request.param, "--epochs", "1",
+                                     "--batch-size", "32", "--limit-train", "256", "--calib-images", "32", "--seed",
+                                     "0", "--out", str(out)], catch_exceptions=False)
+    assert train.exit_code == 0, train.output
+    return out
+
+
+def test_int8_export_of_every_tiny_space_records_its_accuracy(tiny_run: Path, tmp_path: Path):
+    from nas_cli import runs
+    from nas_cli.data import load_dataset
+    from nas_cli.onnx_export import load_onnx
+
+    space = runs.open_run(tiny_run).space
+    arch = space.encode(space.largest())
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["export", "subnet", str(tiny_run), "--arch", arch, "--out", str(out), "--format",
+                                      "onnx", "--quantize", "int8", "--int8-calib-images", "64"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "subnet.json").read_text())
+    int8 = info["int8"]
+    assert int8["file"] == "model.int8.onnx" and (out / "model.int8.onnx").is_file() and (out / "model.onnx").is_file()
+    assert int8["calibration_images"] == 64 and int8["quantization"]["quant_format"] == "QDQ"
+    assert "int8 (onnxruntime, 64 calibration images)" in result.output
+    # the recorded accuracy is the int8 model's own, in onnxruntime, on the test split
+    test = load_dataset("digits").test
+    loaded = load_onnx(out / "model.int8.onnx")
+    acc = float((loaded.predict(test.images).argmax(-1) == test.labels).mean())
+    assert acc == pytest.approx(int8["test_accuracy"], abs=1e-6)
+    drop = 100 * max(info["accuracy"] - int8["accuracy"], info["test_accuracy"] - int8["test_accuracy"])
+    assert int8["accuracy_drop_points"] == pytest.approx(drop)
+    assert int8["within_limit"] == (drop <= 1.0)
+    assert ("--quantize none to keep the float model only" in result.output) == (not int8["within_limit"])
+    # QDQ: the graph holds onnxruntime's quantize/dequantize pairs, not our own arithmetic
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(out / "model.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_needs_an_onnx_model_and_a_known_quantization(run: Path, tmp_path: Path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["export", "subnet", str(run), "--rank", "1", "--out", str(tmp_path / "e"),
+                              "--format", "stablehlo", "--quantize", "int8"])
+    assert bad.exit_code == 2 and "writes no ONNX model" in bad.output
+    bad = runner.invoke(app, ["export", "subnet", str(run), "--rank", "1", "--out", str(tmp_path / "e"),
+                              "--quantize", "int4"])
+    assert bad.exit_code == 2 and "quantize 'int4'" in bad.output

@@ -23,6 +23,13 @@ def export_subnet_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing export in --out."),
     format: str = typer.Option("all", "--format", help="onnx (model.onnx, checked in onnxruntime; needs the "
                                "'onnx' extra), stablehlo (model.stablehlo), or all."),
+    quantize: str = typer.Option("none", "--quantize", help="int8: also write model.int8.onnx (onnxruntime's "
+                                 "static quantization, QDQ, per-channel weights) and record its accuracy beside "
+                                 "the float model's in subnet.json; none: the float model only.", show_default=True),
+    int8_calib_images: int = typer.Option(256, "--int8-calib-images", help="Training images (seeded) that "
+                                          "calibrate the int8 activation ranges.", show_default=True),
+    int8_max_drop: float = typer.Option(1.0, "--int8-max-drop", help="Accuracy points the int8 model may lose "
+                                        "before the export warns.", show_default=True),
 ) -> None:
     """Extract one subnet with its inherited weights and recalibrated BatchNorm, check it against
     the supernet (max |logit diff| <= 1e-4), and write it as a standalone model."""
@@ -35,7 +42,8 @@ def export_subnet_cmd(
     prepare_out(out, folder=True)
     runs.enable_compilation_cache()
     info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
-                         format=format, log=lambda m: typer.echo(m, err=True))
+                         format=format, log=lambda m: typer.echo(m, err=True), quantize=quantize,
+                         int8_calib_images=int8_calib_images, int8_max_drop=int8_max_drop)
     typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
                f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")

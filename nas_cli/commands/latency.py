@@ -15,7 +15,8 @@ from nas_cli.commands._common import prepare_out, user_errors
 from predictors import predictor_names
 
 latency_app = typer.Typer(
-    help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction.",
+    help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction; "
+    "probes, fit --timings and predict for a device timed elsewhere.",
     no_args_is_help=True,
 )
 
@@ -45,7 +46,8 @@ def _repeats_option():
 
 def _runtime_option():
     return typer.Option("jax", "--runtime", help="What runs the subnets: jax (XLA on this JAX device) or "
-                        "onnxruntime (the exported ONNX model in an onnxruntime CPU session; needs the 'onnx' extra).")
+                        "onnxruntime (the exported ONNX model in an onnxruntime CPU session; needs the 'onnx' extra) or "
+                        "onnxruntime-int8 (that model statically quantized to int8 by onnxruntime).")
 
 
 def _threads_option():
@@ -194,7 +196,8 @@ def validate(
 @user_errors
 def fit(
     space: str = _space_option(),
-    samples: int = typer.Option(..., "--samples", help="Random subnets to measure end to end and fit on."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Random subnets to measure end to end and fit "
+                                          "on (not with --timings)."),
     out: Path = typer.Option(..., "--out", help="Where to write the learned model (JSON)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="A lookup table: its sum becomes a feature and the model "
                                        "learns its residual."),
@@ -210,11 +213,31 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the training figures as JSON."),
     runtime: str = _runtime_option(),
     threads: Optional[int] = _threads_option(),
+    timings: Optional[Path] = typer.Option(None, "--timings", help="A CSV of arch,latency_ms timed anywhere (e.g. "
+                                           "the probes of `nas latency probes` on a phone): fit the few-shot model "
+                                           "of that device on them; nothing is timed here.", show_default=False),
+    prior: List[str] = typer.Option([], "--prior", help="With --timings (repeatable): what is known of another "
+                                    "device, a latency file (`nas latency profile|fit`) or a benchmark table's "
+                                    "column as TABLE.csv:COLUMN.", show_default=False),
+    device_name: Optional[str] = typer.Option(None, "--device-name", help="With --timings: the device's name, "
+                                              "recorded in the file.", show_default=False),
 ) -> None:
-    """Fit a latency predictor on end-to-end measurements of random subnets (optionally on a table's sum)."""
+    """Fit a latency predictor on end-to-end measurements of random subnets (optionally on a table's sum),
+    or, with --timings, on timings taken elsewhere, transferring from --prior files of other devices."""
     from nas_cli.runs import enable_compilation_cache
     from predictors.latency import fit_latency
 
+    if timings is not None:
+        return _fit_timings(space, timings, out, prior, samples, lut, model, seed, batch, runtime, threads,
+                            device_name, _space_options(resolution, in_channels, num_classes, width_mult), as_json)
+    if prior or device_name:
+        from nas_cli.errors import UserError
+
+        raise UserError("--prior and --device-name go with --timings (a fit on timings taken elsewhere)")
+    if samples is None:
+        from nas_cli.errors import UserError
+
+        raise UserError("nas latency fit needs --samples N (subnets to time here) or --timings T.csv (timed elsewhere)")
     _check_samples(samples, "measured subnets to fit")
     _check_timing(repeats, rounds)
     _check_out(out, "latency-model.json")
@@ -231,6 +254,80 @@ def fit(
         typer.echo(f"table on the same subnets:            {_fmt(report['table_train'])}")
     _echo_repeatability(report["repeatability"])
     typer.echo(f"wrote {out}")
+
+
+def _fit_timings(space, timings, out, prior, samples, lut, model, seed, batch, runtime, threads, device_name,
+                 space_options, as_json) -> None:
+    """``nas latency fit --timings``: nothing is timed; the options that time things are refused."""
+    from nas_cli.errors import UserError
+    from predictors.latency import fit_timings
+
+    clash = [f for f, v in (("--samples", samples), ("--lut", lut), ("--threads", threads)) if v is not None]
+    if model != "ridge":
+        clash.append("--model")
+    if clash:
+        raise UserError(f"{', '.join(clash)} time subnets here or choose their model; with --timings the model is "
+                        "chosen by cross-validation on the timings: drop them")
+    _check_out(out, "device-latency.json")
+    report = fit_timings(space, timings, out, priors=prior, space_options=space_options, seed=seed,
+                         runtime=None if runtime == "jax" else runtime, device=device_name, batch=batch)
+    for note in report["warnings"]:
+        typer.echo(f"warning: {note}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{report['model']} chosen by leave-one-out on {report['n']} timings (log-latency RMSE "
+               f"{report['loo_log_rmse']:.3f}); training fit: {_fmt(report['train'])}; wrote {out}")
+
+
+@latency_app.command("probes")
+@user_errors
+def probes(
+    space: str = typer.Option(..., "--space", help="A supernet space, or nas-bench-201."),
+    n: int = typer.Option(10, "--n", help="How many probe architectures.", show_default=True),
+    seed: int = typer.Option(0, "--seed", show_default=True),
+    out: Path = typer.Option(..., "--out", help="A folder: probes.csv (column arch) and, for a supernet space, "
+                             "one ONNX model per probe named by its row (probe-00.onnx ...)."),
+    prior: List[str] = typer.Option([], "--prior", help="Latency files or TABLE.csv:COLUMN of other devices "
+                                    "(repeatable): probes are spread over their predicted latency (else "
+                                    "over FLOPs).", show_default=False),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: also write each probe's int8 model "
+                                           "(probe-00.int8.onnx, onnxruntime static quantization).",
+                                           show_default=False),
+    resolution: List[int] = typer.Option([], "--resolution", help="Input resolution (repeatable; default: the "
+                                         "space's).", show_default=False),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels", show_default=False),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", show_default=False),
+    width_mult: Optional[float] = typer.Option(None, "--width-mult", show_default=False),
+) -> None:
+    """Choose N informative architectures to time on a device nas cannot run on (spread over the space's
+    cost range), and write them (with ONNX models for a supernet space) for the device's own tool."""
+    from nas_cli.errors import UserError
+    from predictors.latency import probe_latency
+
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize {quantize}: the only choice is int8")
+    prepare_out(out, folder=True)
+    report = probe_latency(space, out, n=n, seed=seed, priors=prior, quantize=quantize,
+                           space_options=_space_options(resolution, in_channels, num_classes, width_mult))
+    typer.echo(f"{n} probes (stratified by {report['stratified_by']}) in {report['csv']}"
+               + (f", {len(report['models'])} ONNX models in {out}" if report["models"] else "")
+               + "; time them on the device, add a column latency_ms, then `nas latency fit --timings`")
+
+
+@latency_app.command("predict")
+@user_errors
+def predict(
+    lut: Path = typer.Argument(..., help="A latency file: a table, a learned model, or a device's few-shot model."),
+    archs: Path = typer.Option(..., "--archs", help="A CSV with a column arch."),
+    out: Path = typer.Option(..., "--out", help="Where to write arch,latency_ms (CSV)."),
+) -> None:
+    """Predict the latency (ms) of every architecture of a CSV with a latency file."""
+    from predictors.latency import predict_latency
+
+    _check_out(out, "predicted.csv")
+    report = predict_latency(lut, archs, out)
+    typer.echo(f"predicted {report['n']} architectures of {report['space']}; wrote {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,8 +21,11 @@ One job per module:
 * :mod:`~predictors.latency.fileformat`: formats, version, reading with clear errors, checking a
   file against a space, :func:`load_latency_model`.
 * :mod:`~predictors.latency.spaces`: :func:`make_latency_space` (a space from its options).
+* :mod:`~predictors.latency.fewshot`: a device timed elsewhere: :func:`choose_probes`, priors
+  (:func:`load_prior`), :class:`FewShotLatencyModel` and :func:`fit_fewshot_model`.
 * :mod:`~predictors.latency.workflow`: one function per ``nas latency`` command
-  (:func:`profile_latency`, :func:`validate_latency`, :func:`fit_latency`).
+  (:func:`profile_latency`, :func:`validate_latency`, :func:`fit_latency`, :func:`fit_timings`,
+  :func:`probe_latency`, :func:`predict_latency`).
 
 Where things go:
 
@@ -94,10 +97,29 @@ from predictors.latency.learned import (  # noqa: E402  format "nas-latency-mode
     piece_index,
 )
 from predictors.latency import ort  # noqa: E402,F401  runtime "onnxruntime" (needs the onnx extra to run)
-from predictors.latency.workflow import fit_latency, profile_latency, validate_latency  # noqa: E402
+from predictors.latency.fewshot import (  # noqa: E402  format "nas-latency-fewshot"
+    EXTERNAL_RUNTIME,
+    FEWSHOT_FORMAT,
+    FewShotLatencyModel,
+    choose_probes,
+    fit_fewshot_model,
+    load_prior,
+    read_archs,
+    read_timings,
+)
+from predictors.latency.workflow import (  # noqa: E402
+    fit_latency,
+    fit_timings,
+    predict_latency,
+    probe_latency,
+    profile_latency,
+    validate_latency,
+)
 
 __all__ = [
     "DEFAULT_RUNTIME",
+    "EXTERNAL_RUNTIME",
+    "FEWSHOT_FORMAT",
     "FIT_STREAM",
     "FORMATS",
     "MODEL_FEATURES",
@@ -106,6 +128,7 @@ __all__ = [
     "TABLE_FORMAT",
     "VALIDATE_STREAM",
     "VERSION",
+    "FewShotLatencyModel",
     "LatencyError",
     "LatencyRuntime",
     "LatencyTable",
@@ -114,15 +137,19 @@ __all__ = [
     "calibrated_predictions",
     "calibration_archs",
     "check_space",
+    "choose_probes",
     "common_level",
     "compile_forward",
     "compile_subnet",
     "current_device",
     "fit_latency",
+    "fit_fewshot_model",
     "fit_latency_model",
+    "fit_timings",
     "get_runtime",
     "has_latency_pieces",
     "level_of",
+    "load_prior",
     "load_latency_model",
     "make_latency_space",
     "mape",
@@ -132,10 +159,14 @@ __all__ = [
     "measure_level",
     "piece_counts",
     "piece_index",
+    "predict_latency",
+    "probe_latency",
     "profile_latency",
     "profile_steps",
     "profile_table",
+    "read_archs",
     "read_latency_file",
+    "read_timings",
     "reference_archs",
     "reference_space",
     "references_of",

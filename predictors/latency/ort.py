@@ -203,3 +203,111 @@ class OrtRuntime:
 
 
 RUNTIMES.register(OrtRuntime.name, OrtRuntime())
+
+
+# --- int8 ------------------------------------------------------------------------------------------
+
+#: what :func:`quantize_int8` asks of onnxruntime (recorded beside every int8 model and file)
+INT8_SETTINGS = {"method": "onnxruntime.quantization.quantize_static", "quant_format": "QDQ",
+                 "activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": True,
+                 "calibrate_method": "MinMax"}
+
+
+class _Batches:
+    """onnxruntime's CalibrationDataReader over ``images`` (N, H, W, C) float32, one image at a time."""
+
+    def __init__(self, images: np.ndarray):
+        self._it = iter(np.asarray(images, np.float32)[:, None])
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {"images": x}
+
+
+def quantize_int8(model_bytes: bytes, images: np.ndarray) -> bytes:
+    """``model_bytes`` (a float ONNX model with input ``images``) statically quantized to int8 by
+    onnxruntime's own ``quantize_static``: QDQ format, per-channel int8 weights, uint8 activations
+    (the x86-64 choice onnxruntime's documentation recommends) whose ranges are calibrated (min/max)
+    on ``images`` (preprocessed float32, (N, H, W, C)). No quantization code of ours: this chooses
+    the settings (:data:`INT8_SETTINGS`) and runs onnxruntime's shape-inference pre-processing first.
+
+    Raises:
+      OnnxUnavailable: the ``onnx`` extra is not installed.
+      LatencyError: no calibration images.
+    """
+    _, onnx, _ = require_onnx()
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static  # noqa: PLC0415
+
+    if len(images) < 1:
+        raise LatencyError("int8 calibration needs at least 1 image")
+    with tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(model_bytes)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001  the pre-processing is an optimisation; quantize without it
+            pre = src
+        quantize_static(str(pre), str(dst), _Batches(images), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        model = onnx.load(str(dst))
+    return model.SerializeToString()
+
+
+def random_weights(space, arch, seed: int) -> nnx.Module:
+    """``arch``'s static subnet with seeded random weights (:func:`nonzero`), built without running
+    initialisers (:func:`predictors.latency.timing.zeros_like_built`)."""
+    from predictors.latency.timing import zeros_like_built  # noqa: PLC0415  (timing imports the registry)
+
+    return nonzero(zeros_like_built(lambda: space.static_model(arch, nnx.Rngs(0))), seed)
+
+
+class OrtInt8Runtime(OrtRuntime):
+    """The ``onnxruntime-int8`` runtime: each static module exported as :func:`to_onnx` does, with
+    seeded random weights, statically quantized by :func:`quantize_int8` (calibrated on
+    :data:`CALIB_IMAGES` seeded random images: latency does not depend on the values), run in the
+    same onnxruntime CPU session as ``onnxruntime``."""
+
+    name = "onnxruntime-int8"
+    #: calibration images per quantized program (their values only set the ranges)
+    CALIB_IMAGES = 4
+
+    def configure(self, *, threads: int | None = None) -> "OrtInt8Runtime":
+        return self if threads is None else OrtInt8Runtime(threads)
+
+    def compile(self, model: nnx.Module, input_shape: tuple[int, ...]):
+        model = nonzero(model)
+        images = np.random.default_rng(0x1A78).normal(size=(self.CALIB_IMAGES, *input_shape[1:])).astype(np.float32)
+        blob = quantize_int8(to_onnx(model, input_shape).SerializeToString(), images)
+        sess, _ = session(blob, threads=self.threads)
+        x = np.zeros(input_shape, np.float32)
+        return lambda: sess.run(None, {"images": x})
+
+    def describe(self) -> dict:
+        return {**super().describe(), "name": self.name, "quantization": dict(INT8_SETTINGS)}
+
+
+def nonzero(model: nnx.Module, seed: int = 0) -> nnx.Module:
+    """``model`` with its all-zero float arrays (latency measurement builds zero weights) replaced
+    by seeded values: uniform in +-0.1, BatchNorm scales and variances in [0.5, 1.5]. Latency does
+    not depend on the values; an int8 model's calibration needs real ranges. Other arrays are kept."""
+    import jax  # noqa: PLC0415
+
+    graphdef, state = nnx.split(model)
+    rng = np.random.default_rng([seed, 0x2E70])
+
+    def fill(path, a):
+        a = np.asarray(a)
+        if not np.issubdtype(a.dtype, np.floating) or np.any(a):
+            return jax.device_put(a)
+        keys = [str(k.key) for k in path if hasattr(k, "key")]  # the Variable's own .value is a GetAttrKey
+        name = keys[-1] if keys else ""
+        lo, hi = (0.5, 1.5) if name in ("scale", "var") else (-0.1, 0.1)
+        return jax.device_put(rng.uniform(lo, hi, a.shape).astype(a.dtype))
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
+
+
+RUNTIMES.register(OrtInt8Runtime.name, OrtInt8Runtime())

@@ -31,7 +31,7 @@ from predictors.latency.measure import (
     time_archs,
 )
 from predictors.latency.runtime import DEFAULT_RUNTIME, get_runtime, runtime_of
-from predictors.latency.spaces import make_latency_space
+from predictors.latency.spaces import has_latency_pieces, make_latency_space
 from predictors.latency.table import LatencyTable, profile_steps, profile_table
 
 Progress = Callable[[int, int], None]
@@ -169,3 +169,119 @@ def fit_latency(space: str, out, *, samples: int, lut=None, model: str = "ridge"
     learned.meta["train"] = report["train"]
     learned.save(Path(out))
     return report
+
+
+# --- a device timed elsewhere (few-shot) ----------------------------------------------------------
+
+def _fewshot_space(space: str, space_options: dict | None, defaults: dict | None = None):
+    """(space, options): a supernet space with its options (:func:`make_latency_space`), or a
+    tabular space (nas-bench-201), which takes none."""
+    from search_spaces import get_space, supernet_space_names  # noqa: PLC0415
+
+    if space in supernet_space_names():
+        return make_latency_space(space, **(space_options or {}), defaults=defaults)
+    given = {k: v for k, v in (space_options or {}).items() if v is not None}
+    if given:
+        raise LatencyError(f"space {space!r} is tabular; it takes no {', '.join(sorted(given))}")
+    return get_space(space), {}
+
+
+def _prior_defaults(priors) -> dict:
+    """The space options recorded in the first latency-file prior (a column records none)."""
+    for spec in priors:
+        head, sep, _ = spec.rpartition(":")
+        if not (sep and head.lower().endswith(".csv")) and not spec.lower().endswith(".csv"):
+            return read_latency_file(spec).get("options") or {}
+    return {}
+
+
+def probe_latency(space: str, out_dir, *, n: int, seed: int = 0, priors=(), space_options: dict | None = None,
+                  quantize: str | None = None, calib_images: int = 16) -> dict:
+    """``nas latency probes``: chooses ``n`` probes (:func:`predictors.latency.fewshot.choose_probes`)
+    and writes ``out_dir/probes.csv``; for a supernet space also one ONNX model per probe (seeded
+    random weights, batch 1), and with ``quantize="int8"`` its int8 form (:func:`ort.quantize_int8`,
+    calibrated on ``calib_images`` seeded random images: latency does not depend on the values).
+
+    Returns:
+      ``{"probes", "stratified_by", "csv", "models"}``.
+    """
+    from predictors.latency.fewshot import choose_probes, load_prior, probe_name, write_probes  # noqa: PLC0415
+
+    if quantize not in (None, "int8"):
+        raise LatencyError(f"quantize {quantize!r}: the only quantization is 'int8'")
+    sp, options = _fewshot_space(space, space_options, _prior_defaults(priors))
+    loaded = [load_prior(p, sp) for p in priors]
+    archs, by = choose_probes(sp, n, seed, loaded)
+    files, blobs = [], {}
+    if has_latency_pieces(sp):
+        from predictors.latency.ort import quantize_int8, random_weights, require_onnx, to_onnx  # noqa: PLC0415
+
+        require_onnx()
+        for i, arch in enumerate(archs):
+            name = probe_name(i, len(archs))
+            shape = (1, arch.resolution, arch.resolution, sp.in_channels)
+            proto = to_onnx(random_weights(sp, arch, seed), shape, name=name)
+            row = {"model": f"{name}.onnx"}
+            blobs[row["model"]] = proto.SerializeToString()
+            if quantize == "int8":
+                row["model_int8"] = f"{name}.int8.onnx"
+                images = np.random.default_rng([seed, i]).normal(size=(calib_images, *shape[1:])).astype(np.float32)
+                blobs[row["model_int8"]] = quantize_int8(blobs[row["model"]], images)
+            files.append(row)
+    path = write_probes(sp, archs, out_dir, files=files, blobs=blobs, priors=loaded)
+    return {"probes": [sp.encode(a) for a in archs], "stratified_by": by, "csv": str(path),
+            "models": sorted(blobs), "options": options}
+
+
+def fit_timings(space: str, timings, out, *, priors=(), space_options: dict | None = None, seed: int = 0,
+                runtime: str | None = None, device: str | None = None, batch: int = 1) -> dict:
+    """``nas latency fit --timings``: fits the few-shot model of a device on ``timings`` (a CSV of
+    ``arch,latency_ms`` measured anywhere) and ``priors`` (latency files or ``TABLE.csv:COLUMN``) and
+    writes it to ``out``; nothing is timed here. ``runtime``: what timed them, when it is a runtime
+    of this nas (else the file says ``external``); ``device``: a name recorded in the file.
+
+    Returns:
+      ``{"model", "loo_log_rmse", "train", "n", "warnings", "out", "priors"}``.
+    """
+    from predictors.latency.fewshot import fit_fewshot_model, load_prior, read_timings  # noqa: PLC0415
+
+    sp, options = _fewshot_space(space, space_options, _prior_defaults(priors))
+    loaded = [load_prior(p, sp) for p in priors]
+    archs, y, notes = read_timings(timings, sp)
+    rt = get_runtime(runtime).describe() if runtime is not None else None
+    dev = {"platform": "external", "kind": device} if device else None
+    model = fit_fewshot_model(sp, archs, y, loaded, seed=seed, options=options, runtime=rt, device=dev, batch=batch)
+    best = min(model.data["cross_validation"], key=lambda s: s["loo_log_rmse"])
+    report = {"model": model.params["model"], "loo_log_rmse": best["loo_log_rmse"],
+              "train": score(y, model.predict_many(archs)), "n": len(archs), "warnings": notes, "out": str(out),
+              "left_out": len(model.data["left_out"]),
+              "priors": list(priors)}
+    for o in model.data["left_out"]:
+        notes.append(f"timings {timings}: arch {o['arch']} timed {o['latency_ms']:g} ms, but the other timings "
+                     f"predict {o['predicted_ms']:.3g} ms; left out of the fit (check that timing)")
+    model.data["train"] = report["train"]
+    model.save(Path(out))
+    return report
+
+
+def predict_latency(path, archs_csv, out) -> dict:
+    """``nas latency predict``: the latency file ``path``'s prediction (ms) for every row of
+    ``archs_csv`` (column ``arch``), written to ``out`` as ``arch,latency_ms``.
+
+    Returns:
+      ``{"n", "out", "space", "format"}``.
+    """
+    from predictors.files import atomic_write_text  # noqa: PLC0415
+    from predictors.latency.fewshot import read_archs  # noqa: PLC0415
+
+    data = read_latency_file(path)
+    name = (data.get("space") or {}).get("name")
+    if not isinstance(name, str):
+        raise LatencyError(f"latency file {path} records no space")
+    sp, _ = _fewshot_space(name, None, data.get("options") or {})
+    model = load_latency_model(path, sp, data)
+    archs = read_archs(archs_csv, sp)
+    predicted = model.predict_many(archs) if archs else []
+    lines = ["arch,latency_ms"] + [f"{sp.encode(a)},{float(ms):.6g}" for a, ms in zip(archs, predicted)]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return {"n": len(archs), "out": str(out), "space": name, "format": data["format"]}
