@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import click
 import typer
 
 from nas_cli.errors import UserError, one_line
+from nas_cli.commands._usage import PASS_THROUGH
 
 
 def _resume_hint(kwargs: dict) -> str:
@@ -27,7 +27,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.Abort, click.ClickException):
+        except PASS_THROUGH:  # typer's and click's own exits and usage errors: theirs to print
             raise
         except BaseException as e:  # noqa: BLE001 - one_line maps every class (and re-raises bugs on request)
             if isinstance(e, SystemExit):
@@ -37,6 +37,17 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every option the user did not give (its default) replaced by None, so that
+    a config file or a resumed run decides it while the help shows the default."""
+    given = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        out[name] = value if source is not None and source.name in given else None
+    return out
 
 
 def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None:

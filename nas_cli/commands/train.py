@@ -10,47 +10,49 @@ import typer
 
 from nas_cli.commands._common import (
     coordinator_option,
+    given_options,
     init_timeout_option,
     num_processes_option,
     process_id_option,
     user_errors,
 )
-from nas_cli.errors import UserError
-from nas_cli.config import KERNELS, RECIPES, SAMPLERS, TrainConfig
-from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
-from nas_cli.pipeline import AUGMENTATIONS
-from search_spaces import supernet_space_names
-
-_D = TrainConfig()  # the defaults the help texts show
-
-
-def _choices(described: dict[str, str]) -> str:
-    return ", ".join(f"{name} ({what})" for name, what in described.items())
+from nas_cli.commands._help import (
+    AUGMENTATIONS,
+    DATASETS,
+    DEFAULT_IMAGE_SIZE,
+    KERNELS,
+    RECIPES,
+    SAMPLERS,
+    SUPERNET_SPACES,
+    TRAIN_DEFAULTS as _D,
+    choices,
+)
 
 
 @user_errors
 def train_supernet_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
-    space: Optional[str] = typer.Option(None, help=f"Search space with a supernet: {', '.join(supernet_space_names())} (full spaces: 28/32 px; -tiny: 8x8 digits, tests). [default: {_D.space}]"),
-    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images). [default: {_D.dataset}]"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1."),
-    image_size: Optional[int] = typer.Option(None, help=f"folder only: the side images are resized to (centre square of the shorter side), before augmentation. [default: the largest --resolutions, else {DEFAULT_IMAGE_SIZE}]"),
-    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {_choices(AUGMENTATIONS)}. [default: standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist]"),
-    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it). [default: cores - 1, at most 4; in-memory datasets: a prefetch thread]"),
-    epochs: Optional[int] = typer.Option(None, help=f"Training epochs. [default: {_D.epochs}]"),
-    batch_size: Optional[int] = typer.Option(None, help=f"Images per step (every subnet of a step sees the same batch). [default: {_D.batch_size}]"),
-    lr: Optional[float] = typer.Option(None, help=f"Peak AdamW learning rate (warm-up, then cosine decay). [default: {_D.lr}]"),
-    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version. [default: {_D.seed}]"),
-    recipe: Optional[str] = typer.Option(None, help=f"{_choices(RECIPES)}. [default: {_D.recipe}]"),
-    sampler: Optional[str] = typer.Option(None, help=f"{_choices(SAMPLERS)}. [default: {_D.sampler}]"),
-    num_random: Optional[int] = typer.Option(None, help=f"Random subnets per step besides the largest and smallest. [default: {_D.num_random}]"),
-    calib_images: Optional[int] = typer.Option(None, help=f"Training images used to recalibrate BatchNorm for each evaluated subnet. [default: {_D.calib_images}]"),
-    width_mult: Optional[float] = typer.Option(None, help=f"Channel width multiplier of the full spaces (not their -tiny variants). [default: {_D.width_mult}]"),
-    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
-    kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
+    space: str = typer.Option(_D["space"], help=f"Search space with a supernet: {', '.join(SUPERNET_SPACES)} (full spaces: 28/32 px; -tiny: 8x8 digits, tests)."),
+    dataset: str = typer.Option(_D["dataset"], help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1.", show_default="none: digits is bundled; the others are downloaded"),
+    image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to (centre square of the shorter side), before augmentation.", show_default=f"the largest --resolutions, else {DEFAULT_IMAGE_SIZE}"),
+    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {choices(AUGMENTATIONS)}.", show_default="standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist"),
+    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it).", show_default="cores - 1, at most 4; in-memory datasets: a prefetch thread"),
+    epochs: int = typer.Option(_D["epochs"], help="Training epochs."),
+    batch_size: int = typer.Option(_D["batch_size"], help="Images per step (every subnet of a step sees the same batch)."),
+    lr: float = typer.Option(_D["lr"], help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+    seed: int = typer.Option(_D["seed"], help="Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version."),
+    recipe: str = typer.Option(_D["recipe"], help=f"{choices(RECIPES)}."),
+    sampler: str = typer.Option(_D["sampler"], help=f"{choices(SAMPLERS)}."),
+    num_random: int = typer.Option(_D["num_random"], help="Random subnets per step besides the largest and smallest."),
+    calib_images: int = typer.Option(_D["calib_images"], help="Training images used to recalibrate BatchNorm for each evaluated subnet."),
+    width_mult: float = typer.Option(_D["width_mult"], help="Channel width multiplier of the full spaces (not their -tiny variants)."),
+    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments).", show_default="all"),
+    kernels: str = typer.Option(_D["kernels"], help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags given override it.", show_default="none"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
-    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them). [default: all]"),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them).", show_default="all"),
     coordinator: Optional[str] = coordinator_option(),
     num_processes: Optional[int] = num_processes_option("train together"),
     process_id: Optional[int] = process_id_option("the run's files"),
@@ -60,13 +62,15 @@ def train_supernet_cmd(
     from nas_cli import runs
     from nas_cli.config import build_config, resume_config
     from nas_cli.distributed import Parallel
+    from nas_cli.errors import UserError
     from nas_cli.train import train_supernet
 
-    flags = dict(
+    # a default is not a flag given: the config file (or the resumed run) decides what was not given
+    flags = given_options(ctx, dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels,
-        augment=augment, image_size=image_size)
+        augment=augment, image_size=image_size))
     if data_workers is not None and data_workers < 0:
         raise UserError(f"--data-workers {data_workers} must be >= 0")
     if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
