@@ -10,6 +10,7 @@ from typing import Any, Callable
 import typer
 
 from nas_cli.errors import UserError, one_line
+from nas_cli.commands._progress import clear_note
 from nas_cli.commands._usage import PASS_THROUGH
 
 
@@ -33,6 +34,7 @@ def user_errors(fn: Callable) -> Callable:
             if isinstance(e, SystemExit):
                 raise
             message, code = one_line(e, _resume_hint(kwargs))
+            clear_note()
             typer.echo(message, err=True)
             raise typer.Exit(code) from None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -59,6 +58,9 @@ def train_supernet_cmd(
     init_timeout: int = init_timeout_option(),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
+    from nas_cli.commands._progress import StepProgress, note
+
+    note(f"preparing {out}: loading JAX, the data set and the search space")
     from nas_cli import runs
     from nas_cli.config import build_config, resume_config
     from nas_cli.distributed import Parallel
@@ -79,27 +81,9 @@ def train_supernet_cmd(
         cfg = build_config(config, flags)
     parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
     runs.enable_compilation_cache(parallel.multi_process)
-    bar, shown = None, 0
-
-    def progress(done: int, total: int) -> None:  # called once per training step
-        nonlocal bar, shown
-        if bar is None:
-            bar = typer.progressbar(length=total, label="training", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - shown)
-        shown = done
-
-    def log(message: str) -> None:  # clear the bar's line first: the line goes above, the bar redraws below
-        if bar is not None and sys.stderr.isatty():
-            sys.stderr.write("\r\x1b[2K")
-        typer.echo(message, err=True)
-
-    try:
-        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume, data_workers=data_workers,
-                               parallel=parallel)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with StepProgress("training", epochs=cfg.epochs) as display:
+        final = train_supernet(cfg, out, progress=display, log=display.log, resume=resume,
+                               data_workers=data_workers, parallel=parallel)
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
                f"smallest {final['test_acc_smallest']:.4f}")
     typer.echo(f"run written to {out}")
