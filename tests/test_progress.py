@@ -77,3 +77,47 @@ def test_terminal_redraws_one_line_and_messages_go_above_it():
 
 def test_clock():
     assert clock(5) == "0:05" and clock(125) == "2:05" and clock(3725) == "1:02:05"
+
+
+def test_search_lines_say_iteration_i_of_n_and_evaluations_e_of_n(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_cli.main import app
+    from nas_cli.table_eval import synthetic_nasbench201_rows, write_table
+
+    table = tmp_path / "nb201.csv"
+    write_table(table, synthetic_nasbench201_rows(seed=0))
+    runner = CliRunner()
+    plain = runner.invoke(app, ["search", str(tmp_path / "a"), "--benchmark-table", str(table),
+                                "--latency-budget", "60%", "--population", "8", "--generations", "2"])
+    assert plain.exit_code == 0, plain.output
+    err = plain.stderr
+    # the first measurement is reported as it finishes, before any iteration ends
+    assert "search: iteration 1 of 2, evaluations 1 of at most 18" in err, err
+    assert "iteration 1 of 2: evaluations 10 of at most 18, hypervolume" in err
+    assert "iteration 2 of 2: evaluations" in err and "\r" not in err
+    guided = runner.invoke(app, ["search", str(tmp_path / "b"), "--benchmark-table", str(table),
+                                 "--latency-budget", "60%", "--evaluations", "12", "--batch", "4",
+                                 "--predictor", "ridge"])
+    assert guided.exit_code == 0, guided.output
+    assert "initial design: evaluations 4 of 12," in guided.stderr, guided.stderr
+    assert "iteration 2 of 2: evaluations 12 of 12," in guided.stderr
+
+
+def test_search_display_counts_between_iterations():
+    from nas_cli.commands._progress import SearchProgress
+
+    out, now = io.StringIO(), Clock()
+    p = SearchProgress(3, 20, exact=True, initial=True, stream=out, tty=False, interval=30, now=now)
+    p({"event": "measured", "measured": 1})
+    assert out.getvalue().startswith("search: initial design, evaluations 1 of 20")
+    p({"iteration": 0, "stage": "initial", "n_evaluations": 5, "hypervolume": 0.5, "front_size": 2,
+       "best_accuracy": 0.9})
+    for e in range(6, 10):
+        now.t += 2
+        p({"event": "measured", "measured": e})
+    assert p.rate() == 8 / 8  # from the first report (1 measured) to 9 measured, 8 s
+    now.t += 30
+    p({"event": "measured", "measured": 10})
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("search: iteration 1 of 3, evaluations 10 of 20, 0.24 evaluations/s, ETA 0:42"), last

@@ -149,8 +149,7 @@ class StepProgress:
                 self._compiling_since = t - seconds
                 self._phase_programs, self._phase_seconds = 0, seconds
                 if not self.tty and not self.done:
-                    self._line("compiling: JAX compiles each new program once (the supernet's initialisation, "
-                               "then each piece of a subnet the first time a step uses it); later steps reuse them")
+                    self._line(self.compile_note)
             if program:
                 self.programs += 1
                 self._phase_programs += 1
@@ -160,8 +159,18 @@ class StepProgress:
             elif program and t - self._last_line >= min(self.interval, 10.0):
                 self._line(self._status())
 
+    #: the first line of the first compile phase (not on a terminal)
+    compile_note = ("compiling: JAX compiles each new program once (the supernet's initialisation, then each "
+                    "piece of a subnet the first time a step uses it); later steps reuse them")
+    unit = "steps"
+    eta_bound = ""  # "at most " where the total is an upper bound
+
     def __call__(self, done: int, total: int) -> None:
         """``done`` of ``total`` steps finished (nas_cli.train's progress callback)."""
+        self._advance(done, total)
+
+    def _advance(self, done: int, total: int, line: bool = False) -> None:
+        """``done`` of ``total`` units finished; ``line``: write a status line now (not on a terminal)."""
         with self._lock:
             t = self.now()
             if self._first_done is None:  # the first report: a resumed run starts at its epoch
@@ -170,7 +179,7 @@ class StepProgress:
             self._end_compile_phase(t)
             if self.tty:
                 self._redraw()
-            elif t - self._last_line >= self.interval or done == total:
+            elif line or t - self._last_line >= self.interval or done == total:
                 self._line(self._status())
 
     def log(self, message: str) -> None:
@@ -186,7 +195,7 @@ class StepProgress:
     # --- figures ---------------------------------------------------------------------------------
 
     def rate(self) -> float | None:
-        """Steps per second of training, compile time left out (None before two steps)."""
+        """Units (steps) per second, compile time left out (None before two were counted)."""
         if self._t0 is None or self._first_done is None:
             return None
         steps = self.done - self._first_done
@@ -217,22 +226,29 @@ class StepProgress:
         return (f"compiling: {_n(self._phase_programs)} so far, {clock(self.now() - since)} "
                 f"({self.programs} in all)")
 
+    def _head(self) -> str:
+        pct = 100 * self.done / self.total
+        head = f"{self.what}: step {self.done}/{self.total} ({pct:.0f}%)"
+        if self.epochs and self.total >= self.epochs:
+            per_epoch = self.total // self.epochs
+            epoch = min(max(self.done - 1, 0) // per_epoch + 1, self.epochs)
+            head += f", epoch {epoch}/{self.epochs}"
+        return head
+
+    def _rate_text(self, r: float) -> str:
+        return f"{r:.2f} {self.unit}/s" if r < 10 else f"{r:.0f} {self.unit}/s"
+
     def _status(self) -> str:
         parts = []
         if self.total:
-            pct = 100 * self.done / self.total
-            step = f"{self.what}: step {self.done}/{self.total} ({pct:.0f}%)"
-            if self.epochs and self.total >= self.epochs:
-                per_epoch = self.total // self.epochs
-                epoch = min(max(self.done - 1, 0) // per_epoch + 1, self.epochs)
-                step += f", epoch {epoch}/{self.epochs}"
-            parts.append(step)
+            parts.append(self._head())
             r = self.rate()
             if r is not None:
-                parts.append(f"{r:.2f} steps/s" if r < 10 else f"{r:.0f} steps/s")
-                parts.append(f"ETA {clock((self.total - self.done) / r)} (compile time excluded)")
+                parts.append(self._rate_text(r))
+                if self.done < self.total:
+                    parts.append(f"ETA {self.eta_bound}{clock((self.total - self.done) / r)} (compile time excluded)")
             elif self.done < self.total:
-                parts.append("ETA after a few steps")
+                parts.append(f"ETA after a few {self.unit}")
         if self._compiling():
             parts.append(self._compile_status())
         elif self.programs:
@@ -266,3 +282,60 @@ class StepProgress:
                     self._redraw()
                 elif not self.tty and self._compiling() and t - self._last_line >= self.interval:
                     self._line(self._status())
+
+
+class SearchProgress(StepProgress):
+    """``progress(record)`` for nas_cli.search: a line per finished iteration ("iteration i of n,
+    evaluations e of N, hypervolume ...") and, between them, each measurement as it finishes (the
+    driver reports ``{"event": "measured", "measured": e}``), with compile phases as in training.
+
+    Args:
+      iterations: the search's iterations (generations; in predictor mode, after the initial design).
+      evaluations: the evaluations planned (predictor mode: exactly; plain: at most, as duplicates
+        are measured once).
+      exact: whether ``evaluations`` is exact.
+      initial: an initial design comes before the iterations (predictor mode; its record is iteration 0).
+    """
+
+    compile_note = ("compiling: JAX compiles each new program once (the first measurements of a subnet "
+                    "shape compile its BatchNorm recalibration and evaluation); later measurements reuse them")
+    unit = "evaluations"
+
+    def __init__(self, iterations: int, evaluations: int, *, exact: bool, initial: bool = False, **kwargs):
+        super().__init__("search", **kwargs)
+        self.iterations, self.exact = iterations, exact
+        self.eta_bound = "" if exact else "at most "
+        self.total = evaluations
+        self.iteration = None  # the last finished iteration (None: none yet)
+        self.initial = initial  # predictor mode: an initial design comes first (iteration 0)
+
+    def __call__(self, rec: dict) -> None:
+        if rec.get("event") == "measured":
+            self._advance(min(rec["measured"], self.total), self.total)
+            return
+        self.iteration = rec["iteration"]
+        with self._lock:
+            self.done = min(rec["n_evaluations"], self.total)
+            self.log(self.iteration_line(rec))
+
+    def _of(self) -> str:
+        return f"{self.total}" if self.exact else f"at most {self.total}"
+
+    def iteration_line(self, rec: dict) -> str:
+        best = rec.get("best_accuracy")
+        it = rec["iteration"]
+        head = ("initial design" if rec.get("stage") == "initial"
+                else f"iteration {it} of {self.iterations}")
+        return (f"{head}: evaluations {rec['n_evaluations']} of {self._of()}, hypervolume "
+                f"{rec['hypervolume']:.4f}, front {rec['front_size']}"
+                + (f", best accuracy {best:.4f}" if best is not None else "")
+                + (f", {rec['true_hypervolume_ratio']:.4f} of the true front's hypervolume, "
+                   f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
+
+    def _head(self) -> str:
+        if self.iteration is None and self.initial:
+            what = "initial design"
+        else:
+            running = 1 if self.iteration is None else min(self.iteration + 1, self.iterations)
+            what = f"iteration {running} of {self.iterations}"
+        return f"search: {what}, evaluations {self.done} of {self._of()}"

@@ -93,6 +93,9 @@ def search(
 
     Re-running with the same --out resumes an interrupted search from its last finished iteration.
     """
+    from nas_cli.commands._progress import note
+
+    note("preparing the search: loading JAX and the run")
     from nas_cli.distributed import Parallel
     from nas_cli.search import (
         SearchConfig,
@@ -121,19 +124,12 @@ def search(
         latency_runtime=latency_runtime,
     )
 
-    def progress(rec: dict) -> None:
-        best = rec.get("best_accuracy")
-        typer.echo(f"iteration {rec['iteration']}: {rec['n_evaluations']} evaluated, hypervolume "
-                   f"{rec['hypervolume']:.4f}, front {rec['front_size']}"
-                   + (f", best accuracy {best:.4f}" if best is not None else "")
-                   + (f", {rec['true_hypervolume_ratio']:.4f} of the true front's hypervolume, "
-                      f"{rec['true_front_found']:.0%} of its members found" if "true_front_found" in rec else ""))
-
     free = tuple(m.strip() for m in (free_metrics or "").split(",") if m.strip())
-    result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table, space=space,
-                             free_metrics=free,
-                             latency_table=latency_table, latency_calibrate=latency_calibrate, parallel=parallel,
-                             progress=progress, log=typer.echo)
+    with _search_progress(config) as display:
+        result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table,
+                                 space=space, free_metrics=free, latency_table=latency_table,
+                                 latency_calibrate=latency_calibrate, parallel=parallel,
+                                 progress=display, log=display.log)
     if isinstance(result, Served):
         typer.echo(f"process {result.process}: measured {result.measured} subnets' accuracies for the search; "
                    f"process 0 wrote it to {result.out_dir}")
@@ -144,6 +140,18 @@ def search(
     if warning is not None:
         typer.echo(warning, err=True)
     typer.echo(f"\nwrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png, search_log.jsonl")
+
+
+def _search_progress(config):
+    """The display of a search of ``config``: how many iterations and evaluations it plans."""
+    import math
+
+    from nas_cli.commands._progress import SearchProgress
+
+    if config.evaluations is None:  # plain: the largest and smallest, then a population per generation
+        return SearchProgress(config.generations, 2 + config.population * config.generations, exact=False)
+    rest = max(config.evaluations - config.initial_size, 0)
+    return SearchProgress(math.ceil(rest / config.batch), config.evaluations, exact=True, initial=True)
 
 
 def register(app: typer.Typer) -> None:
