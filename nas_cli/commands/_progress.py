@@ -84,15 +84,18 @@ class StepProgress:
     Args:
       what: the noun of the line ("training").
       epochs: shows "epoch e/E" beside the step count when given (the steps split evenly over them).
+      item: what is counted ("step", "subnet").
       stream: where to write (stderr).
       tty: redraw one line in place; default: whether ``stream`` is a terminal.
       interval: seconds between the plain lines when not a terminal.
       now: the clock (tests pass a fake one).
     """
 
-    def __init__(self, what: str = "training", *, epochs: int | None = None, stream: TextIO | None = None,
+    def __init__(self, what: str = "training", *, epochs: int | None = None, item: str = "step",
+                 stream: TextIO | None = None,
                  tty: bool | None = None, interval: float = 30.0, now: Callable[[], float] = time.monotonic):
-        self.what, self.epochs = what, epochs
+        self.what, self.epochs, self.item = what, epochs, item
+        self.unit = item + "s"
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval, self.now = interval, now
@@ -162,7 +165,6 @@ class StepProgress:
     #: the first line of the first compile phase (not on a terminal)
     compile_note = ("compiling: JAX compiles each new program once (the supernet's initialisation, then each "
                     "piece of a subnet the first time a step uses it); later steps reuse them")
-    unit = "steps"
     eta_bound = ""  # "at most " where the total is an upper bound
 
     def __call__(self, done: int, total: int) -> None:
@@ -228,7 +230,7 @@ class StepProgress:
 
     def _head(self) -> str:
         pct = 100 * self.done / self.total
-        head = f"{self.what}: step {self.done}/{self.total} ({pct:.0f}%)"
+        head = f"{self.what}: {self.item} {self.done}/{self.total} ({pct:.0f}%)"
         if self.epochs and self.total >= self.epochs:
             per_epoch = self.total // self.epochs
             epoch = min(max(self.done - 1, 0) // per_epoch + 1, self.epochs)
@@ -299,10 +301,8 @@ class SearchProgress(StepProgress):
 
     compile_note = ("compiling: JAX compiles each new program once (the first measurements of a subnet "
                     "shape compile its BatchNorm recalibration and evaluation); later measurements reuse them")
-    unit = "evaluations"
-
     def __init__(self, iterations: int, evaluations: int, *, exact: bool, initial: bool = False, **kwargs):
-        super().__init__("search", **kwargs)
+        super().__init__("search", item="evaluation", **kwargs)
         self.iterations, self.exact = iterations, exact
         self.eta_bound = "" if exact else "at most "
         self.total = evaluations

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -72,22 +71,12 @@ def _resolution_option(default: str):
 
 @contextlib.contextmanager
 def _progress_bar(label: str):
-    """A ``progress(done, total)`` for the library that draws a bar on stderr."""
-    bar, shown = None, 0
+    """A ``progress(done, total)`` for the library: a redrawn line on a terminal, log lines otherwise,
+    compile phases shown (nas_cli/commands/_progress.py)."""
+    from nas_cli.commands._progress import StepProgress
 
-    def progress(done: int, total: int) -> None:
-        nonlocal bar, shown
-        if bar is None:
-            bar = typer.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - shown)
-        shown = done
-
-    try:
-        yield progress
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with StepProgress(label, item="measurement") as display:
+        yield display
 
 
 def _space_options(resolution, in_channels, num_classes, width_mult) -> dict:

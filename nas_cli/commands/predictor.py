@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -115,6 +114,7 @@ def sample(
     import csv
     import io
 
+    from nas_cli.commands._progress import StepProgress
     from nas_cli.errors import UserError
     from predictors.data import ZC_PREFIX
     from predictors.files import atomic_write_text
@@ -128,12 +128,12 @@ def sample(
                         "use at least 2 images per batch and 1 batch")
     prepare_out(out, folder=False)
     evaluator = open_run_evaluator(run_dir)
-    with typer.progressbar(length=n, label="measuring", file=sys.stderr) as bar:
-        rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=lambda done, total: bar.update(1))
+    with StepProgress("measuring", item="subnet") as display:
+        rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=display)
     if zero_cost:
         zc = zero_cost_of_run(evaluator.run, batch_size=zero_cost_batch, batches=zero_cost_batches)
-        with typer.progressbar(length=n, label="zero-cost proxies", file=sys.stderr) as bar:
-            values = zc.many([evaluator.space.decode(r["arch"]) for r in rows], lambda done, total: bar.update(1))
+        with StepProgress("zero-cost proxies", item="subnet") as display:
+            values = zc.many([evaluator.space.decode(r["arch"]) for r in rows], display)
         for row, v in zip(rows, values):
             row.update({ZC_PREFIX + name: x for name, x in v.items()})
         cost = zc.cost()
