@@ -58,7 +58,8 @@ def test_search_writes_a_feasible_front(searched: Path):
         assert row["latency_ms"] <= budget + 1e-9
         assert 0.0 <= row["accuracy"] <= 1.0
     header = (searched / "pareto.csv").read_text().splitlines()[0]
-    assert header.split(",")[:5] == ["arch", "accuracy", "latency_ms", "flops", "params"]
+    assert header.split(",")[:6] == ["rank", "arch", "accuracy", "latency_ms", "flops", "params"]
+    assert pareto["latency_protocol"].startswith("measured here (batch 1, jax")
     assert (searched / "pareto.png").stat().st_size > 0
     # measured latencies were timed beside reference subnets and put at the search's first level
     record = json.loads((searched / "latency_calibration.json").read_text())
