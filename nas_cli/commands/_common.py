@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +53,39 @@ def given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
         source = ctx.get_parameter_source(name)
         out[name] = value if source is not None and source.name in given else None
     return out
+
+
+@contextlib.contextmanager
+def removed_if_refused(*folders: Path | None):
+    """For the ``with`` block of a command that creates ``folders``: each that did not exist before
+    and, when the block fails, holds nothing but a lock file (a refused run) is removed again, the
+    deepest first. A folder holding anything else (a finished epoch, a measurement) is kept."""
+    new = [f for f in folders if f is not None and not f.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            _remove_if_lock_only(folder)
+        raise
+
+
+def _remove_if_lock_only(folder: Path) -> None:
+    from nas_cli.locks import LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        if not folder.is_dir() or any(p.name != LOCK_FILE for p in folder.iterdir()):
+            return
+        lock = folder / LOCK_FILE
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it: no one is using the folder
+                lock.unlink()
+            except BlockingIOError:
+                return
+            finally:
+                os.close(fd)
+        folder.rmdir()
 
 
 def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None:

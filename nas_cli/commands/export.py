@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import prepare_out, user_errors
+from nas_cli.commands._common import prepare_out, removed_if_refused, user_errors
 
 export_app = typer.Typer(help="Export models from a training run.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -32,10 +32,11 @@ def export_subnet_cmd(
 
     if (arch is None) == (rank is None):  # before anything is created
         raise UserError("give exactly one of --arch ARCH or --rank K")
-    prepare_out(out, folder=True)
-    runs.enable_compilation_cache()
-    info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
-                         format=format, log=lambda m: typer.echo(m, err=True))
+    with removed_if_refused(out):
+        prepare_out(out, folder=True)
+        runs.enable_compilation_cache()
+        info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
+                             format=format, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
                f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")

@@ -13,6 +13,7 @@ from nas_cli.commands._common import (
     num_processes_option,
     prepare_out,
     process_id_option,
+    removed_if_refused,
     user_errors,
 )
 from nas_cli.commands._help import ALGORITHMS, DEFAULT_TABLE_SPACE, PREDICTORS, SEARCH_DEFAULTS as _D
@@ -109,37 +110,39 @@ def search(
     from nas_cli.search.pipeline import Served
 
     parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
-    objective_spec = parse_objectives(objectives)
-    # in a multi-process search only process 0 writes (and creates --out); the others only check it
-    prepare_out(out, folder=True, create=not parallel.multi_process)
-    budgets = [parse_budget("latency", latency_budget)]
-    if flops_budget is not None:
-        budgets.append(parse_budget("flops", flops_budget))
-    if params_budget is not None:
-        budgets.append(parse_budget("params", params_budget))
-    config = SearchConfig(
-        objectives=tuple(m for m, _ in objective_spec), budgets=tuple(budgets), algorithm=algorithm,
-        population=population, generations=generations, evaluations=evaluations, predictor=predictor,
-        initial=initial, batch=batch, seed=seed, proposal=proposal, features=features, pool=pool, explore=explore,
-        latency_runtime=latency_runtime,
-    )
+    # a refused search (a bad budget, another search there) leaves no folder holding only its lock
+    with removed_if_refused(run_dir if benchmark_table is not None else None, out or run_dir / "search"):
+        objective_spec = parse_objectives(objectives)
+        # in a multi-process search only process 0 writes (and creates --out); the others only check it
+        prepare_out(out, folder=True, create=not parallel.multi_process)
+        budgets = [parse_budget("latency", latency_budget)]
+        if flops_budget is not None:
+            budgets.append(parse_budget("flops", flops_budget))
+        if params_budget is not None:
+            budgets.append(parse_budget("params", params_budget))
+        config = SearchConfig(
+            objectives=tuple(m for m, _ in objective_spec), budgets=tuple(budgets), algorithm=algorithm,
+            population=population, generations=generations, evaluations=evaluations, predictor=predictor,
+            initial=initial, batch=batch, seed=seed, proposal=proposal, features=features, pool=pool, explore=explore,
+            latency_runtime=latency_runtime,
+        )
 
-    free = tuple(m.strip() for m in (free_metrics or "").split(",") if m.strip())
-    with _search_progress(config) as display:
-        result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table,
-                                 space=space, free_metrics=free, latency_table=latency_table,
-                                 latency_calibrate=latency_calibrate, parallel=parallel,
-                                 progress=display, log=display.log)
-    if isinstance(result, Served):
-        typer.echo(f"process {result.process}: measured {result.measured} subnets' accuracies for the search; "
-                   f"process 0 wrote it to {result.out_dir}")
-        return
-    typer.echo(f"\nPareto front ({len(result.front)} subnets; {format_bounds(result.bounds)}):")
-    typer.echo(format_front(result.front))
-    warning = latency_warning(result.front, result.bounds)
-    if warning is not None:
-        typer.echo(warning, err=True)
-    typer.echo(f"\nwrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png, search_log.jsonl")
+        free = tuple(m.strip() for m in (free_metrics or "").split(",") if m.strip())
+        with _search_progress(config) as display:
+            result = search_pipeline(run_dir, config, objective_spec, out=out, benchmark_table=benchmark_table,
+                                     space=space, free_metrics=free, latency_table=latency_table,
+                                     latency_calibrate=latency_calibrate, parallel=parallel,
+                                     progress=display, log=display.log)
+        if isinstance(result, Served):
+            typer.echo(f"process {result.process}: measured {result.measured} subnets' accuracies for the search; "
+                       f"process 0 wrote it to {result.out_dir}")
+            return
+        typer.echo(f"\nPareto front ({len(result.front)} subnets; {format_bounds(result.bounds)}):")
+        typer.echo(format_front(result.front))
+        warning = latency_warning(result.front, result.bounds)
+        if warning is not None:
+            typer.echo(warning, err=True)
+        typer.echo(f"\nwrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png, search_log.jsonl")
 
 
 def _search_progress(config):

@@ -13,6 +13,7 @@ from nas_cli.commands._common import (
     init_timeout_option,
     num_processes_option,
     process_id_option,
+    removed_if_refused,
     user_errors,
 )
 from nas_cli.commands._help import (
@@ -81,7 +82,7 @@ def train_supernet_cmd(
         cfg = build_config(config, flags)
     parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
     runs.enable_compilation_cache(parallel.multi_process)
-    with StepProgress("training", epochs=cfg.epochs) as display:
+    with removed_if_refused(out), StepProgress("training", epochs=cfg.epochs) as display:
         final = train_supernet(cfg, out, progress=display, log=display.log, resume=resume,
                                data_workers=data_workers, parallel=parallel)
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
