@@ -27,13 +27,15 @@ class EventWriter:
         from tensorboardX import SummaryWriter
 
         Path(logdir).mkdir(parents=True, exist_ok=True)
-        self._writer = SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=30, filename_suffix=suffix)
+        # flushed every 10 s: the per-step scalars of a long epoch reach the file while it runs
+        self._writer = SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=10, filename_suffix=suffix)
 
-    def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
-        """Writes each ``tag: value`` at ``step`` (None values are skipped)."""
+    def scalars(self, step: int, values: Mapping[str, float | None], walltime: float | None = None) -> None:
+        """Writes each ``tag: value`` at ``step`` (None values are skipped), stamped ``walltime``
+        (seconds since the epoch; default: now)."""
         for tag, value in values.items():
             if value is not None:
-                self._writer.add_scalar(tag, float(value), int(step))
+                self._writer.add_scalar(tag, float(value), int(step), walltime=walltime)
 
     def flush(self) -> None:
         self._writer.flush()

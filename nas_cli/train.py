@@ -448,7 +448,8 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                 phase = new_phase
                 sampler = sampler._replace(genes_free=None if phase == "all" else phase_genes[phase])
             t0 = time.time()
-            losses = []
+            losses, stamps = [], []  # stamps: when each step was dispatched (its TensorBoard wall time)
+            written = 0  # the epoch's steps already in the event file
             for step in range(steps_per_epoch):
                 images, labels, failed = next(stream)
                 if failed:
@@ -461,22 +462,26 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                 batch = dist.shard_batch(mesh, (images, labels))  # the stream gave this process's rows
                 state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
                 losses.append(metrics["loss"])
+                stamps.append(time.time())
                 if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
-                    check_finite(losses[-FINITE_EVERY:], epoch * steps_per_epoch + len(losses) - FINITE_EVERY,
-                                 epoch, cfg.lr)
+                    values = check_finite(losses[-FINITE_EVERY:],
+                                          epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
+                    # the synced losses go to TensorBoard now, so that a long epoch can be watched live
+                    written = _write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
                 if progress is not None:
                     progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
             losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
             train_seconds = time.time() - t0
+            _write_steps(events, schedule, epoch * steps_per_epoch, written, losses[written:], stamps)
+            if epoch == start:  # the first evaluation compiles its own programs: say what the wait is
+                log(f"epoch {epoch + 1}: evaluating the largest and smallest subnets on {len(dataset.val)} "
+                    f"validation images (BatchNorm recalibrated on {len(calib)} training images)")
             val_largest, val_smallest = _both(evaluator, dist.on_mesh(state.params, eval_mesh), largest, smallest,
                                               calib, dataset.val)
             record = {"epoch": epoch + 1, "phase": phase, "loss": round(float(np.mean(losses)), 5),
                       "val_acc_largest": val_largest, "val_acc_smallest": val_smallest,
                       "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled(),
                       "images_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1)}
-            first = epoch * steps_per_epoch + 1  # global step numbers count updates, from 1
-            for i, v in enumerate(losses):
-                events.scalars(first + i, {"train/loss": v, "train/lr": float(schedule(first + i - 1))})
             events.scalars((epoch + 1) * steps_per_epoch, {
                 "val/acc_largest": val_largest, "val/acc_smallest": val_smallest,
                 "train/step_time_ms": 1000 * train_seconds / steps_per_epoch,
@@ -504,13 +509,23 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
     return final
 
 
+def _write_steps(events, schedule, epoch_start: int, written: int, values: Sequence[float],
+                 stamps: Sequence[float]) -> int:
+    """Writes the per-step scalars of the epoch's steps ``written`` .. ``written + len(values)`` (loss,
+    learning rate), each at the wall time its step was dispatched; returns the new ``written``."""
+    for i, v in enumerate(values, start=written):
+        step = epoch_start + i + 1  # global step numbers count updates, from 1
+        events.scalars(step, {"train/loss": v, "train/lr": float(schedule(step - 1))}, walltime=stamps[i])
+    return written + len(values)
+
+
 class _NoEvents(contextlib.nullcontext):
     """TensorBoard for processes other than 0: they write nothing."""
 
     def __enter__(self):
         return self
 
-    def scalars(self, step, values) -> None:
+    def scalars(self, step, values, walltime=None) -> None:
         pass
 
     def flush(self) -> None:

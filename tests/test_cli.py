@@ -58,7 +58,8 @@ def test_search_writes_a_feasible_front(searched: Path):
         assert row["latency_ms"] <= budget + 1e-9
         assert 0.0 <= row["accuracy"] <= 1.0
     header = (searched / "pareto.csv").read_text().splitlines()[0]
-    assert header.split(",")[:5] == ["arch", "accuracy", "latency_ms", "flops", "params"]
+    assert header.split(",")[:6] == ["rank", "arch", "accuracy", "latency_ms", "flops", "params"]
+    assert pareto["latency_protocol"].startswith("measured here (batch 1, jax")
     assert (searched / "pareto.png").stat().st_size > 0
     # measured latencies were timed beside reference subnets and put at the search's first level
     record = json.loads((searched / "latency_calibration.json").read_text())
@@ -238,18 +239,3 @@ def test_existing_run_is_not_overwritten(run_dir: Path):
     result = runner.invoke(app, ["train-supernet", *TINY_TRAIN, "--out", str(run_dir)])
     assert result.exit_code == 2 and "already holds a training run" in result.output
     assert (run_dir / "metrics.jsonl").read_text() == before
-
-
-@pytest.mark.parametrize("command", [[], ["train-supernet"], ["search"], ["export", "subnet"]])
-def test_help_documents_every_option(command):
-    result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0
-    import re
-
-    options = re.findall(r"(--[a-z][a-z-]+)", result.output)
-    assert options or not command
-    # every option line carries a help text (Typer prints it on the same line)
-    for line in result.output.splitlines():
-        m = re.match(r"^\W*(--[a-z][a-z-]+)\s+(\S.*)?$", line)
-        if m and m.group(1) != "--help":
-            assert m.group(2), f"{m.group(1)} has no help text"

@@ -85,7 +85,8 @@ def test_cli_table_search_writes_outputs(tmp_path, full_table):
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["space"] == "nas-bench-201" and pareto["objectives"] == ["accuracy", "latency"]
     assert pareto["front"][0]["rank"] == 1 and SPACE.canonical(pareto["front"][0]["arch"])
-    assert (out / "pareto.csv").read_text().startswith("arch,accuracy,latency_ms,flops,params\n")
+    assert (out / "pareto.csv").read_text().startswith("rank,arch,accuracy,latency_ms,flops,params\n")
+    assert pareto["latency_protocol"] == "the benchmark table nb201.csv's latency column, as recorded there"
 
 
 @pytest.mark.parametrize("seed", [0, 1])

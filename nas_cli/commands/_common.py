@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import click
 import typer
 
 from nas_cli.errors import UserError, one_line
+from nas_cli.commands._progress import clear_note
+from nas_cli.commands._usage import PASS_THROUGH
 
 
 def _resume_hint(kwargs: dict) -> str:
@@ -27,16 +31,61 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.Abort, click.ClickException):
+        except PASS_THROUGH:  # typer's and click's own exits and usage errors: theirs to print
             raise
         except BaseException as e:  # noqa: BLE001 - one_line maps every class (and re-raises bugs on request)
             if isinstance(e, SystemExit):
                 raise
             message, code = one_line(e, _resume_hint(kwargs))
+            clear_note()
             typer.echo(message, err=True)
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every option the user did not give (its default) replaced by None, so that
+    a config file or a resumed run decides it while the help shows the default."""
+    given = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        out[name] = value if source is not None and source.name in given else None
+    return out
+
+
+@contextlib.contextmanager
+def removed_if_refused(*folders: Path | None):
+    """For the ``with`` block of a command that creates ``folders``: each that did not exist before
+    and, when the block fails, holds nothing but a lock file (a refused run) is removed again, the
+    deepest first. A folder holding anything else (a finished epoch, a measurement) is kept."""
+    new = [f for f in folders if f is not None and not f.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            _remove_if_lock_only(folder)
+        raise
+
+
+def _remove_if_lock_only(folder: Path) -> None:
+    from nas_cli.locks import LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        if not folder.is_dir() or any(p.name != LOCK_FILE for p in folder.iterdir()):
+            return
+        lock = folder / LOCK_FILE
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it: no one is using the folder
+                lock.unlink()
+            except BlockingIOError:
+                return
+            finally:
+                os.close(fd)
+        folder.rmdir()
 
 
 def prepare_out(path: Path | None, *, folder: bool, create: bool = True) -> None:

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from nas_cli.commands._common import prepare_out, user_errors
+from nas_cli.commands._common import prepare_out, removed_if_refused, user_errors
 
-export_app = typer.Typer(help="Export models from a training run.", no_args_is_help=True)
+export_app = typer.Typer(help="Export models from a training run.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @export_app.command("subnet")
@@ -19,7 +19,7 @@ def export_subnet_cmd(
     out: Path = typer.Option(..., "--out", help="Folder to write: model/ (orbax NNX state), model.onnx, model.stablehlo, subnet.json."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Canonical architecture string, as in pareto.csv."),
     rank: Optional[int] = typer.Option(None, "--rank", help="Take the K-th subnet of the search's pareto.json (1 = most accurate within budget)."),
-    search_dir: Optional[Path] = typer.Option(None, "--search-dir", help="Where `nas search` wrote pareto.json. [default: RUN_DIR/search]"),
+    search_dir: Optional[Path] = typer.Option(None, "--search-dir", help="Where `nas search` wrote pareto.json.", show_default="RUN_DIR/search"),
     force: bool = typer.Option(False, "--force", help="Replace an existing export in --out."),
     format: str = typer.Option("all", "--format", help="onnx (model.onnx, checked in onnxruntime; needs the "
                                "'onnx' extra), stablehlo (model.stablehlo), or all."),
@@ -39,11 +39,12 @@ def export_subnet_cmd(
 
     if (arch is None) == (rank is None):  # before anything is created
         raise UserError("give exactly one of --arch ARCH or --rank K")
-    prepare_out(out, folder=True)
-    runs.enable_compilation_cache()
-    info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
-                         format=format, log=lambda m: typer.echo(m, err=True), quantize=quantize,
-                         int8_calib_images=int8_calib_images, int8_max_drop=int8_max_drop)
+    with removed_if_refused(out):
+        prepare_out(out, folder=True)
+        runs.enable_compilation_cache()
+        info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
+                             format=format, log=lambda m: typer.echo(m, err=True), quantize=quantize,
+                             int8_calib_images=int8_calib_images, int8_max_drop=int8_max_drop)
     typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
                f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")

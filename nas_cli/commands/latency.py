@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from nas_cli.commands._common import prepare_out, user_errors
-from predictors import predictor_names
+from nas_cli.commands._help import PREDICTORS, SUPERNET_SPACES
 
 latency_app = typer.Typer(
     help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction; "
     "probes, fit --timings and predict for a device timed elsewhere.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
 def _space_help() -> str:
-    from search_spaces import supernet_space_names
-
-    return f"A supernet space: {', '.join(supernet_space_names())}."
+    return f"A supernet space: {', '.join(SUPERNET_SPACES)}."
 
 
 def _fmt(m: dict) -> str:
@@ -51,28 +49,36 @@ def _runtime_option():
 
 
 def _threads_option():
-    return typer.Option(None, "--threads", help="onnxruntime intra-op threads (0: its default; default 1, or the "
-                        "file's for validate/fit --lut). Recorded in the file.")
+    return typer.Option(None, "--threads", help="onnxruntime intra-op threads (0: onnxruntime's own choice). "
+                        "Recorded in the file.", show_default="1, or the file's for validate/fit --lut")
+
+
+def _in_channels_option(default: str):
+    return typer.Option(None, "--in-channels", help="Channels of the input images (1: grey, 3: colour).",
+                        show_default=default)
+
+
+def _num_classes_option(default: str):
+    return typer.Option(None, "--num-classes", help="Classes of the classifier head.", show_default=default)
+
+
+def _width_mult_option(default: str):
+    return typer.Option(None, "--width-mult", help="Channel width multiplier; full spaces only, not their -tiny "
+                        "variants.", show_default=default)
+
+
+def _resolution_option(default: str):
+    return typer.Option([], "--resolution", help="Input resolution (repeatable).", show_default=default)
 
 
 @contextlib.contextmanager
 def _progress_bar(label: str):
-    """A ``progress(done, total)`` for the library that draws a bar on stderr."""
-    bar, shown = None, 0
+    """A ``progress(done, total)`` for the library: a redrawn line on a terminal, log lines otherwise,
+    compile phases shown (nas_cli/commands/_progress.py)."""
+    from nas_cli.commands._progress import StepProgress
 
-    def progress(done: int, total: int) -> None:
-        nonlocal bar, shown
-        if bar is None:
-            bar = typer.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - shown)
-        shown = done
-
-    try:
-        yield progress
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with StepProgress(label, item="measurement") as display:
+        yield display
 
 
 def _space_options(resolution, in_channels, num_classes, width_mult) -> dict:
@@ -112,18 +118,17 @@ def _check_samples(samples: int, need: str) -> None:
 def profile(
     space: str = _space_option(),
     out: Path = typer.Option(..., "--out", help="Where to write the lookup table (JSON)."),
-    resolution: List[int] = typer.Option([], "--resolution", help="Input resolution (repeatable; default: the space's)."),
+    resolution: List[int] = _resolution_option("the space's"),
     batch: int = typer.Option(1, "--batch", help="Batch size to time at."),
-    in_channels: Optional[int] = typer.Option(None, "--in-channels"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
-    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Full spaces only, not their -tiny "
-                                               "variants (default 1.0)."),
+    in_channels: Optional[int] = _in_channels_option("the space's: 1 for -tiny, else 3"),
+    num_classes: Optional[int] = _num_classes_option("the space's: 10"),
+    width_mult: Optional[float] = _width_mult_option("1.0"),
     repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     warmup: int = typer.Option(3, "--warmup", help="Untimed runs before timing."),
     calib_samples: int = typer.Option(4, "--calib-samples", help="Random subnets timed end to end to calibrate "
                                       "the overheads (besides the smallest and largest)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random calibration subnets."),
     runtime: str = _runtime_option(),
     threads: Optional[int] = _threads_option(),
 ) -> None:
@@ -140,9 +145,13 @@ def profile(
                                 calib_samples=calib_samples, seed=seed, progress=progress, runtime=runtime,
                                 threads=threads)
     d = table.data
+    overhead = d["overhead_ms"]
+    # the fixed term is the calibration fit's intercept, not a cost that was timed: below zero when
+    # the whole subnet runs faster than the sum of its pieces timed alone (XLA fuses across them)
+    why = " (below zero: whole subnets run faster than their pieces' sum, which the table corrects)" \
+        if overhead < 0 else ""
     typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} in {d['runtime']['name']} (batch {batch}); "
-               "per-piece call "
-               f"{d['per_piece_ms']:.4f} ms, overhead {d['overhead_ms']:.4f} ms; wrote {out}")
+               f"per-piece call {d['per_piece_ms']:.4f} ms, fixed term {overhead:.4f} ms{why}; wrote {out}")
 
 
 @latency_app.command("validate")
@@ -152,13 +161,13 @@ def validate(
     space: str = _space_option(),
     samples: int = typer.Option(20, "--samples", help="Random subnets to measure end to end (never the ones "
                                 "`nas latency fit` draws with the same --seed)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
     repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
-    resolution: List[int] = typer.Option([], "--resolution", help="Default: the file's."),
-    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Default: the file's."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the file's."),
-    width_mult: Optional[float] = typer.Option(None, "--width-mult", help="Default: the file's."),
+    resolution: List[int] = _resolution_option("the file's"),
+    in_channels: Optional[int] = _in_channels_option("the file's"),
+    num_classes: Optional[int] = _num_classes_option("the file's"),
+    width_mult: Optional[float] = _width_mult_option("the file's"),
     as_json: bool = typer.Option(False, "--json", help="Print {mape, kendall_tau, spearman, rmse, n, "
                                  "uncalibrated, device_speed, repeatability, ...} as JSON."),
     runtime: str = _runtime_option(),
@@ -201,15 +210,15 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Where to write the learned model (JSON)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="A lookup table: its sum becomes a feature and the model "
                                        "learns its residual."),
-    model: str = typer.Option("ridge", "--model", help=f"A registered predictor: {', '.join(predictor_names())}."),
-    seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option("ridge", "--model", help=f"A registered predictor: {', '.join(PREDICTORS)}."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
     repeats: int = _repeats_option(),
     rounds: int = _rounds_option(),
     batch: int = typer.Option(1, "--batch", help="Batch size to time at (the table's, when --lut is given)."),
-    resolution: List[int] = typer.Option([], "--resolution", help="Default: the table's, else the space's."),
-    in_channels: Optional[int] = typer.Option(None, "--in-channels"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
-    width_mult: Optional[float] = typer.Option(None, "--width-mult"),
+    resolution: List[int] = _resolution_option("the table's, else the space's"),
+    in_channels: Optional[int] = _in_channels_option("the table's, else the space's"),
+    num_classes: Optional[int] = _num_classes_option("the table's, else the space's"),
+    width_mult: Optional[float] = _width_mult_option("the table's, else 1.0"),
     as_json: bool = typer.Option(False, "--json", help="Print the training figures as JSON."),
     runtime: str = _runtime_option(),
     threads: Optional[int] = _threads_option(),

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from nas_cli.commands._common import prepare_out, user_errors
-from predictors import PREDICTORS
+from nas_cli.commands._help import PREDICTORS
 
 predictor_app = typer.Typer(
     help="Fit accuracy predictors on measured architectures (CSV) and evaluate them by Kendall tau.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -36,11 +36,11 @@ def fit(
     data: Path = typer.Argument(..., help="CSV: a column `arch` of canonical strings, or any table of categorical columns."),
     target: str = typer.Option(..., "--target", help="Column to predict, e.g. accuracy."),
     out: Path = typer.Option(..., "--out", help="Directory to save the fitted predictor in."),
-    model: str = typer.Option("auto", "--model", help=f"One of {', '.join(PREDICTORS.names())} "
+    model: str = typer.Option("auto", "--model", help=f"One of {', '.join(PREDICTORS)} "
                               "(auto: the one with the best k-fold tau)."),
-    space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column: a name, or the training run directory the subnets come from (its space's options). Default: detected."),
+    space: Optional[str] = typer.Option(None, "--space", help="Space of the `arch` column: a name, or the training run directory the subnets come from (its space's options).", show_default="detected"),
     ignore: List[str] = typer.Option([], "--ignore", help="Column to leave out of the features (repeatable)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds, the held-out rows and the model."),
     folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation."),
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction of rows held out for the held-out figures."),
     pretrain_samples: int = typer.Option(
@@ -114,6 +114,7 @@ def sample(
     import csv
     import io
 
+    from nas_cli.commands._progress import StepProgress
     from nas_cli.errors import UserError
     from predictors.data import ZC_PREFIX
     from predictors.files import atomic_write_text
@@ -127,12 +128,12 @@ def sample(
                         "use at least 2 images per batch and 1 batch")
     prepare_out(out, folder=False)
     evaluator = open_run_evaluator(run_dir)
-    with typer.progressbar(length=n, label="measuring", file=sys.stderr) as bar:
-        rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=lambda done, total: bar.update(1))
+    with StepProgress("measuring", item="subnet") as display:
+        rows = sample_subnets(evaluator, n, seed=seed, latency=latency, progress=display)
     if zero_cost:
         zc = zero_cost_of_run(evaluator.run, batch_size=zero_cost_batch, batches=zero_cost_batches)
-        with typer.progressbar(length=n, label="zero-cost proxies", file=sys.stderr) as bar:
-            values = zc.many([evaluator.space.decode(r["arch"]) for r in rows], lambda done, total: bar.update(1))
+        with StepProgress("zero-cost proxies", item="subnet") as display:
+            values = zc.many([evaluator.space.decode(r["arch"]) for r in rows], display)
         for row, v in zip(rows, values):
             row.update({ZC_PREFIX + name: x for name, x in v.items()})
         cost = zc.cost()
@@ -167,6 +168,7 @@ def evaluate(
 @predictor_app.command("list")
 def list_models() -> None:
     """List the registered predictor models."""
+    from predictors import PREDICTORS
     for name in PREDICTORS.names():
         p = PREDICTORS.get(name)()
         flags = [f for f, on in (("std", p.supports_std), ("native pretraining", p.native_pretrain)) if on]

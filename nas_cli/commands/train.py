@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,64 +9,72 @@ import typer
 
 from nas_cli.commands._common import (
     coordinator_option,
+    given_options,
     init_timeout_option,
     num_processes_option,
     process_id_option,
+    removed_if_refused,
     user_errors,
 )
-from nas_cli.errors import UserError
-from nas_cli.config import KERNELS, RECIPES, SAMPLERS, TrainConfig
-from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
-from nas_cli.pipeline import AUGMENTATIONS
-from search_spaces import supernet_space_names
-
-_D = TrainConfig()  # the defaults the help texts show
-
-
-def _choices(described: dict[str, str]) -> str:
-    return ", ".join(f"{name} ({what})" for name, what in described.items())
+from nas_cli.commands._help import (
+    AUGMENTATIONS,
+    DATASETS,
+    DEFAULT_IMAGE_SIZE,
+    KERNELS,
+    RECIPES,
+    SAMPLERS,
+    SUPERNET_SPACES,
+    TRAIN_DEFAULTS as _D,
+    choices,
+)
 
 
 @user_errors
 def train_supernet_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run directory to create: config.json, checkpoint/, metrics.jsonl, final.json."),
-    space: Optional[str] = typer.Option(None, help=f"Search space with a supernet: {', '.join(supernet_space_names())} (full spaces: 28/32 px; -tiny: 8x8 digits, tests). [default: {_D.space}]"),
-    dataset: Optional[str] = typer.Option(None, help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images). [default: {_D.dataset}]"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1."),
-    image_size: Optional[int] = typer.Option(None, help=f"folder only: the side images are resized to (centre square of the shorter side), before augmentation. [default: the largest --resolutions, else {DEFAULT_IMAGE_SIZE}]"),
-    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {_choices(AUGMENTATIONS)}. [default: standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist]"),
-    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it). [default: cores - 1, at most 4; in-memory datasets: a prefetch thread]"),
-    epochs: Optional[int] = typer.Option(None, help=f"Training epochs. [default: {_D.epochs}]"),
-    batch_size: Optional[int] = typer.Option(None, help=f"Images per step (every subnet of a step sees the same batch). [default: {_D.batch_size}]"),
-    lr: Optional[float] = typer.Option(None, help=f"Peak AdamW learning rate (warm-up, then cosine decay). [default: {_D.lr}]"),
-    seed: Optional[int] = typer.Option(None, help=f"Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version. [default: {_D.seed}]"),
-    recipe: Optional[str] = typer.Option(None, help=f"{_choices(RECIPES)}. [default: {_D.recipe}]"),
-    sampler: Optional[str] = typer.Option(None, help=f"{_choices(SAMPLERS)}. [default: {_D.sampler}]"),
-    num_random: Optional[int] = typer.Option(None, help=f"Random subnets per step besides the largest and smallest. [default: {_D.num_random}]"),
-    calib_images: Optional[int] = typer.Option(None, help=f"Training images used to recalibrate BatchNorm for each evaluated subnet. [default: {_D.calib_images}]"),
-    width_mult: Optional[float] = typer.Option(None, help=f"Channel width multiplier of the full spaces (not their -tiny variants). [default: {_D.width_mult}]"),
-    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments)."),
-    resolutions: Optional[str] = typer.Option(None, help="Input resolutions the supernet trains at, comma-separated (e.g. 24,28,32); each multiplies the compiled programs. [default: the image side and 8 and 4 px less for full spaces; the image side for -tiny spaces]"),
-    kernels: Optional[str] = typer.Option(None, help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU). [default: {_D.kernels}]"),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags override it."),
+    space: str = typer.Option(_D["space"], help=f"Search space with a supernet: {', '.join(SUPERNET_SPACES)} (full spaces: 28/32 px; -tiny: 8x8 digits, tests)."),
+    dataset: str = typer.Option(_D["dataset"], help=f"{', '.join(DATASETS)} (digits is bundled, no download; folder and npz are your own images)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1.", show_default="none: digits is bundled, the others need one"),
+    image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to (centre square of the shorter side), before augmentation.", show_default=f"the largest --resolutions, else {DEFAULT_IMAGE_SIZE}"),
+    augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {choices(AUGMENTATIONS)}.", show_default="standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist"),
+    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it).", show_default="cores - 1, at most 4; in-memory datasets: a prefetch thread"),
+    epochs: int = typer.Option(_D["epochs"], help="Training epochs."),
+    batch_size: int = typer.Option(_D["batch_size"], help="Images per step (every subnet of a step sees the same batch)."),
+    lr: float = typer.Option(_D["lr"], help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+    seed: int = typer.Option(_D["seed"], help="Seed for initialisation, data order, splits and subnet sampling: the same seed and settings give the same weights and accuracies on the same machine and JAX version."),
+    recipe: str = typer.Option(_D["recipe"], help=f"{choices(RECIPES)}."),
+    sampler: str = typer.Option(_D["sampler"], help=f"{choices(SAMPLERS)}."),
+    num_random: int = typer.Option(_D["num_random"], help="Random subnets per step besides the largest and smallest."),
+    calib_images: int = typer.Option(_D["calib_images"], help="Training images used to recalibrate BatchNorm for each evaluated subnet."),
+    width_mult: float = typer.Option(_D["width_mult"], help="Channel width multiplier of the full spaces (not their -tiny variants)."),
+    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images (quick experiments).", show_default="all"),
+    resolutions: Optional[str] = typer.Option(None, help="Input resolutions the supernet trains at, comma-separated (e.g. 24,28,32); each multiplies the compiled programs.", show_default="the image side and 8 and 4 px less for full spaces; the image side for -tiny spaces"),
+    kernels: str = typer.Option(_D["kernels"], help=f"Weight-shared layer implementation: {', '.join(KERNELS)} (pallas needs a GPU/TPU)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of training settings (keys as these options, with underscores); flags given override it.", show_default="none"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last intact epoch, with the run's own settings (options given again must match)."),
-    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them). [default: all]"),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Local devices per process to train on, data parallel (the batch is split over them).", show_default="all"),
     coordinator: Optional[str] = coordinator_option(),
     num_processes: Optional[int] = num_processes_option("train together"),
     process_id: Optional[int] = process_id_option("the run's files"),
     init_timeout: int = init_timeout_option(),
 ) -> None:
     """Train one weight-sharing supernet; every subnet inherits its weights."""
+    from nas_cli.commands._progress import StepProgress, note
+
+    note(f"preparing {out}: loading JAX, the data set and the search space")
     from nas_cli import runs
     from nas_cli.config import build_config, resume_config
     from nas_cli.distributed import Parallel
+    from nas_cli.errors import UserError
     from nas_cli.train import train_supernet
 
-    flags = dict(
+    # a default is not a flag given: the config file (or the resumed run) decides what was not given
+    flags = given_options(ctx, dict(
         space=space, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, recipe=recipe, sampler=sampler, num_random=num_random,
         calib_images=calib_images, width_mult=width_mult, limit_train=limit_train, kernels=kernels,
-        augment=augment, image_size=image_size, resolutions=parse_resolutions(resolutions))
+        augment=augment, image_size=image_size, resolutions=parse_resolutions(resolutions)))
     if data_workers is not None and data_workers < 0:
         raise UserError(f"--data-workers {data_workers} must be >= 0")
     if resume and (out / runs.CONFIG).is_file():  # the run's own settings; ones given again must match
@@ -76,27 +83,9 @@ def train_supernet_cmd(
         cfg = build_config(config, flags)
     parallel = Parallel(devices, coordinator, num_processes, process_id, init_timeout)
     runs.enable_compilation_cache(parallel.multi_process)
-    bar, shown = None, 0
-
-    def progress(done: int, total: int) -> None:  # called once per training step
-        nonlocal bar, shown
-        if bar is None:
-            bar = typer.progressbar(length=total, label="training", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - shown)
-        shown = done
-
-    def log(message: str) -> None:  # clear the bar's line first: the line goes above, the bar redraws below
-        if bar is not None and sys.stderr.isatty():
-            sys.stderr.write("\r\x1b[2K")
-        typer.echo(message, err=True)
-
-    try:
-        final = train_supernet(cfg, out, progress=progress, log=log, resume=resume, data_workers=data_workers,
-                               parallel=parallel)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with removed_if_refused(out), StepProgress("training", epochs=cfg.epochs) as display:
+        final = train_supernet(cfg, out, progress=display, log=display.log, resume=resume,
+                               data_workers=data_workers, parallel=parallel)
     typer.echo(f"test accuracy (BN recalibrated): largest {final['test_acc_largest']:.4f}, "
                f"smallest {final['test_acc_smallest']:.4f}")
     typer.echo(f"run written to {out}")
@@ -104,6 +93,7 @@ def train_supernet_cmd(
 
 def parse_resolutions(text: str | None) -> list[int] | None:
     """``--resolutions 24,28,32`` as a list of positive integers (None when not given)."""
+    from nas_cli.errors import UserError  # noqa: PLC0415 -- no JAX for --help
     if text is None:
         return None
     parts = [t.strip() for t in text.split(",")]

@@ -24,7 +24,7 @@ from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.context import SearchContext, together
-from nas_cli.search.outputs import write_outputs
+from nas_cli.search.outputs import latency_axis, write_outputs
 from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
 from nas_cli.search.state import CACHE_FILE, CONFIG_FILE, LOG_FILE, STATE_FILE, load_state, same_config
@@ -58,7 +58,8 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
       weights: the identity of what measures (a checkpoint's step and hash, a table's hash),
         recorded in search_config.json, every cache entry and pareto.json; a folder holding a search
         of other weights is refused.
-      progress: called with every log record.
+      progress: called with every log record, and with ``{"event": "measured", "measured": n}`` after
+        each measurement (n architectures measured so far).
       log: called with a line when the search resumes.
 
     Raises:
@@ -85,6 +86,8 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
         for name in (CACHE_FILE, STATE_FILE, LOG_FILE):
             (out_dir / name).unlink(missing_ok=True)
     cache = EvalCache(out_dir / CACHE_FILE, weights)
+    if progress is not None:  # the command's display counts the measurements as they finish
+        evaluator = _Reporting(evaluator, cache, progress)
 
     largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate,
                                       together(evaluator))
@@ -109,9 +112,26 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
     remeasure = getattr(evaluator, "remeasure", None)  # a modelled latency: time the final front for real
     front = write_outputs(out_dir, space, config, bounds, norm, state["measured"], records,
                           (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None,
-                          weights=weights)
+                          weights=weights, latency_label=latency_axis(evaluator))
     log = read_jsonl(out_dir / LOG_FILE)
     return SearchResult(front, log, bounds, norm, out_dir)
+
+
+class _Reporting:
+    """``evaluator`` that reports each measurement to ``progress`` as it finishes, as
+    ``{"event": "measured", "measured": architectures measured so far}`` (the cache's, with this
+    one): a display's "evaluations e of N" between the per-iteration log records."""
+
+    def __init__(self, evaluator: Evaluator, cache: EvalCache, progress: Callable[[dict], None]):
+        self._evaluator, self._cache, self._progress = evaluator, cache, progress
+
+    def __getattr__(self, name):
+        return getattr(self._evaluator, name)
+
+    def evaluate(self, archs):
+        out = self._evaluator.evaluate(archs)
+        self._progress({"event": "measured", "measured": len(self._cache) + len(out)})
+        return out
 
 
 def resolve_budgets(space: SearchSpace, budgets: Sequence[Budget], largest: dict, smallest: dict) -> dict[str, float]:

@@ -12,7 +12,7 @@ import numpy as np
 from predictors.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from nas_cli.search.tracking import Normaliser, feasible_front, feasible_mask
 
-CSV_COLUMNS = ("arch", "accuracy", "latency_ms", "flops", "params")
+CSV_COLUMNS = ("rank", "arch", "accuracy", "latency_ms", "flops", "params")
 _FIELDS = {"accuracy": "accuracy", "latency": "latency_ms", "flops": "flops", "params": "params"}
 
 
@@ -39,11 +39,12 @@ def front_rows(keys: Sequence[str], records: Sequence[Mapping[str, float]], norm
 def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], norm: Normaliser,
                   keys: Sequence[str], records: Sequence[Mapping[str, float]],
                   remeasure: Callable[[list[str]], list[dict]] | None = None,
-                  weights: dict | None = None) -> list[dict]:
+                  weights: dict | None = None, latency_label: str | None = None) -> list[dict]:
     """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows.
 
     ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value);
-    ``weights`` (what measured the front) is recorded in pareto.json."""
+    ``weights`` (what measured the front) is recorded in pareto.json; ``latency_label`` (what the
+    latencies are: :func:`latency_axis`) in pareto.json and on pareto.png's x-axis."""
     front = front_rows(keys, records, norm, bounds)
     if remeasure is not None and front:
         for row, extra in zip(front, remeasure([r["arch"] for r in front])):
@@ -56,20 +57,55 @@ def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], nor
         "reference_point": norm.reference_point,
         "normalisation": norm.describe(),
         "n_evaluations": len(keys),
+        "latency_protocol": latency_label,
         "front": front,
     })
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    columns = list(CSV_COLUMNS) + sorted({k for row in front for k in row} - set(CSV_COLUMNS) - {"rank"})
+    columns = list(CSV_COLUMNS) + sorted({k for row in front for k in row} - set(CSV_COLUMNS))
     w.writerow(columns)
     for row in front:
         w.writerow(["" if row.get(c) is None else row[c] for c in columns])
     atomic_write_text(out_dir / "pareto.csv", buf.getvalue())
-    atomic_write_bytes(out_dir / "pareto.png", _plot(keys, records, front, bounds))
+    atomic_write_bytes(out_dir / "pareto.png", _plot(keys, records, front, bounds, latency_label))
     return front
 
 
-def _plot(keys, records, front, bounds) -> bytes:
+def latency_axis(evaluator) -> str | None:
+    """What a search's latencies are, in words: a latency model's estimate (which file, at what batch,
+    in which runtime, scaled how) or a measurement here (runtime, batch 1, the timing protocol), or a
+    benchmark table's column. None where the evaluator says nothing of it."""
+    import json
+
+    calibration = getattr(evaluator, "latency_calibration", None) or {}
+    runtime = getattr(evaluator, "runtime", None)
+    if "file" in calibration:  # a latency table or learned model (nas search --latency-table)
+        path = Path(calibration["file"])
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        rt = data.get("runtime") or {}
+        threads = (rt.get("session_options") or {}).get("intra_op_num_threads")
+        how = ", ".join(x for x in (
+            f"batch {data['batch']}" if "batch" in data else None, rt.get("name", runtime),
+            f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else None) if x)
+        scale = calibration.get("scale", 1.0)
+        scaled = f", scaled x{scale:.2f} to this device's speed" if scale != 1.0 else ""
+        return f"estimate of {path.name} ({how}{scaled})"
+    if runtime is not None:
+        from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS
+
+        threads = ", 1 thread" if runtime == "onnxruntime" else ""
+        return (f"measured here (batch 1, {runtime}{threads}; median of {SEARCH_ROUNDS}x{SEARCH_REPEATS} "
+                "interleaved runs, at the search's starting device speed)")
+    table = getattr(evaluator, "path", None)
+    if isinstance(table, Path) and table.suffix == ".csv":  # a benchmark table (nas search --benchmark-table)
+        return f"the benchmark table {table.name}'s latency column, as recorded there"
+    return None
+
+
+def _plot(keys, records, front, bounds, latency_label: str | None = None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,9 +122,17 @@ def _plot(keys, records, front, bounds) -> bytes:
         if fl:
             ax.step([p[0] for p in fl], [p[1] for p in fl], where="post", c="C0")
             ax.scatter([p[0] for p in fl], [p[1] for p in fl], s=22, c="C0", zorder=3, label="Pareto front")
+            for r in front:  # the rank `nas export subnet --rank K` takes
+                ax.annotate(str(r["rank"]), (r["latency_ms"], r["accuracy"]), textcoords="offset points",
+                            xytext=(3, 3), fontsize=7, color="C0")
+            again = [(r["latency_measured_ms"], r["accuracy"]) for r in front if "latency_measured_ms" in r]
+            if again:  # the front timed for real beside the model's estimate
+                ax.scatter([p[0] for p in again], [p[1] for p in again], s=22, facecolors="none",
+                           edgecolors="C1", zorder=3, label="front, measured here")
         if "latency" in bounds:
             ax.axvline(bounds["latency"], c="C3", ls="--", label=f"budget {bounds['latency']:.3g} ms")
-        ax.set_xlabel("latency (ms)")
+        ax.set_xlabel("latency (ms)" if not latency_label else _wrap(f"latency (ms): {latency_label}"),
+                      fontsize=9 if latency_label else None)
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8, loc="lower right")
     else:
@@ -99,6 +143,12 @@ def _plot(keys, records, front, bounds) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _wrap(text: str, width: int = 80) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def format_front(front: Sequence[dict]) -> str:

@@ -47,10 +47,20 @@ def same_config(out_dir: Path, wanted: dict) -> bool:
                         "it to search afresh")
     diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
     if diff:
-        details = "; ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+        details = "; ".join(f"{k}: {_shown(k, have.get(k))} there, {_shown(k, wanted.get(k))} now" for k in diff)
         raise UserError(f"{out_dir} holds a different search ({details}); "
                         "repeat its settings to resume it, or pass another --out")
     return True
+
+
+def _shown(key: str, value) -> str:
+    """A recorded setting as the user gave it: budgets as their flags, lists comma-separated."""
+    if key == "budgets" and isinstance(value, list):
+        flags = [f"--{b.get('metric')}-budget {b.get('text')}" for b in value if isinstance(b, dict)]
+        return " ".join(flags) if flags else "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def _resolve(module: str, qualname: str):

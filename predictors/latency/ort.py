@@ -92,6 +92,11 @@ def onnx_form(model: nnx.Module) -> nnx.Module:
     return model
 
 
+#: the ONNX opset written: 21 is what onnxruntime 1.20 (the declared floor, pyproject.toml) runs;
+#: jax2onnx 0.17's default, 23, is refused by onnxruntime before 1.23 ("under development")
+ONNX_OPSET = 21
+
+
 def to_onnx(model: nnx.Module, input_shape: tuple[int, ...], *, name: str = "subnet",
             metadata: dict[str, str] | None = None):
     """``model`` (a static NNX module) as an ``onnx.ModelProto`` with input ``images`` of
@@ -106,7 +111,7 @@ def to_onnx(model: nnx.Module, input_shape: tuple[int, ...], *, name: str = "sub
     try:
         with _converter_workarounds(jax2onnx):
             proto = jax2onnx.to_onnx(onnx_form(model), spec, model_name=name, input_names=["images"],
-                                     output_names=["logits"])
+                                     output_names=["logits"], opset=ONNX_OPSET)
     except Exception as e:  # noqa: BLE001  the converter's failures come in many types
         op = _failed_op(e)
         if op is None:
