@@ -8,7 +8,7 @@ and the programs compiled and kept:
 
   params      the supernet's weights and AdamW state
   first_step  the first sandwich step: compiling what it needs is the warm-up
-  steps       --steps more sandwich steps of random subnets (median step ms; residuals come and go)
+  steps       --steps more steps of the same sandwich (median step ms; nothing left to compile)
   evaluator   recalibrating and evaluating the largest subnet (the evaluator's own programs)
   dropped     every program dropped (what compiled programs held)
 
@@ -85,11 +85,10 @@ def child(args) -> dict:
     batch = (jax.numpy.asarray(images), jax.numpy.asarray(labels))
     largest, smallest = space.largest(), space.smallest()
 
-    def sandwich():
-        return [largest, smallest] + [space.sample(rng) for _ in range(2)]
+    step_archs = [largest, smallest] + [space.sample(rng) for _ in range(2)]
 
     t0 = time.perf_counter()
-    state, metrics = train_step(state, trainer, sandwich(), batch)
+    state, metrics = train_step(state, trainer, step_archs, batch)
     jax.block_until_ready(metrics["loss"])
     mark("first_step", t0, time_to_first_step_s=round(time.perf_counter() - t_start, 2))
 
@@ -97,7 +96,7 @@ def child(args) -> dict:
     times = []
     for _ in range(args.steps):
         t1 = time.perf_counter()
-        state, metrics = train_step(state, trainer, sandwich(), batch)
+        state, metrics = train_step(state, trainer, step_archs, batch)  # compiled: the step alone
         jax.block_until_ready(metrics["loss"])
         times.append((time.perf_counter() - t1) * 1e3)
     mark("steps", t0, step_ms_median=round(statistics.median(times), 1) if times else None)
