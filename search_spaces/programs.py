@@ -55,23 +55,36 @@ def compile_options() -> dict:
 class jit:  # noqa: N801 -- used like jax.jit
     """``jax.jit(fn, **kwargs)`` compiled with :func:`compile_options`, decided at the first call
     (deciding at definition time would start JAX's backend at import, before a multi-process run
-    could initialise it)."""
+    could initialise it). Called inside another transformation (``jax.eval_shape``, an outer jit),
+    where JAX refuses compiler options on a nested jit, it is a plain ``jax.jit``: the outer program
+    is what gets compiled."""
 
-    __slots__ = ("_fn", "_kwargs", "_jitted", "__weakref__")
+    __slots__ = ("_fn", "_kwargs", "_jitted", "_nested", "__weakref__")
 
     def __init__(self, fn: Callable, **kwargs):
-        self._fn, self._kwargs, self._jitted = fn, kwargs, None
+        self._fn, self._kwargs, self._jitted, self._nested = fn, kwargs, None, None
 
-    def __call__(self, *args, **kwargs):
-        jitted = self._jitted
-        if jitted is None:
-            jitted = self._jitted = jax.jit(self._fn, compiler_options=compile_options() or None, **self._kwargs)
-        return jitted(*args, **kwargs)
-
-    def lower(self, *args, **kwargs):
+    def _top(self):
         if self._jitted is None:
             self._jitted = jax.jit(self._fn, compiler_options=compile_options() or None, **self._kwargs)
-        return self._jitted.lower(*args, **kwargs)
+        return self._jitted
+
+    def _inner(self):
+        if self._nested is None:
+            self._nested = jax.jit(self._fn, **self._kwargs)
+        return self._nested
+
+    def __call__(self, *args, **kwargs):
+        jitted = self._jitted if self._jitted is not None else self._top()
+        try:
+            return jitted(*args, **kwargs)
+        except ValueError as e:
+            if "compiler_options" not in str(e):
+                raise
+        return self._inner()(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return self._top().lower(*args, **kwargs)
 
 
 def memory_mappings() -> int | None:

@@ -17,6 +17,14 @@ def test_cpu_programs_compile_with_the_measured_options():
     np.testing.assert_allclose(np.asarray(f(jnp.ones(3))), np.tanh(1.0) * 2, rtol=1e-6)
 
 
+def test_a_program_called_inside_another_transformation_is_a_plain_jit():
+    inner = programs.jit(lambda x: jnp.sin(x) * 3)
+    outer = jax.jit(lambda x: inner(x) + 1)  # JAX refuses compiler options on a nested jit
+    np.testing.assert_allclose(float(outer(1.0)), np.sin(1.0) * 3 + 1, rtol=1e-6)
+    assert jax.eval_shape(inner, jax.ShapeDtypeStruct((2,), jnp.float32)).shape == (2,)
+    np.testing.assert_allclose(float(inner(1.0)), np.sin(1.0) * 3, rtol=1e-6)  # and top-level again
+
+
 @pytest.mark.skipif(programs.memory_mappings() is None, reason="no /proc/self/maps")
 def test_the_options_cut_a_programs_memory_mappings():
     def f(x):  # a dozen kernels: each of the default's is mapped apart

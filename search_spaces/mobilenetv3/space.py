@@ -25,7 +25,6 @@ from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet
 from search_spaces.mobilenetv3.static import StaticMobileNetV3, load_static_weights
 from search_spaces.mobilenetv3.supernet import init_supernet, sort_channels, supernet_apply
 from search_spaces.mobilenetv3.trainer import ComposedSupernet
-from search_spaces.programs import jit
 
 
 _BLOCK_RE = re.compile(r"^k(\d+)e(\d+)$")
@@ -232,7 +231,7 @@ class MobileNetV3Space(SupernetSpace):
     def init_supernet(self, key: jax.Array) -> dict:
         # one program (as resnet's): eagerly, each differently shaped initialiser compiles on its own,
         # 96 s of a mobilenetv3 w1.0 training's 488 s warm-up on a loaded 2-core CPU (issue 29)
-        return jit(partial(init_supernet, self.config))(key)
+        return jax.jit(partial(init_supernet, self.config))(key)
 
     def supernet_apply(self, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
         return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode, train_vjp=train_vjp)

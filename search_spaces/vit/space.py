@@ -23,7 +23,6 @@ from search_spaces.vit.config import ViTArch, ViTConfig, check_config, hidden_un
 from search_spaces.vit.static import StaticHead, StaticLayer, StaticStem, StaticViT, load_static_weights
 from search_spaces.vit.supernet import init_supernet, sort_channels, supernet_apply
 from search_spaces.vit.trainer import ComposedViT
-from search_spaces.programs import jit
 
 _LAYER_RE = re.compile(r"^h(\d+)m(\d+(?:\.\d+)?)$")
 
@@ -233,7 +232,7 @@ class ViTSpace(SupernetSpace):
     def init_supernet(self, key: jax.Array) -> dict:
         # one program (as resnet's): eagerly, each differently shaped initialiser compiles on its own,
         # 96 s of a mobilenetv3 w1.0 training's 488 s warm-up on a loaded 2-core CPU (issue 29)
-        return jit(partial(init_supernet, self.config))(key)
+        return jax.jit(partial(init_supernet, self.config))(key)
 
     def supernet_apply(self, params, stats, x, arch_arr, *, mode: str):
         return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode)
