@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from nas_cli.commands import _help
+from nas_cli.commands import help_texts as _help
 from nas_cli.main import app
 
 runner = CliRunner()

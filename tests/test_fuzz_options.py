@@ -32,6 +32,7 @@ def _bases(tmp: Path) -> dict[str, list[str]]:
         "latency profile": ["--space", "no-such-space", "--out", str(tmp / "l.json")],
         "latency validate": [str(tmp / "absent.json"), "--space", "no-such-space"],
         "latency fit": ["--space", "no-such-space", "--samples", "4", "--out", str(tmp / "f.json")],
+        "latency probes": ["--space", "no-such-space", "--out", str(tmp / "p")],
     }
 
 

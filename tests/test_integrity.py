@@ -132,9 +132,9 @@ def _as_npz_run(run: Path, tmp_path: Path) -> Path:
     """The digits run, its data moved into .npz files (the same images and splits)."""
     import numpy as np
 
-    from nas_cli.data import _load_digits
+    from nas_cli.data import DATASETS
 
-    parts = _load_digits(None, 0, None, None)
+    parts = DATASETS.get("digits").load(None, 0, None, None)
     data = tmp_path / "npz"
     data.mkdir()
     np.savez(data / "train.npz", images=parts.train.images, labels=parts.train.labels)

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from nas_cli.commands._common import prepare_out, user_errors
-from nas_cli.commands._help import PREDICTORS, SUPERNET_SPACES
+from nas_cli.commands.help_texts import PREDICTORS, SUPERNET_SPACES
 
 latency_app = typer.Typer(
     help="Profile a latency lookup table on this device, validate it end to end, fit a learned correction; "
@@ -294,7 +294,8 @@ def _fit_timings(space, timings, out, prior, samples, lut, model, seed, batch, r
 def probes(
     space: str = typer.Option(..., "--space", help="A supernet space, or nas-bench-201."),
     n: int = typer.Option(10, "--n", help="How many probe architectures.", show_default=True),
-    seed: int = typer.Option(0, "--seed", show_default=True),
+    seed: int = typer.Option(0, "--seed", help="Seed of the choice within each cost stratum: the same seed, "
+                             "space and priors give the same probes.", show_default=True),
     out: Path = typer.Option(..., "--out", help="A folder: probes.csv (column arch) and, for a supernet space, "
                              "one ONNX model per probe named by its row (probe-00.onnx ...)."),
     prior: List[str] = typer.Option([], "--prior", help="Latency files or TABLE.csv:COLUMN of other devices "
@@ -305,9 +306,9 @@ def probes(
                                            show_default=False),
     resolution: List[int] = typer.Option([], "--resolution", help="Input resolution (repeatable; default: the "
                                          "space's).", show_default=False),
-    in_channels: Optional[int] = typer.Option(None, "--in-channels", show_default=False),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", show_default=False),
-    width_mult: Optional[float] = typer.Option(None, "--width-mult", show_default=False),
+    in_channels: Optional[int] = _in_channels_option("the space's: 1 for -tiny, else 3"),
+    num_classes: Optional[int] = _num_classes_option("the space's: 10"),
+    width_mult: Optional[float] = _width_mult_option("1.0"),
 ) -> None:
     """Choose N informative architectures to time on a device nas cannot run on (spread over the space's
     cost range), and write them (with ONNX models for a supernet space) for the device's own tool."""

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from nas_cli.commands._common import prepare_out, user_errors
-from nas_cli.commands._help import PREDICTORS
+from nas_cli.commands.help_texts import PREDICTORS
 
 predictor_app = typer.Typer(
     help="Fit accuracy predictors on measured architectures (CSV) and evaluate them by Kendall tau.",

@@ -16,7 +16,7 @@ from nas_cli.commands._common import (
     removed_if_refused,
     user_errors,
 )
-from nas_cli.commands._help import ALGORITHMS, DEFAULT_TABLE_SPACE, PREDICTORS, SEARCH_DEFAULTS as _D
+from nas_cli.commands.help_texts import ALGORITHMS, DEFAULT_TABLE_SPACE, PREDICTORS, SEARCH_DEFAULTS as _D
 
 
 @user_errors

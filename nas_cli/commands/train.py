@@ -16,7 +16,7 @@ from nas_cli.commands._common import (
     removed_if_refused,
     user_errors,
 )
-from nas_cli.commands._help import (
+from nas_cli.commands.help_texts import (
     AUGMENTATIONS,
     DATASETS,
     DEFAULT_IMAGE_SIZE,
