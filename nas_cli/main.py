@@ -2,7 +2,7 @@
 
 Importing this module (and so every ``--help``) does not import JAX: the command modules import
 the library inside their functions, and their help texts take names and defaults from
-nas_cli/commands/_help.py.
+nas_cli/commands/help_texts.py.
 """
 
 from __future__ import annotations
