@@ -190,19 +190,21 @@ def main(argv: list[str] | None = None) -> dict:
                 return out
             return call
 
-        fns, heads = dict(net._fns), dict(net._heads)
+        cache = net._programs  # the engine's ProgramCache: keys ("fwd" | "bwd" | "head", piece key, shapes...)
+        kept = cache.programs()
         # the step's own programs: the optimiser update, and the zero gradient, teacher softmax and mean loss
         own = {"_update": "update", "zero_grads": "other", "_softmax": "other", "_mean": "other"}
         saved = {name: getattr(train_module, name) for name in own}
-        net._fns.update({k: (wrap("forward", k, f), wrap("backward", k, b)) for k, (f, b) in fns.items()})
-        net._heads.update({k: wrap("head", k, h) for k, h in heads.items()})
+        kinds = {"fwd": "forward", "bwd": "backward", "head": "head"}
+        for k, fn in kept.items():
+            cache.replace(k, wrap(kinds[k[0]], k[1:], fn))
         for name, kind in own.items():
             setattr(train_module, name, wrap(kind, name, saved[name]))
         try:
             steps = [step(key) for _ in range(args.breakdown_steps)]
         finally:
-            net._fns.update(fns)
-            net._heads.update(heads)
+            for k, fn in kept.items():
+                cache.replace(k, fn)
             for name, fn in saved.items():
                 setattr(train_module, name, fn)
         s = args.breakdown_steps

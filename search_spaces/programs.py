@@ -189,6 +189,14 @@ class ProgramCache:
             entry[1] = next(_tick)
         return entry[0]
 
+    def programs(self) -> dict:
+        """The programs kept, by key (a copy; benches wrap them with :meth:`replace` to time them)."""
+        return {key: entry[0] for key, entry in self._programs.items()}
+
+    def replace(self, key: Hashable, fn: Callable) -> None:
+        """Puts ``fn`` in place of the kept program ``key`` (its place in the use order unchanged)."""
+        self._programs[key][0] = fn
+
     def oldest_tick(self) -> int:
         return next(iter(self._programs.values()))[1]
 

@@ -220,9 +220,10 @@ def test_two_processes_resume_after_one_is_killed(reference_run, tmp_path):
 
 
 def _error_lines(err: str) -> list[str]:
-    """The lines a failed process printed, less gloo's and absl's start-up chatter; a C++ abort's
-    stack trace ("Check failure", "@ 0x...") would stay and fail the one-line checks."""
-    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[Gloo]", "W1", "I1"))]
+    """The lines a failed process printed, less gloo's and absl's start-up chatter and the CLI's
+    "preparing ..." sign of life (progress, not part of the failure); a C++ abort's stack trace
+    ("Check failure", "@ 0x...") would stay and fail the one-line checks."""
+    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[Gloo]", "W1", "I1", "preparing "))]
 
 
 def test_process_zero_alone_is_one_line(tmp_path):
