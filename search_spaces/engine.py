@@ -122,6 +122,9 @@ class ComposedTrainer:
         self.label_smoothing = label_smoothing
         # one program per (piece, direction, input shape): bounded over the process (programs.py)
         self._programs = ProgramCache()
+        # the functions the programs jit, made once per piece (or head and distillation), not per call
+        self._raw: dict[Hashable, tuple[Callable, Callable]] = {}
+        self._raw_heads: dict[tuple, Callable] = {}
         self._pieces: dict[Hashable, Piece] = {}
         self._signatures: set = set()
 
@@ -141,8 +144,10 @@ class ComposedTrainer:
         chain, head = self.chain(arch)
         return self.accumulate_grad_chain(params, grads, chain, head, images, labels, soft_targets)
 
-    def _piece_fns(self, piece: Piece, shape: tuple, dtype) -> tuple[Callable, Callable]:
-        """The forward and backward programs of ``piece`` for inputs of ``shape``."""
+    def _raw_fns(self, piece: Piece) -> tuple[Callable, Callable]:
+        """The forward and backward functions of ``piece``, made once per piece key."""
+        if piece.key in self._raw:
+            return self._raw[piece.key]
         fn, indexed, input_grad = piece.fn, piece.index is not None, piece.input_grad
 
         def pick(p, i):
@@ -162,23 +167,33 @@ class ComposedTrainer:
                 return dx, jax.tree.map(lambda a, d: a.at[i].add(d), acc, dp)
             return dx, jax.tree.map(jnp.add, acc, dp)
 
+        self._raw[piece.key] = (fwd, bwd)
+        return fwd, bwd
+
+    def _piece_fns(self, piece: Piece, shape: tuple, dtype) -> tuple[Callable, Callable]:
+        """The forward and backward programs of ``piece`` for inputs of ``shape``."""
+        fwd, bwd = self._raw_fns(piece)
         key = (piece.key, shape, str(dtype))
         return (self._programs.get(("fwd",) + key, lambda: jit(fwd)),
                 self._programs.get(("bwd",) + key, lambda: jit(bwd, donate_argnums=(3,))))
 
     def _head_fn(self, piece: Piece, kd: bool, shape: tuple, dtype, label_shape: tuple) -> Callable:
-        fn, smoothing = piece.fn, self.label_smoothing
+        raw_key = ("head", piece.key, kd)
+        if raw_key not in self._raw_heads:
+            fn, smoothing = piece.fn, self.label_smoothing
 
-        def head(p, z, labels, soft, acc):
-            def loss_fn(q, z):
-                logits = fn(q, z)
-                return subnet_loss(logits, labels, soft, kd, smoothing), logits
+            def head(p, z, labels, soft, acc):
+                def loss_fn(q, z):
+                    logits = fn(q, z)
+                    return subnet_loss(logits, labels, soft, kd, smoothing), logits
 
-            (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
-            return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
+                (loss, logits), (dp, dz) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(p, z)
+                return loss, logits, dz, jax.tree.map(jnp.add, acc, dp)
 
-        key = ("head", piece.key, kd, shape, str(dtype), label_shape)
-        return self._programs.get(key, lambda: jit(head, donate_argnums=(4,)))
+            self._raw_heads[raw_key] = head
+        head = self._raw_heads[raw_key]
+        return self._programs.get(raw_key + (shape, str(dtype), label_shape),
+                                  lambda: jit(head, donate_argnums=(4,)))
 
     def num_compiled(self) -> int:
         """Programs compiled so far: a jitted forward and backward per distinct (piece, input shape),
