@@ -108,8 +108,7 @@ def child(args) -> dict:
     mark("evaluator", t0, accuracy=acc)
 
     t0 = time.perf_counter()
-    for cache in list(programs._caches):
-        cache.clear()
+    programs.drop_all()
     del trainer, evaluator
     jax.clear_caches()
     gc.collect()
