@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,14 @@ def test_summary(dry_run):
 def test_a_step_over_its_limit_is_stopped_and_recorded(tmp_path):
     """The wall-clock guard: a budget too small for the steps stops them, says so, and still summarises."""
     out = tmp_path / "out"
+    # an interpreter whose env step outlasts any budget, so the guard is tested on any machine speed
+    # (a fast machine imports jax and the CLI inside 3 s)
+    slow = tmp_path / "python"
+    slow.write_text(f'#!/bin/bash\ncase "$1" in */env.py) exec sleep 60;; esac\nexec {sys.executable} "$@"\n')
+    slow.chmod(0o755)
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--dry-run", "--budget", "3", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": str(slow)})
     assert proc.returncode == 1
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["status"]) == set(STEPS) and summary["elapsed_s"] < 60

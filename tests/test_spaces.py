@@ -219,13 +219,17 @@ def test_static_subnet_equals_supernet(bundle):
         np.testing.assert_allclose(out, sup, rtol=0, atol=1e-4, err_msg=space.encode(arch))
 
 
-def _count_macs(jaxpr) -> int:
+def _count_macs(jaxpr, in_depthwise: bool = False) -> int:
     """MACs of conv_general_dilated and dot_general equations, and of the multiplies of the
-    shifted-sum depthwise convs (named scope "depthwise_conv"), recursing into sub-jaxprs."""
+    shifted-sum depthwise convs (named scope "depthwise_conv"), recursing into sub-jaxprs.
+
+    A sub-jaxpr (the depthwise conv is checkpointed, so its body is a remat sub-jaxpr) does not carry
+    its caller's name stack, so the scope is passed down."""
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "mul" and "depthwise_conv" in str(eqn.source_info.name_stack):
+        depthwise = in_depthwise or "depthwise_conv" in str(eqn.source_info.name_stack)
+        if name == "mul" and depthwise:
             total += math.prod(eqn.outvars[0].aval.shape)  # one multiply-add per tap and output
         elif name == "conv_general_dilated":
             rhs = eqn.invars[1].aval.shape
@@ -240,9 +244,9 @@ def _count_macs(jaxpr) -> int:
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 if hasattr(sub, "eqns"):
-                    total += _count_macs(sub)
+                    total += _count_macs(sub, depthwise)
                 elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                    total += _count_macs(sub.jaxpr)
+                    total += _count_macs(sub.jaxpr, depthwise)
     return total
 
 
