@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -249,10 +248,42 @@ def _save_model_state(path: Path, state) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-@dataclasses.dataclass
+#: what ``load_subnet(program=...)`` takes: "auto" runs model.stablehlo where it was exported for
+#: this platform, else the NNX model rebuilt from model/
+PROGRAMS = ("auto", "stablehlo", "nnx")
+#: ``predict`` pads a batch to the next power of two up to this (and splits larger ones), so that
+#: any number of images runs in at most a handful of compiled programs
+PREDICT_CHUNK = 256
+
+
 class ExportedSubnet:
-    model: nnx.Module
-    info: dict
+    """An exported subnet ready to predict.
+
+    It runs the serialized program of ``model.stablehlo`` (``jax.export``: deserializing it is
+    instant, and its first call compiles one XLA program, preprocessing included) or, for an export
+    without one or made for another platform, the NNX model rebuilt from ``model/`` (each
+    first call of a layer compiles: a minute on a loaded 2-core CPU, bench/RESULTS.md issue 34).
+    Both compute the same logits (parity recorded at export). ``model`` is the NNX model, rebuilt
+    from ``model/`` when first asked for.
+    """
+
+    def __init__(self, path: Path, info: dict, *, exported=None, model: nnx.Module | None = None):
+        self.path, self.info = Path(path), info
+        self.exported = exported  # a jax.export.Exported, or None: the NNX model runs
+        self._model = model
+        self._forward = None
+
+    @property
+    def program(self) -> str:
+        """What runs: "stablehlo" or "nnx"."""
+        return "stablehlo" if self.exported is not None else "nnx"
+
+    @property
+    def model(self) -> nnx.Module:
+        """The NNX model with its weights (rebuilt from ``model/`` on first use)."""
+        if self._model is None:
+            self._model = _restore_model(self.path, self.info)
+        return self._model
 
     @property
     def class_names(self) -> list[str]:
@@ -260,34 +291,88 @@ class ExportedSubnet:
         names = self.info.get("class_names")
         return list(names) if names else [str(i) for i in range(self.info["space_options"]["num_classes"])]
 
+    def _compiled(self):
+        """One jitted function of uint8 images -> logits, the recorded preprocessing inside."""
+        if self._forward is None:
+            record = self.info["input"]
+            if self.exported is not None:
+                run = self.exported.call
+            else:
+                graphdef, state = nnx.split(self.model)
+                run = lambda x: nnx.merge(graphdef, state)(x)  # noqa: E731
+            self._forward = jax.jit(lambda images: run(preprocess_recorded(images, record)))
+        return self._forward
+
     def predict(self, images_uint8: np.ndarray, *, names: bool = False) -> np.ndarray | list[str]:
         """Logits (N, classes) for uint8 images (N, H, W, C), applying the recorded preprocessing
         (per-channel mean/std, resize); with ``names``, the predicted class name of each image."""
-        logits = np.asarray(self.model(preprocess_recorded(images_uint8, self.info["input"])))
+        images = np.asarray(images_uint8)
+        if images.ndim != 4:
+            raise UserError(f"images of shape {images.shape}: expected (N, H, W, C) uint8")
+        forward, out = self._compiled(), []
+        for start in range(0, len(images), PREDICT_CHUNK):
+            chunk = images[start:start + PREDICT_CHUNK]
+            n = len(chunk)
+            padded = 1 << max(n - 1, 0).bit_length()  # the next power of two: few programs for any N
+            if padded > n:
+                chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append(np.asarray(forward(chunk))[:n])
+        logits = np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
         if names:
             return [self.class_names[i] for i in logits.argmax(-1)]
         return logits
 
 
-def load_subnet(path: str | Path) -> ExportedSubnet:
-    """Rebuilds an exported subnet (NNX model with its weights) from ``nas export subnet``'s folder,
-    its files checked against the checksums ``subnet.json`` records.
-
-    Raises:
-      UserError: a missing or damaged ``subnet.json`` or ``model/`` file, naming it.
-    """
+def _restore_model(path: Path, info: dict) -> nnx.Module:
+    """The NNX model of an export, its weights restored from ``model/`` (files checked by the caller)."""
     import orbax.checkpoint as ocp
 
-    path = Path(path)
-    info = read_export_info(path)
-    check_export_files(path, info, MODEL_CKPT)
     options = dict(info["space_options"])
     options["resolutions"] = tuple(options["resolutions"])
     space = get_space(info["space"], **options)
-    model = space.static_model(space.decode(info["arch"]), nnx.Rngs(0))
+    from predictors.latency.timing import zeros_like_built  # noqa: PLC0415  (no initialisers run)
+
+    model = zeros_like_built(lambda: space.static_model(space.decode(info["arch"]), nnx.Rngs(0)))
     target = nnx.to_pure_dict(nnx.state(model))
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore((path / MODEL_CKPT).absolute(), target)
+        restored = ckptr.restore((Path(path) / MODEL_CKPT).absolute(), target)
     nnx.replace_by_pure_dict(state := nnx.state(model), restored)
     nnx.update(model, state)
-    return ExportedSubnet(model, info)
+    return model
+
+
+def load_subnet(path: str | Path, *, program: str = "auto") -> ExportedSubnet:
+    """An exported subnet from ``nas export subnet``'s folder, its files checked against the
+    checksums ``subnet.json`` records.
+
+    ``program``: "auto" (default) deserializes ``model.stablehlo`` when the export has one for this
+    JAX platform (loads in well under a second; the first ``predict`` compiles one program), else
+    rebuilds the NNX model from ``model/``; "stablehlo" or "nnx" asks for one.
+
+    Raises:
+      UserError: a missing or damaged ``subnet.json``, ``model/`` or ``model.stablehlo`` file, naming
+        it; an unknown ``program``; "stablehlo" for an export without it or for another platform.
+    """
+    if program not in PROGRAMS:
+        raise UserError(f"program {program!r}: expected one of {', '.join(PROGRAMS)}")
+    path = Path(path)
+    info = read_export_info(path)
+    check_export_files(path, info, MODEL_CKPT)  # the weights, whichever program runs
+    has_hlo = STABLEHLO in info["files"]
+    if program == "nnx" or (program == "auto" and not has_hlo):
+        return ExportedSubnet(path, info, model=_restore_model(path, info))
+    if not has_hlo:
+        raise UserError(f"{path / SUBNET_JSON} records no {STABLEHLO}; export with --format stablehlo or all")
+    check_export_files(path, info, STABLEHLO)
+    try:
+        exported = jax.export.deserialize(bytearray((path / STABLEHLO).read_bytes()))
+    except Exception as e:  # noqa: BLE001 - flatbuffers' and jax's own errors for a foreign file
+        raise UserError(f"{path / STABLEHLO} cannot be read by jax {jax.__version__} ({type(e).__name__}: {e}); "
+                        "export the subnet again") from None
+    platform = jax.devices()[0].platform
+    if platform not in exported.platforms:
+        if program == "stablehlo":
+            raise UserError(f"{path / STABLEHLO} was exported for {', '.join(exported.platforms)}, not for this "
+                            f"{platform} device; load it with program='nnx'")
+        return ExportedSubnet(path, info, model=_restore_model(path, info))
+    return ExportedSubnet(path, info, exported=exported)
