@@ -67,6 +67,8 @@ class RunEvaluator:
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE
         self._accuracy = _read_accuracies(self._accuracy_path, run.weights)
         self._table = None
+        #: the latency table or model the search's latencies come from (None: measured here)
+        self.latency_file = None if latency_table is None else str(Path(latency_table).resolve())
         if latency_table is not None:
             from predictors.latency import load_latency_model  # noqa: PLC0415
 
@@ -189,10 +191,15 @@ class RunEvaluator:
         (the front timed together, interleaved: predictors.latency.timing's protocol)."""
         if self._table is None:
             return [{} for _ in archs]
-        from predictors.latency import measure_archs  # noqa: PLC0415
+        from nas_cli.search.outputs import latency_record  # noqa: PLC0415
+        from predictors.latency import measure_as  # noqa: PLC0415
 
-        measured = measure_archs(self.space, list(archs), batch=self._table.batch, runtime=self.runtime)
-        return [{"latency_measured_ms": float(m)} for m in measured]
+        # the table's runtime, threads, batch and timing, put at the level its estimates were scaled
+        # to (where it was made on this kind of device): the same protocol as the estimates
+        protocol = latency_record(self)
+        if protocol["runtime"].get("name") != self.runtime:  # a few-shot file ("external"): timed here as is
+            protocol = {**protocol, "runtime": {"name": self.runtime}, "level_ms": None}
+        return [{"latency_measured_ms": m["latency_ms"]} for m in measure_as(self.space, list(archs), protocol)]
 
 
 def _read_accuracies(path: Path, weights: dict) -> dict[str, float]:

@@ -145,13 +145,15 @@ def profile(
                                 calib_samples=calib_samples, seed=seed, progress=progress, runtime=runtime,
                                 threads=threads)
     d = table.data
-    overhead = d["overhead_ms"]
-    # the fixed term is the calibration fit's intercept, not a cost that was timed: below zero when
-    # the whole subnet runs faster than the sum of its pieces timed alone (XLA fuses across them)
-    why = " (below zero: whole subnets run faster than their pieces' sum, which the table corrects)" \
-        if overhead < 0 else ""
     typer.echo(f"{len(d['entries'])} entries on {d['device']['kind']} in {d['runtime']['name']} (batch {batch}); "
-               f"per-piece call {d['per_piece_ms']:.4f} ms, fixed term {overhead:.4f} ms{why}; wrote {out}")
+               f"per-piece call {d['per_piece_ms']:.4f} ms, fixed term {d['overhead_ms']:.4f} ms; wrote {out}")
+    quality = d.get("quality") or {}
+    if quality.get("overhead_dominated"):
+        typer.echo(f"warning: {out} is overhead-dominated: its calibration subnets measure "
+                   f"{quality['spread_measured']:.0%} apart end to end but predict only {quality['spread_predicted']:.0%} "
+                   f"apart (pieces carry {quality['pieces_share']:.0%} of a prediction; timing each piece alone "
+                   "measures mostly the cost of a call): a search on it would give a flat front. Search without "
+                   "--latency-table (end-to-end measurement), or fit an end-to-end model: `nas latency fit`", err=True)
 
 
 @latency_app.command("validate")

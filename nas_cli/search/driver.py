@@ -24,7 +24,7 @@ from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.context import SearchContext, together
-from nas_cli.search.outputs import latency_axis, write_outputs
+from nas_cli.search.outputs import latency_axis, latency_record, write_outputs
 from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
 from nas_cli.search.state import CACHE_FILE, CONFIG_FILE, LOG_FILE, STATE_FILE, load_state, same_config
@@ -112,7 +112,8 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
     remeasure = getattr(evaluator, "remeasure", None)  # a modelled latency: time the final front for real
     front = write_outputs(out_dir, space, config, bounds, norm, state["measured"], records,
                           (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None,
-                          weights=weights, latency_label=latency_axis(evaluator))
+                          weights=weights, latency_label=latency_axis(evaluator),
+                          latency_measurement=latency_record(evaluator))
     log = read_jsonl(out_dir / LOG_FILE)
     return SearchResult(front, log, bounds, norm, out_dir)
 

@@ -39,12 +39,14 @@ def front_rows(keys: Sequence[str], records: Sequence[Mapping[str, float]], norm
 def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], norm: Normaliser,
                   keys: Sequence[str], records: Sequence[Mapping[str, float]],
                   remeasure: Callable[[list[str]], list[dict]] | None = None,
-                  weights: dict | None = None, latency_label: str | None = None) -> list[dict]:
+                  weights: dict | None = None, latency_label: str | None = None,
+                  latency_measurement: dict | None = None) -> list[dict]:
     """Writes pareto.json, pareto.csv and pareto.png (atomically) and returns the front rows.
 
     ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value);
     ``weights`` (what measured the front) is recorded in pareto.json; ``latency_label`` (what the
-    latencies are: :func:`latency_axis`) in pareto.json and on pareto.png's x-axis."""
+    latencies are: :func:`latency_axis`) in pareto.json and on pareto.png's x-axis;
+    ``latency_measurement`` (the same as a record: :func:`latency_record`) in pareto.json."""
     front = front_rows(keys, records, norm, bounds)
     if remeasure is not None and front:
         for row, extra in zip(front, remeasure([r["arch"] for r in front])):
@@ -58,6 +60,7 @@ def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], nor
         "normalisation": norm.describe(),
         "n_evaluations": len(keys),
         "latency_protocol": latency_label,
+        "latency_measurement": latency_measurement,
         "front": front,
     })
     buf = io.StringIO()
@@ -79,8 +82,9 @@ def latency_axis(evaluator) -> str | None:
 
     calibration = getattr(evaluator, "latency_calibration", None) or {}
     runtime = getattr(evaluator, "runtime", None)
-    if "file" in calibration:  # a latency table or learned model (nas search --latency-table)
-        path = Path(calibration["file"])
+    file = calibration.get("file") or getattr(evaluator, "latency_file", None)
+    if file:  # a latency table or learned model (nas search --latency-table)
+        path = Path(file)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -92,16 +96,61 @@ def latency_axis(evaluator) -> str | None:
             f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else None) if x)
         scale = calibration.get("scale", 1.0)
         scaled = f", scaled x{scale:.2f} to this device's speed" if scale != 1.0 else ""
-        return f"estimate of {path.name} ({how}{scaled})"
+        flat = "; overhead-dominated: it cannot rank these subnets" if (
+            (data.get("quality") or {}).get("overhead_dominated")) else ""
+        return f"estimate of {path.name} ({how}{scaled}{flat})"
     if runtime is not None:
         from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS
 
-        threads = ", 1 thread" if runtime == "onnxruntime" else ""
+        threads = ", 1 thread" if runtime.startswith("onnxruntime") else ""
+        if calibration.get("mode") != "measured":  # --no-latency-calibrate
+            return (f"measured here (batch 1, {runtime}{threads}; median of {getattr(evaluator, 'repeats', 30)} runs "
+                    "of each subnet alone, as timed)")
         return (f"measured here (batch 1, {runtime}{threads}; median of {SEARCH_ROUNDS}x{SEARCH_REPEATS} "
                 "interleaved runs, at the search's starting device speed)")
     table = getattr(evaluator, "path", None)
     if isinstance(table, Path) and table.suffix == ".csv":  # a benchmark table (nas search --benchmark-table)
         return f"the benchmark table {table.name}'s latency column, as recorded there"
+    return None
+
+
+def latency_record(evaluator) -> dict | None:
+    """What a search's latencies are, as a record (pareto.json's ``latency_measurement``, what
+    ``nas export subnet --rank K`` measures the chosen subnet under again): source ("measured" here,
+    "table" for a latency file's estimate), runtime and its session options, device, batch, timing
+    rounds x repeats, and the device speed every figure is put at (``level_ms`` of ``references``;
+    None: as timed). None where the evaluator says nothing of its latencies."""
+    import json
+
+    from predictors.latency import protocol_record  # noqa: PLC0415
+
+    calibration = getattr(evaluator, "latency_calibration", None) or {}
+    runtime = getattr(evaluator, "runtime", None)
+    file = calibration.get("file") or getattr(evaluator, "latency_file", None)
+    if file:  # a latency table or learned model (nas search --latency-table)
+        try:
+            data = json.loads(Path(file).read_text())
+        except (OSError, ValueError):
+            data = {}
+        reference = data.get("reference") or {}
+        level = calibration.get("level_now_ms", reference.get("level_ms"))
+        return {"source": "table", "file": str(file), "format": data.get("format"),
+                "runtime": data.get("runtime") or {"name": runtime}, "device": data.get("device"),
+                "batch": int(data.get("batch", 1)), "rounds": data.get("rounds"), "repeats": data.get("repeats"),
+                "references": reference.get("archs"), "level_ms": None if level is None else float(level),
+                "scale": float(calibration.get("scale", 1.0)), "scaled": "scale" in calibration and "why" not in calibration,
+                "overhead_dominated": bool((data.get("quality") or {}).get("overhead_dominated", False))}
+    if runtime is not None:
+        from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+
+        if calibration.get("mode") == "measured":
+            return protocol_record(runtime, rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
+                                   references=calibration.get("references"), level_ms=calibration["level_ms"])
+        # --no-latency-calibrate: each subnet timed alone, as is (RunEvaluator.measured_latency)
+        return protocol_record(runtime, rounds=1, repeats=getattr(evaluator, "repeats", 30))
+    table = getattr(evaluator, "path", None)
+    if isinstance(table, Path) and table.suffix == ".csv":
+        return {"source": "benchmark", "file": str(table)}
     return None
 
 

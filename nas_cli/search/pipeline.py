@@ -110,6 +110,13 @@ def _log_calibration(evaluator, latency_table: Path | None, log: Callable[[str],
     if latency_table is not None and cal is not None:
         log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
             else f"latency model used as recorded ({cal['why']})")
+    from nas_cli.search.outputs import latency_record  # noqa: PLC0415
+
+    record = latency_record(evaluator) if latency_table is not None else None
+    if record is not None and record.get("overhead_dominated"):
+        log(f"warning: the latency table {latency_table} is overhead-dominated (its pieces, timed alone, measure "
+            "mostly the cost of a call): its estimates barely differ between subnets, so the front's latencies "
+            "cannot rank them; search without --latency-table to measure end to end, or use `nas latency fit`")
 
 
 def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, latency_table: Path | None,

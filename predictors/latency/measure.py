@@ -151,3 +151,59 @@ def mape(measured, predicted) -> float:
 def score(measured, predicted) -> dict:
     """``{"mape", "kendall_tau", "spearman", "rmse", "n"}`` of predictions against measurements."""
     return {"mape": mape(measured, predicted), **all_metrics(measured, predicted)}
+
+
+# --- one protocol per reported latency (issue 34) ------------------------------------------------
+
+
+def protocol_record(runtime=DEFAULT_RUNTIME, *, source: str = "measured", batch: int = 1, rounds: int, repeats: int,
+                    references: Sequence[str] | None = None, level_ms: float | None = None, **extra) -> dict:
+    """What a reported latency is, as the files record it (pareto.json's ``latency_measurement``,
+    subnet.json's ``latency_protocol``, a table's ``protocol``): its ``source`` ("measured" end to end
+    here, "table" for a latency file's estimate), the runtime (name, version, session options), the
+    device, the batch, the timing (``rounds`` interleaved rounds of ``repeats`` runs) and the device
+    speed it is put at: ``level_ms`` of the ``references`` (reference subnets' geometric-mean
+    latency), None when the figures are as timed."""
+    rt = get_runtime(runtime)
+    return {"source": source, "runtime": rt.describe(), "device": rt.device(), "batch": int(batch),
+            "rounds": int(rounds), "repeats": int(repeats),
+            "references": list(references) if references is not None else None,
+            "level_ms": None if level_ms is None else float(level_ms), **extra}
+
+
+def runtime_for(protocol: dict):
+    """The runtime a protocol record names, with the thread count it records (where it has one)."""
+    described = protocol.get("runtime") or {}
+    threads = (described.get("session_options") or {}).get("intra_op_num_threads")
+    return get_runtime(described.get("name", DEFAULT_RUNTIME), threads=threads)
+
+
+def measure_as(space, archs: Sequence, protocol: dict) -> list[dict]:
+    """Each of ``archs`` timed end to end under ``protocol`` (a :func:`protocol_record`: runtime,
+    threads, batch, rounds x repeats, interleaved beside its reference subnets), put at its level
+    where the protocol has one and was measured on this kind of device, so the figures compare with
+    the ones the protocol's owner (a search, a table) reported.
+
+    Returns per arch:
+      ``{"latency_ms"`` (at the protocol's level, else as timed), ``"measured_ms"`` (as timed now),
+      ``"iqr_ms"``, ``"level_now_ms"``, ``"protocol"`` (the record of this measurement)``}``.
+    """
+    rt = runtime_for(protocol)
+    try:
+        refs = [space.decode(a) for a in protocol.get("references") or []]
+    except ArchError:
+        refs = []  # references of resolutions this space does not use: time beside its own
+    if not refs:
+        refs = reference_archs(space)
+    batch, rounds = int(protocol.get("batch") or 1), int(protocol.get("rounds") or 20)
+    repeats = int(protocol.get("repeats") or 10)
+    timed = time_archs(space, list(archs), batch=batch, repeats=repeats, rounds=rounds, references=refs, runtime=rt)
+    level = protocol.get("level_ms")
+    same_kind = (protocol.get("device") or {}).get("kind") in (None, rt.device()["kind"])
+    names = [space.encode(a) for a in refs]
+    put_at = level is not None and same_kind and names == list(protocol.get("references") or [])
+    record = protocol_record(rt, batch=batch, rounds=rounds, repeats=repeats, references=names,
+                             level_ms=float(level) if put_at else None)
+    return [{"latency_ms": float(t["latency_ms"] * level / t["level_ms"] if put_at else t["latency_ms"]),
+             "measured_ms": float(t["latency_ms"]), "iqr_ms": float(t["iqr_ms"]),
+             "level_now_ms": float(t["level_ms"]), "protocol": record} for t in timed]

@@ -10,6 +10,11 @@ few random), the per-piece cost bounded below by the measured dispatch cost of a
 program::
 
     predict(arch) = overhead_ms + sum(entries[key]["ms"] for key in space.latency_keys(arch))
+
+The fixed term is never negative. The table records how much of its predictions its pieces carry
+(``quality``, :func:`table_quality`): where per-piece timing is dominated by call overhead, it says
+``overhead_dominated`` and every reader (``nas latency profile``, ``nas search --latency-table``,
+pareto.png's axis) says so, instead of presenting a flat front as a ranking.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import numpy as np
 from predictors.files import atomic_write_json
 from predictors.latency.errors import LatencyError
 from predictors.latency.fileformat import FORMATS, TABLE_FORMAT, VERSION, jsonable, load_latency_model, space_spec
-from predictors.latency.measure import common_level, at_level, reference_archs, sample_archs, subnet_makers, time_archs
+from predictors.latency.measure import (
+    at_level,
+    common_level,
+    protocol_record,
+    reference_archs,
+    sample_archs,
+    subnet_makers,
+    time_archs,
+)
 from predictors.latency.runtime import DEFAULT_RUNTIME, get_runtime
 from predictors.latency.timing import Progress, time_chunked, zeros_like_built
 from search_spaces.base import LatencyPiece
@@ -96,6 +109,7 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
     per_piece, overhead = calibrate(calib, dispatch, min(medians.values()))
     for c in calib:
         c["predicted_ms"] = overhead + c["summed_ms"] - per_piece * c["pieces"]
+    entries = {k: {"ms": medians[k] - per_piece, "median_ms": medians[k], "iqr_ms": iqrs[k]} for k in medians}
     return LatencyTable({
         "format": TABLE_FORMAT,
         "version": VERSION,
@@ -113,8 +127,38 @@ def profile_table(space, *, batch: int = 1, repeats: int = 10, warmup: int = 3, 
         "per_piece_ms": per_piece,
         "overhead_ms": overhead,
         "calibration": calib,
-        "entries": {k: {"ms": medians[k] - per_piece, "median_ms": medians[k], "iqr_ms": iqrs[k]} for k in medians},
+        "quality": table_quality(calib, overhead),
+        "protocol": protocol_record(rt, source="table", batch=batch, rounds=rounds, repeats=repeats,
+                                    references=[space.encode(a) for a in refs], level_ms=level),
+        "entries": entries,
     }, space)
+
+
+#: a table whose calibration subnets' predictions spread less than this share of their measured
+#: spread (max/min - 1) is overhead-dominated: its per-piece figures cannot rank subnets
+FLAT_SPREAD = 0.5
+
+
+def table_quality(calib: list[dict], overhead: float) -> dict:
+    """How much of a table's prediction its pieces carry, from its calibration subnets (timed end to
+    end at the table's level): ``pieces_share`` (median share of a prediction that is the pieces'
+    sum, not the fixed term), ``spread_measured`` / ``spread_predicted`` (largest over smallest
+    latency, minus 1), ``mape`` of the predictions, and ``overhead_dominated``: the predictions
+    spread less than :data:`FLAT_SPREAD` of the measured spread. Where per-piece timing is
+    dominated by the cost of a call (tiny subnets, a few microseconds of work per piece), the fit
+    puts nearly everything in the fixed term and every subnet predicts about the same: a flat front
+    that means nothing (issue 34: 2.26-2.29 ms for subnets measured 0.43-0.85 ms)."""
+    measured = np.asarray([c["measured_ms"] for c in calib], np.float64)
+    predicted = np.asarray([c["predicted_ms"] for c in calib], np.float64)
+    if len(calib) < 2 or not np.all(predicted > 0) or not np.all(measured > 0):
+        return {"overhead_dominated": False, "n": len(calib)}
+    spread_m = float(measured.max() / measured.min() - 1.0)
+    spread_p = float(predicted.max() / predicted.min() - 1.0)
+    share = float(np.median(1.0 - overhead / predicted))
+    flat = spread_m > 0 and spread_p < FLAT_SPREAD * spread_m
+    return {"overhead_dominated": bool(flat), "pieces_share": share, "spread_measured": spread_m,
+            "spread_predicted": spread_p, "mape": float(np.mean(np.abs(predicted - measured) / measured) * 100.0),
+            "n": len(calib)}
 
 
 def calibrate(calib: list[dict], dispatch: float, smallest_piece: float) -> tuple[float, float]:
@@ -127,10 +171,17 @@ def calibrate(calib: list[dict], dispatch: float, smallest_piece: float) -> tupl
     gap = np.asarray([c["measured_ms"] - c["summed_ms"] for c in calib])
     n = np.asarray([c["pieces"] for c in calib], np.float64)
     per_piece = dispatch
+    bounds = (dispatch, max(smallest_piece, dispatch))
     if len(calib) >= 2 and np.ptp(n) > 0:
         slope = np.polyfit(n, gap, 1)[0]
-        per_piece = float(np.clip(-slope, dispatch, max(smallest_piece, dispatch)))
+        per_piece = float(np.clip(-slope, *bounds))
     overhead = float(np.median(gap + per_piece * n))
+    if overhead < 0:
+        # the subnets run faster than their pieces' sum even after one call cost per piece: the
+        # fixed term is a cost and cannot be negative (issue 34 printed -0.14 ms), so the per-piece
+        # cost takes the difference (without intercept), within the same bounds
+        per_piece = float(np.clip(np.median(-gap / np.maximum(n, 1)), *bounds))
+        overhead = max(0.0, float(np.median(gap + per_piece * n)))
     return per_piece, overhead
 
 
