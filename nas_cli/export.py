@@ -16,7 +16,6 @@ from nas_cli.export_record import SUBNET_JSON, check_export_files, export_checks
 from nas_cli.identity import describe
 from nas_cli.io import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
-from predictors.latency import measure_latency
 from nas_cli.subnet import SubnetEvaluator, preprocess_recorded
 from nas_cli.train import calibration_images
 from search_spaces import get_space
@@ -42,7 +41,58 @@ def read_front(run_dir: Path, rank: int, search_dir: Path | None) -> dict:
                         "to rewrite it, or pass --arch")
     if not 1 <= rank <= len(front):
         raise UserError(f"--rank {rank} is out of range: {pareto} has ranks 1..{len(front)}")
-    return {"arch": front[rank - 1]["arch"], "weights": data.get("weights"), "file": pareto}
+    measurement = data.get("latency_measurement") or _older_measurement(pareto.parent)
+    return {"arch": front[rank - 1]["arch"], "weights": data.get("weights"), "file": pareto, "row": front[rank - 1],
+            "latency_measurement": measurement, "latency_protocol": data.get("latency_protocol")}
+
+
+def _older_measurement(search_dir: Path) -> dict | None:
+    """The protocol of a search written before pareto.json recorded it (``latency_measurement``):
+    from its latency_calibration.json when it measured here at one level, else None."""
+    from nas_cli.run_eval import LATENCY_CALIBRATION, SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+    from predictors.latency import RUNTIMES, protocol_record  # noqa: PLC0415
+
+    try:
+        cal = read_json(search_dir / LATENCY_CALIBRATION, "latency calibration", "")
+    except (UserError, OSError):
+        return None
+    if not isinstance(cal, dict) or cal.get("mode") != "measured" or cal.get("runtime", "jax") not in RUNTIMES.names():
+        return None
+    return protocol_record(cal.get("runtime", "jax"), rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
+                           references=cal.get("references"), level_ms=cal.get("level_ms"))
+
+
+def latency_protocol(search: dict | None) -> dict:
+    """The protocol the export measures its subnet's latency under: the search's that chose it
+    (pareto.json's ``latency_measurement``: runtime, threads, batch, timing, put at the search's
+    level; for a latency table's estimate, the table's, at the level its estimates were put at), else
+    the search's default (jax, batch 1, interleaved beside the reference subnets, as timed)."""
+    from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+    from predictors.latency import RUNTIMES, protocol_record  # noqa: PLC0415
+
+    if search and search.get("source") in ("measured", "table") and \
+            (search.get("runtime") or {}).get("name", "jax") in RUNTIMES.names():
+        return search
+    return protocol_record("jax", rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS)
+
+
+def measure_export_latency(space, a, row: dict | None) -> dict:
+    """subnet.json's latency fields: the subnet measured under :func:`latency_protocol`, and, for a
+    subnet chosen from a search's front, the search's own figure and protocol beside it."""
+    from predictors.latency import measure_as  # noqa: PLC0415
+
+    search = (row or {}).get("latency_measurement")
+    m = measure_as(space, [a], latency_protocol(search))[0]
+    out = {"latency_ms": m["latency_ms"], "latency_iqr_ms": m["iqr_ms"],
+           "latency_protocol": {**m["protocol"], "measured_ms": m["measured_ms"], "level_now_ms": m["level_now_ms"]}}
+    if row is not None:
+        same = bool(search and search.get("source") == "measured" and m["protocol"]["level_ms"] is not None
+                    and m["protocol"]["level_ms"] == search.get("level_ms"))
+        out["search_latency"] = {"latency_ms": row["row"].get("latency_ms"), "protocol": search,
+                                 "label": row.get("latency_protocol"), "same_protocol": same}
+        if "latency_measured_ms" in row["row"]:  # a table search's front, timed for real
+            out["search_latency"]["latency_measured_ms"] = row["row"]["latency_measured_ms"]
+    return out
 
 
 def resolve_arch(run: runs.Run, arch: str | None, row: dict | None) -> str:
@@ -135,7 +185,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     if quantize == "int8":
         int8 = export_int8(onnx_model, ds, a, run.config.seed, {"accuracy": val_acc, "test_accuracy": test_acc},
                            calib_images=int8_calib_images, max_drop=int8_max_drop, log=log)
-    latency = measure_latency(space, a)
+    latency = measure_export_latency(space, a, row)
     info = {
         "arch": arch_str,
         "space": space.name,
@@ -146,8 +196,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "class_names": list(ds.class_names),
         "accuracy": val_acc,
         "test_accuracy": test_acc,
-        "latency_ms": latency["latency_ms"],
-        "latency_iqr_ms": latency["iqr_ms"],
+        **latency,
         "latency_device": jax.devices()[0].device_kind,
         "flops": space.flops(a),
         "params": space.params(a),

@@ -48,9 +48,23 @@ def export_subnet_cmd(
     typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
                f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")
+    typer.echo(latency_line(info))
     if info["onnx_parity_max_abs_diff"] is not None:
         typer.echo(f"model.onnx parity in onnxruntime: max |logit diff| {info['onnx_parity_max_abs_diff']:.3e}")
     typer.echo(f"exported subnet written to {out}")
+
+
+def latency_line(info: dict) -> str:
+    """What the export's latency is, beside the search's figure for the same subnet."""
+    p = info.get("latency_protocol") or {}
+    rt = (p.get("runtime") or {}).get("name", "jax")
+    at = "put at the search's device speed" if p.get("level_ms") is not None else "as timed"
+    line = f"latency {info['latency_ms']:.3f} ms: measured here (batch {p.get('batch', 1)}, {rt}, {at})"
+    search = info.get("search_latency")
+    if search and search.get("latency_ms") is not None:
+        kind = "measured the same way" if search["same_protocol"] else (search.get("label") or "another protocol")
+        line += f"; the search reported {search['latency_ms']:.3f} ms ({kind})"
+    return line
 
 
 def register(app: typer.Typer) -> None:
