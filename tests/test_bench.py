@@ -120,6 +120,20 @@ def test_runtime_fronts_bench(tiny_run, tmp_path):
     assert pair["evaluated_in_common"]["n"] >= 2 and pair["evaluated_in_common"]["median_ratio"] > 0
 
 
+@pytest.mark.slow  # an export, then four fresh processes each loading it (the old way rebuilds eagerly)
+def test_load_export_bench(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from nas_cli import runs
+    from nas_cli.export import export_subnet
+
+    space = runs.open_run(tiny_run).space
+    export_subnet(tiny_run, tmp_path / "export", arch=space.encode(space.smallest()), log=lambda m: None)
+    out = last_json(run_script("load_export.py", tmp_path / "export", "--images", 3))
+    assert [r["way"] for r in out["runs"]] == ["before", "nnx", "stablehlo", "onnx"]
+    assert all(r["same_twice"] and r["max_abs_diff"] < 1e-5 for r in out["runs"])
+    assert set(out["median"]) == {"before", "nnx", "stablehlo", "onnx"}
+
+
 @pytest.mark.slow  # three `nas search` processes (one alone, then two on 127.0.0.1)
 def test_search_processes_bench(tiny_run, tmp_path):
     out = last_json(run_script("search_processes.py", tiny_run, "--out-root", tmp_path, "--evaluations", 4,
