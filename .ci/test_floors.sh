@@ -12,11 +12,9 @@ python=${PYTHON:-python3}
 venv=${FLOORS_VENV:-$(mktemp -d)/venv}
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
-# the project's requirements (and the test extra) at the pinned floors; the project itself is run
-# from this checkout (PYTHONPATH), so nothing is built into the checkout
-"$venv/bin/pip" install --quiet -c "$constraints" \
-  $("$venv/bin/python" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print(" ".join(repr(r) for r in d["dependencies"] + d["optional-dependencies"]["test"]))' | tr -d "'")
+# the project with its test extra, every requirement at its pinned floor (a wheel built from this
+# checkout: `nas --version` reads its metadata); the tests import the checkout itself (PYTHONPATH)
+"$venv/bin/pip" install --quiet -c "$constraints" '.[test]'
 "$venv/bin/pip" freeze | grep -iE '^(jax|jaxlib|flax|optax|typer|pymoo|orbax-checkpoint|numpy|scikit-learn|matplotlib|flatbuffers|grain|pillow|tensorboardx|jax2onnx|onnx|onnxruntime)==' 
 PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider -x \
   tests/test_export_load.py tests/test_latency_protocol.py \
