@@ -13,7 +13,7 @@ from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
-from nas_cli.train import calibration_images
+from nas_cli.data import calibration_images
 from predictors.latency import measure_latency
 
 #: inherited-weight validation accuracies, kept in the run directory: every search and every
