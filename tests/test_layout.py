@@ -138,3 +138,12 @@ def test_searching_and_exporting_do_not_import_the_trainer():
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"searching/exporting imported {out.stdout.strip()}"
+
+
+def test_the_search_reads_no_evaluator_capability_by_getattr():
+    """Every capability is declared on nas_cli.evaluation.Evaluator with its default: a ``getattr``
+    fallback would turn a misspelt one into a silently missing feature."""
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "nas_cli").rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if "getattr(" in line and "evaluator" in line.split("getattr(", 1)[1].split(",")[0]]
+    assert not found, found

@@ -77,8 +77,8 @@ def latency_axis(evaluator) -> str | None:
     benchmark table's column. None where the evaluator says nothing of it."""
     import json
 
-    calibration = getattr(evaluator, "latency_calibration", None) or {}
-    runtime = getattr(evaluator, "runtime", None)
+    calibration = evaluator.latency_calibration or {}
+    runtime = evaluator.runtime
     if "file" in calibration:  # a latency table or learned model (nas search --latency-table)
         path = Path(calibration["file"])
         try:
@@ -99,9 +99,8 @@ def latency_axis(evaluator) -> str | None:
         threads = ", 1 thread" if runtime == "onnxruntime" else ""
         return (f"measured here (batch 1, {runtime}{threads}; median of {SEARCH_ROUNDS}x{SEARCH_REPEATS} "
                 "interleaved runs, at the search's starting device speed)")
-    table = getattr(evaluator, "path", None)
-    if isinstance(table, Path) and table.suffix == ".csv":  # a benchmark table (nas search --benchmark-table)
-        return f"the benchmark table {table.name}'s latency column, as recorded there"
+    if evaluator.benchmark_table is not None:  # nas search --benchmark-table
+        return f"the benchmark table {evaluator.benchmark_table.name}'s latency column, as recorded there"
     return None
 
 
