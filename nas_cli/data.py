@@ -443,3 +443,11 @@ def dataset_info(dataset: Dataset) -> dict:
             "image_shape": list(dataset.image_shape),
             "splits": {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
             "mean": [float(m) for m in dataset.mean], "std": [float(s) for s in dataset.std]}
+
+
+def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
+    """A fixed, seeded subset of the training images for BatchNorm recalibration (never augmented)."""
+    order = np.random.default_rng(seed + 7).permutation(len(dataset.train))
+    images, _, failed = dataset.train.read(order[: min(n, len(order))])
+    dataset.train.note_failures(failed)  # counted against the split's 1% like every other read's
+    return images

@@ -17,7 +17,7 @@ from nas_cli.identity import describe
 from nas_cli.io import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
 from nas_cli.subnet import SubnetEvaluator, preprocess_recorded
-from nas_cli.train import calibration_images
+from nas_cli.data import calibration_images
 from search_spaces import get_space
 from search_spaces.layers import preprocess
 

@@ -11,9 +11,10 @@ import jax
 from nas_cli import runs
 from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
+from nas_cli.evaluation import Evaluator
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
-from nas_cli.train import calibration_images
+from nas_cli.data import calibration_images
 from predictors.latency import measure_latency
 
 #: inherited-weight validation accuracies, kept in the run directory: every search and every
@@ -29,9 +30,11 @@ LATENCY_CALIBRATION = "latency_calibration.json"
 
 #: a search's direct latency measurement: interleaved rounds x runs per subnet (with the references)
 SEARCH_ROUNDS, SEARCH_REPEATS = 10, 5
+#: without a search's calibration (``--no-latency-calibrate``): runs of each subnet timed alone
+ALONE_REPEATS = 30
 
 
-class RunEvaluator:
+class RunEvaluator(Evaluator):
     """Measures subnets of a trained supernet.
 
     ``evaluate``: validation accuracy with weights inherited from the supernet and BatchNorm
@@ -42,11 +45,11 @@ class RunEvaluator:
 
     Accuracies persist in the run directory (``subnet_accuracy.jsonl``), so no subnet of a run is
     measured twice, across searches and interruptions. In a multi-process search, process 0's
-    evaluator hands each batch's new accuracies out to every process (:attr:`spread`, see
-    nas_cli.spread) and measures latency itself.
+    evaluator is wrapped in a nas_cli.spread.SpreadEvaluator, which hands each batch's new
+    accuracies out to every process (:meth:`remember_accuracy`); this one measures latency.
     """
 
-    def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = 30,
+    def __init__(self, run: runs.Run, *, latency_table: Path | None = None, repeats: int = ALONE_REPEATS,
                  calibrate_in: Path | None = None, latency_runtime: str = "jax",
                  devices: int | None = None):
         from predictors.latency import get_runtime  # noqa: PLC0415
@@ -61,7 +64,6 @@ class RunEvaluator:
         # every local device measures each subnet (the batch split over them, the weights replicated);
         # in a multi-process search each process measures its own subnets on its own devices
         self._subnets = SubnetEvaluator(run.space, ds.mean, ds.std, mesh=local_mesh(make_mesh(devices)))
-        self.spread = None  # a nas_cli.spread.SpreadMeasurer: new accuracies measured over every process
         self._calib = calibration_images(ds, run.config.calib_images, run.config.seed)
         self._cache: dict[str, dict[str, float]] = {}
         self._accuracy_path = Path(run.path) / ACCURACY_CACHE
@@ -97,17 +99,17 @@ class RunEvaluator:
         """Recalibrated BatchNorm statistics of ``arch``."""
         return self._subnets.calibrate(self.run.params, arch, self._calib)
 
-    @property
-    def together(self) -> int:
-        """How many new subnets :meth:`evaluate` measures best in one call: one per process."""
-        return 1 if self.spread is None else self.spread.count
-
     def measure_accuracy(self, arch) -> float:
         """Validation accuracy of ``arch`` with inherited weights and recalibrated BatchNorm, measured
         now on this process's devices (no cache)."""
         return self._subnets.accuracy(self.run.params, self.stats(arch), arch, self.run.dataset.val)
 
-    def _remember(self, key: str, acc: float) -> None:
+    def knows_accuracy(self, key: str) -> bool:
+        """Whether the accuracy of the subnet ``key`` (an arch string) is known (cached)."""
+        return key in self._accuracy
+
+    def remember_accuracy(self, key: str, acc: float) -> None:
+        """Keeps ``acc`` as the accuracy of ``key``, in memory and in the run's accuracy cache."""
         try:
             append_jsonl(self._accuracy_path, {"arch": key, "accuracy": acc, "checkpoint": self.run.epoch,
                                                 "weights": self.run.weights})
@@ -119,17 +121,11 @@ class RunEvaluator:
         """Validation accuracy of ``arch`` with inherited weights and recalibrated BatchNorm."""
         key = self.space.encode(arch)
         if key not in self._accuracy:
-            self._remember(key, self.measure_accuracy(arch))
+            self.remember_accuracy(key, self.measure_accuracy(arch))
         return self._accuracy[key]
 
     def accuracies(self, archs: Sequence) -> list[float]:
-        """:meth:`accuracy` of each of ``archs``; with :attr:`spread`, the ones not yet known are
-        measured over every process, one subnet per process at a time."""
-        if self.spread is not None:
-            todo = list(dict.fromkeys(k for k in map(self.space.encode, archs) if k not in self._accuracy))
-            if todo:
-                for key, acc in zip(todo, self.spread.measure(todo)):
-                    self._remember(key, acc)
+        """:meth:`accuracy` of each of ``archs``."""
         return [self.accuracy(a) for a in archs]
 
     def measured_latency(self, arch) -> float:

@@ -20,7 +20,7 @@ from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
 from search_spaces import ArchError, get_space
-from search_spaces.base import SupernetSpace
+from search_spaces.base import SupernetSpace, default_resolutions
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint"
@@ -61,13 +61,6 @@ def enable_compilation_cache(multi_process: bool = False) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
     except OSError:
         pass  # a read-only home only costs compile time
-
-
-def default_resolutions(space: str, image_side: int) -> tuple[int, ...]:
-    """Tiny spaces (tests, 8x8 digits) run at the image size; full spaces also 8 and 4 px less."""
-    if space.endswith("-tiny"):
-        return (image_side,)
-    return tuple(r for r in (image_side - 8, image_side - 4, image_side) if r >= 8)
 
 
 def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:

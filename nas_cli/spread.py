@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from nas_cli import distributed as dist
 from nas_cli.distributed import DistributedError
+from nas_cli.evaluation import Wrapping
 
 
 def share(keys: Sequence[str], index: int, count: int) -> list[str]:
@@ -96,3 +97,26 @@ class SpreadMeasurer:
                     raise DistributedError(f"process 0 stopped the search: {message['error']}")
                 return self.measured
             dist.gather_json(self._mine(message["measure"])[0])
+
+
+class SpreadEvaluator(Wrapping):
+    """A training run's evaluator (nas_cli.run_eval.RunEvaluator) on process 0 of a multi-process
+    search: the accuracies a batch still lacks are measured over every process by ``spread``, one
+    subnet per process at a time, and kept in the run's evaluator; the rest (latency, FLOPs, the
+    files) is the run evaluator's own."""
+
+    def __init__(self, inner, spread: SpreadMeasurer):
+        super().__init__(inner)
+        self.spread = spread
+
+    @property
+    def together(self) -> int:
+        """How many new subnets :meth:`evaluate` measures best in one call: one per process."""
+        return self.spread.count
+
+    def evaluate(self, archs):
+        todo = list(dict.fromkeys(k for k in map(self.space.encode, archs) if not self.inner.knows_accuracy(k)))
+        if todo:
+            for key, acc in zip(todo, self.spread.measure(todo)):
+                self.inner.remember_accuracy(key, acc)
+        return self.inner.evaluate(archs)

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nas_cli.errors import UserError
+from nas_cli.evaluation import Evaluator
 from search_spaces.base import Arch, ArchError, SearchSpace, get_space
 
 ARCH_COLUMN = "arch_str"
@@ -22,7 +23,7 @@ ARCH_COLUMN = "arch_str"
 CHEAP = ("flops", "params")
 
 
-class TableEvaluator:
+class TableEvaluator(Evaluator):
     """Evaluator whose truth is a benchmark table; every ``evaluate`` of an architecture is a look-up.
 
     Args:
@@ -38,7 +39,7 @@ class TableEvaluator:
     def __init__(self, space: SearchSpace, path: Path, columns: Mapping[str, str],
                  optional: Mapping[str, str] | None = None, free: Sequence[str] = ()):
         self.space = space
-        self.path = Path(path)
+        self.path = self.benchmark_table = Path(path)
         if not self.path.is_file():
             raise UserError(f"benchmark table {str(self.path)!r} does not exist")
         with open(self.path, newline="", encoding="utf-8") as f:
@@ -101,23 +102,9 @@ class TableEvaluator:
     def evaluate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         return [self.lookup(self.space.encode(a)) for a in archs]
 
-    def front_truth(self, measured: Sequence[str], norm, bounds: Mapping[str, float]) -> dict[str, float]:
-        """How close the measured architectures come to the table's true feasible front: the ratio
-        of their front's hypervolume to the true one's, and the fraction of the true front's
-        members among them (``norm``: the search's Normaliser; ``bounds``: its absolute budgets)."""
-        from nas_cli.search.tracking import feasible_front  # here: nas_cli.search imports this module
-
-        tag = (tuple(norm.objectives), tuple(norm.ideal), tuple(norm.nadir), tuple(sorted(bounds.items())))
-        if getattr(self, "_truth_tag", None) != tag:
-            keys = list(self.table)
-            front, hv = feasible_front(keys, [self.table[k] for k in keys], norm, bounds)
-            self._truth_tag, self._truth = tag, ({keys[i] for i in front}, hv)
-        true_keys, true_hv = self._truth
-        recs = [self.table[k] for k in measured]
-        _, hv = feasible_front(list(measured), recs, norm, bounds)
-        return {"true_hypervolume_ratio": hv / true_hv if true_hv > 0 else 1.0,
-                "true_front_found": len(true_keys & set(measured)) / len(true_keys) if true_keys else 1.0,
-                "true_front_size": len(true_keys)}
+    def known_truth(self) -> dict[str, dict[str, float]]:
+        """Every architecture's metrics: the table is the whole truth."""
+        return self.table
 
     def estimate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         cheap = [m for m in dict.fromkeys([*CHEAP, *self.free]) if m in self._metrics]

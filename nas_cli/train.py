@@ -28,7 +28,7 @@ import optax
 from nas_cli import distributed as dist
 from nas_cli import runs
 from nas_cli.config import TrainConfig
-from nas_cli.data import DATA_INFO, Dataset, dataset_info
+from nas_cli.data import DATA_INFO, Dataset, calibration_images, dataset_info
 from nas_cli.errors import UserError
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.pipeline import StreamOptions, train_stream
@@ -253,14 +253,6 @@ def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset, mesh=
     if mesh is not None and mesh.devices.size > 1 and shard_over is not None:
         shard_over(mesh)
     return net
-
-
-def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
-    """A fixed, seeded subset of the training images for BatchNorm recalibration (never augmented)."""
-    order = np.random.default_rng(seed + 7).permutation(len(dataset.train))
-    images, _, failed = dataset.train.read(order[: min(n, len(order))])
-    dataset.train.note_failures(failed)  # counted against the split's 1% like every other read's
-    return images
 
 
 def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:

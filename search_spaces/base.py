@@ -278,21 +278,25 @@ class SupernetSpace(SearchSpace):
 
 
 class SpaceEntry(NamedTuple):
-    """A registered space: its factory (keyword options -> space) and whether it has a supernet."""
+    """A registered space: its factory (keyword options -> space), whether it has a supernet, and
+    (supernet spaces) the resolutions it trains at by default, as pixels below the image side."""
 
     factory: Callable[..., SearchSpace]
     supernet: bool = False
+    below_image_side: tuple[int, ...] = (0,)
 
 
 #: every search space, by name
 SPACES: Registry[SpaceEntry] = Registry("search space")
 
 
-def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: bool = False) -> None:
+def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: bool = False,
+                   below_image_side: tuple[int, ...] = (0,)) -> None:
     """Adds a space factory under ``name`` (a taken name is an error). Factories take keyword
     options; a ``supernet`` space's factory takes ``in_channels``, ``num_classes``, ``resolutions``
-    and ``width_mult`` and builds a :class:`SupernetSpace`."""
-    SPACES.register(name, SpaceEntry(factory, supernet))
+    and ``width_mult`` and builds a :class:`SupernetSpace`, whose default resolutions are the image
+    side less each of ``below_image_side`` (see :func:`default_resolutions`)."""
+    SPACES.register(name, SpaceEntry(factory, supernet, tuple(below_image_side)))
 
 
 def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full_config: Callable[..., Any],
@@ -311,8 +315,17 @@ def register_supernet_family(name: str, make: Callable[..., SupernetSpace], full
             raise ArchError(f"{name}-tiny has fixed widths (width_mult 1.0); a width multiplier applies to {name}")
         return make(tiny_config(**kw), f"{name}-tiny", options)
 
-    register_space(name, full, supernet=True)
+    # the full space also trains 8 and 4 px below the image side (elastic resolution); the tiny one,
+    # for 8x8 digits and the tests, at the image side only
+    register_space(name, full, supernet=True, below_image_side=(8, 4, 0))
     register_space(f"{name}-tiny", tiny, supernet=True)
+
+
+def default_resolutions(name: str, image_side: int, smallest: int = 8) -> tuple[int, ...]:
+    """The resolutions the supernet space ``name`` trains at on images of ``image_side`` pixels when
+    none are given: those its registration names, at least ``smallest`` pixels."""
+    sides = sorted({image_side - d for d in SPACES.get(name).below_image_side})
+    return tuple(r for r in sides if r >= smallest) or (image_side,)
 
 
 def space_names() -> list[str]:

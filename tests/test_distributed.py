@@ -221,9 +221,9 @@ def test_two_processes_resume_after_one_is_killed(reference_run, tmp_path):
 
 def _error_lines(err: str) -> list[str]:
     """The lines a failed process printed, less gloo's and absl's start-up chatter and the CLI's
-    "preparing ..." sign of life (progress, not part of the failure); a C++ abort's stack trace
+    "preparing ...", "compiling ...", "compiled ..." and "search: ..." progress lines (progress, not part of the failure); a C++ abort's stack trace
     ("Check failure", "@ 0x...") would stay and fail the one-line checks."""
-    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[Gloo]", "W1", "I1", "preparing "))]
+    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[Gloo]", "W1", "I1", "preparing ", "compiling", "compiled ", "search: "))]
 
 
 def test_process_zero_alone_is_one_line(tmp_path):
@@ -409,7 +409,9 @@ def test_process_zero_failing_stops_the_search_everywhere(search_run, tmp_path):
     results = _two_searches(made, tmp_path / "s", "--latency-table", str(lut), "--latency-budget", "0.0001ms")
     (rc0, _, err0), (rc1, _, err1) = results
     assert rc0 == 2 and rc1 == 2, (err0[-2000:], err1[-2000:])
-    [line0], [line1] = _error_lines(err0), _error_lines(err1)
+    lines0, lines1 = _error_lines(err0), _error_lines(err1)
+    assert len(lines0) == 1 and len(lines1) == 1, (lines0, lines1)
+    [line0], [line1] = lines0, lines1
     assert line0.startswith("error: latency budget '0.0001ms'") and "smallest latency achievable" in line0
     assert line1 == "error: process 0 stopped the search: " + line0.removeprefix("error: ")
 

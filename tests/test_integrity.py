@@ -203,7 +203,7 @@ def test_16_bit_pngs_are_read_at_their_true_scale(tmp_path: Path):
 def test_every_corrupt_image_counts_against_the_limit_even_one_found_late(tmp_path: Path):
     from nas_cli.data import load_dataset
     from nas_cli.errors import UserError
-    from nas_cli.train import calibration_images
+    from nas_cli.data import calibration_images
 
     with pytest.raises(UserError, match=r"cannot be decoded \(1 of \d+ images.*at most 1%"):
         ds = load_dataset("folder", _folder(tmp_path / "few", 30, truncate=7), image_size=8)  # 1 of 60
@@ -213,7 +213,7 @@ def test_every_corrupt_image_counts_against_the_limit_even_one_found_late(tmp_pa
 
 def test_a_corrupt_image_within_the_limit_is_warned_about_once(tmp_path: Path, capsys):
     from nas_cli.data import load_dataset
-    from nas_cli.train import calibration_images
+    from nas_cli.data import calibration_images
 
     ds = load_dataset("folder", _folder(tmp_path / "many", 130, truncate=3), image_size=8, seed=1)
     calibration_images(ds, 300, 0)

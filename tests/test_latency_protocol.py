@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -33,6 +32,16 @@ def _speed_fake(levels):
         return body + [{"latency_ms": level, "iqr_ms": 0.0} for _ in programs[-3:]]
 
     return fake, calls
+
+
+def _evaluator(**capabilities):
+    """An evaluator with these capabilities (nas_cli.evaluation.Evaluator's attributes) set."""
+    from nas_cli.evaluation import Evaluator
+
+    ev = Evaluator()
+    for name, value in capabilities.items():
+        setattr(ev, name, value)
+    return ev
 
 
 def test_the_fixed_term_is_never_negative():
@@ -81,12 +90,11 @@ def test_search_latency_records_say_which_protocol(tmp_path: Path):
     from nas_cli.search.outputs import latency_axis, latency_record
 
     refs = ["r8-k3e3-k3e3-k3e3"]
-    measured = SimpleNamespace(runtime="jax", repeats=30,
-                               latency_calibration={"mode": "measured", "level_ms": 2.0, "references": refs})
+    measured = _evaluator(runtime="jax", latency_calibration={"mode": "measured", "level_ms": 2.0, "references": refs})
     rec = latency_record(measured)
     assert rec["source"] == "measured" and rec["runtime"]["name"] == "jax" and rec["batch"] == 1
     assert (rec["rounds"], rec["repeats"], rec["level_ms"], rec["references"]) == (10, 5, 2.0, refs)
-    uncalibrated = SimpleNamespace(runtime="jax", repeats=30, latency_calibration=None)
+    uncalibrated = _evaluator(runtime="jax")
     assert latency_record(uncalibrated)["level_ms"] is None and "as timed" in latency_axis(uncalibrated)
 
     table = tmp_path / "lut.json"
@@ -94,7 +102,7 @@ def test_search_latency_records_say_which_protocol(tmp_path: Path):
                                  "runtime": {"name": "onnxruntime", "session_options": {"intra_op_num_threads": 4}},
                                  "device": {"kind": "cpu"}, "reference": {"archs": refs, "level_ms": 3.0},
                                  "quality": {"overhead_dominated": True}}))
-    scaled = SimpleNamespace(runtime="onnxruntime", latency_file=str(table), latency_calibration={
+    scaled = _evaluator(runtime="onnxruntime", latency_file=str(table), latency_calibration={
         "file": str(table), "scale": 0.5, "level_recorded_ms": 3.0, "level_now_ms": 1.5})
     rec = latency_record(scaled)
     assert rec["source"] == "table" and rec["level_ms"] == 1.5 and rec["scaled"] and rec["overhead_dominated"]
@@ -103,7 +111,7 @@ def test_search_latency_records_say_which_protocol(tmp_path: Path):
     assert label.startswith("estimate of lut.json (batch 1, onnxruntime, 4 threads, scaled x0.50")
     assert "overhead-dominated" in label
     # --no-latency-calibrate with a table: still the table's estimate, at the file's own level
-    as_recorded = SimpleNamespace(runtime="onnxruntime", latency_file=str(table), latency_calibration=None)
+    as_recorded = _evaluator(runtime="onnxruntime", latency_file=str(table))
     rec = latency_record(as_recorded)
     assert rec["source"] == "table" and rec["level_ms"] == 3.0 and not rec["scaled"]
     assert latency_axis(as_recorded).startswith("estimate of lut.json")

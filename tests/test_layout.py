@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,3 +127,23 @@ def test_no_private_names_across_modules():
 def test_four_space_indentation_is_checked_by_the_linter():
     text = (ROOT / "pyproject.toml").read_text()
     assert '"E111"' in text and "ruff check" in (ROOT / "Makefile").read_text()
+
+
+def test_searching_and_exporting_do_not_import_the_trainer():
+    """`nas search` and `nas export` load the library they use, not the supernet trainer (its optax
+    update, TensorBoard writer and input pipeline are for training only)."""
+    code = ("import sys, nas_cli.search, nas_cli.run_eval, nas_cli.export; "
+            "print(','.join(m for m in ('nas_cli.train', 'tensorboardX') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"searching/exporting imported {out.stdout.strip()}"
+
+
+def test_the_search_reads_no_evaluator_capability_by_getattr():
+    """Every capability is declared on nas_cli.evaluation.Evaluator with its default: a ``getattr``
+    fallback would turn a misspelt one into a silently missing feature."""
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "nas_cli").rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if "getattr(" in line and "evaluator" in line.split("getattr(", 1)[1].split(",")[0]]
+    assert not found, found

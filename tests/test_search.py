@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nas_cli.errors import UserError
+from nas_cli.evaluation import Evaluator
 from nas_cli.search import (
     ALGORITHMS,
     SearchConfig,
@@ -71,7 +72,7 @@ class Killed(RuntimeError):
     pass
 
 
-class ToyEvaluator:
+class ToyEvaluator(Evaluator):
     """Analytic accuracy/latency with an accuracy-latency trade-off; counts and can fail on demand."""
 
     def __init__(self, fail_after: int | None = None):
@@ -429,3 +430,25 @@ def test_a_choosing_predictor_chooses_only_at_the_selection_sizes(tmp_path, monk
     assert chosen_on == [12, 12]  # remade once on the resume, from the first 12 measured
     assert _front(tmp_path / "cut") == _front(tmp_path / "full")
     assert _log(tmp_path / "cut") == _log(tmp_path / "full")
+
+
+def test_an_evaluator_is_one_declared_contract(tmp_path):
+    """The search reads an evaluator's capabilities as declared attributes: something that only looks
+    like an evaluator is refused, and a wrapping evaluator passes every capability through."""
+    from nas_cli.evaluation import CAPABILITIES, Wrapping
+
+    class LooksLikeOne:
+        space = SPACE
+
+        def metric_names(self):
+            return ("accuracy", "latency")
+
+    with pytest.raises(TypeError, match="LooksLikeOne is not a nas_cli.evaluation.Evaluator"):
+        run_search(LooksLikeOne(), SearchConfig(budgets=BUDGET, population=4, generations=1), tmp_path / "s")
+    inner = ToyEvaluator()
+    inner.runtime, inner.latency_calibration, inner.together = "onnxruntime", {"level_ms": 1.0}, 3
+    wrapped = Wrapping(inner)
+    for name in CAPABILITIES:
+        value = getattr(wrapped, name)
+        assert value == getattr(inner, name), name
+    assert wrapped.known_truth() is None and wrapped.remeasure([SPACE.largest()]) == [{}]

@@ -319,3 +319,16 @@ def test_calib_and_eval_compile_once_for_all_subnets(bundle):
         for arch in others:
             _supernet_logits(bundle, params, arch)
     assert compiled.n == 0
+
+
+def test_default_resolutions_come_from_the_registration(monkeypatch):
+    """A space's default resolutions are what its registration says (no guess from its name)."""
+    from search_spaces.base import SPACES, default_resolutions, register_space
+
+    assert default_resolutions("mobilenetv3", 32) == (24, 28, 32)
+    assert default_resolutions("mobilenetv3-tiny", 32) == (32,)
+    monkeypatch.setattr(SPACES, "_entries", dict(SPACES._entries))  # the registration ends with the test
+    register_space("test-imagenet-like", SPACES.get("mobilenetv3").factory, supernet=True,
+                   below_image_side=(96, 48, 0))
+    assert default_resolutions("test-imagenet-like", 224) == (128, 176, 224)
+    assert default_resolutions("test-imagenet-like", 8) == (8,)  # never below 8 px, never empty

@@ -18,12 +18,6 @@ from nas_cli.search.tracking import Normaliser, constraints, feasible_front, log
 from search_spaces.base import Arch, SearchSpace
 
 
-def together(evaluator: Evaluator) -> int:
-    """How many new architectures ``evaluator`` measures best in one call (one per process of a
-    multi-process search; else 1, so that each measurement is saved as soon as it is made)."""
-    return int(getattr(evaluator, "together", 1))
-
-
 @dataclasses.dataclass
 class SearchContext:
     """One search's space, truth, config, measurement cache, budgets, normaliser and directory."""
@@ -38,10 +32,12 @@ class SearchContext:
     progress: Callable[[dict], None] | None
     #: seconds spent writing the last log line and checkpoint, reported by the next timed log line
     _written: float = dataclasses.field(default=0.0, init=False, repr=False)
+    #: the true feasible front's members and hypervolume, where the evaluator knows every architecture
+    _true_front: tuple[set, float] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         """True metrics of ``archs``; only the ones never measured are evaluated."""
-        return self.cache.measure(self.space, archs, self.evaluator.evaluate, together(self.evaluator))
+        return self.cache.measure(self.space, archs, self.evaluator.evaluate, int(self.evaluator.together))
 
     def objectives(self, metrics: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Normalised minimised objectives ``F`` and budget constraints ``G`` of ``metrics``."""
@@ -52,6 +48,22 @@ class SearchContext:
         t = time.perf_counter()
         save_state(self.out_dir, state)
         self._written += time.perf_counter() - t
+
+    def true_front_figures(self, measured: Sequence[str], records: Sequence[dict], hv: float) -> dict:
+        """Where the evaluator knows every architecture (a benchmark table): the ratio of the measured
+        front's hypervolume ``hv`` to the true feasible front's, and the share of the true front's
+        members among ``measured``; else nothing."""
+        if self._true_front is None:
+            truth = self.evaluator.known_truth()
+            if truth is None:
+                return {}
+            keys = list(truth)
+            front, true_hv = feasible_front(keys, [truth[k] for k in keys], self.norm, self.bounds)
+            self._true_front = ({keys[i] for i in front}, true_hv)
+        true_keys, true_hv = self._true_front
+        return {"true_hypervolume_ratio": hv / true_hv if true_hv > 0 else 1.0,
+                "true_front_found": len(true_keys & set(measured)) / len(true_keys) if true_keys else 1.0,
+                "true_front_size": len(true_keys)}
 
     def log(self, iteration: int, measured: list[str], seconds: dict[str, float] | None = None, **extra) -> None:
         """Appends one line (hypervolume, front size, best accuracy) for ``iteration`` to the log.
@@ -68,9 +80,7 @@ class SearchContext:
         rec = {"iteration": iteration, "n_evaluations": len(measured), "hypervolume": hv,
                "front_size": len(front), "best_accuracy": max(accs) if accs else None,
                "reference_point": self.norm.reference_point, **extra}
-        truth = getattr(self.evaluator, "front_truth", None)  # a benchmark table knows the true front
-        if truth is not None:
-            rec.update(truth(measured, self.norm, self.bounds))
+        rec.update(self.true_front_figures(measured, records, hv))
         if seconds is not None:
             rec["seconds"] = {k: round(v, 4) for k, v in
                               {**seconds, "track": time.perf_counter() - t, "write": self._written}.items()}

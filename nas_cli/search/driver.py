@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from nas_cli.errors import UserError
-from nas_cli.evaluation import Evaluator
+from nas_cli.evaluation import Evaluator, Wrapping
 from nas_cli.io import read_jsonl
 from nas_cli.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
-from nas_cli.search.context import SearchContext, together
+from nas_cli.search.context import SearchContext
 from nas_cli.search.outputs import latency_axis, latency_record, write_outputs
 from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
@@ -66,6 +66,8 @@ def run_search(evaluator: Evaluator, config: SearchConfig, out_dir: Path, *, sou
       UserError: metrics the evaluator lacks, a budget below the smallest subnet's value, or an
         ``out_dir`` holding a different search.
     """
+    if not isinstance(evaluator, Evaluator):  # its capabilities are read as attributes, never guessed
+        raise TypeError(f"{type(evaluator).__name__} is not a nas_cli.evaluation.Evaluator")
     needed = list(dict.fromkeys([*config.objectives, *(b.metric for b in config.budgets)]))
     have = tuple(evaluator.metric_names())
     missing = [m for m in needed if m not in have]
@@ -90,7 +92,7 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
         evaluator = _Reporting(evaluator, cache, progress)
 
     largest, smallest = cache.measure(space, [space.largest(), space.smallest()], evaluator.evaluate,
-                                      together(evaluator))
+                                      int(evaluator.together))
     bounds = resolve_budgets(space, config.budgets, largest, smallest)
     if not (out_dir / CONFIG_FILE).exists():  # recorded once the budgets are known to be feasible
         atomic_write_json(out_dir / CONFIG_FILE, wanted)
@@ -109,28 +111,26 @@ def _run_locked(evaluator, config, out_dir, source, weights, progress, log) -> S
     state = run_plain(ctx, state) if config.evaluations is None else run_with_predictor(ctx, state)
 
     records = [cache[k] for k in state["measured"]]
-    remeasure = getattr(evaluator, "remeasure", None)  # a modelled latency: time the final front for real
     front = write_outputs(out_dir, space, config, bounds, norm, state["measured"], records,
-                          (lambda keys: remeasure([space.decode(k) for k in keys])) if remeasure else None,
+                          # a modelled latency: the final front timed for real
+                          lambda keys: evaluator.remeasure([space.decode(k) for k in keys]),
                           weights=weights, latency_label=latency_axis(evaluator),
                           latency_measurement=latency_record(evaluator))
     log = read_jsonl(out_dir / LOG_FILE)
     return SearchResult(front, log, bounds, norm, out_dir)
 
 
-class _Reporting:
+class _Reporting(Wrapping):
     """``evaluator`` that reports each measurement to ``progress`` as it finishes, as
     ``{"event": "measured", "measured": architectures measured so far}`` (the cache's, with this
     one): a display's "evaluations e of N" between the per-iteration log records."""
 
     def __init__(self, evaluator: Evaluator, cache: EvalCache, progress: Callable[[dict], None]):
-        self._evaluator, self._cache, self._progress = evaluator, cache, progress
-
-    def __getattr__(self, name):
-        return getattr(self._evaluator, name)
+        super().__init__(evaluator)
+        self._cache, self._progress = cache, progress
 
     def evaluate(self, archs):
-        out = self._evaluator.evaluate(archs)
+        out = self.inner.evaluate(archs)
         self._progress({"event": "measured", "measured": len(self._cache) + len(out)})
         return out
 

@@ -80,9 +80,9 @@ def latency_axis(evaluator) -> str | None:
     benchmark table's column. None where the evaluator says nothing of it."""
     import json
 
-    calibration = getattr(evaluator, "latency_calibration", None) or {}
-    runtime = getattr(evaluator, "runtime", None)
-    file = calibration.get("file") or getattr(evaluator, "latency_file", None)
+    calibration = evaluator.latency_calibration or {}
+    runtime = evaluator.runtime
+    file = calibration.get("file") or evaluator.latency_file
     if file:  # a latency table or learned model (nas search --latency-table)
         path = Path(file)
         try:
@@ -100,17 +100,16 @@ def latency_axis(evaluator) -> str | None:
             (data.get("quality") or {}).get("overhead_dominated")) else ""
         return f"estimate of {path.name} ({how}{scaled}{flat})"
     if runtime is not None:
-        from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS
+        from nas_cli.run_eval import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS
 
         threads = ", 1 thread" if runtime.startswith("onnxruntime") else ""
         if calibration.get("mode") != "measured":  # --no-latency-calibrate
-            return (f"measured here (batch 1, {runtime}{threads}; median of {getattr(evaluator, 'repeats', 30)} runs "
+            return (f"measured here (batch 1, {runtime}{threads}; median of {ALONE_REPEATS} runs "
                     "of each subnet alone, as timed)")
         return (f"measured here (batch 1, {runtime}{threads}; median of {SEARCH_ROUNDS}x{SEARCH_REPEATS} "
                 "interleaved runs, at the search's starting device speed)")
-    table = getattr(evaluator, "path", None)
-    if isinstance(table, Path) and table.suffix == ".csv":  # a benchmark table (nas search --benchmark-table)
-        return f"the benchmark table {table.name}'s latency column, as recorded there"
+    if evaluator.benchmark_table is not None:  # nas search --benchmark-table
+        return f"the benchmark table {evaluator.benchmark_table.name}'s latency column, as recorded there"
     return None
 
 
@@ -124,9 +123,9 @@ def latency_record(evaluator) -> dict | None:
 
     from predictors.latency import protocol_record  # noqa: PLC0415
 
-    calibration = getattr(evaluator, "latency_calibration", None) or {}
-    runtime = getattr(evaluator, "runtime", None)
-    file = calibration.get("file") or getattr(evaluator, "latency_file", None)
+    calibration = evaluator.latency_calibration or {}
+    runtime = evaluator.runtime
+    file = calibration.get("file") or evaluator.latency_file
     if file:  # a latency table or learned model (nas search --latency-table)
         try:
             data = json.loads(Path(file).read_text())
@@ -141,16 +140,15 @@ def latency_record(evaluator) -> dict | None:
                 "scale": float(calibration.get("scale", 1.0)), "scaled": "scale" in calibration and "why" not in calibration,
                 "overhead_dominated": bool((data.get("quality") or {}).get("overhead_dominated", False))}
     if runtime is not None:
-        from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+        from nas_cli.run_eval import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
 
         if calibration.get("mode") == "measured":
             return protocol_record(runtime, rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
                                    references=calibration.get("references"), level_ms=calibration["level_ms"])
         # --no-latency-calibrate: each subnet timed alone, as is (RunEvaluator.measured_latency)
-        return protocol_record(runtime, rounds=1, repeats=getattr(evaluator, "repeats", 30))
-    table = getattr(evaluator, "path", None)
-    if isinstance(table, Path) and table.suffix == ".csv":
-        return {"source": "benchmark", "file": str(table)}
+        return protocol_record(runtime, rounds=1, repeats=ALONE_REPEATS)
+    if evaluator.benchmark_table is not None:
+        return {"source": "benchmark", "file": str(evaluator.benchmark_table)}
     return None
 
 

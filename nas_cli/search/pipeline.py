@@ -101,12 +101,12 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
                                        latency_runtime=config.latency_runtime, devices=parallel.devices)
         _log_calibration(evaluator, latency_table, log)
         # what measures, not where it lies: a copied or moved run is the same search
-        source, weights = "training run", getattr(evaluator, "weights", None)
+        source, weights = "training run", evaluator.weights
     return run_search(evaluator, config, out_dir, source=source, weights=weights, progress=progress, log=log)
 
 
 def _log_calibration(evaluator, latency_table: Path | None, log: Callable[[str], None]) -> None:
-    cal = getattr(evaluator, "latency_calibration", None)
+    cal = evaluator.latency_calibration
     if latency_table is not None and cal is not None:
         log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
             else f"latency model used as recorded ({cal['why']})")
@@ -135,7 +135,7 @@ def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, laten
     """
     from nas_cli import distributed as dist
     from nas_cli.run_eval import open_run_evaluator
-    from nas_cli.spread import SpreadMeasurer
+    from nas_cli.spread import SpreadEvaluator, SpreadMeasurer
 
     settings = search_settings(run_dir, config, out_dir, latency_table, latency_calibrate, parallel)
     dist.initialize(parallel, settings)  # before anything starts JAX's runtime
@@ -157,8 +157,7 @@ def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, laten
         return Served(dist.process_index(), spread.serve(), Path(out_dir))
     try:
         _log_calibration(evaluator, latency_table, log)
-        evaluator.spread = spread
-        result = run_search(evaluator, config, out_dir, source="training run", weights=evaluator.weights,
+        result = run_search(SpreadEvaluator(evaluator, spread), config, out_dir, source="training run", weights=evaluator.weights,
                             progress=progress, log=log)
     except BaseException as e:
         try:

@@ -105,7 +105,7 @@ def zero_cost_features(ctx: SearchContext) -> ZeroCostFeatures | None:
     """
     if not split_feature_kind(ctx.config.features)[1]:
         return None
-    run = getattr(ctx.evaluator, "run", None)
+    run = ctx.evaluator.run
     if run is None:
         raise UserError(f"--features {ctx.config.features}: zero-cost proxies are computed through a trained "
                         "supernet's weights, and this search measures a table; use --features structure or onehot")
