@@ -109,6 +109,62 @@ def _worker_ignores_ctrl_c(index: int, count: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _WorkerStream:
+    """A grain iterator over worker processes whose first read (when grain spawns the workers) runs
+    in a helper thread while this process ignores SIGINT, until the workers exist: they inherit the
+    ignored SIGINT (an ignored signal stays ignored across fork and exec, and Python then installs no
+    KeyboardInterrupt handler), so a terminal's Ctrl-C, which reaches the whole process group, cannot
+    kill one while it still imports grain and JAX, before ``worker_init_fn`` runs (measured: seconds).
+    A Ctrl-C in that short window (the spawn itself) is lost; once the workers exist it interrupts the
+    wait for the first batch as usual. ``close`` stops the workers."""
+
+    def __init__(self, dataset, workers: int):
+        self._it, self._workers, self._started = iter(dataset), workers, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._started:
+            return next(self._it)
+        self._started = True
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+            return next(self._it)
+        return self._first()
+
+    def _first(self):
+        import multiprocessing
+        import signal
+        import threading
+
+        result: dict = {}
+
+        def fetch():
+            try:
+                result["batch"] = next(self._it)
+            except BaseException as e:  # noqa: BLE001 - raised again in the main thread
+                result["error"] = e
+
+        before = set(multiprocessing.active_children())
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        helper = threading.Thread(target=fetch, name="nas-first-batch", daemon=True)
+        try:
+            helper.start()
+            while helper.is_alive() and len(set(multiprocessing.active_children()) - before) < self._workers:
+                helper.join(0.005)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        helper.join()  # a Ctrl-C interrupts this wait (then the caller closes the stream)
+        if "error" in result:
+            raise result["error"]
+        return result["batch"]
+
+    def close(self) -> None:
+        self._it.close()
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order in which epoch ``epoch`` visits the ``n`` training examples."""
     return np.random.default_rng([seed, epoch, _DATA_STREAM]).permutation(n)
@@ -189,6 +245,5 @@ def train_stream(split: ReadableSplit, options: StreamOptions, start_epoch: int,
         it = piped.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                             per_worker_buffer_size=options.prefetch),
                                worker_init_fn=_worker_ignores_ctrl_c)
-    else:
-        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=options.prefetch))
-    return iter(it)
+        return _WorkerStream(it, workers)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=options.prefetch)))
