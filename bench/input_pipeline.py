@@ -154,8 +154,9 @@ def write_small_folder(root: Path, n: int, side: int, image_size: int) -> Path:
     return root
 
 
-def small_folder_side_by_side(n: int, side: int, image_size: int, space: str, batch: int) -> dict:
-    """Wall seconds of one training epoch: folder (default reading), folder with one worker, npz."""
+def small_folder_side_by_side(n: int, side: int, image_size: int, space: str, batch: int, repeats: int = 1) -> dict:
+    """Wall seconds of one training epoch: folder (default reading), folder with one worker, npz;
+    ``repeats`` rounds, each in another order (the machine's load drifts), and their medians."""
     import contextlib
     import subprocess
 
@@ -165,25 +166,29 @@ def small_folder_side_by_side(n: int, side: int, image_size: int, space: str, ba
                  "batch_size": batch}
     with tempfile.TemporaryDirectory() as tmp:
         root = write_small_folder(Path(tmp), n, side, image_size)
-        env = dict(os.environ, NAS_CACHE_DIR=str(Path(tmp) / "xla-cache"),
+        env = dict(os.environ, NAS_CACHE_DIR=os.environ.get("NAS_CACHE_DIR") or str(Path(tmp) / "xla-cache"),
                    PYTHONPATH=str(_HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         folder = ["--dataset", "folder", "--data-dir", str(root / "folder"), "--image-size", str(image_size)]
         npz = ["--dataset", "npz", "--data-dir", str(root / "small.npz")]
-        runs = {"warm_up_npz": npz, "folder": folder, "folder_1_worker": folder + ["--data-workers", "1"], "npz": npz}
-        train = {}
-        for name, data in runs.items():
+        runs = {"folder": folder, "folder_1_worker": folder + ["--data-workers", "1"], "npz": npz}
+        order = [("warm_up_npz", npz)] + [item for r in range(repeats)
+                                          for item in list(runs.items())[r % 3:] + list(runs.items())[:r % 3]]
+        train: dict = {name: {"wall_s": [], "leak_warnings": 0} for name in runs}
+        for i, (name, data) in enumerate(order):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "nas_cli", "train-supernet", *data, "--space", space,
                                    "--epochs", "1", "--batch-size", str(batch), "--augment", "standard",
-                                   "--seed", "0", "--out", str(Path(tmp) / name)],
+                                   "--seed", "0", "--out", str(Path(tmp) / f"{i}-{name}")],
                                   env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{name}: {proc.stderr[-2000:]}")
-            train[name] = {"wall_s": round(time.perf_counter() - t0, 1),
-                           "leak_warnings": proc.stderr.count("leaked")}
-        del train["warm_up_npz"]
+            if name in train:
+                train[name]["wall_s"].append(round(time.perf_counter() - t0, 1))
+                train[name]["leak_warnings"] += proc.stderr.count("leaked")
+        for t in train.values():
+            t["median_s"] = float(np.median(t["wall_s"]))
         out["train_epoch"] = train
-        out["train_ratio_to_npz"] = {k: round(train[k]["wall_s"] / train["npz"]["wall_s"], 2)
+        out["train_ratio_to_npz"] = {k: round(train[k]["median_s"] / train["npz"]["median_s"], 2)
                                      for k in ("folder", "folder_1_worker")}
         streams = {}
         for name, ds_args, workers in (("folder", ("folder", root / "folder"), None),
@@ -253,11 +258,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--small-side", type=int, default=40, help="the small folder's JPEG height (width 5/4 of it)")
     ap.add_argument("--small-space", default="mobilenetv3-tiny")
     ap.add_argument("--small-only", action="store_true", help="run the small-folder comparison alone")
+    ap.add_argument("--small-repeats", type=int, default=1, help="rounds of the three small-folder trainings")
     args = ap.parse_args(argv)
     if args.small_only:
         out = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
                "small_folder": small_folder_side_by_side(args.small_folder or 60, args.small_side, args.image_size,
-                                                         args.small_space, args.batch_size)}
+                                                         args.small_space, args.batch_size, args.small_repeats)}
         print(json.dumps(out, indent=1))
         return out
 
@@ -292,7 +298,7 @@ def main(argv=None) -> dict:
 
     if args.small_folder:
         out["small_folder"] = small_folder_side_by_side(args.small_folder, args.small_side, args.image_size,
-                                                        args.small_space, args.batch_size)
+                                                        args.small_space, args.batch_size, args.small_repeats)
     out["step"] = step_rate(args.space, args.batch_size, args.image_size, args.steps, args.warmup)
     consumed = out["step"]["images_per_s"]
     out["ratio_to_step"] = {k: round(out[k]["images_per_s"] / consumed, 2)
