@@ -49,9 +49,10 @@ class DistributedError(UserError):
 # threads (``PJRT_NPROC`` replaces the core count when set). A collective (the all-reduce of a
 # BatchNorm mean or of a gradient) holds one pool thread per device that has reached it until every
 # device has, and XLA aborts the whole process (C++ LOG(FATAL), exit 134) when they have not all
-# arrived within 40 s. With exactly as many threads as devices there is no spare thread: on a busy
-# machine the threads of the devices already waiting, plus work queued ahead of the others, leave a
-# late device none to run on, so it never arrives. Measured on the 2-core machine with two busy-loop
+# arrived within 40 s. With exactly as many threads as devices there is no spare thread ("We only
+# created enough threads for one collective to complete", says XLA's CPU client): on a busy machine
+# the late device's program was found not even launched (gdb: three pool threads in the all-reduce,
+# its launch waiting on the device's in-flight limit), and it never arrived. Measured on the 2-core machine with two busy-loop
 # processes beside a 4-fake-device loop of small all-reducing programs: PJRT_NPROC unset (4 threads)
 # and PJRT_NPROC=5 aborted within 20 s in every try ("only 2 (or 3) of them arrived"); PJRT_NPROC=8
 # and 16 ran 60 s without a stall; --xla_cpu_multi_thread_eigen=false and
