@@ -12,6 +12,14 @@ Measures, in one process:
     resolution (the sandwich rule: largest + smallest + 2 random subnets, in-place distillation), after
     ``--warmup`` steps;
 and reports each pipeline's ratio to the step (target: >= 3) and the peak RSS (target: < 1.5 GB).
+
+With ``--small-folder N`` (issue 31: a small folder trained far slower than the same images as an
+.npz) it also writes N small JPEGs in 3 classes and the same images, decoded at ``--image-size``, as
+an .npz, and puts side by side, each in a fresh ``nas train-supernet`` process of one epoch of
+``--small-space`` sharing one warm persistent compilation cache (a first, untimed run fills it):
+the folder as the pipeline now reads it (in-process for a small folder), the folder with one worker
+process (``--data-workers 1``: the default before), and the .npz. ``stream_s`` times one epoch of
+batches alone (start-up included) in this process for the same three.
 """
 
 from __future__ import annotations
@@ -123,6 +131,79 @@ def write_folder(root: Path, n: int, side: int, classes: int = 10) -> None:
         Image.fromarray(img).save(root / f"c{i % classes}" / f"{i:06d}.jpg", quality=90)
 
 
+def write_small_folder(root: Path, n: int, side: int, image_size: int) -> Path:
+    """``n`` JPEGs of ``side`` x ``side * 5 // 4`` px in 3 classes under ``root/folder/train``, and
+    ``root/small.npz`` holding the same images decoded as the folder's reader decodes them."""
+    from PIL import Image
+
+    from nas_cli.imagefiles import decode_image
+
+    rng = np.random.default_rng(1)
+    images, labels = [], []
+    for i in range(n):
+        c = i % 3
+        img = rng.integers(0, 90, (side, side * 5 // 4, 3), dtype=np.uint8)
+        img[..., c] += 150
+        path = root / "folder" / "train" / f"c{c}" / f"{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, quality=90)
+        images.append(decode_image(str(path), image_size, 3))
+        labels.append(c)
+    np.savez(root / "small.npz", images=np.stack(images), labels=np.asarray(labels),
+             class_names=np.asarray(["c0", "c1", "c2"]))
+    return root
+
+
+def small_folder_side_by_side(n: int, side: int, image_size: int, space: str, batch: int, repeats: int = 1) -> dict:
+    """Wall seconds of one training epoch: folder (default reading), folder with one worker, npz;
+    ``repeats`` rounds, each in another order (the machine's load drifts), and their medians."""
+    import contextlib
+    import subprocess
+
+    from nas_cli.data import load_dataset
+
+    out: dict = {"images": n, "jpeg_size": [side, side * 5 // 4], "image_size": image_size, "space": space,
+                 "batch_size": batch}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_small_folder(Path(tmp), n, side, image_size)
+        env = dict(os.environ, NAS_CACHE_DIR=os.environ.get("NAS_CACHE_DIR") or str(Path(tmp) / "xla-cache"),
+                   PYTHONPATH=str(_HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        folder = ["--dataset", "folder", "--data-dir", str(root / "folder"), "--image-size", str(image_size)]
+        npz = ["--dataset", "npz", "--data-dir", str(root / "small.npz")]
+        runs = {"folder": folder, "folder_1_worker": folder + ["--data-workers", "1"], "npz": npz}
+        order = [("warm_up_npz", npz)] + [item for r in range(repeats)
+                                          for item in list(runs.items())[r % 3:] + list(runs.items())[:r % 3]]
+        train: dict = {name: {"wall_s": [], "leak_warnings": 0} for name in runs}
+        for i, (name, data) in enumerate(order):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "nas_cli", "train-supernet", *data, "--space", space,
+                                   "--epochs", "1", "--batch-size", str(batch), "--augment", "standard",
+                                   "--seed", "0", "--out", str(Path(tmp) / f"{i}-{name}")],
+                                  env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: {proc.stderr[-2000:]}")
+            if name in train:
+                train[name]["wall_s"].append(round(time.perf_counter() - t0, 1))
+                train[name]["leak_warnings"] += proc.stderr.count("leaked")
+        for t in train.values():
+            t["median_s"] = float(np.median(t["wall_s"]))
+        out["train_epoch"] = train
+        out["train_ratio_to_npz"] = {k: round(train[k]["median_s"] / train["npz"]["median_s"], 2)
+                                     for k in ("folder", "folder_1_worker")}
+        streams = {}
+        for name, ds_args, workers in (("folder", ("folder", root / "folder"), None),
+                                       ("folder_1_worker", ("folder", root / "folder"), 1),
+                                       ("npz", ("npz", root / "small.npz"), None)):
+            ds = load_dataset(*ds_args, image_size=image_size if ds_args[0] == "folder" else None)
+            t0 = time.perf_counter()
+            opts = StreamOptions(batch_size=batch, seed=0, augment="standard", workers=workers)
+            with contextlib.closing(train_stream(ds.train, opts, 0, 1)) as it:
+                count = sum(1 for _ in it)
+            streams[name] = {"stream_s": round(time.perf_counter() - t0, 3), "batches": count}
+        out["stream_epoch"] = streams
+    return out
+
+
 def step_rate(space_name: str, batch: int, resolution: int, steps: int, warmup: int) -> dict:
     """Images/s the training step consumes (the sandwich rule of ``nas train-supernet``)."""
     import jax
@@ -172,7 +253,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--space", default="mobilenetv3")
     ap.add_argument("--steps", type=int, default=10, help="train steps timed")
     ap.add_argument("--warmup", type=int, default=5, help="train steps before timing (compilation)")
+    ap.add_argument("--small-folder", type=int, default=0,
+                    help="images of the small folder trained side by side with the same .npz (0: skip)")
+    ap.add_argument("--small-side", type=int, default=40, help="the small folder's JPEG height (width 5/4 of it)")
+    ap.add_argument("--small-space", default="mobilenetv3-tiny")
+    ap.add_argument("--small-only", action="store_true", help="run the small-folder comparison alone")
+    ap.add_argument("--small-repeats", type=int, default=1, help="rounds of the three small-folder trainings")
     args = ap.parse_args(argv)
+    if args.small_only:
+        out = {"machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)},
+               "small_folder": small_folder_side_by_side(args.small_folder or 60, args.small_side, args.image_size,
+                                                         args.small_space, args.batch_size, args.small_repeats)}
+        print(json.dumps(out, indent=1))
+        return out
 
     from nas_cli.data import load_dataset
     from nas_cli.pipeline import default_workers
@@ -203,6 +296,9 @@ def main(argv=None) -> dict:
                          "image_size": args.image_size, "workers": workers, "write_s": round(written, 1),
                          "load_s": round(scanned, 2), **result, "peak_rss_mb": round(rss.peak / 2**20, 1)}
 
+    if args.small_folder:
+        out["small_folder"] = small_folder_side_by_side(args.small_folder, args.small_side, args.image_size,
+                                                        args.small_space, args.batch_size, args.small_repeats)
     out["step"] = step_rate(args.space, args.batch_size, args.image_size, args.steps, args.warmup)
     consumed = out["step"]["images_per_s"]
     out["ratio_to_step"] = {k: round(out[k]["images_per_s"] / consumed, 2)

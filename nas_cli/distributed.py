@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -40,6 +41,76 @@ _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WO
 
 class DistributedError(UserError):
     """A multi-device or multi-process setting that cannot work (one line, exit 2)."""
+
+
+# --- XLA's CPU thread pool and collectives over several CPU devices ---------------------------------
+#
+# XLA's CPU client runs every device's part of a program on one shared pool of max(cores, devices)
+# threads (``PJRT_NPROC`` replaces the core count when set). A collective (the all-reduce of a
+# BatchNorm mean or of a gradient) holds one pool thread per device that has reached it until every
+# device has, and XLA aborts the whole process (C++ LOG(FATAL), exit 134) when they have not all
+# arrived within 40 s. With exactly as many threads as devices there is no spare thread ("We only
+# created enough threads for one collective to complete", says XLA's CPU client): on a busy machine
+# the late device's program was found not even launched (gdb: three pool threads in the all-reduce,
+# its launch waiting on the device's in-flight limit), and it never arrived. Measured on the 2-core machine with two busy-loop
+# processes beside a 4-fake-device loop of small all-reducing programs: PJRT_NPROC unset (4 threads)
+# and PJRT_NPROC=5 aborted within 20 s in every try ("only 2 (or 3) of them arrived"); PJRT_NPROC=8
+# and 16 ran 60 s without a stall; --xla_cpu_multi_thread_eigen=false and
+# jax_cpu_enable_async_dispatch=False did not help (tests/test_fake_devices.py keeps the case).
+
+#: pool threads per CPU device a collective needs (measured above: 1 deadlocks, 1.25 too, 2 does not)
+POOL_PER_DEVICE = 2
+#: the environment variable XLA's CPU client reads for its thread pool's size (instead of the cores)
+POOL_ENV = "PJRT_NPROC"
+#: the name XLA's CPU client gives the pool's threads (how :func:`cpu_pool_threads` counts them)
+_POOL_THREAD = "tf_XLAEigen"
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def forced_cpu_devices(env: dict | os._Environ = os.environ) -> int:
+    """The CPU device count ``env`` asks JAX for (``--xla_force_host_platform_device_count`` in
+    ``XLA_FLAGS``, or ``JAX_NUM_CPU_DEVICES``); 1 when neither says."""
+    counts = re.findall(r"--xla_force_host_platform_device_count=(\d+)", env.get("XLA_FLAGS", ""))
+    n = int(counts[-1]) if counts else 1
+    other = env.get("JAX_NUM_CPU_DEVICES", "").strip()
+    return max(n, int(other)) if other.isdigit() else n
+
+
+def cpu_pool_env(env: dict | os._Environ = os.environ, cores: int | None = None) -> dict[str, str]:
+    """The setting that gives XLA's CPU pool :data:`POOL_PER_DEVICE` threads per device that ``env``
+    asks for ({} when one device, or when ``PJRT_NPROC`` is already set: the user's choice, which
+    :func:`make_mesh` checks)."""
+    n = forced_cpu_devices(env)
+    if n < 2 or env.get(POOL_ENV, "").strip():
+        return {}
+    return {POOL_ENV: str(max(cores or _cores(), POOL_PER_DEVICE * n))}
+
+
+def ensure_cpu_pool() -> None:
+    """Sizes XLA's CPU pool for the fake CPU devices the environment asks for, before JAX's CPU
+    client starts (it reads ``PJRT_NPROC`` once, when created). Done when this module is imported,
+    which every training and search path does before it touches a device."""
+    os.environ.update(cpu_pool_env())
+
+
+ensure_cpu_pool()
+
+
+def cpu_pool_threads(devices: int) -> int:
+    """The threads of XLA's CPU pool in this process: counted where Linux names them, else what the
+    client makes of ``PJRT_NPROC`` or the cores and the ``devices`` it has."""
+    try:
+        names = [Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+    except OSError:
+        names = []
+    counted = sum(name == _POOL_THREAD for name in names)
+    if counted:
+        return counted
+    setting = os.environ.get(POOL_ENV, "").strip()
+    return max(int(setting) if setting.isdigit() else _cores(), devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +385,14 @@ def make_mesh(devices: int | None = None) -> Mesh:
         raise DistributedError(f"--devices {devices}: this process has only {len(local)} "
                                f"{local[0].platform} device(s); use at most {len(local)}")
     n = devices or len(local)
+    if local[0].platform == "cpu" and n > 1:
+        pool = cpu_pool_threads(len(local))
+        if pool < POOL_PER_DEVICE * n:
+            raise DistributedError(
+                f"{n} CPU devices need {POOL_PER_DEVICE * n} threads in XLA's CPU pool, which has {pool} "
+                f"({POOL_ENV}={os.environ.get(POOL_ENV, '') or 'unset'}, {_cores()} cores): their collectives can "
+                f"stall and abort the process on a busy machine; set {POOL_ENV}={POOL_PER_DEVICE * n} before JAX "
+                f"starts, or use --devices {max(1, pool // POOL_PER_DEVICE)}")
     if jax.process_count() == 1:
         chosen = local[:n]
     else:  # the first n local devices of every process, process by process (the batch's order)

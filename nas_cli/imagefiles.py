@@ -113,6 +113,19 @@ class FileSplit:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.side, self.side, self.channels)
 
+    def total_bytes(self, limit: int | None = None) -> int:
+        """The files' sizes summed (stops once past ``limit``, returning a sum above it); a file
+        gone counts 0 (reading it fails later, naming it)."""
+        total = 0
+        for path in self.paths:
+            try:
+                total += os.stat(path).st_size
+            except OSError:
+                pass
+            if limit is not None and total > limit:
+                break
+        return total
+
     def subset(self, indices: np.ndarray) -> "FileSplit":
         return FileSplit(tuple(self.paths[i] for i in indices), self.labels[indices], self.side, self.channels)
 

@@ -5,9 +5,13 @@ from ``(seed, epoch)``, and the augmentation of the step's global batch from ``(
 So a resumed run reads exactly the batches an uninterrupted one reads, and neither the number of
 worker processes nor the number of shards changes what the union of the shards sees.
 
-In-memory splits (the built-in datasets, .npz) are gathered by one prefetch thread, which overlaps
-the train step (JAX releases the GIL while it computes). Folder splits are decoded in grain worker
-processes (``mp_prefetch``), each holding a few finished batches; the dataset itself stays on disk.
+In-memory splits (the built-in datasets, .npz) and small folders (:func:`decodes_in_process`) are
+gathered by one prefetch thread, which overlaps the train step (JAX releases the GIL while it
+computes, Pillow while it decodes). Larger folder splits are decoded in grain worker processes
+(``mp_prefetch``), each holding a few finished batches; the dataset itself stays on disk. Workers
+ignore Ctrl-C (the trainer stops them), and batches travel through the workers' pipes rather than
+shared-memory blocks, so closing the stream (``contextlib.closing``), on a normal end, an error or
+Ctrl-C alike, leaves no semaphore or shared-memory block behind.
 
 grain's worker processes import this module to run :class:`StepBatches`; it imports numpy and
 :mod:`nas_cli.imagefiles` (grain itself, imported when a stream starts, brings JAX along).
@@ -51,8 +55,7 @@ class StreamOptions:
       augment: one of :data:`AUGMENTATIONS`.
       shard_index, shard_count: this process reads the ``shard_index``-th of ``shard_count`` equal
         slices of every global batch (``batch_size`` must divide by ``shard_count``).
-      workers: grain worker processes decoding batches; None: 0 for in-memory splits, else up to 4
-        (one core is left to the train step).
+      workers: grain worker processes decoding batches; None: :func:`default_workers`.
       prefetch: finished batches kept ahead (per worker with workers).
     """
 
@@ -72,12 +75,94 @@ class StreamOptions:
                              "must divide by the shard count, and 0 <= shard_index < shard_count")
 
 
-def default_workers(split) -> int:
-    """Worker processes worth starting for ``split``: none for arrays already in memory (a thread
-    gathers a batch in microseconds), else the cores but one, at most 4."""
+#: a folder split whose files hold at most this many bytes is decoded by the prefetch thread of the
+#: training process. A worker process costs seconds to start (it imports grain and JAX: 7.6-7.9 s
+#: on the 2-core machine, more under load, and it competes with the first compilations), while the
+#: thread decodes such a split's epoch of small images in well under a second (36 images of 10x12
+#: px: 0.04 s); see bench/RESULTS.md, issue 31.
+IN_PROCESS_BYTES = 64 << 20
+#: ... and at most this many files (beyond, the sizes are not even summed: workers pay off)
+IN_PROCESS_FILES = 10_000
+
+
+def decodes_in_process(split) -> bool:
+    """Whether ``split`` is decoded without worker processes: arrays in memory (a thread gathers a
+    batch in microseconds), or a small folder (:data:`IN_PROCESS_BYTES`, :data:`IN_PROCESS_FILES`)."""
     if not isinstance(split, FileSplit):
+        return True
+    return len(split) <= IN_PROCESS_FILES and split.total_bytes(IN_PROCESS_BYTES) <= IN_PROCESS_BYTES
+
+
+def default_workers(split) -> int:
+    """Worker processes worth starting for ``split``: none where :func:`decodes_in_process`, else the
+    cores but one, at most 4."""
+    if decodes_in_process(split):
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _worker_ignores_ctrl_c(index: int, count: int) -> None:
+    """A worker process's start: Ctrl-C at a terminal reaches the whole process group, and a worker
+    that died of it would leave its queued batches behind; the trainer stops the workers instead."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _WorkerStream:
+    """A grain iterator over worker processes whose first read (when grain spawns the workers) runs
+    in a helper thread while this process ignores SIGINT, until the workers exist: they inherit the
+    ignored SIGINT (an ignored signal stays ignored across fork and exec, and Python then installs no
+    KeyboardInterrupt handler), so a terminal's Ctrl-C, which reaches the whole process group, cannot
+    kill one while it still imports grain and JAX, before ``worker_init_fn`` runs (measured: seconds).
+    A Ctrl-C in that short window (the spawn itself) is lost; once the workers exist it interrupts the
+    wait for the first batch as usual. ``close`` stops the workers."""
+
+    def __init__(self, dataset, workers: int):
+        self._it, self._workers, self._started = iter(dataset), workers, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._started:
+            return next(self._it)
+        self._started = True
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+            return next(self._it)
+        return self._first()
+
+    def _first(self):
+        import multiprocessing
+        import signal
+        import threading
+
+        result: dict = {}
+
+        def fetch():
+            try:
+                result["batch"] = next(self._it)
+            except BaseException as e:  # noqa: BLE001 - raised again in the main thread
+                result["error"] = e
+
+        before = set(multiprocessing.active_children())
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        helper = threading.Thread(target=fetch, name="nas-first-batch", daemon=True)
+        try:
+            helper.start()
+            while helper.is_alive() and len(set(multiprocessing.active_children()) - before) < self._workers:
+                helper.join(0.005)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        helper.join()  # a Ctrl-C interrupts this wait (then the caller closes the stream)
+        if "error" in result:
+            raise result["error"]
+        return result["batch"]
+
+    def close(self) -> None:
+        self._it.close()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -151,8 +236,14 @@ def train_stream(split: ReadableSplit, options: StreamOptions, start_epoch: int,
         from absl import flags  # grain reads its absl flags in mp_prefetch; a program that is no absl app
         if not flags.FLAGS.is_parsed():  # has not parsed them: take their defaults
             flags.FLAGS.mark_as_parsed()
-        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)).mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=options.prefetch))
-    else:
-        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=options.prefetch))
-    return iter(it)
+        # no shared-memory blocks: a batch grain copies into one is unlinked by a background thread
+        # of the reading process, which interpreter exit cuts short (issue 31: "2 leaked
+        # shared_memory objects" at the end of every folder run); a pipe costs one copy per batch
+        piped = grain.experimental.WithOptionsIterDataset(
+            ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)),
+            grain.experimental.DatasetOptions(min_shm_size=1 << 62))
+        it = piped.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                            per_worker_buffer_size=options.prefetch),
+                               worker_init_fn=_worker_ignores_ctrl_c)
+        return _WorkerStream(it, workers)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=options.prefetch)))
