@@ -38,7 +38,7 @@ def train_supernet_cmd(
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the dataset's files: IDX .gz for MNIST/Fashion-MNIST, data_batch_*.bin + test_batch.bin for CIFAR-10; folder: train/<class>/*.jpg|png (optional val/, test/; else seeded splits of train); npz: train.npz (optional val.npz, test.npz) or one .npz with images uint8 (N,H,W,C) and labels 0..K-1.", show_default="none: digits is bundled, the others need one"),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to (centre square of the shorter side), before augmentation.", show_default=f"the largest --resolutions, else {DEFAULT_IMAGE_SIZE}"),
     augment: Optional[str] = typer.Option(None, help=f"Training augmentation: {choices(AUGMENTATIONS)}.", show_default="standard for cifar10, folder and npz; none for digits, mnist, fashion-mnist"),
-    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it).", show_default="cores - 1, at most 4; in-memory datasets: a prefetch thread"),
+    data_workers: Optional[int] = typer.Option(None, help="Processes decoding folder images for training (results do not depend on it).", show_default="cores - 1, at most 4; in-memory datasets and folders of up to 10,000 files and 64 MB: a prefetch thread"),
     epochs: int = typer.Option(_D["epochs"], help="Training epochs."),
     batch_size: int = typer.Option(_D["batch_size"], help="Images per step (every subnet of a step sees the same batch)."),
     lr: float = typer.Option(_D["lr"], help="Peak AdamW learning rate (warm-up, then cosine decay)."),
