@@ -276,6 +276,9 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
             raise UserError(f"--out {out} already holds a training run; continue it with --resume, "
                             "or choose another folder")
         return False
+    if (out / "finetune.json").exists():  # nas_cli.finetune.FINETUNE_JSON: its own training, resumed by it
+        raise UserError(f"--resume: {out} is a fine-tuning run; continue it with `nas finetune RUN ... --out {out} "
+                        "--resume`")
     saved = runs.read_config(out)
     differ = [f"{k}: {v!r} in the run, {getattr(cfg, k)!r} now"
               for k, v in dataclasses.asdict(saved).items() if v != getattr(cfg, k)]

@@ -134,6 +134,14 @@ def test_without_distillation_the_labels_alone_train_it(tuned, run_dir, smallest
     assert info["finetune"]["after"]["accuracy"] > info["finetune"]["before"]["accuracy"]
 
 
+def test_a_non_finite_loss_stops_it_before_any_checkpoint(run_dir, smallest, tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(UserError, match=r"training diverged: the loss is (nan|inf).*--lr"):
+        finetune(run_dir, out, arch=smallest, epochs=1, lr=1e30, **TINY, **QUIET)
+    assert not (out / "checkpoint").exists() and not (out / "subnet.json").exists()
+
+
+@pytest.mark.slow  # about a minute: the ONNX conversion and its onnxruntime parity check
 def test_rank_takes_the_searchs_front_and_exports_every_format(run_dir, smallest, tmp_path):
     pytest.importorskip("jax2onnx")
     search = tmp_path / "search"
