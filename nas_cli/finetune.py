@@ -55,13 +55,13 @@ from nas_cli.tensorboard import TB_DIR, EventWriter
 from nas_cli.train import (
     FINITE_EVERY,
     TrainState,
-    _write_steps,
     calibration_images,
     check_finite,
     lr_schedule,
     make_optimizer,
     make_trainer,
     resolve_kernels,
+    write_steps,
     zero_grads,
 )
 from predictors.files import atomic_write_json, atomic_write_text
@@ -339,12 +339,12 @@ def _train(out: Path, cfg: TrainConfig, settings: FinetuneSettings, source: runs
                 if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
                     values = check_finite(losses[-FINITE_EVERY:],
                                           epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
-                    written = _write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
+                    written = write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
                 if progress is not None:
                     progress((epoch * steps_per_epoch + step + 1) * cfg.batch_size, total)
             losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
             train_seconds = time.time() - t0
-            _write_steps(events, schedule, epoch * steps_per_epoch, written, losses[written:], stamps)
+            write_steps(events, schedule, epoch * steps_per_epoch, written, losses[written:], stamps)
             val = evaluator.calibrated_accuracy(dist.on_mesh(state.params, eval_mesh), arch, calib, dataset.val)
             record = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "val_acc": val,
                       "seconds": round(time.time() - t0, 2), "compiled_variants": net.num_compiled(),

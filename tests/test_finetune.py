@@ -191,3 +191,25 @@ def test_a_missing_run_is_one_line(tmp_path):
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "is not a training run" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # a second process with two (fake) CPU devices compiles everything again
+def test_two_devices_fine_tune_like_one(tuned, run_dir, smallest, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "nas_cli", "finetune", str(run_dir), "--arch", smallest,
+                           "--epochs", "2", "--batch-size", "32", "--format", "stablehlo", "--devices", "2",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 device(s)" in proc.stderr
+    two = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    one = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    # the same global batches: the same training up to float32 summation order
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-3)
+    assert abs(two[-1]["val_acc"] - one[-1]["val_acc"]) <= 0.02
