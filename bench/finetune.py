@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_cli import runs  # noqa: E402
 from nas_cli.config import TrainConfig  # noqa: E402
-from nas_cli.finetune import finetune  # noqa: E402
+from nas_cli.finetune import DEFAULT_LR_FRACTION, finetune  # noqa: E402
 from nas_cli.subnet import SubnetEvaluator  # noqa: E402
 from nas_cli.train import calibration_images, train_supernet  # noqa: E402
 
@@ -58,11 +58,11 @@ def _accuracies(run_dir: Path, arch: str) -> dict:
             "test_accuracy": ev.accuracy(run.params, stats, a, run.dataset.test)}
 
 
-def _finetune(run_dir: Path, out: Path, arch: str, epochs: int, weight: float) -> dict:
+def _finetune(run_dir: Path, out: Path, arch: str, epochs: int, weight: float, lr: float | None) -> dict:
     path = out / "subnet.json"
     t0 = time.time()
     if not path.is_file():
-        finetune(run_dir, out, arch=arch, epochs=epochs, distill_weight=weight, format="stablehlo", log=_log,
+        finetune(run_dir, out, arch=arch, epochs=epochs, distill_weight=weight, lr=lr, format="stablehlo", log=_log,
                  resume=(out / "finetune.json").is_file())
     info = json.loads(path.read_text())
     metrics = [json.loads(line) for line in (out / runs.METRICS).read_text().splitlines()]
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--calib-images", type=int, default=512)
+    ap.add_argument("--finetune-lr", type=float, default=None, help="default: nas finetune's (the run's / 10)")
     ap.add_argument("--largest", action="store_true", help="the largest subnet too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/finetune"))
@@ -98,6 +99,7 @@ def main() -> None:
     supernet_seconds = _train(base, supernet_dir)
     final = json.loads((supernet_dir / runs.FINAL).read_text())
     steps = args.finetune_epochs * (args.limit_train // args.batch_size)
+    lr_tag = "" if args.finetune_lr is None else f"-lr{args.finetune_lr:g}"
     results = {}
     for name in ("smallest", "largest") if args.largest else ("smallest",):
         arch = final[name]
@@ -106,13 +108,16 @@ def main() -> None:
         scratch_seconds = _train(scratch_cfg, scratch_dir)
         row = {"arch": arch,
                "inherited": _accuracies(supernet_dir, arch),
-               "finetuned_distill": _finetune(supernet_dir, args.out / f"ft-{name}-kd", arch, args.finetune_epochs, 1.0),
-               "finetuned_plain": _finetune(supernet_dir, args.out / f"ft-{name}-plain", arch, args.finetune_epochs, 0.0),
+               "finetuned_distill": _finetune(supernet_dir, args.out / f"ft-{name}-kd{lr_tag}", arch,
+                                              args.finetune_epochs, 1.0, args.finetune_lr),
+               "finetuned_plain": _finetune(supernet_dir, args.out / f"ft-{name}-plain{lr_tag}", arch,
+                                            args.finetune_epochs, 0.0, args.finetune_lr),
                "scratch": {**_accuracies(scratch_dir, arch), "seconds": scratch_seconds}}
         results[name] = row
     print(json.dumps({"dataset": args.dataset, "space": args.space, "width_mult": args.width_mult,
                       "limit_train": args.limit_train, "batch_size": args.batch_size, "supernet_epochs": args.epochs,
                       "finetune_epochs": args.finetune_epochs, "finetune_steps": steps,
+                      "finetune_lr": args.finetune_lr or base.lr * DEFAULT_LR_FRACTION,
                       "supernet_seconds": supernet_seconds, "load_average": os.getloadavg(), "subnets": results},
                      indent=1))
 
