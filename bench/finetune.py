@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--calib-images", type=int, default=512)
-    ap.add_argument("--finetune-lr", type=float, default=None, help="default: nas finetune's (the run's / 10)")
+    ap.add_argument("--finetune-lr", type=float, default=None, help="default: nas finetune's (the run's lr)")
     ap.add_argument("--largest", action="store_true", help="the largest subnet too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/finetune"))

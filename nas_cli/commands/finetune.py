@@ -27,7 +27,7 @@ def finetune_cmd(
                                          "loss from the supernet's largest subnet (frozen), added to the label loss "
                                          "(Once-for-All's kd_ratio); 0 turns distillation off."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate (cosine decay, no warm-up).",
-                                       show_default=f"the run's --lr x {_D['lr_fraction']:g}"),
+                                       show_default="the run's --lr" + ("" if _D["lr_fraction"] == 1 else f" x {_D['lr_fraction']:g}")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step.",
                                              show_default="the run's"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the batches' order and augmentation (the "
