@@ -238,7 +238,7 @@ def _resume_point(out: Path, cfg: TrainConfig, settings: FinetuneSettings, sourc
     has_config = (out / runs.CONFIG).exists()
     if not resume:
         if has_config or (out / runs.CHECKPOINT).exists():
-            raise UserError(f"--out {out} already holds a fine-tuning run; continue it with --resume, or choose "
+            raise UserError(f"--out {out} already holds a training or fine-tuning run; continue a fine-tuning with --resume, or choose "
                             "another folder")
         return "fresh"
     if not has_config or not (out / FINETUNE_JSON).is_file():
