@@ -268,6 +268,9 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
             raise UserError(f"--out {out} already holds a training run; continue it with --resume, "
                             "or choose another folder")
         return False
+    if (out / "finetune.json").exists():  # nas_cli.finetune.FINETUNE_JSON: its own training, resumed by it
+        raise UserError(f"--resume: {out} is a fine-tuning run; continue it with `nas finetune RUN ... --out {out} "
+                        "--resume`")
     saved = runs.read_config(out)
     differ = [f"{k}: {v!r} in the run, {getattr(cfg, k)!r} now"
               for k, v in dataclasses.asdict(saved).items() if v != getattr(cfg, k)]
@@ -459,12 +462,12 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                     values = check_finite(losses[-FINITE_EVERY:],
                                           epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
                     # the synced losses go to TensorBoard now, so that a long epoch can be watched live
-                    written = _write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
+                    written = write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
                 if progress is not None:
                     progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
             losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
             train_seconds = time.time() - t0
-            _write_steps(events, schedule, epoch * steps_per_epoch, written, losses[written:], stamps)
+            write_steps(events, schedule, epoch * steps_per_epoch, written, losses[written:], stamps)
             if epoch == start:  # the first evaluation compiles its own programs: say what the wait is
                 log(f"epoch {epoch + 1}: evaluating the largest and smallest subnets on {len(dataset.val)} "
                     f"validation images (BatchNorm recalibrated on {len(calib)} training images)")
@@ -501,7 +504,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
     return final
 
 
-def _write_steps(events, schedule, epoch_start: int, written: int, values: Sequence[float],
+def write_steps(events, schedule, epoch_start: int, written: int, values: Sequence[float],
                  stamps: Sequence[float]) -> int:
     """Writes the per-step scalars of the epoch's steps ``written`` .. ``written + len(values)`` (loss,
     learning rate), each at the wall time its step was dispatched; returns the new ``written``."""

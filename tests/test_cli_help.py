@@ -72,6 +72,8 @@ def test_the_help_modules_copy_matches_the_library():
     assert _help.ALGORITHMS == tuple(ALGORITHMS.names())
     assert _help.PREDICTORS == tuple(predictor_names())
     assert _help.DEFAULT_TABLE_SPACE == DEFAULT_TABLE_SPACE
+    from nas_cli.finetune import DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
+    assert _help.FINETUNE_DEFAULTS == {"distill_weight": DEFAULT_DISTILL_WEIGHT, "lr_fraction": DEFAULT_LR_FRACTION}
     search = SearchConfig()
     assert _help.SEARCH_DEFAULTS == {k: getattr(search, k) for k in _help.SEARCH_DEFAULTS}
 

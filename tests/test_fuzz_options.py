@@ -27,6 +27,7 @@ def _bases(tmp: Path) -> dict[str, list[str]]:
         "train-supernet": ["--out", str(tmp / "t"), "--kernels", "pallas"],
         "search": [missing, "--latency-budget", "1ms"],
         "export subnet": [missing, "--out", str(tmp / "e"), "--rank", "1"],
+        "finetune": [missing, "--out", str(tmp / "f"), "--arch", "A", "--epochs", "1"],
         "predictor fit": [str(tmp / "absent.csv"), "--target", "accuracy", "--out", str(tmp / "m.json")],
         "predictor sample": [missing, "--n", "4", "--out", str(tmp / "s.csv")],
         "latency profile": ["--space", "no-such-space", "--out", str(tmp / "l.json")],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from nas_cli.commands import export, latency, predictor, search, train
+from nas_cli.commands import export, finetune, latency, predictor, search, train
 
-_MODULES = (train, search, export, predictor, latency)
+_MODULES = (train, search, finetune, export, predictor, latency)
 
 
 def register_all(app: typer.Typer) -> None:

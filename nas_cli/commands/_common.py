@@ -18,6 +18,8 @@ from nas_cli.commands._usage import PASS_THROUGH
 
 
 def _resume_hint(kwargs: dict) -> str:
+    if "resume" in kwargs and kwargs.get("run_dir") is not None:  # nas finetune RUN: its options are needed again
+        return "the same command with --resume"
     if "resume" in kwargs and kwargs.get("out") is not None:  # training reads its settings from the run
         return f"nas train-supernet --out {kwargs['out']} --resume"
     return "the same command (it continues where it stopped)"

@@ -48,6 +48,9 @@ TRAIN_DEFAULTS = {
     "kernels": "auto",
 }
 
+#: nas_cli.finetune's defaults: DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
+FINETUNE_DEFAULTS = {"distill_weight": 1.0, "lr_fraction": 1.0}
+
 #: nas_cli.search.ALGORITHMS.names()
 ALGORITHMS = ("nsga2", "nsga3", "agemoea2", "moead", "random")
 #: predictors.predictor_names()
