@@ -44,7 +44,7 @@ from flax import nnx
 from nas_cli import distributed as dist
 from nas_cli import runs
 from nas_cli.config import MAX_EPOCHS, MAX_INT, MAX_SEED, TrainConfig, in_range
-from nas_cli.data import DATA_INFO, dataset_info
+from nas_cli.data import DATA_INFO, calibration_images, dataset_info
 from nas_cli.errors import UserError
 from nas_cli.export import FORMATS, export_subnet, read_front, resolve_arch
 from nas_cli.export_record import SUBNET_JSON
@@ -55,7 +55,6 @@ from nas_cli.tensorboard import TB_DIR, EventWriter
 from nas_cli.train import (
     FINITE_EVERY,
     TrainState,
-    calibration_images,
     check_finite,
     lr_schedule,
     make_optimizer,
