@@ -53,13 +53,13 @@ from nas_cli.pipeline import StreamOptions, train_stream
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.tensorboard import TB_DIR, EventWriter
 from nas_cli.train import (
-    FINITE_EVERY,
     TrainState,
     check_finite,
     lr_schedule,
     make_optimizer,
     make_trainer,
     resolve_kernels,
+    sync_losses,
     write_steps,
     zero_grads,
 )
@@ -336,10 +336,7 @@ def _train(out: Path, cfg: TrainConfig, settings: FinetuneSettings, source: runs
                 state = state.apply_gradients(grads, 1.0)
                 losses.append(loss)
                 stamps.append(time.time())
-                if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
-                    values = check_finite(losses[-FINITE_EVERY:],
-                                          epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
-                    written = write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
+                written = sync_losses(losses, stamps, written, epoch, steps_per_epoch, cfg.lr, events, schedule)
                 if progress is not None:
                     progress((epoch * steps_per_epoch + step + 1) * cfg.batch_size, total)
             losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint

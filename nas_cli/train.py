@@ -458,11 +458,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
                 state, metrics = train_step(state, net, archs, batch, distill=cfg.distill)
                 losses.append(metrics["loss"])
                 stamps.append(time.time())
-                if len(losses) % FINITE_EVERY == 0:  # one sync per FINITE_EVERY steps, not per step
-                    values = check_finite(losses[-FINITE_EVERY:],
-                                          epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, cfg.lr)
-                    # the synced losses go to TensorBoard now, so that a long epoch can be watched live
-                    written = write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
+                written = sync_losses(losses, stamps, written, epoch, steps_per_epoch, cfg.lr, events, schedule)
                 if progress is not None:
                     progress(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
             losses = check_finite(losses, epoch * steps_per_epoch, epoch, cfg.lr)  # before the checkpoint
@@ -502,6 +498,17 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
         atomic_write_json(out / runs.FINAL, final)
     dist.barrier("nas-final")  # no process leaves (and may be restarted) before final.json exists
     return final
+
+
+def sync_losses(losses: list, stamps: list, written: int, epoch: int, steps_per_epoch: int, lr: float,
+                events, schedule) -> int:
+    """Every FINITE_EVERY steps (one host sync each, not one per step): stops on a non-finite loss
+    among the last FINITE_EVERY (:func:`check_finite`) and writes them to TensorBoard now, so that a
+    long epoch can be watched live. Returns how many of the epoch's losses are written."""
+    if len(losses) % FINITE_EVERY:
+        return written
+    values = check_finite(losses[-FINITE_EVERY:], epoch * steps_per_epoch + len(losses) - FINITE_EVERY, epoch, lr)
+    return write_steps(events, schedule, epoch * steps_per_epoch, written, values, stamps)
 
 
 def write_steps(events, schedule, epoch_start: int, written: int, values: Sequence[float],
