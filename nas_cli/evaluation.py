@@ -17,6 +17,12 @@ from search_spaces.base import Arch, SearchSpace
 #: metric names, and whether larger is better
 METRICS = {"accuracy": True, "latency": False, "flops": False, "params": False}
 
+#: a search's direct latency measurement (nas_cli.run_eval): interleaved rounds x runs per subnet,
+#: beside the reference subnets; what pareto.json and an export's record say of it
+SEARCH_ROUNDS, SEARCH_REPEATS = 10, 5
+#: without a search's calibration (``--no-latency-calibrate``): runs of each subnet timed alone
+ALONE_REPEATS = 30
+
 
 class Evaluator:
     """Measures architectures of one space.

@@ -41,15 +41,16 @@ def read_front(run_dir: Path, rank: int, search_dir: Path | None) -> dict:
                         "to rewrite it, or pass --arch")
     if not 1 <= rank <= len(front):
         raise UserError(f"--rank {rank} is out of range: {pareto} has ranks 1..{len(front)}")
-    measurement = data.get("latency_measurement") or _older_measurement(pareto.parent)
+    measurement = data.get("latency_measurement") or older_measurement(pareto.parent)
     return {"arch": front[rank - 1]["arch"], "weights": data.get("weights"), "file": pareto, "row": front[rank - 1],
             "latency_measurement": measurement, "latency_protocol": data.get("latency_protocol")}
 
 
-def _older_measurement(search_dir: Path) -> dict | None:
+def older_measurement(search_dir: Path) -> dict | None:
     """The protocol of a search written before pareto.json recorded it (``latency_measurement``):
     from its latency_calibration.json when it measured here at one level, else None."""
-    from nas_cli.run_eval import LATENCY_CALIBRATION, SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+    from nas_cli.evaluation import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+    from nas_cli.run_eval import LATENCY_CALIBRATION  # noqa: PLC0415
     from predictors.latency import RUNTIMES, protocol_record  # noqa: PLC0415
 
     try:
@@ -67,7 +68,7 @@ def latency_protocol(search: dict | None) -> dict:
     (pareto.json's ``latency_measurement``: runtime, threads, batch, timing, put at the search's
     level; for a latency table's estimate, the table's, at the level its estimates were put at), else
     the search's default (jax, batch 1, interleaved beside the reference subnets, as timed)."""
-    from nas_cli.run_eval import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
+    from nas_cli.evaluation import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
     from predictors.latency import RUNTIMES, protocol_record  # noqa: PLC0415
 
     if search and search.get("source") in ("measured", "table") and \

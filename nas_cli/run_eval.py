@@ -11,7 +11,7 @@ import jax
 from nas_cli import runs
 from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
-from nas_cli.evaluation import Evaluator
+from nas_cli.evaluation import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS, Evaluator
 from nas_cli.io import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.data import calibration_images
@@ -28,10 +28,6 @@ ACCURACY_CACHE = "subnet_accuracy.jsonl"
 #: latencies in its cache and the new ones share one device speed.
 LATENCY_CALIBRATION = "latency_calibration.json"
 
-#: a search's direct latency measurement: interleaved rounds x runs per subnet (with the references)
-SEARCH_ROUNDS, SEARCH_REPEATS = 10, 5
-#: without a search's calibration (``--no-latency-calibrate``): runs of each subnet timed alone
-ALONE_REPEATS = 30
 
 
 class RunEvaluator(Evaluator):

@@ -31,7 +31,10 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def searched(run_dir: Path) -> Path:
-    result = invoke("search", run_dir, "--latency-budget", "90%", "--population", "6", "--generations", "2",
+    # 150% of the largest subnet's latency: at 8 px the tiny space's latencies are mostly per-call
+    # overhead (largest ~1.1-2x the smallest), and on a loaded machine a 90% budget fell below the
+    # smallest subnet's measured latency (a correct one-line refusal, but not this test's subject)
+    result = invoke("search", run_dir, "--latency-budget", "150%", "--population", "6", "--generations", "2",
                     "--seed", "0")
     assert result.exit_code == 0, result.output
     return run_dir / "search"

@@ -136,7 +136,7 @@ def test_measure_as_puts_a_subnet_at_the_protocols_level(monkeypatch):
 
 
 def test_the_export_protocol_is_the_searchs(tmp_path: Path):
-    from nas_cli.export import _older_measurement, latency_protocol
+    from nas_cli.export import older_measurement, latency_protocol
 
     search = protocol_record("jax", rounds=10, repeats=5, references=["r8-k3e3-k3e3-k3e3"], level_ms=0.6)
     assert latency_protocol(search) is search
@@ -145,10 +145,10 @@ def test_the_export_protocol_is_the_searchs(tmp_path: Path):
     assert latency_protocol({**search, "runtime": {"name": "external"}})["level_ms"] is None  # timed elsewhere
     assert latency_protocol({"source": "benchmark", "file": "nb201.csv"})["source"] == "measured"
     # a search written before pareto.json recorded its protocol: read from its latency_calibration.json
-    assert _older_measurement(tmp_path) is None
+    assert older_measurement(tmp_path) is None
     (tmp_path / "latency_calibration.json").write_text(json.dumps(
         {"mode": "measured", "level_ms": 0.6, "runtime": "jax", "references": ["r8-k3e3-k3e3-k3e3"]}))
-    older = _older_measurement(tmp_path)
+    older = older_measurement(tmp_path)
     assert older["level_ms"] == 0.6 and older["references"] == ["r8-k3e3-k3e3-k3e3"] and older["rounds"] == 10
 
 

@@ -10,6 +10,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from predictors.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas_cli.evaluation import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS
 from nas_cli.search.tracking import Normaliser, feasible_front, feasible_mask
 
 CSV_COLUMNS = ("rank", "arch", "accuracy", "latency_ms", "flops", "params")
@@ -100,7 +101,6 @@ def latency_axis(evaluator) -> str | None:
             (data.get("quality") or {}).get("overhead_dominated")) else ""
         return f"estimate of {path.name} ({how}{scaled}{flat})"
     if runtime is not None:
-        from nas_cli.run_eval import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS
 
         threads = ", 1 thread" if runtime.startswith("onnxruntime") else ""
         if calibration.get("mode") != "measured":  # --no-latency-calibrate
@@ -140,7 +140,6 @@ def latency_record(evaluator) -> dict | None:
                 "scale": float(calibration.get("scale", 1.0)), "scaled": "scale" in calibration and "why" not in calibration,
                 "overhead_dominated": bool((data.get("quality") or {}).get("overhead_dominated", False))}
     if runtime is not None:
-        from nas_cli.run_eval import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
 
         if calibration.get("mode") == "measured":
             return protocol_record(runtime, rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
