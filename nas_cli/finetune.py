@@ -59,6 +59,7 @@ from nas_cli.train import (
     make_optimizer,
     make_trainer,
     resolve_kernels,
+    restore_state,
     sync_losses,
     write_steps,
     zero_grads,
@@ -277,11 +278,7 @@ def _train(out: Path, cfg: TrainConfig, settings: FinetuneSettings, source: runs
     tx = make_optimizer(cfg, steps_per_epoch)
     start = 0
     if resuming:
-        fresh = TrainState.create(source.params, tx)
-        saved, start = runs.restore_checkpoint(out, fresh.checkpoint_items(), fall_back=True)
-        params, opt_state = dist.replicate((saved["params"], saved["opt_state"]), mesh)
-        state = TrainState(params, opt_state, tx)
-        done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
+        state, start, done = restore_state(out, TrainState.create(source.params, tx), tx, mesh)
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
         log(f"resuming {out} after epoch {start} of {cfg.epochs}")
     else:

@@ -387,10 +387,7 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
     state = fresh(space.init_supernet(jax.random.key(cfg.seed)))
     start, done = 0, []
     if resuming:
-        saved, start = runs.restore_checkpoint(out, state.checkpoint_items(), fall_back=True)
-        params, opt_state = dist.replicate((saved["params"], saved["opt_state"]), mesh)
-        state = TrainState(params, opt_state, tx)
-        done = [r for r in read_jsonl(metrics_path) if r.get("epoch", start + 1) <= start]  # drop a half-written epoch
+        state, start, done = restore_state(out, state, tx, mesh)
         if main:
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in done))
             log(f"resuming {out} after epoch {start} of {cfg.epochs}")
@@ -498,6 +495,16 @@ def train_locked(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int], 
         atomic_write_json(out / runs.FINAL, final)
     dist.barrier("nas-final")  # no process leaves (and may be restarted) before final.json exists
     return final
+
+
+def restore_state(out: Path, template: TrainState, tx, mesh) -> tuple[TrainState, int, list[dict]]:
+    """``out``'s last intact checkpoint as a state replicated over ``mesh`` (``template``: the
+    state's structure), the number of epochs it finished, and their metrics.jsonl records (a
+    half-written epoch's dropped) - for train-supernet's and finetune's ``--resume``."""
+    saved, start = runs.restore_checkpoint(out, template.checkpoint_items(), fall_back=True)
+    params, opt_state = dist.replicate((saved["params"], saved["opt_state"]), mesh)
+    done = [r for r in read_jsonl(out / runs.METRICS) if r.get("epoch", start + 1) <= start]
+    return TrainState(params, opt_state, tx), start, done
 
 
 def sync_losses(losses: list, stamps: list, written: int, epoch: int, steps_per_epoch: int, lr: float,
