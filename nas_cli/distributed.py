@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nas_cli.errors import UserError
+from search_spaces.errors import NasError
 
 AXIS = "data"
 
@@ -506,10 +507,8 @@ def gather_json(obj: Any) -> list:
 
 def describe(e: BaseException) -> str:
     """``e`` as the text of a one-line error (a user-facing error's message, else its class too)."""
-    from search_spaces.errors import NasError  # noqa: PLC0415
-
     text = " ".join(str(e).split())[:300]
-    if isinstance(e, (UserError, NasError)):
+    if isinstance(e, NasError):
         return text
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"

@@ -10,9 +10,13 @@ from __future__ import annotations
 import errno
 import os
 
+from search_spaces.errors import NasError
 
-class UserError(Exception):
-    """A problem with the user's input or files. The CLI prints ``error: <message>`` and exits 2."""
+
+class UserError(NasError):
+    """A problem with the user's input or files found by the CLI (a flag, a run folder, a data
+    folder). The library's errors share its root, :class:`search_spaces.errors.NasError`: the CLI
+    prints ``error: <message>`` for any of them and exits 2."""
 
     exit_code = 2
 
@@ -42,9 +46,7 @@ def one_line(e: BaseException, resume_hint: str = "run the same command again") 
     Raises:
       ``e`` itself when it is no user-facing failure and ``NAS_TRACEBACK`` is set (debugging).
     """
-    from search_spaces.errors import NasError
-
-    if isinstance(e, (UserError, NasError)):
+    if isinstance(e, NasError):
         return f"error: {e}", 2
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted; resume with: {resume_hint}", EXIT_INTERRUPTED

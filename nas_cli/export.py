@@ -12,9 +12,10 @@ from flax import nnx
 
 from nas_cli import runs
 from nas_cli.errors import UserError
+from search_spaces.errors import NasError
 from nas_cli.export_record import SUBNET_JSON, check_export_files, export_checksums, read_export_info
 from nas_cli.identity import describe
-from nas_cli.io import read_json
+from predictors.files import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
 from nas_cli.subnet import SubnetEvaluator, preprocess_recorded
 from nas_cli.data import calibration_images
@@ -55,7 +56,7 @@ def older_measurement(search_dir: Path) -> dict | None:
 
     try:
         cal = read_json(search_dir / LATENCY_CALIBRATION, "latency calibration", "")
-    except (UserError, OSError):
+    except (NasError, OSError):
         return None
     if not isinstance(cal, dict) or cal.get("mode") != "measured" or cal.get("runtime", "jax") not in RUNTIMES.names():
         return None

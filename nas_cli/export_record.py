@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_cli.errors import UserError
-from nas_cli.io import read_json
+from predictors.files import read_json
 
 SUBNET_JSON = "subnet.json"
 

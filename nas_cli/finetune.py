@@ -48,7 +48,7 @@ from nas_cli.data import DATA_INFO, calibration_images, dataset_info
 from nas_cli.errors import UserError
 from nas_cli.export import FORMATS, export_subnet, read_front, resolve_arch
 from nas_cli.export_record import SUBNET_JSON
-from nas_cli.io import append_jsonl, read_json, read_jsonl
+from predictors.files import append_jsonl, read_json, read_jsonl
 from nas_cli.pipeline import StreamOptions, train_stream
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.tensorboard import TB_DIR, EventWriter

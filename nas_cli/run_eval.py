@@ -12,7 +12,7 @@ from nas_cli import runs
 from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
 from nas_cli.evaluation import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS, Evaluator
-from nas_cli.io import append_jsonl, read_jsonl
+from predictors.files import append_jsonl, read_jsonl
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.data import calibration_images
 from predictors.latency import measure_latency

@@ -30,7 +30,7 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import DATA_INFO, Dataset, calibration_images, dataset_info
 from nas_cli.errors import UserError
-from nas_cli.io import append_jsonl, read_jsonl
+from predictors.files import append_jsonl, read_jsonl
 from nas_cli.pipeline import StreamOptions, train_stream
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.tensorboard import TB_DIR, EventWriter

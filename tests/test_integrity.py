@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import test_faults as tf
 from test_faults import SEARCH, TINY, fails, nas, ok
+from search_spaces.errors import NasError
 
 # test_faults' fixtures: one tiny trained run per module, a private copy per test, fake latency
 trained, run, fake_latency = tf.trained, tf.run, tf.fake_latency
@@ -249,7 +250,7 @@ def test_exported_files_are_checked_when_loaded_naming_the_damaged_one(run: Path
 
     (exp / "subnet.json").write_text((keep / "subnet.json").read_text()[:50])  # cut
     for load in (load_subnet, load_onnx):
-        with pytest.raises(UserError, match=r"subnet\.json is damaged"):
+        with pytest.raises(NasError, match=r"subnet\.json is damaged"):  # the errors' one root
             load(exp)
 
     shutil.rmtree(exp)

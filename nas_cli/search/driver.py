@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import Evaluator, Wrapping
-from nas_cli.io import read_jsonl
+from predictors.files import read_jsonl
 from nas_cli.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache

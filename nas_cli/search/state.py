@@ -16,7 +16,7 @@ from typing import Container
 
 from nas_cli.errors import UserError
 from nas_cli.identity import describe
-from nas_cli.io import read_json, warn
+from predictors.files import read_json, warn
 from predictors.files import atomic_write_bytes
 
 CONFIG_FILE = "search_config.json"
