@@ -15,7 +15,7 @@ from typing import Any
 
 from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
 from nas_cli.errors import UserError
-from nas_cli.pipeline import AUGMENTATIONS
+from nas_cli.data.input_pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 #: training recipes, with what each does per step (help texts are built from these)

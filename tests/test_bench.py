@@ -54,7 +54,7 @@ def last_json(stdout: str):
 def tiny_run(tmp_path_factory) -> Path:
     """A 1-epoch mobilenetv3-tiny supernet on a few hundred digits (for the scripts that read a run)."""
     from nas_cli.config import TrainConfig
-    from nas_cli.train import train_supernet
+    from nas_cli.training.supernet import train_supernet
 
     out = tmp_path_factory.mktemp("bench") / "run"
     cfg = TrainConfig(space="mobilenetv3-tiny", dataset="digits", epochs=1, batch_size=32, limit_train=256)

@@ -71,7 +71,7 @@ def test_search_writes_a_feasible_front(searched: Path):
 
 def test_measured_latencies_are_put_at_the_level_of_the_searchs_start(run_dir: Path, tmp_path: Path, monkeypatch):
     import predictors.latency.timing as timing
-    from nas_cli.run_eval import open_run_evaluator
+    from nas_cli.evaluation.supernet import open_run_evaluator
 
     out = tmp_path / "s"
     out.mkdir()

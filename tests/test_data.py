@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from nas_cli.data import load_dataset
 from nas_cli.errors import UserError
-from nas_cli.imagefiles import FileSplit, decode_image
-from nas_cli.pipeline import StepBatches, StreamOptions, augment_batch, epoch_order, train_stream
+from nas_cli.data.imagefiles import FileSplit, decode_image
+from nas_cli.data.input_pipeline import StepBatches, StreamOptions, augment_batch, epoch_order, train_stream
 
 
 def write_images(folder: Path, n: int, *, mode: str = "RGB", size=(10, 10), seed: int = 0, suffix: str = ".png"):
@@ -132,7 +132,7 @@ def test_a_truncated_image_is_replaced_and_reported_when_read(tmp_path):
 
 
 def test_evaluation_split_is_decoded_in_chunks_into_a_memory_map(tmp_path, monkeypatch):
-    import nas_cli.imagefiles as imagefiles
+    import nas_cli.data.imagefiles as imagefiles
 
     write_images(tmp_path / "c", 7, size=(12, 12))
     data = (tmp_path / "c" / "004.png").read_bytes()

@@ -273,7 +273,7 @@ def test_multi_process_errors(tmp_path):
 
 
 def test_spread_shares_and_merges_a_batch():
-    from nas_cli.spread import merge, share
+    from nas_cli.evaluation.spread import merge, share
 
     keys = [f"a{i}" for i in range(7)]
     parts = [share(keys, p, 3) for p in range(3)]
@@ -284,7 +284,7 @@ def test_spread_shares_and_merges_a_batch():
 
 def test_spread_in_one_process_measures_here():
     from nas_cli.errors import UserError
-    from nas_cli.spread import SpreadMeasurer
+    from nas_cli.evaluation.spread import SpreadMeasurer
 
     spread = SpreadMeasurer(lambda key: len(key) / 10)
     assert spread.count == 1 and spread.measure(["a", "bb", "a"]) == [0.1, 0.2, 0.1] and spread.measured == 3
@@ -425,7 +425,7 @@ def _steps(space_name: str, kernels: str) -> dict:
     from nas_cli import distributed as dist
     from nas_cli import runs
     from nas_cli.config import TrainConfig
-    from nas_cli.train import TrainState, make_optimizer, train_step, zero_grads
+    from nas_cli.training.supernet import TrainState, make_optimizer, train_step, zero_grads
 
     cfg = TrainConfig(space=space_name, batch_size=16)
     ds = runs.load_run_dataset(cfg)
@@ -480,14 +480,14 @@ def _evaluate(space_name: str) -> dict:
     from nas_cli import distributed as dist
     from nas_cli import runs
     from nas_cli.config import TrainConfig
-    from nas_cli.run_eval import RunEvaluator
-    from nas_cli.subnet import SubnetEvaluator
+    from nas_cli.evaluation.supernet import RunEvaluator
+    from nas_cli.evaluation.subnet import SubnetEvaluator
 
     cfg = TrainConfig(space=space_name)
     ds = runs.load_run_dataset(cfg)
     space = runs.make_space(cfg, ds)
     params = jax.tree.map(np.asarray, space.init_supernet(jax.random.key(3)))
-    from nas_cli.train import calibration_images
+    from nas_cli.training.supernet import calibration_images
 
     calib = calibration_images(ds, 256, cfg.seed)
     rng = np.random.default_rng(0)
@@ -521,7 +521,8 @@ def _search(space_name: str) -> dict:
     import jax
     from typer.testing import CliRunner
 
-    from nas_cli import run_eval, runs
+    from nas_cli import runs
+    from nas_cli.evaluation import supernet as run_eval
     from nas_cli.config import TrainConfig
     from nas_cli.main import app
     from predictors.files import atomic_write_json

@@ -51,7 +51,7 @@ def test_pallas_compiled_formulation_matches_composed():
 
 def test_pallas_on_cpu_is_an_error_not_a_fallback():
     from nas_cli.errors import UserError
-    from nas_cli.train import resolve_kernels
+    from nas_cli.training.supernet import resolve_kernels
 
     if jax.default_backend() != "cpu":
         pytest.skip("CPU-only check")

@@ -19,7 +19,7 @@ from nas_cli.errors import UserError
 def exported(tmp_path_factory) -> Path:
     from nas_cli.config import TrainConfig
     from nas_cli.export import export_subnet
-    from nas_cli.train import train_supernet
+    from nas_cli.training.supernet import train_supernet
 
     root = tmp_path_factory.mktemp("export_load")
     cfg = TrainConfig(space="mobilenetv3-tiny", dataset="digits", epochs=1, batch_size=32, limit_train=256)
@@ -40,7 +40,7 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 
 def test_load_subnet_runs_the_stablehlo_program_with_the_nnx_models_logits(exported: Path):
     from nas_cli.export import load_subnet
-    from nas_cli.subnet import preprocess_recorded
+    from nas_cli.evaluation.subnet import preprocess_recorded
 
     fast, slow = load_subnet(exported), load_subnet(exported, program="nnx")
     assert fast.program == "stablehlo" and slow.program == "nnx"

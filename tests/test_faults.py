@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nas_cli import locks
+from nas_cli.runs import locks
 from nas_cli.main import app
-from nas_cli.run_eval import RunEvaluator
+from nas_cli.evaluation.supernet import RunEvaluator
 
 runner = CliRunner()
 
@@ -147,7 +147,7 @@ def _umask() -> int:
 def test_a_diverging_training_stops_at_the_first_non_finite_loss(tmp_path: Path, monkeypatch):
     import numpy as np
 
-    import nas_cli.train as train
+    import nas_cli.training.supernet as train
 
     steps = []
 
@@ -383,6 +383,6 @@ def test_ctrl_c_is_one_line_with_how_to_resume(run: Path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_search", interrupted)
     fails(nas("search", run, *SEARCH), 130, "interrupted; resume with")
-    monkeypatch.setattr("nas_cli.train.train_locked", interrupted)
+    monkeypatch.setattr("nas_cli.training.supernet.train_locked", interrupted)
     (run / "final.json").unlink()
     fails(nas("train-supernet", "--out", run, "--resume"), 130, f"nas train-supernet --out {run} --resume")

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.errors import UserError
-from nas_cli.finetune import finetune
+from nas_cli.training.finetune import finetune
 from nas_cli.main import app
-from nas_cli.train import train_supernet
+from nas_cli.training.supernet import train_supernet
 
 runner = CliRunner()
 QUIET = dict(log=lambda m: None)
@@ -112,7 +112,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(tuned, run_dir, sma
 
 
 def test_a_second_writer_is_refused(run_dir, smallest, tmp_path):
-    from nas_cli import locks
+    from nas_cli.runs import locks
 
     out = tmp_path / "busy"
     out.mkdir()

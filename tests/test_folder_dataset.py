@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from nas_cli.config import TrainConfig
 from nas_cli.errors import UserError
 from nas_cli.main import app
-from nas_cli.tensorboard import read_scalars
-from nas_cli.train import train_supernet
+from nas_cli.runs.tensorboard import read_scalars
+from nas_cli.training.supernet import train_supernet
 
 runner = CliRunner()
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas_cli import pipeline
+from nas_cli.data import input_pipeline as pipeline
 from nas_cli.data import load_dataset
-from nas_cli.pipeline import StreamOptions, train_stream
+from nas_cli.data.input_pipeline import StreamOptions, train_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_workers_and_the_prefetch_thread_deliver_the_same_batches(tmp_path):
 _STREAM = """
 import contextlib, sys
 from nas_cli.data import load_dataset
-from nas_cli.pipeline import StreamOptions, train_stream
+from nas_cli.data.input_pipeline import StreamOptions, train_stream
 if __name__ == "__main__":
     ds = load_dataset("folder", sys.argv[1], image_size=8)
     with contextlib.closing(train_stream(ds.train, StreamOptions(8, 0, "standard", workers=2), 0, 3)) as it:

@@ -192,7 +192,7 @@ def test_16_bit_pngs_are_read_at_their_true_scale(tmp_path: Path):
     import numpy as np
 
     from nas_cli.data import load_dataset
-    from nas_cli.imagefiles import decode_image
+    from nas_cli.data.imagefiles import decode_image
 
     eight = load_dataset("folder", _folder(tmp_path / "8", 20), image_size=8)
     sixteen = load_dataset("folder", _folder(tmp_path / "16", 20, bits=16), image_size=8)
@@ -230,7 +230,7 @@ def test_exported_files_are_checked_when_loaded_naming_the_damaged_one(run: Path
     pytest.importorskip("onnxruntime")
     from nas_cli.errors import UserError
     from nas_cli.export import load_subnet
-    from nas_cli.onnx_export import load_onnx
+    from nas_cli.export.onnx_model import load_onnx
 
     exp = tmp_path / "exp"
     ok(nas("export", "subnet", run, "--arch", _smallest(run), "--out", exp, "--format", "all"))

@@ -243,7 +243,7 @@ def test_learned_model_round_trips_and_corrects_a_biased_table(lut, space, tmp_p
 
 
 def test_a_search_scales_a_model_only_where_it_knows_the_device_and_its_level(lut, space, tmp_path):
-    from nas_cli.run_eval import model_calibration
+    from nas_cli.evaluation.supernet import model_calibration
 
     table = LatencyTable.load(lut, space)
     elsewhere = LatencyTable({**table.data, "device": {"platform": "gpu", "kind": "NVIDIA H100"}}, space)

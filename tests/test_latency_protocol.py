@@ -155,7 +155,7 @@ def test_the_export_protocol_is_the_searchs(tmp_path: Path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     from nas_cli.config import TrainConfig
-    from nas_cli.train import train_supernet
+    from nas_cli.training.supernet import train_supernet
 
     out = tmp_path_factory.mktemp("protocol") / "run"
     cfg = TrainConfig(space=SPACE, dataset="digits", epochs=1, batch_size=32, limit_train=256)

@@ -26,7 +26,7 @@ TINY_SPACES = ["resnet-tiny", "vit-tiny"]
 
 @pytest.mark.parametrize("name", TINY_SPACES)
 def test_tiny_space_exports_to_onnx_with_parity_and_reloads(name: str, tmp_path: Path):
-    from nas_cli.onnx_export import check_parity, load_onnx, onnx_bytes, write_onnx
+    from nas_cli.export.onnx_model import check_parity, load_onnx, onnx_bytes, write_onnx
 
     space = get_space(name)
     arch = space.largest()
@@ -54,7 +54,7 @@ def test_tiny_space_exports_to_onnx_with_parity_and_reloads(name: str, tmp_path:
 
 def test_parity_failure_writes_nothing(tmp_path: Path):
     from nas_cli.errors import UserError
-    from nas_cli.onnx_export import check_parity, onnx_bytes
+    from nas_cli.export.onnx_model import check_parity, onnx_bytes
 
     space = get_space("resnet-tiny")
     arch = space.smallest()
@@ -117,7 +117,7 @@ def test_cli_export_writes_checked_onnx(run: Path, tmp_path: Path):
     assert info["formats"] == ["onnx"] and not (out / "model.stablehlo").exists()
     assert info["onnx_parity_max_abs_diff"] <= 1e-4 and "model.onnx parity" in result.output
     from nas_cli.data import load_dataset
-    from nas_cli.onnx_export import load_onnx
+    from nas_cli.export.onnx_model import load_onnx
 
     test = load_dataset("digits").test
     acc = float((load_onnx(out).predict(test.images).argmax(-1) == test.labels).mean())
@@ -127,7 +127,7 @@ def test_cli_export_writes_checked_onnx(run: Path, tmp_path: Path):
     import onnx
 
     from nas_cli.export import load_subnet
-    from nas_cli.onnx_export import CLASS_NAMES_KEY
+    from nas_cli.export.onnx_model import CLASS_NAMES_KEY
 
     meta = {p.key: p.value for p in onnx.load(out / "model.onnx").metadata_props}
     assert json.loads(meta[CLASS_NAMES_KEY]) == info["class_names"]
@@ -208,7 +208,7 @@ def tiny_run(request, tmp_path_factory) -> Path:
 def test_int8_export_of_every_tiny_space_records_its_accuracy(tiny_run: Path, tmp_path: Path):
     from nas_cli import runs
     from nas_cli.data import load_dataset
-    from nas_cli.onnx_export import load_onnx
+    from nas_cli.export.onnx_model import load_onnx
 
     space = runs.open_run(tiny_run).space
     arch = space.encode(space.largest())

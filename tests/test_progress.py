@@ -83,7 +83,7 @@ def test_search_lines_say_iteration_i_of_n_and_evaluations_e_of_n(tmp_path):
     from typer.testing import CliRunner
 
     from nas_cli.main import app
-    from nas_cli.table_eval import synthetic_nasbench201_rows, write_table
+    from nas_cli.evaluation.table import synthetic_nasbench201_rows, write_table
 
     table = tmp_path / "nb201.csv"
     write_table(table, synthetic_nasbench201_rows(seed=0))

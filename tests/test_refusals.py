@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from nas_cli.main import app
-from nas_cli.table_eval import synthetic_nasbench201_rows, write_table
+from nas_cli.evaluation.table import synthetic_nasbench201_rows, write_table
 
 runner = CliRunner()
 
@@ -34,7 +34,7 @@ def test_a_folder_someone_uses_or_that_holds_work_is_kept(tmp_path):
     import os
 
     from nas_cli.commands._common import removed_if_refused
-    from nas_cli.locks import LOCK_FILE
+    from nas_cli.runs.locks import LOCK_FILE
 
     held, work = tmp_path / "held", tmp_path / "work"
     try:

@@ -362,7 +362,7 @@ def test_cli_over_a_run_uses_the_run_evaluator(tmp_path, monkeypatch):
                     latency_runtime=latency_runtime, devices=devices)
         return ToyEvaluator()
 
-    monkeypatch.setitem(sys.modules, "nas_cli.run_eval", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))
+    monkeypatch.setitem(sys.modules, "nas_cli.evaluation.supernet", types.SimpleNamespace(open_run_evaluator=open_run_evaluator))
     run = tmp_path / "run"
     r = CliRunner().invoke(app, ["search", str(run), "--latency-budget", "70%", "--population", "4",
                                  "--generations", "2", "--seed", "5"])

@@ -11,7 +11,7 @@ from nas_cli.errors import UserError
 from nas_cli.main import app
 from nas_cli.search import SearchConfig, parse_budget, run_search
 from nas_cli.search.tracking import feasible_front
-from nas_cli.table_eval import TableEvaluator, synthetic_nasbench201_rows, write_table
+from nas_cli.evaluation.table import TableEvaluator, synthetic_nasbench201_rows, write_table
 from search_spaces.nasbench201 import NASBench201Space
 
 SPACE = NASBench201Space()

@@ -12,7 +12,7 @@ import pytest
 
 from nas_cli.config import TrainConfig
 from nas_cli.errors import UserError
-from nas_cli.train import TrainState, init_sampler, sample_subnet, train_step, training_phase, train_supernet
+from nas_cli.training.supernet import TrainState, init_sampler, sample_subnet, train_step, training_phase, train_supernet
 from search_spaces import get_space
 
 

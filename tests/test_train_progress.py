@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import nas_cli.train as train_module
+import nas_cli.training.supernet as train_module
 from nas_cli.config import TrainConfig
 from nas_cli.main import app
-from nas_cli.tensorboard import EventWriter, read_scalars
-from nas_cli.train import train_supernet
+from nas_cli.runs.tensorboard import EventWriter, read_scalars
+from nas_cli.training.supernet import train_supernet
 
 # the shapes of tests/test_cli.py's run: its programs come from the persistent XLA cache
 TINY = dict(space="mobilenetv3-tiny", dataset="digits", epochs=1, batch_size=32, limit_train=256, calib_images=64)

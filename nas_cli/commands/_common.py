@@ -72,7 +72,7 @@ def removed_if_refused(*folders: Path | None):
 
 
 def _remove_if_lock_only(folder: Path) -> None:
-    from nas_cli.locks import LOCK_FILE
+    from nas_cli.runs.locks import LOCK_FILE
 
     with contextlib.suppress(OSError):
         if not folder.is_dir() or any(p.name != LOCK_FILE for p in folder.iterdir()):

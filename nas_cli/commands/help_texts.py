@@ -15,7 +15,7 @@ SUPERNET_SPACES = ("mobilenetv3", "mobilenetv3-tiny", "resnet", "resnet-tiny", "
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
 #: nas_cli.data.DEFAULT_IMAGE_SIZE
 DEFAULT_IMAGE_SIZE = 32
-#: nas_cli.pipeline.AUGMENTATIONS
+#: nas_cli.data.input_pipeline.AUGMENTATIONS
 AUGMENTATIONS = {
     "none": "the images as they are",
     "standard": "random crop with zero padding of 1/8 of the side (4 px at 32) and horizontal flip, "
@@ -48,7 +48,7 @@ TRAIN_DEFAULTS = {
     "kernels": "auto",
 }
 
-#: nas_cli.finetune's defaults: DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
+#: nas_cli.training.finetune's defaults: DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
 FINETUNE_DEFAULTS = {"distill_weight": 1.0, "lr_fraction": 1.0}
 
 #: nas_cli.search.ALGORITHMS.names()

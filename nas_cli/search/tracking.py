@@ -138,7 +138,7 @@ def log_line(path: Path, record: dict) -> None:
     (``tb/`` beside the log: hypervolume, front size, best accuracy, evaluations)."""
     append_jsonl(path, record)
     if "iteration" in record:
-        from nas_cli.tensorboard import TB_DIR, EventWriter  # noqa: PLC0415  (tensorboardX only when searching)
+        from nas_cli.runs.tensorboard import TB_DIR, EventWriter  # noqa: PLC0415  (tensorboardX only when searching)
 
         it = int(record["iteration"])
         # one small event file per iteration; its purge step hides what an interrupted run wrote from here on

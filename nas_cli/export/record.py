@@ -14,7 +14,7 @@ SUBNET_JSON = "subnet.json"
 
 def export_checksums(folder: Path, names: list[str]) -> dict[str, str]:
     """SHA-256 of each exported file (a folder's files by their path under ``folder``)."""
-    from nas_cli.identity import file_hashes, file_sha256
+    from nas_cli.runs.identity import file_hashes, file_sha256
 
     out: dict[str, str] = {}
     for name in names:
@@ -48,7 +48,7 @@ def check_export_files(folder: Path, info: dict, name: str) -> None:
     Raises:
       UserError: a recorded file is missing or differs, naming it; ``name`` was not exported.
     """
-    from nas_cli.identity import file_sha256
+    from nas_cli.runs.identity import file_sha256
 
     folder = Path(folder)
     recorded = {k: v for k, v in info["files"].items() if k == name or k.startswith(name + "/")}

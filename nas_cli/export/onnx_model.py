@@ -74,7 +74,7 @@ class OnnxSubnet:
         """Logits (N, classes) for uint8 images (N, H, W, C), applying the preprocessing recorded in
         the model; with ``names``, the predicted class name of each image (as the JAX export's
         ``load_subnet(...).predict`` gives them)."""
-        from nas_cli.subnet import preprocess_recorded  # noqa: PLC0415
+        from nas_cli.evaluation.subnet import preprocess_recorded  # noqa: PLC0415
 
         x = np.asarray(preprocess_recorded(images_uint8, self.preprocessing))
         logits = self.session.run(None, {"images": x})[0]
@@ -97,7 +97,7 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxSubnet:
     if not file.is_file():
         raise UserError(f"{path} holds no {MODEL_ONNX}; export with `nas export subnet --format onnx`")
     if (file.parent / "subnet.json").exists():
-        from nas_cli.export_record import check_export_files, read_export_info  # noqa: PLC0415
+        from nas_cli.export.record import check_export_files, read_export_info  # noqa: PLC0415
 
         check_export_files(file.parent, read_export_info(file.parent), file.name)
     from predictors.latency.ort import require_onnx  # noqa: PLC0415

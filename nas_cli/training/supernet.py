@@ -31,9 +31,9 @@ from nas_cli.config import TrainConfig
 from nas_cli.data import DATA_INFO, Dataset, calibration_images, dataset_info
 from nas_cli.errors import UserError
 from predictors.files import append_jsonl, read_jsonl
-from nas_cli.pipeline import StreamOptions, train_stream
-from nas_cli.subnet import SubnetEvaluator
-from nas_cli.tensorboard import TB_DIR, EventWriter
+from nas_cli.data.input_pipeline import StreamOptions, train_stream
+from nas_cli.evaluation.subnet import SubnetEvaluator
+from nas_cli.runs.tensorboard import TB_DIR, EventWriter
 from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.base import Arch, SupernetSpace, Trainer
 from search_spaces.engine import placed_like
@@ -268,7 +268,7 @@ def resume_point(cfg: TrainConfig, out: Path, resume: bool) -> bool:
             raise UserError(f"--out {out} already holds a training run; continue it with --resume, "
                             "or choose another folder")
         return False
-    if (out / "finetune.json").exists():  # nas_cli.finetune.FINETUNE_JSON: its own training, resumed by it
+    if (out / "finetune.json").exists():  # nas_cli.training.finetune.FINETUNE_JSON: its own training, resumed by it
         raise UserError(f"--resume: {out} is a fine-tuning run; continue it with `nas finetune RUN ... --out {out} "
                         "--resume`")
     saved = runs.read_config(out)
@@ -319,7 +319,7 @@ def train_supernet(cfg: TrainConfig, out: Path, *, progress: Callable[[int, int]
     """:func:`train_locked` holding ``out``'s lock (one writer per run; a second is refused, naming
     the first; process 0 holds it for all processes of a data-parallel run)."""
 
-    from nas_cli import locks
+    from nas_cli.runs import locks
 
     parallel = parallel or dist.Parallel()
     out = Path(out)

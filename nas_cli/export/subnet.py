@@ -13,11 +13,11 @@ from flax import nnx
 from nas_cli import runs
 from nas_cli.errors import UserError
 from search_spaces.errors import NasError
-from nas_cli.export_record import SUBNET_JSON, check_export_files, export_checksums, read_export_info
-from nas_cli.identity import describe
+from nas_cli.export.record import SUBNET_JSON, check_export_files, export_checksums, read_export_info
+from nas_cli.runs.identity import describe
 from predictors.files import read_json
 from predictors.files import atomic_write_bytes, atomic_write_json
-from nas_cli.subnet import SubnetEvaluator, preprocess_recorded
+from nas_cli.evaluation.subnet import SubnetEvaluator, preprocess_recorded
 from nas_cli.data import calibration_images
 from search_spaces import get_space
 from search_spaces.layers import preprocess
@@ -51,7 +51,7 @@ def older_measurement(search_dir: Path) -> dict | None:
     """The protocol of a search written before pareto.json recorded it (``latency_measurement``):
     from its latency_calibration.json when it measured here at one level, else None."""
     from nas_cli.evaluation import SEARCH_REPEATS, SEARCH_ROUNDS  # noqa: PLC0415
-    from nas_cli.run_eval import LATENCY_CALIBRATION  # noqa: PLC0415
+    from nas_cli.evaluation.supernet import LATENCY_CALIBRATION  # noqa: PLC0415
     from predictors.latency import RUNTIMES, protocol_record  # noqa: PLC0415
 
     try:
@@ -175,7 +175,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
                      "image_size": ds.image_shape[0]}
     onnx_model, onnx_diff = None, None
     if format in ("onnx", "all"):
-        from nas_cli import onnx_export  # noqa: PLC0415  (needs the optional extra)
+        from nas_cli.export import onnx_model as onnx_export  # noqa: PLC0415  (needs the optional extra)
 
         onnx_model = onnx_export.onnx_bytes(model, np.asarray(x), preprocessing, arch_str,
                                              class_names=list(ds.class_names))
@@ -218,11 +218,11 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
             jax.ShapeDtypeStruct(jax.export.symbolic_shape("b") + x.shape[1:], jnp.float32))
         atomic_write_bytes(out / STABLEHLO, exported.serialize())
     if onnx_model is not None:
-        from nas_cli.onnx_export import write_onnx  # noqa: PLC0415
+        from nas_cli.export.onnx_model import write_onnx  # noqa: PLC0415
 
         write_onnx(out, onnx_model)
     if int8 is not None:
-        from nas_cli.onnx_export import write_int8  # noqa: PLC0415
+        from nas_cli.export.onnx_model import write_int8  # noqa: PLC0415
 
         write_int8(out, int8[0])
     written = [MODEL_CKPT] + [name for name, fmt in ((STABLEHLO, "stablehlo"), ("model.onnx", "onnx"))
@@ -266,7 +266,7 @@ def export_int8(onnx_model: bytes, ds, a, seed: int, float_accuracy: dict, *, ca
     calibrated on ``calib_images`` training images drawn by ``seed``, its accuracy measured in
     onnxruntime on the validation and test splits beside the float model's; a drop of more than
     ``max_drop`` points is said on one line (the export still writes it)."""
-    from nas_cli.onnx_export import int8_model  # noqa: PLC0415
+    from nas_cli.export.onnx_model import int8_model  # noqa: PLC0415
 
     calib = _preprocessed(calibration_images(ds, calib_images, seed + 33), a, ds)
     splits = {"accuracy": (_preprocessed(ds.val.images, a, ds), ds.val.labels),

@@ -2,7 +2,7 @@
 user's own image folders (``DIR/train/<class>/*.jpg|png``) and .npz arrays.
 
 A split is either in memory (:class:`Split`, uint8 images (N, H, W, C) and int32 labels) or on disk
-(:class:`nas_cli.imagefiles.FileSplit`, decoded batch by batch); both have ``labels``, ``read`` and
+(:class:`nas_cli.data.imagefiles.FileSplit`, decoded batch by batch); both have ``labels``, ``read`` and
 ``subset``. ``load_dataset`` splits the training data into train and validation (the validation
 split feeds everything the search sees; a dataset without a test split also holds out a test split)
 and keeps the test split for final reporting only.
@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from nas_cli.errors import UserError
-from nas_cli.imagefiles import FileSplit, scan_split
+from nas_cli.data.imagefiles import FileSplit, scan_split
 from search_spaces.registry import Registry
 
 _IDX_FILES = {

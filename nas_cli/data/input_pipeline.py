@@ -14,7 +14,7 @@ shared-memory blocks, so closing the stream (``contextlib.closing``), on a norma
 Ctrl-C alike, leaves no semaphore or shared-memory block behind.
 
 grain's worker processes import this module to run :class:`StepBatches`; it imports numpy and
-:mod:`nas_cli.imagefiles` (grain itself, imported when a stream starts, brings JAX along).
+:mod:`nas_cli.data.imagefiles` (grain itself, imported when a stream starts, brings JAX along).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-from nas_cli.imagefiles import FileSplit
+from nas_cli.data.imagefiles import FileSplit
 
 #: augmentation names, with what each does (the --augment help text is built from these)
 AUGMENTATIONS = {

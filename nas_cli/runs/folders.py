@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from nas_cli import identity
+from nas_cli.runs import identity
 from nas_cli.config import TrainConfig
 from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
@@ -26,41 +25,6 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 FINAL = "final.json"
-
-
-def compilation_cache_dir(topology: str | None = None) -> str:
-    """Where the persistent XLA cache lives: ``NAS_CACHE_DIR`` (default ``~/.cache/nas/xla``), one
-    folder per process topology. An executable compiled in a process that sees other devices (fake
-    CPU devices through ``XLA_FLAGS``, or several processes) can share a cache key with this
-    process's and abort it when loaded, so topologies never share a folder.
-
-    Args:
-      topology: the folder's name; by default one derived from ``XLA_FLAGS``.
-    """
-    base = os.environ.get("NAS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nas", "xla")
-    if topology is None:
-        flags = os.environ.get("XLA_FLAGS", "").strip()
-        topology = "flags-" + hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else "default"
-    return os.path.join(base, topology)
-
-
-def enable_compilation_cache(multi_process: bool = False) -> None:
-    """Persist XLA executables across processes (each `nas` command is a fresh process).
-
-    NOTES-jax.md measured a fresh process's first call of a compiled supernet step at 37.7 s
-    without and 9.4 s with the cache. ``NAS_CACHE_DIR`` overrides the location; a process of a
-    multi-process run caches apart from single-process ones (see :func:`compilation_cache_dir`).
-    """
-    path = compilation_cache_dir()
-    if multi_process:
-        path += "-multi-process"
-    try:
-        os.makedirs(path, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
-    except OSError:
-        pass  # a read-only home only costs compile time
 
 
 def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
@@ -83,7 +47,7 @@ def load_run_dataset(cfg: TrainConfig) -> Dataset:
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
     """Saves each named pytree under checkpoint/<step>/<name>; orbax writes to a temporary folder
     and renames it when complete, so an interrupted save never replaces the last good checkpoint.
-    The step's checksums are recorded once it is complete (nas_cli.identity)."""
+    The step's checksums are recorded once it is complete (nas_cli.runs.identity)."""
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)

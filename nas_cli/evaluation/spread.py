@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from nas_cli import distributed as dist
 from nas_cli.distributed import DistributedError
-from nas_cli.evaluation import Wrapping
+from nas_cli.evaluation.base import Wrapping
 
 
 def share(keys: Sequence[str], index: int, count: int) -> list[str]:
@@ -100,7 +100,7 @@ class SpreadMeasurer:
 
 
 class SpreadEvaluator(Wrapping):
-    """A training run's evaluator (nas_cli.run_eval.RunEvaluator) on process 0 of a multi-process
+    """A training run's evaluator (nas_cli.evaluation.supernet.RunEvaluator) on process 0 of a multi-process
     search: the accuracies a batch still lacks are measured over every process by ``spread``, one
     subnet per process at a time, and kept in the run's evaluator; the rest (latency, FLOPs, the
     files) is the run evaluator's own."""

@@ -47,12 +47,12 @@ from nas_cli.config import MAX_EPOCHS, MAX_INT, MAX_SEED, TrainConfig, in_range
 from nas_cli.data import DATA_INFO, calibration_images, dataset_info
 from nas_cli.errors import UserError
 from nas_cli.export import FORMATS, export_subnet, read_front, resolve_arch
-from nas_cli.export_record import SUBNET_JSON
+from nas_cli.export.record import SUBNET_JSON
 from predictors.files import append_jsonl, read_json, read_jsonl
-from nas_cli.pipeline import StreamOptions, train_stream
-from nas_cli.subnet import SubnetEvaluator
-from nas_cli.tensorboard import TB_DIR, EventWriter
-from nas_cli.train import (
+from nas_cli.data.input_pipeline import StreamOptions, train_stream
+from nas_cli.evaluation.subnet import SubnetEvaluator
+from nas_cli.runs.tensorboard import TB_DIR, EventWriter
+from nas_cli.training.supernet import (
     TrainState,
     check_finite,
     lr_schedule,
@@ -219,7 +219,7 @@ def finetune(run_dir: str | Path, out: str | Path, *, epochs: int, arch: str | N
     if len(source.dataset.train) < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the run's {len(source.dataset.train)} training images")
 
-    from nas_cli import locks  # noqa: PLC0415
+    from nas_cli.runs import locks  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     with locks.locked(out, what="fine-tuning run"):

@@ -11,9 +11,9 @@ import jax
 from nas_cli import runs
 from nas_cli.distributed import local_mesh, make_mesh
 from nas_cli.errors import UserError
-from nas_cli.evaluation import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS, Evaluator
+from nas_cli.evaluation.base import ALONE_REPEATS, SEARCH_REPEATS, SEARCH_ROUNDS, Evaluator, latency_record
 from predictors.files import append_jsonl, read_jsonl
-from nas_cli.subnet import SubnetEvaluator
+from nas_cli.evaluation.subnet import SubnetEvaluator
 from nas_cli.data import calibration_images
 from predictors.latency import measure_latency
 
@@ -41,7 +41,7 @@ class RunEvaluator(Evaluator):
 
     Accuracies persist in the run directory (``subnet_accuracy.jsonl``), so no subnet of a run is
     measured twice, across searches and interruptions. In a multi-process search, process 0's
-    evaluator is wrapped in a nas_cli.spread.SpreadEvaluator, which hands each batch's new
+    evaluator is wrapped in a nas_cli.evaluation.spread.SpreadEvaluator, which hands each batch's new
     accuracies out to every process (:meth:`remember_accuracy`); this one measures latency.
     """
 
@@ -183,7 +183,6 @@ class RunEvaluator(Evaluator):
         (the front timed together, interleaved: predictors.latency.timing's protocol)."""
         if self._table is None:
             return [{} for _ in archs]
-        from nas_cli.search.outputs import latency_record  # noqa: PLC0415
         from predictors.latency import measure_as  # noqa: PLC0415
 
         # the table's runtime, threads, batch and timing, put at the level its estimates were scaled

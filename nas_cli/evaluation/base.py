@@ -9,6 +9,7 @@ every capability through unless it overrides it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,7 +18,7 @@ from search_spaces.base import Arch, SearchSpace
 #: metric names, and whether larger is better
 METRICS = {"accuracy": True, "latency": False, "flops": False, "params": False}
 
-#: a search's direct latency measurement (nas_cli.run_eval): interleaved rounds x runs per subnet,
+#: a search's direct latency measurement (nas_cli.evaluation.supernet): interleaved rounds x runs per subnet,
 #: beside the reference subnets; what pareto.json and an export's record say of it
 SEARCH_ROUNDS, SEARCH_REPEATS = 10, 5
 #: without a search's calibration (``--no-latency-calibrate``): runs of each subnet timed alone
@@ -46,7 +47,7 @@ class Evaluator:
     #: the identity of the weights every measurement depends on (recorded with the search), if any
     weights: dict | None = None
     #: the latency model's scaling to this device's speed, or the level measured latencies are put
-    #: at (nas_cli.run_eval.LATENCY_CALIBRATION); None where latency is not measured or modelled here
+    #: at (nas_cli.evaluation.supernet.LATENCY_CALIBRATION); None where latency is not measured or modelled here
     latency_calibration: dict | None = None
     #: the runtime latencies are measured or modelled in (predictors.latency runtimes), if any
     runtime: str | None = None
@@ -95,3 +96,39 @@ def _passed_through(name: str) -> property:
 for _name in CAPABILITIES:
     setattr(Wrapping, _name, _passed_through(_name))
 del _name
+
+
+def latency_record(evaluator) -> dict | None:
+    """What a search's latencies are, as a record (pareto.json's ``latency_measurement``, what
+    ``nas export subnet --rank K`` measures the chosen subnet under again): source ("measured" here,
+    "table" for a latency file's estimate), runtime and its session options, device, batch, timing
+    rounds x repeats, and the device speed every figure is put at (``level_ms`` of ``references``;
+    None: as timed). None where the evaluator says nothing of its latencies."""
+    from predictors.latency import protocol_record  # noqa: PLC0415
+
+    calibration = evaluator.latency_calibration or {}
+    runtime = evaluator.runtime
+    file = calibration.get("file") or evaluator.latency_file
+    if file:  # a latency table or learned model (nas search --latency-table)
+        try:
+            data = json.loads(Path(file).read_text())
+        except (OSError, ValueError):
+            data = {}
+        reference = data.get("reference") or {}
+        level = calibration.get("level_now_ms", reference.get("level_ms"))
+        return {"source": "table", "file": str(file), "format": data.get("format"),
+                "runtime": data.get("runtime") or {"name": runtime}, "device": data.get("device"),
+                "batch": int(data.get("batch", 1)), "rounds": data.get("rounds"), "repeats": data.get("repeats"),
+                "references": reference.get("archs"), "level_ms": None if level is None else float(level),
+                "scale": float(calibration.get("scale", 1.0)), "scaled": "scale" in calibration and "why" not in calibration,
+                "overhead_dominated": bool((data.get("quality") or {}).get("overhead_dominated", False))}
+    if runtime is not None:
+
+        if calibration.get("mode") == "measured":
+            return protocol_record(runtime, rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
+                                   references=calibration.get("references"), level_ms=calibration["level_ms"])
+        # --no-latency-calibrate: each subnet timed alone, as is (RunEvaluator.measured_latency)
+        return protocol_record(runtime, rounds=1, repeats=ALONE_REPEATS)
+    if evaluator.benchmark_table is not None:
+        return {"source": "benchmark", "file": str(evaluator.benchmark_table)}
+    return None

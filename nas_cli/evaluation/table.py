@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nas_cli.errors import UserError
-from nas_cli.evaluation import Evaluator
+from nas_cli.evaluation.base import Evaluator
 from search_spaces.base import Arch, ArchError, SearchSpace, get_space
 
 ARCH_COLUMN = "arch_str"
