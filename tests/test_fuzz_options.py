@@ -84,12 +84,13 @@ def test_bad_numbers_are_one_line_never_an_internal_error(command: str, option: 
 # --- the configs are the validators -----------------------------------------------------------
 
 
+# the configs name the field (the CLI names its flag: test_config_errors_name_the_field_and_the_cli_its_flag)
 @pytest.mark.parametrize("field,value,needle", [
-    ("seed", -1, "--seed -1"), ("seed", 2**32, "0..4294967295"), ("epochs", 10**20, "--epochs"),
-    ("limit_train", -1, "--limit-train -1"), ("limit_train", 0, "--batch-size"), ("warmup_epochs", -5, "warmup"),
-    ("resolutions", (9999,), "resolutions 9999"), ("width_mult", math.inf, "--width-mult"),
-    ("width_mult", math.nan, "--width-mult"), ("batch_size", 10**20, "--batch-size"),
-    ("num_random", 10**9, "num_random"), ("calib_images", 10**12, "--calib-images"),
+    ("seed", -1, "seed -1"), ("seed", 2**32, "0..4294967295"), ("epochs", 10**20, "epochs"),
+    ("limit_train", -1, "limit_train -1"), ("limit_train", 0, "batch_size"), ("warmup_epochs", -5, "warmup"),
+    ("resolutions", (9999,), "resolutions 9999"), ("width_mult", math.inf, "width_mult"),
+    ("width_mult", math.nan, "width_mult"), ("batch_size", 10**20, "batch_size"),
+    ("num_random", 10**9, "num_random"), ("calib_images", 10**12, "calib_images"),
 ])
 def test_train_config_bounds_every_number(field, value, needle):
     from nas_cli.config import TrainConfig
@@ -106,7 +107,7 @@ def test_search_config_bounds_every_number(field, value):
     from nas_cli.errors import UserError
     from nas_cli.search.config import SearchConfig
 
-    with pytest.raises(UserError, match=f"--{field}"):
+    with pytest.raises(UserError, match=f"^{field} "):
         SearchConfig(**{field: value})
 
 
@@ -116,3 +117,41 @@ def test_a_bad_config_value_is_refused_before_any_file_is_written(tmp_path: Path
     result = CliRunner().invoke(app, ["train-supernet", "--config", str(cfg), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "warmup_epochs -5" in result.output, result.output
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_config_errors_name_the_field_and_the_cli_its_flag(tmp_path: Path):
+    """The configs are the only validators: a library caller reads the field, a CLI user the flag
+    (nas_cli.commands.flags.FLAGS), and a field with no flag keeps its name."""
+    from nas_cli.commands.flags import FLAGS
+    from nas_cli.config import TrainConfig
+    from nas_cli.errors import FieldError, one_line
+    from nas_cli.search.config import SearchConfig
+
+    with pytest.raises(FieldError) as e:
+        TrainConfig(limit_train=3, batch_size=8)
+    assert str(e.value).startswith("limit_train 3 is out of range") and "at least batch_size 8" in str(e.value)
+    assert one_line(e.value, names=FLAGS)[0].startswith("error: --limit-train 3 is out of range")
+    assert "at least --batch-size 8" in one_line(e.value, names=FLAGS)[0]
+    with pytest.raises(FieldError, match=r"^latency_budget 'soon' is not understood"):
+        SearchConfig(budgets={"latency": "soon"})
+    assert SearchConfig(budgets={"latency": "60%", "flops": "3M"}).budgets[1].value == 3e6
+
+    result = CliRunner().invoke(app, ["train-supernet", "--limit-train", "3", "--batch-size", "8",
+                                      "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "error: --limit-train 3 is out of range" in result.output, result.output
+    assert "at least --batch-size 8" in result.output
+
+
+def test_every_flag_of_the_field_table_is_an_option_of_the_cli():
+    import typer.main
+
+    from nas_cli.commands.flags import FLAGS
+
+    def options(command) -> set[str]:
+        names = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ())}
+        for sub in getattr(command, "commands", {}).values():
+            names |= options(sub)
+        return names
+
+    known = options(typer.main.get_command(app))
+    assert not set(FLAGS.values()) - known, sorted(set(FLAGS.values()) - known)

@@ -17,13 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("search_spaces", "predictors", "kernels")
 PACKAGES = LIBRARY + ("nas_cli",)
-SKIP_PARTS = {".venv", "runs", "build", "dist", "__pycache__", ".git"}
+SKIP_PARTS = {".venv", "build", "dist", "__pycache__", ".git"}
+#: top-level folders that hold run outputs, not code (nas_cli/runs/ is code)
+SKIP_TOP = {"runs"}
 
 
 def _files(folders) -> list[Path]:
     out = []
     for folder in folders:
-        out += [p for p in sorted((ROOT / folder).rglob("*.py")) if not SKIP_PARTS & set(p.relative_to(ROOT).parts)]
+        out += [p for p in sorted((ROOT / folder).rglob("*.py"))
+                if not SKIP_PARTS & set(p.relative_to(ROOT).parts) and p.relative_to(ROOT).parts[0] not in SKIP_TOP]
     return out
 
 
