@@ -175,7 +175,7 @@ class SupernetSpace(SearchSpace):
     """A space with a weight-sharing supernet, static subnets and exact cost counts.
 
     This is everything `nas train-supernet`, `nas search` and `nas export` ask of a space; the
-    conformance suite (tests/test_spaces.py) checks every registered one. Architectures carry a
+    conformance suite (tests/search_spaces/test_spaces.py) checks every registered one. Architectures carry a
     ``resolution`` (input side in pixels). Parameters are a pytree of arrays; BatchNorm statistics
     (``stats``) are a pytree that "calib" mode returns and "eval" mode consumes.
     """

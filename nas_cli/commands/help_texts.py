@@ -2,7 +2,7 @@
 ``--help``) never imports JAX: the registries they mirror (search_spaces, nas_cli.config, nas_cli.data,
 nas_cli.search, predictors) all import it, which takes seconds.
 
-This is a copy, so tests/test_cli_help.py checks every value here against the live registry or
+This is a copy, so tests/nas_cli/test_cli_help.py checks every value here against the live registry or
 config dataclass: a new space, dataset or changed default fails that test until it is added here.
 Only help texts read this module; what a command actually does comes from the library.
 """

@@ -10,7 +10,7 @@ from search_spaces.base import SPACES, SpaceEntry
 from test_predictor_cli import NB201_HEADER, arch_rows, nb201_rows, write_csv
 from test_predictors import ToySpace
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "predictors.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "predictors.py"
 
 
 def load_bench():

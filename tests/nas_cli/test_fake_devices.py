@@ -20,7 +20,7 @@ import pytest
 
 from nas_cli import distributed as dist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str, devices: int = 4, pool: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ import typer
 
 from nas_cli.runs import compilation_cache_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 
 

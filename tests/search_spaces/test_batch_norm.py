@@ -21,7 +21,7 @@ import pytest
 
 from search_spaces.layers import batch_norm, batch_norm_reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _COLLECTIVE = re.compile(r" (all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(")
 C, FULL = 12, 16  # active channels of full-size parameters
 

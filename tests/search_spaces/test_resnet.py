@@ -1,5 +1,5 @@
 """The resnet spaces end to end through the CLI (train, search, export), and what the conformance
-suite (tests/test_spaces.py) does not cover: the -tiny factory's options and the progressive phases."""
+suite (tests/search_spaces/test_spaces.py) does not cover: the -tiny factory's options and the progressive phases."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 
 from nas_cli.runs import compilation_cache_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("env", "kernel_matmul", "kernel_mlp", "kernel_dwconv", "weight_sharing", "train_pallas", "train_xla")
 
 

@@ -12,7 +12,7 @@ from nas_cli.main import app
 from nas_cli.runs.tensorboard import EventWriter, read_scalars
 from nas_cli.training.supernet import train_supernet
 
-# the shapes of tests/test_cli.py's run: its programs come from the persistent XLA cache
+# the shapes of tests/end_to_end/test_cli.py's run: its programs come from the persistent XLA cache
 TINY = dict(space="mobilenetv3-tiny", dataset="digits", epochs=1, batch_size=32, limit_train=256, calib_images=64)
 
 

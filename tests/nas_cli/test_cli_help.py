@@ -16,7 +16,7 @@ from nas_cli.commands import help_texts as _help
 from nas_cli.main import app
 
 runner = CliRunner()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _commands(group=None, path=()):

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 def test_export_writes_the_opset_of_the_declared_onnxruntime_floor():
     from predictors.latency.ort import ONNX_OPSET, to_onnx
 
-    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     floor = re.search(r'"onnxruntime>=(\d+)\.(\d+)', pyproject)
     assert floor is not None
     # onnxruntime 1.20 runs opsets up to 21 (1.20.1 and 1.22.1 refuse 23, measured: bench/RESULTS.md)

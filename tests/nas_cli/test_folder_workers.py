@@ -24,7 +24,7 @@ from nas_cli.data import input_pipeline as pipeline
 from nas_cli.data import load_dataset
 from nas_cli.data.input_pipeline import StreamOptions, train_stream
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _folder(root: Path, n: int = 12, side: int = 12) -> Path:

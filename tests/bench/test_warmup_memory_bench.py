@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nas_cli.runs import compilation_cache_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_warmup_memory_bench_reports_every_phase():
@@ -18,7 +18,7 @@ def test_warmup_memory_bench_reports_every_phase():
         [sys.executable, str(ROOT / "bench" / "warmup_memory.py"), "--space", "mobilenetv3-tiny", "--resolution", "8",
          "--batch", "8", "--steps", "1", "--settings", "nas"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
-        # the suite's persistent XLA cache (as tests/test_bench.py's scripts get): timings mean nothing here
+        # the suite's persistent XLA cache (as tests/bench/test_bench.py's scripts get): timings mean nothing here
         env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": compilation_cache_dir("bench-warmup_memory"),
              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"})
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -195,7 +195,7 @@ def test_invalid_strings_name_the_field_and_choices(bundle):
     space = bundle["space"]
     family = space.name.removesuffix("-tiny")
     if family not in BAD_STRINGS:
-        pytest.fail(f"add {family!r}'s invalid strings to BAD_STRINGS in tests/test_spaces.py")
+        pytest.fail(f"add {family!r}'s invalid strings to BAD_STRINGS in tests/search_spaces/test_spaces.py")
     for text, words in BAD_STRINGS[family](space):
         with pytest.raises(ArchError) as err:
             space.decode(text)
