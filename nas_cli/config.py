@@ -206,22 +206,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resume_config(run_config: TrainConfig, config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """``--resume``: the run's own settings; a setting given again (flag or config file) must match.
-
-    Raises:
-      UserError: a given setting differs from the run's, naming both values.
-    """
-    given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
-    given.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(given.get("data_dir"), str):  # compared as recorded: absolute
-        given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
-    have = run_config.to_json()
-    differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
-              if json.loads(json.dumps(v)) != have[k]]
-    if differ:
-        raise UserError(f"--resume continues the run with its own settings, but {'; '.join(differ)}; "
-                        "drop those options, or choose another --out")
-    return run_config
+    """``--resume``: the run's own settings, with the settings given again (config file, then flags)
+    on top. Whether they differ from the run's is checked once, where the run is resumed
+    (:func:`nas_cli.training.train_supernet` refuses a difference, naming both values)."""
+    data = run_config.to_json()
+    if config_file is not None:
+        data.update(load_config_file(config_file))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_json(data)
 
 
 def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
