@@ -3,6 +3,6 @@ here (train, search, export, runs, data), which call the library (search_spaces,
 
 Where things go: a new command group is one module in ``nas_cli/commands/`` with ``register(app)``
 plus one line in ``nas_cli/commands/__init__.py``; a new dataset is a loader plus one
-``DATASETS.register`` line in ``nas_cli/data.py``; a new search algorithm is one
+``DATASETS.register`` line in ``nas_cli/data/datasets.py``; a new search algorithm is one
 ``ALGORITHMS.register`` line in ``nas_cli/search/algorithms.py``.
 """

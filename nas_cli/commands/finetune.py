@@ -1,4 +1,4 @@
-"""`nas finetune`: parse options, then call nas_cli.finetune.finetune."""
+"""`nas finetune`: parse options, then call nas_cli.training.finetune.finetune."""
 
 from __future__ import annotations
 

@@ -82,4 +82,4 @@ def test_progressive_phases_free_existing_genes(name):
         assert all(any(tag in g.name for g in space.genes) for tag in tags), tags
     last = space.progressive_phases[-1][1]
     assert all(any(tag in g.name for tag in last) for g in space.genes)
-    assert space.progressive_phases[-1][0] == "width"  # entering it sorts channels (nas_cli/train.py)
+    assert space.progressive_phases[-1][0] == "width"  # entering it sorts channels (nas_cli/training/supernet.py)
