@@ -194,10 +194,11 @@ def test_a_damaged_checkpoint_is_named_never_used(run: Path, tmp_path: Path):
 
 def test_resume_falls_back_to_the_last_intact_step(run: Path):
     from nas_cli import runs
+    from nas_cli.errors import UserError
 
     train_on(run)
     _damage(run, 2)
-    with pytest.raises(runs.UserError, match="step 2"):
+    with pytest.raises(UserError, match="step 2"):
         runs.intact_step(run, fall_back=False)
     assert runs.intact_step(run, fall_back=True) == 1
     assert (run / "checkpoint-damaged" / "2").is_dir() and not (run / "checkpoint" / "2").exists()
