@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import nnls
 
 from predictors.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from predictors.latency.errors import LatencyError
@@ -77,6 +78,11 @@ TRANSFER_TAUS = (0.03, 0.1, 0.3, 1.0)
 TRANSFER_NOISE = (0.02, 0.05, 0.1, 0.2)
 #: families whose leave-one-out error is within this factor of the best one's are averaged
 ENSEMBLE_TOLERANCE = 1.25
+#: a prior's per-operation costs are refitted without the archs the additive fit misses by more than
+#: this (log): a failed measurement, a structure no additive model holds
+OP_FIT_KEEP = math.log(1.5)
+#: deviation penalties of ``op-transfer`` (per cost, relative to the priors' size of it)
+OP_TRANSFER_LAMS = (0.1, 1.0, 10.0)
 
 
 # --- what the space says -------------------------------------------------------------------------
@@ -142,6 +148,27 @@ def choice_counts(space, feats: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=1) if out else np.zeros((len(feats), 0))
 
 
+def op_bases(space, archs: Sequence, genes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The space's additive cost bases of each arch, name -> (n, k) with a leading constant column:
+    latency = basis @ per-operation costs, the physics of a device that runs one operation after
+    another. ``counts``: how many genes take each choice (:func:`choice_counts`; a device that runs
+    every operation of the genome). For a space whose archs can hold dead operations
+    (``space.pruned``, ``space.connected``: a NAS-Bench-201 cell edge that reaches no output),
+    ``live``: whether any path connects plus the counts of the pruned arch (a device whose runtime
+    drops dead work), and ``counts+live`` (both). A space without shared choices: ``genes`` (one
+    cost per gene choice)."""
+    feats = gene_features(space, archs) if genes is None else genes
+    one = np.ones((len(feats), 1))
+    counts = choice_counts(space, feats)
+    out = {"counts": np.concatenate([one, counts], 1)} if counts.shape[1] else {"genes": np.concatenate([one, feats], 1)}
+    if counts.shape[1] and hasattr(space, "pruned") and hasattr(space, "connected"):
+        live = choice_counts(space, gene_features(space, [space.pruned(a) for a in archs]))
+        conn = np.asarray([[float(space.connected(a))] for a in archs])
+        out["live"] = np.concatenate([one, conn, live], 1)
+        out["counts+live"] = np.concatenate([one, conn, counts, live], 1)
+    return out
+
+
 def candidate_pool(space, seed: int) -> list:
     """Every architecture of a space that lists at most :data:`POOL_ALL`, else the smallest, the
     largest and :data:`POOL_SAMPLE` seeded random ones (distinct)."""
@@ -184,17 +211,20 @@ def choose_probes(space, n: int, seed: int, priors: Sequence = ()) -> tuple[list
         raise LatencyError(f"{n} probes: need at least {MIN_TIMINGS} (a fit needs them) and at most the "
                            f"{len(pool)} candidate architectures")
     cost, by = probe_cost(space, pool, priors)
-    Z = _standardise(gene_features(space, pool))
+    # the design: the widest additive cost basis, standardised; each stratum's probe is the candidate
+    # the probes already chosen explain least (largest leverage x' M^-1 x, greedy D-optimal), so the
+    # per-operation costs a fit estimates are pinned down by few timings
+    basis = max(op_bases(space, pool).values(), key=lambda b: b.shape[1])
+    Z = np.concatenate([np.ones((len(pool), 1)), _standardise(basis[:, 1:])], 1)
+    M = 1e-3 * np.eye(Z.shape[1])
     rng = np.random.default_rng([seed, 0x960B])
     chosen: list[int] = []
     for stratum in np.array_split(np.argsort(cost, kind="stable"), n):
         cand = rng.choice(stratum, size=min(len(stratum), STRATUM_CANDIDATES), replace=False)
-        if chosen:
-            dist = ((Z[cand][:, None, :] - Z[chosen][None, :, :]) ** 2).sum(-1).min(1)
-            pick = int(cand[int(np.argmax(dist))])
-        else:
-            pick = int(cand[0])
+        leverage = np.einsum("ij,jk,ik->i", Z[cand], np.linalg.inv(M), Z[cand])
+        pick = int(cand[int(np.argmax(leverage))])
         chosen.append(pick)
+        M += np.outer(Z[pick], Z[pick])
     return [pool[i] for i in chosen], by
 
 
@@ -390,6 +420,7 @@ class Inputs:
         self.flops = flops_of(space, archs)
         self.genes = gene_features(space, archs)
         self.counts = choice_counts(space, self.genes)
+        self.bases = op_bases(space, archs, self.genes)
 
     def block(self, name: str, log: bool) -> np.ndarray:
         if name == "priors":
@@ -417,7 +448,7 @@ RIDGES = (
     ("rel-ridge[priors,flops,counts]", ("priors", "flops", "counts"), "ms"),
 )
 #: every candidate family :func:`fit_fewshot_model` chooses between
-CANDIDATES = tuple(name for name, _, _ in RIDGES) + ("transfer-additive",)
+CANDIDATES = tuple(name for name, _, _ in RIDGES) + ("transfer-additive", "op-costs", "op-transfer")
 
 
 def _floor(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -463,6 +494,50 @@ def _transfer(U: np.ndarray, phi: np.ndarray, y: np.ndarray, tau: float, noise: 
     return m0 + K @ (y - phi @ m0)
 
 
+def _relative_fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-operation costs ``c >= 0`` minimising the relative error of ``X @ c`` against ``y``
+    (non-negative least squares: an operation never makes a network faster)."""
+    w = 1.0 / y
+    return nnls(X * w[:, None], y * w)[0]
+
+
+def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.ndarray]:
+    """basis name -> (priors, k): each prior's per-operation costs in each of :func:`op_bases`,
+    fitted for relative error on the candidate pool, refitted without the archs it misses by more
+    than :data:`OP_FIT_KEEP` (a failed measurement, a structure no additive model holds), and
+    divided by its mean prediction on the pool (devices of any speed comparable)."""
+    pool = candidate_pool(space, seed)
+    bases = op_bases(space, pool)
+    out = {}
+    for name, X in bases.items():
+        rows = []
+        for p in priors:
+            y = p.predict_many(pool)
+            keep = np.ones(len(y), bool)
+            for _ in range(3):
+                c = np.linalg.lstsq(X[keep] / y[keep, None], np.ones(int(keep.sum())), rcond=None)[0]
+                pred = X @ c
+                keep = np.abs(np.log(np.maximum(pred, 1e-9 * y.max()) / y)) < OP_FIT_KEEP
+            rows.append(c / float(np.mean(pred)))
+        out[name] = np.asarray(rows)
+    return out
+
+
+def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    """Per-operation costs of the target: a mix of the priors' (``costs``, (priors, k)) plus a
+    deviation penalised by ``lam`` per cost, relative to the priors' typical size of that cost, so
+    few timings fit the mix and move a cost away from it only where the timings insist. Fitted
+    for relative error."""
+    mix = X @ costs.T  # (n, priors): each prior's prediction, mean ~1 on the pool
+    scale = float(np.mean(y)) * (np.abs(costs).mean(0) + 0.01 * float(np.abs(costs).mean(0).max()))
+    w = 1.0 / y
+    A = np.concatenate([np.concatenate([mix, X], 1) * w[:, None],
+                        np.concatenate([np.zeros((X.shape[1], len(costs))), np.diag(math.sqrt(lam) / scale)], 1)])
+    b = np.concatenate([y * w, np.zeros(X.shape[1])])
+    sol = np.linalg.lstsq(A, b, rcond=None)[0]
+    return sol[:len(costs)] @ costs + sol[len(costs):]
+
+
 def _loo(fit_predict, n: int, y: np.ndarray) -> np.ndarray:
     """Each timing's leave-one-out error of log-latency (log predicted / timed)."""
     errs = []
@@ -478,7 +553,8 @@ def _rms(errors: np.ndarray) -> float:
 
 
 def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior], seed: int = 0,
-                 coefficients: np.ndarray | None = None) -> tuple[dict, list, np.ndarray]:
+                 coefficients: np.ndarray | None = None, op_costs: dict | None = None,
+                 candidates: Sequence[str] = CANDIDATES) -> tuple[dict, list, np.ndarray]:
     """(the chosen model's parameters, every candidate's leave-one-out error), chosen by the lowest
     leave-one-out RMSE of log-latency; a tie goes to the simpler candidate (earlier in
     :data:`CANDIDATES`, smaller alpha... as listed)."""
@@ -486,15 +562,27 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
     n = len(y)
     scores = []
     for name, blocks, target in RIDGES:
-        if ("priors" in blocks and not priors) or ("flops" in blocks and inputs.flops is None):
+        if ("priors" in blocks and not priors) or ("flops" in blocks and inputs.flops is None) or name not in candidates:
             continue
         X = inputs.matrix(blocks, target == "log")
         for alpha in RIDGE_ALPHAS:
             def fp(keep, i, X=X, target=target, alpha=alpha):
                 return apply_ridge(fit_ridge(X[keep], y[keep], target, alpha), X[i:i + 1], target)[0]
             scores.append({"model": name, "alpha": alpha, "loo": _loo(fp, n, y)})
+    if "op-costs" in candidates:
+        for basis, X in inputs.bases.items():
+            def fp(keep, i, X=X):
+                return X[i] @ _relative_fit(X[keep], y[keep])
+            scores.append({"model": "op-costs", "basis": basis, "loo": _loo(fp, n, y)})
+    if priors and "op-transfer" in candidates:
+        op_costs = prior_op_costs(space, priors, seed) if op_costs is None else op_costs
+        for basis, X in inputs.bases.items():
+            for lam in OP_TRANSFER_LAMS:
+                def fp(keep, i, X=X, C=op_costs[basis], lam=lam):
+                    return X[i] @ _op_transfer(X[keep], y[keep], C, lam)
+                scores.append({"model": "op-transfer", "basis": basis, "lam": lam, "loo": _loo(fp, n, y)})
     U = None
-    if priors:
+    if priors and "transfer-additive" in candidates:
         U = prior_coefficients(space, priors, seed) if coefficients is None else coefficients
         phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
         for tau in TRANSFER_TAUS:
@@ -518,7 +606,14 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
     members = []
     for best in chosen:
         name = best["model"]
-        if name == "transfer-additive":
+        if name == "op-costs":
+            members.append({"model": name, "basis": best["basis"], "loo_log_rmse": best["loo_log_rmse"],
+                            "coef": _relative_fit(inputs.bases[best["basis"]], y).tolist()})
+        elif name == "op-transfer":
+            coef = _op_transfer(inputs.bases[best["basis"]], y, op_costs[best["basis"]], best["lam"])
+            members.append({"model": name, "basis": best["basis"], "lam": best["lam"],
+                            "loo_log_rmse": best["loo_log_rmse"], "coef": coef.tolist()})
+        elif name == "transfer-additive":
             phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
             members.append({"model": name, "tau": best["tau"], "noise": best["noise"],
                             "coef": _transfer(U, phi, y, best["tau"], best["noise"]).tolist(),
@@ -577,6 +672,8 @@ class FewShotLatencyModel:
             if p["model"] == "transfer-additive":
                 phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
                 out = phi @ np.asarray(p["coef"])
+            elif p["model"] in ("op-costs", "op-transfer"):
+                out = inputs.bases[p["basis"]] @ np.asarray(p["coef"])
             else:
                 out = apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
             logs.append(np.log(np.maximum(out, floor)))
@@ -594,7 +691,7 @@ FORMATS.register(FEWSHOT_FORMAT, FewShotLatencyModel)
 
 def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior] = (), *, seed: int = 0,
                       options: dict | None = None, runtime: dict | None = None, device: dict | None = None,
-                      batch: int = 1) -> FewShotLatencyModel:
+                      batch: int = 1, candidates: Sequence[str] = CANDIDATES) -> FewShotLatencyModel:
     """Fits the few-shot model of a device on its timings ``latency_ms`` of ``archs`` (at least
     :data:`MIN_TIMINGS`, positive and finite), choosing among :data:`CANDIDATES` by leave-one-out."""
     y = np.asarray(latency_ms, np.float64)
@@ -603,8 +700,12 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
     if not np.all(np.isfinite(y) & (y > 0)):
         raise LatencyError("latencies must be positive finite numbers of ms")
     archs = list(archs)
-    U = prior_coefficients(space, priors, seed) if priors else None
-    params, scores, loo = select_model(space, archs, y, priors, seed, U)
+    unknown = sorted(set(candidates) - set(CANDIDATES))
+    if unknown or not candidates:
+        raise LatencyError(f"unknown model families {unknown}; known: {', '.join(CANDIDATES)}")
+    U = prior_coefficients(space, priors, seed) if priors and "transfer-additive" in candidates else None
+    C = prior_op_costs(space, priors, seed) if priors and "op-transfer" in candidates else None
+    params, scores, loo = select_model(space, archs, y, priors, seed, U, C, candidates)
     left_out = []
     # a timing far from what every other timing predicts (a unit slip, a failed run) is left out,
     # one at a time, while enough remain
@@ -616,7 +717,7 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
         left_out.append({"arch": space.encode(archs[i]), "latency_ms": float(y[i]),
                          "predicted_ms": float(y[i] * math.exp(loo[i]))})
         archs, y = archs[:i] + archs[i + 1:], np.delete(y, i)
-        params, scores, loo = select_model(space, archs, y, priors, seed, U)
+        params, scores, loo = select_model(space, archs, y, priors, seed, U, C, candidates)
     model = FewShotLatencyModel({
         "format": FEWSHOT_FORMAT,
         "version": VERSION,
