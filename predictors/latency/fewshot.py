@@ -4,22 +4,28 @@ their timings that transfers from what is known of other devices (``nas latency 
 
 **Probes.** :func:`choose_probes` splits a pool of architectures (every one of a space that can list
 them, else a seeded sample) into ``n`` equal-count strata of cost (the priors' mean standardised
-log-latency, else log FLOPs) and takes one from each stratum, the one farthest (in the space's
-standardised gene features) from the probes already chosen among a seeded handful: probes spread
-over the cost range and over the genome, not ``n`` random ones.
+log-latency, else log FLOPs) and takes one from each stratum: of a seeded handful, the one the
+probes already chosen explain least in the space's widest additive cost basis (:func:`op_bases`;
+greedy D-optimal), so probes spread over the cost range and pin down the per-operation costs.
 
 **The model.** Features of an architecture: the priors' predicted latencies (other devices' latency
-files, or benchmark-table columns), its FLOPs (where the space counts them) and its gene features
-(``space.features``). The candidates, each with a small grid of regularisation strengths, are
-scored by leave-one-out error of log-latency on the timings (:data:`CANDIDATES`); the best
-configuration of each family, and then every family within :data:`ENSEMBLE_TOLERANCE` of the best
-one, averaged in log space:
+files, or benchmark-table columns), its FLOPs (where the space counts them), its gene features
+(``space.features``) and its additive cost bases (:func:`op_bases`: counts of each operation in the
+genome, and for a space with dead operations, in the live architecture). The candidates, each with a
+small grid of settings, are scored by leave-one-out error of log-latency on the timings
+(:data:`CANDIDATES`); the best configuration of each family, and then every family within
+:data:`ENSEMBLE_TOLERANCE` of the best one, averaged in log space:
 
+* ``op-costs``: latency = a basis @ non-negative per-operation costs, fitted on the timings alone
+  (Huber relative error): a device that runs one operation after another needs as many timings as
+  it has costs (6 for NAS-Bench-201's genome counts), not one per cell;
+* ``op-transfer``: the same costs as a mix of the priors' per-operation costs (each prior's costs
+  fitted on its whole pool, :func:`prior_op_costs`) plus a penalised deviation: few timings fix
+  the mix and move a cost only where they insist;
 * ``log-ridge[...]``: a ridge regression of log-latency on the log of the priors (and log FLOPs,
   and gene features): a device that is a product of the priors' speeds per kind of work;
 * ``rel-ridge[...]``: latency in ms as a linear combination of the priors' ms, FLOPs and per-choice
-  gene counts, fitted for relative error: additive devices (latency = sum of per-op costs) whose
-  op costs are a mix of the priors';
+  gene counts, fitted for relative error;
 * ``transfer-additive``: an additive model over gene features whose coefficients have a Gaussian
   prior estimated from the priors' own additive fits (their mean and covariance, plus an isotropic
   part), updated by the timings (Bayesian linear regression with relative noise).
@@ -83,6 +89,11 @@ ENSEMBLE_TOLERANCE = 1.25
 OP_FIT_KEEP = math.log(1.5)
 #: deviation penalties of ``op-transfer`` (per cost, relative to the priors' size of it)
 OP_TRANSFER_LAMS = (0.1, 1.0, 10.0)
+#: Huber's threshold (robust standard deviations) and scale floor of the per-operation fits' relative
+#: residuals, and the re-weighting iterations
+HUBER_K = 1.345
+HUBER_FLOOR = 0.01
+HUBER_ITERATIONS = 8
 
 
 # --- what the space says -------------------------------------------------------------------------
@@ -494,11 +505,34 @@ def _transfer(U: np.ndarray, phi: np.ndarray, y: np.ndarray, tau: float, noise: 
     return m0 + K @ (y - phi @ m0)
 
 
+def _huber_weights(r: np.ndarray) -> np.ndarray:
+    """Huber's weights of relative residuals ``r``: 1 within :data:`HUBER_K` robust standard
+    deviations (the median absolute residual / 0.6745, at least :data:`HUBER_FLOOR`), less beyond."""
+    scale = max(float(np.median(np.abs(r))) / 0.6745, HUBER_FLOOR)
+    a = np.abs(r) / (HUBER_K * scale)
+    return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+
+
+def _robust(solve, X: np.ndarray, y: np.ndarray, iterations: int = HUBER_ITERATIONS) -> np.ndarray:
+    """``solve(X, y, weights)`` re-weighted by :func:`_huber_weights` of its relative residuals: one
+    timing that no additive model holds (a cell the device runs oddly, a glitch) pulls the costs
+    less than squares would let it, which matters with 10 timings."""
+    w = np.ones(len(y))
+    for _ in range(iterations):
+        c = solve(X, y, w)
+        w = _huber_weights(X @ c / y - 1.0)
+    return c
+
+
+def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    r = np.sqrt(w) / y
+    return nnls(X * r[:, None], y * r)[0]
+
+
 def _relative_fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-operation costs ``c >= 0`` minimising the relative error of ``X @ c`` against ``y``
-    (non-negative least squares: an operation never makes a network faster)."""
-    w = 1.0 / y
-    return nnls(X * w[:, None], y * w)[0]
+    """Per-operation costs ``c >= 0`` minimising the (Huber) relative error of ``X @ c`` against
+    ``y`` (non-negative least squares: an operation never makes a network faster)."""
+    return _robust(_nnls_weighted, X, y)
 
 
 def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.ndarray]:
@@ -524,13 +558,18 @@ def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.nd
 
 
 def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    return _robust(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y)
+
+
+def _op_transfer_weighted(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float,
+                          weights: np.ndarray) -> np.ndarray:
     """Per-operation costs of the target: a mix of the priors' (``costs``, (priors, k)) plus a
     deviation penalised by ``lam`` per cost, relative to the priors' typical size of that cost, so
     few timings fit the mix and move a cost away from it only where the timings insist. Fitted
     for relative error."""
     mix = X @ costs.T  # (n, priors): each prior's prediction, mean ~1 on the pool
     scale = float(np.mean(y)) * (np.abs(costs).mean(0) + 0.01 * float(np.abs(costs).mean(0).max()))
-    w = 1.0 / y
+    w = np.sqrt(weights) / y
     A = np.concatenate([np.concatenate([mix, X], 1) * w[:, None],
                         np.concatenate([np.zeros((X.shape[1], len(costs))), np.diag(math.sqrt(lam) / scale)], 1)])
     b = np.concatenate([y * w, np.zeros(X.shape[1])])
