@@ -1,7 +1,7 @@
 """Few-shot latency on NAS-Bench-201: each device of a table as the target, the others as priors.
 
     python bench/fewshot_latency.py --table TABLE.csv [--devices lat_ms_a,lat_ms_b,...] [--n 10,20]
-        [--seeds 5] [--random-n 10]
+        [--seeds 5] [--random-n 10] [--candidates FAMILY,...]
 
 For every latency column of ``--table`` (``lat_ms_*``, or ``--devices``) as the target and the other
 columns as priors (``TABLE.csv:COLUMN``, predictors.latency.load_prior), and for each probe count
@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from predictors.latency.fewshot import (  # noqa: E402
+    CANDIDATES,
     apply_ridge,
     fit_ridge,
     choose_probes,
@@ -55,8 +56,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--devices", default=None, help="comma-separated latency columns (default: every lat_ms_*)")
     ap.add_argument("--targets", default=None, help="comma-separated targets among --devices (default: all)")
     ap.add_argument("--n", default="10,20")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (5 for the recorded figures)")
     ap.add_argument("--random-n", type=int, default=10)
+    ap.add_argument("--candidates", default=None,
+                    help="comma-separated model families fit_fewshot_model chooses between (default: all)")
     args = ap.parse_args(argv)
     t0 = time.time()
     space = get_space(args.space)
@@ -74,6 +77,8 @@ def main(argv=None) -> dict:
     out = {"command": "python bench/fewshot_latency.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "table": args.table, "cells": len(archs), "devices": devices, "targets": {}}
     targets = args.targets.split(",") if args.targets else devices
+    candidates = tuple(args.candidates.split(",")) if args.candidates else CANDIDATES
+    out["candidates"] = list(candidates)
     for target in targets:
         truth = truth_all[target]
         priors = [priors_all[d] for d in devices if d != target]
@@ -83,7 +88,7 @@ def main(argv=None) -> dict:
             for seed in range(args.seeds):
                 probes, by = choose_probes(space, n, seed, priors)
                 idx = np.asarray([index[space.encode(a)] for a in probes])
-                model = fit_fewshot_model(space, probes, truth[idx], priors, seed=seed)
+                model = fit_fewshot_model(space, probes, truth[idx], priors, seed=seed, candidates=candidates)
                 pred = model.predict_many(archs)
                 # FLOPs alone through the same probes (its ranking is the FLOPs ranking)
                 lf = np.log(flops)

@@ -4,22 +4,28 @@ their timings that transfers from what is known of other devices (``nas latency 
 
 **Probes.** :func:`choose_probes` splits a pool of architectures (every one of a space that can list
 them, else a seeded sample) into ``n`` equal-count strata of cost (the priors' mean standardised
-log-latency, else log FLOPs) and takes one from each stratum, the one farthest (in the space's
-standardised gene features) from the probes already chosen among a seeded handful: probes spread
-over the cost range and over the genome, not ``n`` random ones.
+log-latency, else log FLOPs) and takes one from each stratum: of a seeded handful, the one the
+probes already chosen explain least in the space's widest additive cost basis (:func:`op_bases`;
+greedy D-optimal), so probes spread over the cost range and pin down the per-operation costs.
 
 **The model.** Features of an architecture: the priors' predicted latencies (other devices' latency
-files, or benchmark-table columns), its FLOPs (where the space counts them) and its gene features
-(``space.features``). The candidates, each with a small grid of regularisation strengths, are
-scored by leave-one-out error of log-latency on the timings (:data:`CANDIDATES`); the best
-configuration of each family, and then every family within :data:`ENSEMBLE_TOLERANCE` of the best
-one, averaged in log space:
+files, or benchmark-table columns), its FLOPs (where the space counts them), its gene features
+(``space.features``) and its additive cost bases (:func:`op_bases`: counts of each operation in the
+genome, and for a space with dead operations, in the live architecture). The candidates, each with a
+small grid of settings, are scored by leave-one-out error of log-latency on the timings
+(:data:`CANDIDATES`); the best configuration of each family, and then every family within
+:data:`ENSEMBLE_TOLERANCE` of the best one, averaged in log space:
 
+* ``op-costs``: latency = a basis @ non-negative per-operation costs, fitted on the timings alone
+  (Huber relative error): a device that runs one operation after another needs as many timings as
+  it has costs (6 for NAS-Bench-201's genome counts), not one per cell;
+* ``op-transfer``: the same costs as a mix of the priors' per-operation costs (each prior's costs
+  fitted on its whole pool, :func:`prior_op_costs`) plus a penalised deviation: few timings fix
+  the mix and move a cost only where they insist;
 * ``log-ridge[...]``: a ridge regression of log-latency on the log of the priors (and log FLOPs,
   and gene features): a device that is a product of the priors' speeds per kind of work;
 * ``rel-ridge[...]``: latency in ms as a linear combination of the priors' ms, FLOPs and per-choice
-  gene counts, fitted for relative error: additive devices (latency = sum of per-op costs) whose
-  op costs are a mix of the priors';
+  gene counts, fitted for relative error;
 * ``transfer-additive``: an additive model over gene features whose coefficients have a Gaussian
   prior estimated from the priors' own additive fits (their mean and covariance, plus an isotropic
   part), updated by the timings (Bayesian linear regression with relative noise).
@@ -42,6 +48,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import nnls
 
 from predictors.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from predictors.latency.errors import LatencyError
@@ -77,6 +84,16 @@ TRANSFER_TAUS = (0.03, 0.1, 0.3, 1.0)
 TRANSFER_NOISE = (0.02, 0.05, 0.1, 0.2)
 #: families whose leave-one-out error is within this factor of the best one's are averaged
 ENSEMBLE_TOLERANCE = 1.25
+#: a prior's per-operation costs are refitted without the archs the additive fit misses by more than
+#: this (log): a failed measurement, a structure no additive model holds
+OP_FIT_KEEP = math.log(1.5)
+#: deviation penalties of ``op-transfer`` (per cost, relative to the priors' size of it)
+OP_TRANSFER_LAMS = (0.1, 1.0, 10.0)
+#: Huber's threshold (robust standard deviations) and scale floor of the per-operation fits' relative
+#: residuals, and the re-weighting iterations
+HUBER_K = 1.345
+HUBER_FLOOR = 0.01
+HUBER_ITERATIONS = 8
 
 
 # --- what the space says -------------------------------------------------------------------------
@@ -142,6 +159,27 @@ def choice_counts(space, feats: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=1) if out else np.zeros((len(feats), 0))
 
 
+def op_bases(space, archs: Sequence, genes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The space's additive cost bases of each arch, name -> (n, k) with a leading constant column:
+    latency = basis @ per-operation costs, the physics of a device that runs one operation after
+    another. ``counts``: how many genes take each choice (:func:`choice_counts`; a device that runs
+    every operation of the genome). For a space whose archs can hold dead operations
+    (``space.pruned``, ``space.connected``: a NAS-Bench-201 cell edge that reaches no output),
+    ``live``: whether any path connects plus the counts of the pruned arch (a device whose runtime
+    drops dead work), and ``counts+live`` (both). A space without shared choices: ``genes`` (one
+    cost per gene choice)."""
+    feats = gene_features(space, archs) if genes is None else genes
+    one = np.ones((len(feats), 1))
+    counts = choice_counts(space, feats)
+    out = {"counts": np.concatenate([one, counts], 1)} if counts.shape[1] else {"genes": np.concatenate([one, feats], 1)}
+    if counts.shape[1] and hasattr(space, "pruned") and hasattr(space, "connected"):
+        live = choice_counts(space, gene_features(space, [space.pruned(a) for a in archs]))
+        conn = np.asarray([[float(space.connected(a))] for a in archs])
+        out["live"] = np.concatenate([one, conn, live], 1)
+        out["counts+live"] = np.concatenate([one, conn, counts, live], 1)
+    return out
+
+
 def candidate_pool(space, seed: int) -> list:
     """Every architecture of a space that lists at most :data:`POOL_ALL`, else the smallest, the
     largest and :data:`POOL_SAMPLE` seeded random ones (distinct)."""
@@ -184,17 +222,20 @@ def choose_probes(space, n: int, seed: int, priors: Sequence = ()) -> tuple[list
         raise LatencyError(f"{n} probes: need at least {MIN_TIMINGS} (a fit needs them) and at most the "
                            f"{len(pool)} candidate architectures")
     cost, by = probe_cost(space, pool, priors)
-    Z = _standardise(gene_features(space, pool))
+    # the design: the widest additive cost basis, standardised; each stratum's probe is the candidate
+    # the probes already chosen explain least (largest leverage x' M^-1 x, greedy D-optimal), so the
+    # per-operation costs a fit estimates are pinned down by few timings
+    basis = max(op_bases(space, pool).values(), key=lambda b: b.shape[1])
+    Z = np.concatenate([np.ones((len(pool), 1)), _standardise(basis[:, 1:])], 1)
+    M = 1e-3 * np.eye(Z.shape[1])
     rng = np.random.default_rng([seed, 0x960B])
     chosen: list[int] = []
     for stratum in np.array_split(np.argsort(cost, kind="stable"), n):
         cand = rng.choice(stratum, size=min(len(stratum), STRATUM_CANDIDATES), replace=False)
-        if chosen:
-            dist = ((Z[cand][:, None, :] - Z[chosen][None, :, :]) ** 2).sum(-1).min(1)
-            pick = int(cand[int(np.argmax(dist))])
-        else:
-            pick = int(cand[0])
+        leverage = np.einsum("ij,jk,ik->i", Z[cand], np.linalg.inv(M), Z[cand])
+        pick = int(cand[int(np.argmax(leverage))])
         chosen.append(pick)
+        M += np.outer(Z[pick], Z[pick])
     return [pool[i] for i in chosen], by
 
 
@@ -390,6 +431,7 @@ class Inputs:
         self.flops = flops_of(space, archs)
         self.genes = gene_features(space, archs)
         self.counts = choice_counts(space, self.genes)
+        self.bases = op_bases(space, archs, self.genes)
 
     def block(self, name: str, log: bool) -> np.ndarray:
         if name == "priors":
@@ -417,7 +459,7 @@ RIDGES = (
     ("rel-ridge[priors,flops,counts]", ("priors", "flops", "counts"), "ms"),
 )
 #: every candidate family :func:`fit_fewshot_model` chooses between
-CANDIDATES = tuple(name for name, _, _ in RIDGES) + ("transfer-additive",)
+CANDIDATES = tuple(name for name, _, _ in RIDGES) + ("transfer-additive", "op-costs", "op-transfer")
 
 
 def _floor(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -463,6 +505,78 @@ def _transfer(U: np.ndarray, phi: np.ndarray, y: np.ndarray, tau: float, noise: 
     return m0 + K @ (y - phi @ m0)
 
 
+def _huber_weights(r: np.ndarray) -> np.ndarray:
+    """Huber's weights of relative residuals ``r``: 1 within :data:`HUBER_K` robust standard
+    deviations (the median absolute residual / 0.6745, at least :data:`HUBER_FLOOR`), less beyond."""
+    scale = max(float(np.median(np.abs(r))) / 0.6745, HUBER_FLOOR)
+    a = np.abs(r) / (HUBER_K * scale)
+    return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+
+
+def _robust(solve, X: np.ndarray, y: np.ndarray, iterations: int = HUBER_ITERATIONS) -> np.ndarray:
+    """``solve(X, y, weights)`` re-weighted by :func:`_huber_weights` of its relative residuals: one
+    timing that no additive model holds (a cell the device runs oddly, a glitch) pulls the costs
+    less than squares would let it, which matters with 10 timings."""
+    w = np.ones(len(y))
+    for _ in range(iterations):
+        c = solve(X, y, w)
+        w = _huber_weights(X @ c / y - 1.0)
+    return c
+
+
+def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    r = np.sqrt(w) / y
+    return nnls(X * r[:, None], y * r)[0]
+
+
+def _relative_fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-operation costs ``c >= 0`` minimising the (Huber) relative error of ``X @ c`` against
+    ``y`` (non-negative least squares: an operation never makes a network faster)."""
+    return _robust(_nnls_weighted, X, y)
+
+
+def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.ndarray]:
+    """basis name -> (priors, k): each prior's per-operation costs in each of :func:`op_bases`,
+    fitted for relative error on the candidate pool, refitted without the archs it misses by more
+    than :data:`OP_FIT_KEEP` (a failed measurement, a structure no additive model holds), and
+    divided by its mean prediction on the pool (devices of any speed comparable)."""
+    pool = candidate_pool(space, seed)
+    bases = op_bases(space, pool)
+    out = {}
+    for name, X in bases.items():
+        rows = []
+        for p in priors:
+            y = p.predict_many(pool)
+            keep = np.ones(len(y), bool)
+            for _ in range(3):
+                c = np.linalg.lstsq(X[keep] / y[keep, None], np.ones(int(keep.sum())), rcond=None)[0]
+                pred = X @ c
+                keep = np.abs(np.log(np.maximum(pred, 1e-9 * y.max()) / y)) < OP_FIT_KEEP
+            rows.append(c / float(np.mean(pred)))
+        out[name] = np.asarray(rows)
+    return out
+
+
+def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    return _robust(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y)
+
+
+def _op_transfer_weighted(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float,
+                          weights: np.ndarray) -> np.ndarray:
+    """Per-operation costs of the target: a mix of the priors' (``costs``, (priors, k)) plus a
+    deviation penalised by ``lam`` per cost, relative to the priors' typical size of that cost, so
+    few timings fit the mix and move a cost away from it only where the timings insist. Fitted
+    for relative error."""
+    mix = X @ costs.T  # (n, priors): each prior's prediction, mean ~1 on the pool
+    scale = float(np.mean(y)) * (np.abs(costs).mean(0) + 0.01 * float(np.abs(costs).mean(0).max()))
+    w = np.sqrt(weights) / y
+    A = np.concatenate([np.concatenate([mix, X], 1) * w[:, None],
+                        np.concatenate([np.zeros((X.shape[1], len(costs))), np.diag(math.sqrt(lam) / scale)], 1)])
+    b = np.concatenate([y * w, np.zeros(X.shape[1])])
+    sol = np.linalg.lstsq(A, b, rcond=None)[0]
+    return sol[:len(costs)] @ costs + sol[len(costs):]
+
+
 def _loo(fit_predict, n: int, y: np.ndarray) -> np.ndarray:
     """Each timing's leave-one-out error of log-latency (log predicted / timed)."""
     errs = []
@@ -478,7 +592,8 @@ def _rms(errors: np.ndarray) -> float:
 
 
 def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior], seed: int = 0,
-                 coefficients: np.ndarray | None = None) -> tuple[dict, list, np.ndarray]:
+                 coefficients: np.ndarray | None = None, op_costs: dict | None = None,
+                 candidates: Sequence[str] = CANDIDATES) -> tuple[dict, list, np.ndarray]:
     """(the chosen model's parameters, every candidate's leave-one-out error), chosen by the lowest
     leave-one-out RMSE of log-latency; a tie goes to the simpler candidate (earlier in
     :data:`CANDIDATES`, smaller alpha... as listed)."""
@@ -486,15 +601,27 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
     n = len(y)
     scores = []
     for name, blocks, target in RIDGES:
-        if ("priors" in blocks and not priors) or ("flops" in blocks and inputs.flops is None):
+        if ("priors" in blocks and not priors) or ("flops" in blocks and inputs.flops is None) or name not in candidates:
             continue
         X = inputs.matrix(blocks, target == "log")
         for alpha in RIDGE_ALPHAS:
             def fp(keep, i, X=X, target=target, alpha=alpha):
                 return apply_ridge(fit_ridge(X[keep], y[keep], target, alpha), X[i:i + 1], target)[0]
             scores.append({"model": name, "alpha": alpha, "loo": _loo(fp, n, y)})
+    if "op-costs" in candidates:
+        for basis, X in inputs.bases.items():
+            def fp(keep, i, X=X):
+                return X[i] @ _relative_fit(X[keep], y[keep])
+            scores.append({"model": "op-costs", "basis": basis, "loo": _loo(fp, n, y)})
+    if priors and "op-transfer" in candidates:
+        op_costs = prior_op_costs(space, priors, seed) if op_costs is None else op_costs
+        for basis, X in inputs.bases.items():
+            for lam in OP_TRANSFER_LAMS:
+                def fp(keep, i, X=X, C=op_costs[basis], lam=lam):
+                    return X[i] @ _op_transfer(X[keep], y[keep], C, lam)
+                scores.append({"model": "op-transfer", "basis": basis, "lam": lam, "loo": _loo(fp, n, y)})
     U = None
-    if priors:
+    if priors and "transfer-additive" in candidates:
         U = prior_coefficients(space, priors, seed) if coefficients is None else coefficients
         phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
         for tau in TRANSFER_TAUS:
@@ -518,7 +645,14 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
     members = []
     for best in chosen:
         name = best["model"]
-        if name == "transfer-additive":
+        if name == "op-costs":
+            members.append({"model": name, "basis": best["basis"], "loo_log_rmse": best["loo_log_rmse"],
+                            "coef": _relative_fit(inputs.bases[best["basis"]], y).tolist()})
+        elif name == "op-transfer":
+            coef = _op_transfer(inputs.bases[best["basis"]], y, op_costs[best["basis"]], best["lam"])
+            members.append({"model": name, "basis": best["basis"], "lam": best["lam"],
+                            "loo_log_rmse": best["loo_log_rmse"], "coef": coef.tolist()})
+        elif name == "transfer-additive":
             phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
             members.append({"model": name, "tau": best["tau"], "noise": best["noise"],
                             "coef": _transfer(U, phi, y, best["tau"], best["noise"]).tolist(),
@@ -577,6 +711,8 @@ class FewShotLatencyModel:
             if p["model"] == "transfer-additive":
                 phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
                 out = phi @ np.asarray(p["coef"])
+            elif p["model"] in ("op-costs", "op-transfer"):
+                out = inputs.bases[p["basis"]] @ np.asarray(p["coef"])
             else:
                 out = apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
             logs.append(np.log(np.maximum(out, floor)))
@@ -594,7 +730,7 @@ FORMATS.register(FEWSHOT_FORMAT, FewShotLatencyModel)
 
 def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior] = (), *, seed: int = 0,
                       options: dict | None = None, runtime: dict | None = None, device: dict | None = None,
-                      batch: int = 1) -> FewShotLatencyModel:
+                      batch: int = 1, candidates: Sequence[str] = CANDIDATES) -> FewShotLatencyModel:
     """Fits the few-shot model of a device on its timings ``latency_ms`` of ``archs`` (at least
     :data:`MIN_TIMINGS`, positive and finite), choosing among :data:`CANDIDATES` by leave-one-out."""
     y = np.asarray(latency_ms, np.float64)
@@ -603,8 +739,12 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
     if not np.all(np.isfinite(y) & (y > 0)):
         raise LatencyError("latencies must be positive finite numbers of ms")
     archs = list(archs)
-    U = prior_coefficients(space, priors, seed) if priors else None
-    params, scores, loo = select_model(space, archs, y, priors, seed, U)
+    unknown = sorted(set(candidates) - set(CANDIDATES))
+    if unknown or not candidates:
+        raise LatencyError(f"unknown model families {unknown}; known: {', '.join(CANDIDATES)}")
+    U = prior_coefficients(space, priors, seed) if priors and "transfer-additive" in candidates else None
+    C = prior_op_costs(space, priors, seed) if priors and "op-transfer" in candidates else None
+    params, scores, loo = select_model(space, archs, y, priors, seed, U, C, candidates)
     left_out = []
     # a timing far from what every other timing predicts (a unit slip, a failed run) is left out,
     # one at a time, while enough remain
@@ -616,7 +756,7 @@ def fit_fewshot_model(space, archs: Sequence, latency_ms, priors: Sequence[Prior
         left_out.append({"arch": space.encode(archs[i]), "latency_ms": float(y[i]),
                          "predicted_ms": float(y[i] * math.exp(loo[i]))})
         archs, y = archs[:i] + archs[i + 1:], np.delete(y, i)
-        params, scores, loo = select_model(space, archs, y, priors, seed, U)
+        params, scores, loo = select_model(space, archs, y, priors, seed, U, C, candidates)
     model = FewShotLatencyModel({
         "format": FEWSHOT_FORMAT,
         "version": VERSION,

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from nas_cli.main import app
 from predictors.latency import choose_probes, load_latency_model, load_prior
-from predictors.latency.fewshot import FEWSHOT_FORMAT, flops_of
+from predictors.latency.errors import LatencyError
+from predictors.latency.fewshot import FEWSHOT_FORMAT, fit_fewshot_model, flops_of, op_bases
 from search_spaces import get_space
 
 runner = CliRunner()
@@ -256,3 +257,74 @@ def test_the_int8_runtime_times_a_quantized_subnet():
     program = compile_subnet(space, space.smallest(), 1, rt)
     timed = rt.time([program], repeats=2, warmup=1, rounds=2)[0]
     assert timed["latency_ms"] > 0 and len(timed["halves_ms"]) == 2
+
+
+def _pruning_device(space, archs, costs: dict, seed: int, noise: float = 0.02) -> np.ndarray:
+    """An additive device whose runtime drops dead work: only the pruned cell's operations cost, and
+    a cell that connects nothing runs almost nothing."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray([1.0 + sum(costs[op] for op in space.pruned(a).ops) if space.connected(a) else 0.05
+                    for a in archs])
+    return y * np.exp(rng.normal(0, noise, len(y)))
+
+
+def test_op_bases_count_the_genome_and_the_live_cell():
+    space = get_space(NB201)
+    dead = space.decode("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")  # 3x3 on 1<-0 reaches nothing
+    live = space.decode("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|nor_conv_3x3~2|")
+    bases = op_bases(space, [dead, live])
+    assert set(bases) == {"counts", "live", "counts+live"}
+    counts, alive = bases["counts"], bases["live"]
+    assert np.all(counts[:, 0] == 1) and np.all(counts[:, 1:].sum(1) == 6)
+    assert alive[0, 1] == 0 and np.all(alive[0, 3:] == 0) and alive[0, 2] == 6  # disconnected: all `none`
+    assert alive[1, 1] == 1 and np.array_equal(alive[1, 2:], counts[1, 1:])
+    # a supernet space: the counts of each shared choice
+    tiny = get_space("mobilenetv3-tiny")
+    b = op_bases(tiny, [tiny.smallest(), tiny.largest()])
+    assert list(b) == ["counts"] and b["counts"].shape[1] > 1 and not np.array_equal(*b["counts"])
+
+
+def test_probes_pin_down_every_per_operation_cost(nb201):
+    """D-optimal within the cost strata: 10 probes span the whole counts+live basis (rank 10), so a
+    10-cost fit is determined. The earlier choice (farthest in gene features) reached rank 8-9 on
+    all 25 of the development table's probe sets, 10 random cells 7-9 (20 draws)."""
+    space, archs, table, _ = nb201
+    priors = [load_prior(f"{table}:{c}", space) for c in COSTS]
+    full = np.linalg.matrix_rank(op_bases(space, archs)["counts+live"])
+    for seed in range(3):
+        probes, _ = choose_probes(space, 10, seed, priors)
+        assert np.linalg.matrix_rank(op_bases(space, probes)["counts+live"]) == full
+
+
+def test_a_device_that_drops_dead_work_is_recovered_from_devices_that_do_not(nb201):
+    """The priors run every operation of the genome; the target runs only the live ones (its cost
+    is the pruned cell's): 10 timings choose the live basis and rank every cell."""
+    space, archs, table, _ = nb201
+    priors = [load_prior(f"{table}:{c}", space) for c in COSTS]
+    target = _pruning_device(space, archs, TARGET, 11)
+    probes, _ = choose_probes(space, 10, 0, priors)
+    index = {space.encode(a): i for i, a in enumerate(archs)}
+    y = target[[index[space.encode(a)] for a in probes]]
+    model = fit_fewshot_model(space, probes, y, priors, seed=0)
+    assert any("live" in m.get("basis", "") for m in model.params["members"]), model.params["model"]
+    assert spearmanr(model.predict_many(archs), target)[0] > 0.95
+
+
+def test_one_timing_no_additive_model_holds_pulls_the_costs_little(nb201):
+    """A timing 1.6x off (below the left-out threshold: it stays in the fit) moves the robust
+    per-operation costs less than a least-squares fit would."""
+    space, archs, table, target = nb201
+    priors = [load_prior(f"{table}:{c}", space) for c in COSTS]
+    probes, _ = choose_probes(space, 10, 2, priors)
+    index = {space.encode(a): i for i, a in enumerate(archs)}
+    y = target[[index[space.encode(a)] for a in probes]].copy()
+    y[5] *= 1.6
+    model = fit_fewshot_model(space, probes, y, priors, seed=0, candidates=("op-costs",))
+    assert not model.data["left_out"]
+    assert spearmanr(model.predict_many(archs), target)[0] > 0.97
+
+
+def test_unknown_model_families_are_refused(nb201):
+    space, archs, table, target = nb201
+    with pytest.raises(LatencyError, match="unknown model families \\['nope'\\]"):
+        fit_fewshot_model(space, archs[:5], target[:5], candidates=("op-costs", "nope"))
