@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from nas_cli import identity
-from nas_cli.config import TrainConfig
+from nas_cli.config import NORMALIZATIONS, TrainConfig
 from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
 from search_spaces import ArchError, get_space
@@ -26,6 +26,8 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 FINAL = "final.json"
+#: what `nas import ofa` writes into a run it made (nas_cli.ofa_import)
+IMPORTED = "imported.json"
 
 
 def compilation_cache_dir(topology: str | None = None) -> str:
@@ -76,8 +78,23 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        limit_train=cfg.limit_train, image_size=cfg.image_size)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           limit_train=cfg.limit_train, image_size=cfg.image_size)
+    return normalized(dataset, cfg)
+
+
+def normalized(dataset: Dataset, cfg: TrainConfig) -> Dataset:
+    """``dataset`` with the run's normalisation (``cfg.normalize``): its own statistics, or fixed ones."""
+    if NORMALIZATIONS[cfg.normalize] is None:
+        return dataset
+    mean, std = normalized_stats(cfg, dataset.image_shape[2])
+    return dataclasses.replace(dataset, mean=mean, std=std)
+
+
+def normalized_stats(cfg: TrainConfig, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed (mean, std) of ``cfg.normalize`` for ``channels`` channels (not "data")."""
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    return np.asarray(mean, np.float32)[:channels], np.asarray(std, np.float32)[:channels]
 
 
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
@@ -230,12 +247,26 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_json(data, source=str(cfg_path))
 
 
-def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None = None) -> Run:
+def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None = None, *,
+             without_data: bool = False) -> Run:
     """Loads a run's config, dataset, space and supernet parameters; ``check(space)`` validates
-    what depends on the space (an ``--arch``) before the weights are read."""
+    what depends on the space (an ``--arch``) before the weights are read.
+
+    An imported run without data (`nas import ofa` without ``--data-dir``) opens only with
+    ``without_data`` (export), its dataset then a few synthetic images (``dataset.name`` is
+    "synthetic"); otherwise that is a UserError saying how to give it data."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    dataset = load_run_dataset(cfg)
+    if cfg.data_dir is None and (run_dir / IMPORTED).is_file():
+        from nas_cli.ofa_import import synthetic_dataset  # noqa: PLC0415
+
+        if not without_data:
+            raise UserError(f"{run_dir} is an imported supernet without data; import it again with --dataset "
+                            "folder --data-dir DIR (ImageNet's images or your own, one folder per class) to "
+                            "search or fine-tune it")
+        dataset = synthetic_dataset(run_dir, cfg)
+    else:
+        dataset = load_run_dataset(cfg)
     space = make_space(cfg, dataset)
     if check is not None:
         check(space)

@@ -24,6 +24,7 @@ from search_spaces import ArchError, SupernetSpace, get_space, space_names
 SPACE_OPTIONS = {
     "mobilenetv3": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "mobilenetv3-imagenet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
     "resnet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
