@@ -31,9 +31,9 @@ import numpy as np
 
 from nas_cli import runs
 from nas_cli.config import TrainConfig
-from nas_cli.data import DATA_INFO, Dataset, Split, dataset_info
+from nas_cli.data import DATA_INFO, dataset_info
 from nas_cli.errors import UserError
-from nas_cli.io import read_json
+from nas_cli.imported import IMPORTED, fixed_stats
 from nas_cli.torch_pickle import read_pth
 from predictors.files import atomic_write_json
 from search_spaces import get_space
@@ -47,8 +47,6 @@ PUBLISHED = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2")
 _NET_RE = re.compile(r"^ofa_mbv3_d(\d+)_e(\d+)_k(\d+)_w(\d+(?:\.\d+)?)$")
 #: the step a checkpoint of an imported run is saved as (no epoch trained here)
 STEP = 0
-#: images of the synthetic split an imported run without data gets (export's parity check)
-SYNTHETIC_IMAGES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +83,7 @@ def space_for(net: OfaNet, num_classes: int, resolutions=IMAGENET_RESOLUTIONS):
                      resolutions=tuple(resolutions))
 
 
-def _canonical(key: str) -> str:
+def canonical_key(key: str) -> str:
     """One spelling of an OFA state-dict key: older checkpoints say ``mobile_inverted_conv`` and
     ``bn.bn`` / ``conv.conv`` / ``linear.linear`` where newer ones nest once (OFA's load_state_dict
     accepts both)."""
@@ -109,7 +107,7 @@ def _state_dict(obj, path) -> dict[str, np.ndarray]:
             continue
         if not isinstance(value, np.ndarray):
             raise UserError(f"checkpoint {path}: {key} is no tensor ({type(value).__name__})")
-        out[_canonical(key)] = value
+        out[canonical_key(key)] = value
     return out
 
 
@@ -300,32 +298,19 @@ def import_ofa(checkpoint: str | Path, net: str, out: str | Path, *, dataset: st
                   **dict(space.options), "resolutions": list(resolutions)},
               "class_names": class_names, "bn_stats": "checkpoint/0/stats (OFA's running statistics)",
               "data": data_dir}
-    atomic_write_json(out / runs.IMPORTED, record)
+    atomic_write_json(out / IMPORTED, record)
     if data is not None:
         atomic_write_json(out / DATA_INFO, dataset_info(data))
     else:
         atomic_write_json(out / DATA_INFO, {"dataset": None, "class_names": class_names, "num_classes": num_classes,
                                             "image_shape": [max(resolutions), max(resolutions), 3],
-                                            "mean": [float(v) for v in runs.normalized_stats(cfg, 3)[0]],
-                                            "std": [float(v) for v in runs.normalized_stats(cfg, 3)[1]]})
+                                            "mean": [float(v) for v in fixed_stats(cfg, 3)[0]],
+                                            "std": [float(v) for v in fixed_stats(cfg, 3)[1]]})
     final = {"largest": space.encode(space.largest()), "smallest": space.encode(space.smallest()), "epochs": 0,
              "class_names": class_names, "imported_from": record["net"]}
     atomic_write_json(out / runs.FINAL, final)
     log(f"imported {record['net']} ({num_classes} classes) into {out}: largest {final['largest']}")
     return final
-
-
-def synthetic_dataset(run_dir: Path, cfg: TrainConfig) -> Dataset:
-    """What an imported run without data opens with: :data:`SYNTHETIC_IMAGES` seeded uniform-noise
-    images at the largest resolution in every split (export's parity check runs on them)."""
-    record = read_json(run_dir / runs.IMPORTED, "import record", "import the checkpoint again")
-    names = tuple(record.get("class_names") or ())
-    side = max(cfg.resolutions or IMAGENET_RESOLUTIONS)
-    rng = np.random.default_rng(cfg.seed)
-    split = Split(rng.integers(0, 256, (SYNTHETIC_IMAGES, side, side, 3), dtype=np.uint8),
-                  np.zeros(SYNTHETIC_IMAGES, np.int32))
-    mean, std = runs.normalized_stats(cfg, 3)
-    return Dataset(name="synthetic", train=split, val=split, test=split, class_names=names, mean=mean, std=std)
 
 
 def stored_stats(run: runs.Run) -> dict:

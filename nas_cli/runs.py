@@ -19,6 +19,7 @@ from nas_cli import identity
 from nas_cli.config import NORMALIZATIONS, TrainConfig
 from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
+from nas_cli.imported import IMPORTED, fixed_stats, synthetic_dataset
 from search_spaces import ArchError, get_space
 from search_spaces.base import SupernetSpace, default_resolutions
 
@@ -26,8 +27,6 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 FINAL = "final.json"
-#: what `nas import ofa` writes into a run it made (nas_cli.ofa_import)
-IMPORTED = "imported.json"
 
 
 def compilation_cache_dir(topology: str | None = None) -> str:
@@ -87,14 +86,8 @@ def normalized(dataset: Dataset, cfg: TrainConfig) -> Dataset:
     """``dataset`` with the run's normalisation (``cfg.normalize``): its own statistics, or fixed ones."""
     if NORMALIZATIONS[cfg.normalize] is None:
         return dataset
-    mean, std = normalized_stats(cfg, dataset.image_shape[2])
+    mean, std = fixed_stats(cfg, dataset.image_shape[2])
     return dataclasses.replace(dataset, mean=mean, std=std)
-
-
-def normalized_stats(cfg: TrainConfig, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed (mean, std) of ``cfg.normalize`` for ``channels`` channels (not "data")."""
-    mean, std = NORMALIZATIONS[cfg.normalize]
-    return np.asarray(mean, np.float32)[:channels], np.asarray(std, np.float32)[:channels]
 
 
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
@@ -258,8 +251,6 @@ def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None =
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     if cfg.data_dir is None and (run_dir / IMPORTED).is_file():
-        from nas_cli.ofa_import import synthetic_dataset  # noqa: PLC0415
-
         if not without_data:
             raise UserError(f"{run_dir} is an imported supernet without data; import it again with --dataset "
                             "folder --data-dir DIR (ImageNet's images or your own, one folder per class) to "

@@ -19,6 +19,7 @@ import pytest
 
 from nas_cli import runs
 from nas_cli.errors import UserError
+from nas_cli.imported import IMPORTED
 from nas_cli.ofa_import import import_ofa, parse_net, read_supernet, stored_stats
 from nas_cli.subnet import SubnetEvaluator
 from nas_cli.torch_pickle import read_pth
@@ -107,7 +108,7 @@ def test_import_writes_a_run(tmp_path):
     assert cfg.space == "mobilenetv3-imagenet" and cfg.normalize == "imagenet" and cfg.width_mult == 0.1
     assert final["largest"].startswith("r40-k7e6") and final["smallest"].startswith("r32-k3e3")
     assert json.loads((out / "final.json").read_text())["largest"] == final["largest"]
-    imported = json.loads((out / runs.IMPORTED).read_text())
+    imported = json.loads((out / IMPORTED).read_text())
     assert imported["net"] == NET and len(imported["sha256"]) == 64
     with pytest.raises(UserError, match="without data"):
         runs.open_run(out)  # search / finetune need data
@@ -200,9 +201,9 @@ def test_cli_import_bad_input_is_one_line(tmp_path):
 def test_keys_of_older_checkpoints_are_accepted():
     """OFA's published checkpoints spell some keys differently (``mobile_inverted_conv``, single
     ``bn.``); its load_state_dict maps them, and so does the import."""
-    from nas_cli.ofa_import import _canonical
+    from nas_cli.ofa_import import canonical_key
 
-    assert _canonical("blocks.3.mobile_inverted_conv.depth_conv.bn.weight") == "blocks.3.conv.depth_conv.bn.weight"
-    assert _canonical("blocks.3.conv.depth_conv.bn.bn.weight") == "blocks.3.conv.depth_conv.bn.weight"
-    assert _canonical("blocks.3.conv.depth_conv.conv.conv.weight") == "blocks.3.conv.depth_conv.conv.weight"
-    assert _canonical("classifier.linear.linear.weight") == "classifier.linear.weight"
+    assert canonical_key("blocks.3.mobile_inverted_conv.depth_conv.bn.weight") == "blocks.3.conv.depth_conv.bn.weight"
+    assert canonical_key("blocks.3.conv.depth_conv.bn.bn.weight") == "blocks.3.conv.depth_conv.bn.weight"
+    assert canonical_key("blocks.3.conv.depth_conv.conv.conv.weight") == "blocks.3.conv.depth_conv.conv.weight"
+    assert canonical_key("classifier.linear.linear.weight") == "classifier.linear.weight"
