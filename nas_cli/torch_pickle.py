@@ -1,7 +1,11 @@
-"""Reads a PyTorch ``.pth`` checkpoint (``torch.save``'s zip format) into numpy arrays, without torch.
+"""Reads a PyTorch ``.pth`` checkpoint into numpy arrays, without torch.
 
-The file is a zip holding ``<name>/data.pkl`` (a pickle of the saved object, whose tensors refer to
-storages by key) and one raw little-endian file per storage, ``<name>/data/<key>``. Unpickling
+``torch.save``'s format since PyTorch 1.6 is a zip holding ``<name>/data.pkl`` (a pickle of the
+saved object, whose tensors refer to storages by key) and one raw little-endian file per storage,
+``<name>/data/<key>``. The legacy format before it (Once-for-All's published checkpoints may be in
+it) is a stream: a magic-number pickle, a protocol pickle, a system-info pickle, the object's pickle,
+a pickle listing the storage keys, then each storage as an int64 element count and its raw bytes
+(:func:`_read_legacy`). Unpickling
 arbitrary data runs arbitrary code, so :class:`_Restricted` resolves only the names that tensor
 rebuilding needs (``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter``,
 ``collections.OrderedDict``, the ``torch.*Storage`` types, each implemented here) and refuses every
@@ -76,8 +80,8 @@ _ALLOWED = {
 
 
 class _Restricted(pickle.Unpickler):
-    def __init__(self, data: bytes, storage_bytes):
-        super().__init__(io.BytesIO(data))
+    def __init__(self, data, storage_bytes):
+        super().__init__(data if hasattr(data, "read") else io.BytesIO(data))
         self._storage_bytes = storage_bytes
         self._storages: dict[str, _Storage] = {}
 
@@ -117,10 +121,9 @@ def read_pth(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"checkpoint {path} is not a PyTorch zip checkpoint (torch.save's format since "
-                        "PyTorch 1.6: a zip with data.pkl); re-save it with torch.save(obj, path) in PyTorch >= 1.6")
     try:
+        if not zipfile.is_zipfile(path):
+            return _read_legacy(path)
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -146,3 +149,95 @@ def read_pth(path: str | Path) -> dict:
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, UnicodeDecodeError) as e:
         raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+#: the first pickle of a legacy (pre-1.6) torch.save file
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _LegacyTensor:
+    """A tensor of a legacy file, whose storage bytes follow the pickle: rebuilt afterwards."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+class _LegacyStorage:
+    def __init__(self, key: str, dtype: np.dtype, numel: int):
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+
+class _LegacyUnpickler(_Restricted):
+    """The object pickle of a legacy file: storages are placeholders until their bytes are read."""
+
+    def __init__(self, f):
+        super().__init__(f, None)
+        self.storages: dict[str, _LegacyStorage] = {}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, size, stride, *rest: _LegacyTensor(storage, offset, size, stride)
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        # ('storage', storage type, root key, location, number of elements, view metadata)
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType)):
+            raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:80]}")
+        _, kind, key, _location, numel, view = pid
+        if view is not None:
+            raise pickle.UnpicklingError("storage views of the legacy format are not read")
+        return self.storages.setdefault(str(key), _LegacyStorage(str(key), kind.dtype, int(numel)))
+
+
+def _no_globals(f):
+    """A pickle of plain values (the legacy header): any global refused."""
+    return _Restricted(f, None)
+
+
+def _resolve(obj, arrays: dict):
+    if isinstance(obj, _LegacyTensor):
+        return _rebuild_tensor_v2(_Storage(arrays[obj.storage.key]), obj.offset, obj.size, obj.stride)
+    if isinstance(obj, dict):
+        return type(obj)((k, _resolve(v, arrays)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve(v, arrays) for v in obj)
+    return obj
+
+
+def _read_legacy(path: Path):
+    """A legacy (pre-1.6) torch.save file; UserError when it is none."""
+    with open(path, "rb") as f:
+        try:
+            magic = _no_globals(f).load()
+        except Exception:  # noqa: BLE001 - whatever the bytes are, the answer is "not a checkpoint"
+            magic = None
+        if magic != LEGACY_MAGIC:
+            raise UserError(f"checkpoint {path} is not a PyTorch checkpoint (neither torch.save's zip format "
+                            "nor its legacy format)")
+        _no_globals(f).load()  # protocol version
+        info = _no_globals(f).load()
+        if not isinstance(info, dict) or not info.get("little_endian", False):
+            raise UserError(f"checkpoint {path} was written on a big-endian machine; only little-endian "
+                            "checkpoints are read")
+        unpickler = _LegacyUnpickler(f)
+        obj = unpickler.load()
+        keys = _no_globals(f).load()
+        arrays = {}
+        for key in keys:
+            head = f.read(8)
+            if len(head) != 8:
+                raise pickle.UnpicklingError(f"storage {key} is cut off")
+            numel = int(np.frombuffer(head, "<i8")[0])
+            st = unpickler.storages.get(str(key))
+            if st is None or numel != st.numel:
+                raise pickle.UnpicklingError(f"storage {key}: {numel} items where the pickle says "
+                                             f"{None if st is None else st.numel}")
+            raw = f.read(numel * st.dtype.itemsize)
+            if len(raw) != numel * st.dtype.itemsize:
+                raise pickle.UnpicklingError(f"storage {key} is cut off")
+            arrays[str(key)] = np.frombuffer(raw, st.dtype.newbyteorder("<"))
+        missing = set(unpickler.storages) - set(arrays)
+        if missing:
+            raise pickle.UnpicklingError(f"storage {sorted(missing)[0]} is missing")
+        return _resolve(obj, arrays)

@@ -147,8 +147,8 @@ def test_refuses_a_pickle_naming_another_class(tmp_path):
 
 
 def test_refuses_non_zip_and_damaged_files(tmp_path):
-    (tmp_path / "x.pth").write_bytes(b"\x80\x02}q\x00." + b"\x00" * 64)  # a bare pickle: the legacy format
-    with pytest.raises(UserError, match="not a PyTorch zip checkpoint"):
+    (tmp_path / "x.pth").write_bytes(b"\x80\x02}q\x00." + b"\x00" * 64)  # a bare pickle
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
         read_pth(tmp_path / "x.pth")
     with pytest.raises(UserError, match="does not exist"):
         read_pth(tmp_path / "missing.pth")
@@ -207,3 +207,21 @@ def test_keys_of_older_checkpoints_are_accepted():
     assert canonical_key("blocks.3.conv.depth_conv.bn.bn.weight") == "blocks.3.conv.depth_conv.bn.weight"
     assert canonical_key("blocks.3.conv.depth_conv.conv.conv.weight") == "blocks.3.conv.depth_conv.conv.weight"
     assert canonical_key("classifier.linear.linear.weight") == "classifier.linear.weight"
+
+
+def test_reads_the_legacy_format():
+    """torch.save's format before PyTorch 1.6 (Once-for-All's published files may be in it)."""
+    sd = read_pth(FIXTURES / "legacy_sample.pth")["state_dict"]
+    np.testing.assert_array_equal(sd["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert sd["b"].dtype == np.int64 and sd["b"].tolist() == [1, 2]
+    np.testing.assert_array_equal(sd["c"], np.arange(12, dtype=np.float32).reshape(3, 4).T)
+
+
+def test_imports_the_fixture_saved_in_the_legacy_format(tmp_path):
+    torch = pytest.importorskip("torch")
+    sd = read_pth(FIXTURES / f"{NET}.pth")["state_dict"]
+    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in sd.items()}}, tmp_path / "old.pth",
+               _use_new_zipfile_serialization=False)
+    _, params, stats = read_supernet(tmp_path / "old.pth", NET, RESOLUTIONS)
+    _, params0, stats0 = read_supernet(FIXTURES / f"{NET}.pth", NET, RESOLUTIONS)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves((params, stats)), jax.tree.leaves((params0, stats0))))
