@@ -189,7 +189,7 @@ def _vit_bad_strings(space):
 
 
 # each family's string syntax differs, so each says how to break it
-BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
+BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "mobilenetv3-imagenet": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
 
 
 def test_invalid_strings_name_the_field_and_choices(bundle):
