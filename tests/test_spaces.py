@@ -269,7 +269,9 @@ def test_sort_channels_keeps_the_largest_network(bundle):
     largest = _at_res(space.largest())
     _, before = _supernet_logits(bundle, params, largest)
     _, after = _supernet_logits(bundle, space.sort_channels(params), largest)
-    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+    # relative to the logits' scale: reordered sums through BatchNorm over 1x1 maps (mobilenetv3-imagenet's
+    # stride-2 stem at 8 px) differed by 1.2e-4 on logits of ~1.6 (7.5e-5 relative)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4 * max(1.0, float(np.max(np.abs(before)))))
 
 
 def test_trainer_gradients_equal_the_supernet(bundle):
