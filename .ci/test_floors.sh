@@ -17,5 +17,5 @@ venv=${FLOORS_VENV:-$(mktemp -d)/venv}
 "$venv/bin/pip" install --quiet -c "$constraints" '.[test]'
 "$venv/bin/pip" freeze | grep -iE '^(jax|jaxlib|flax|optax|typer|pymoo|orbax-checkpoint|numpy|scikit-learn|matplotlib|flatbuffers|grain|pillow|tensorboardx|jax2onnx|onnx|onnxruntime)==' 
 PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider -x \
-  tests/test_export_load.py tests/test_latency_protocol.py \
-  "tests/test_onnx.py::test_tiny_space_exports_to_onnx_with_parity_and_reloads" tests/test_cli_help.py
+  tests/nas_cli/test_export_load.py tests/predictors/test_latency_protocol.py \
+  "tests/nas_cli/test_onnx.py::test_tiny_space_exports_to_onnx_with_parity_and_reloads" tests/nas_cli/test_cli_help.py

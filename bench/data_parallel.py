@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from nas_cli import distributed as dist
     from nas_cli import runs
-    from nas_cli import train as train_module
+    from nas_cli.training import supernet as train_module
     from nas_cli.config import TrainConfig
-    from nas_cli.train import TrainState, make_optimizer, train_step
+    from nas_cli.training.supernet import TrainState, make_optimizer, train_step
 
     counts = [n for n in (1, 2, 4, 8, 16, 32) if n <= args.devices]
     setups, archs = {}, {}

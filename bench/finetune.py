@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_cli import runs  # noqa: E402
 from nas_cli.config import TrainConfig  # noqa: E402
-from nas_cli.finetune import DEFAULT_LR_FRACTION, finetune  # noqa: E402
-from nas_cli.subnet import SubnetEvaluator  # noqa: E402
-from nas_cli.train import calibration_images, train_supernet  # noqa: E402
+from nas_cli.training.finetune import DEFAULT_LR_FRACTION, finetune  # noqa: E402
+from nas_cli.evaluation.subnet import SubnetEvaluator  # noqa: E402
+from nas_cli.training.supernet import calibration_images, train_supernet  # noqa: E402
 
 
 def _log(message: str) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas_cli.pipeline import StreamOptions, train_stream  # noqa: E402
+from nas_cli.data.input_pipeline import StreamOptions, train_stream  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 CIFAR_DIR = _HERE.parent.parent / "shared" / "data" / "cifar-10-batches-bin"
@@ -136,7 +136,7 @@ def write_small_folder(root: Path, n: int, side: int, image_size: int) -> Path:
     ``root/small.npz`` holding the same images decoded as the folder's reader decodes them."""
     from PIL import Image
 
-    from nas_cli.imagefiles import decode_image
+    from nas_cli.data.imagefiles import decode_image
 
     rng = np.random.default_rng(1)
     images, labels = [], []
@@ -209,7 +209,7 @@ def step_rate(space_name: str, batch: int, resolution: int, steps: int, warmup: 
     import jax
 
     from nas_cli.config import TrainConfig
-    from nas_cli.train import TrainState, init_sampler, make_optimizer, step_archs, train_step
+    from nas_cli.training.supernet import TrainState, init_sampler, make_optimizer, step_archs, train_step
     from search_spaces import get_space
 
     kw = {} if space_name.endswith("-tiny") else {"resolutions": (resolution,)}
@@ -268,7 +268,7 @@ def main(argv=None) -> dict:
         return out
 
     from nas_cli.data import load_dataset
-    from nas_cli.pipeline import default_workers
+    from nas_cli.data.input_pipeline import default_workers
 
     out: dict = {"machine": {"cpus": os.cpu_count()}}
     opts = dict(batch_size=args.batch_size, seed=0, augment="standard")

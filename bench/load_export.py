@@ -12,7 +12,7 @@ runs the whole order N times (round-robin, so a neighbour's burst falls on every
   one jitted program;
 * ``stablehlo``: ``load_subnet(DIR)``: ``model.stablehlo`` deserialized (``jax.export``), ``predict``
   one jitted program;
-* ``onnx``: ``nas_cli.onnx_export.load_onnx(DIR)`` in onnxruntime.
+* ``onnx``: ``nas_cli.export.onnx_model.load_onnx(DIR)`` in onnxruntime.
 
 Timed in the child: ``import_s`` (importing the loader's module, JAX included), ``load_s``,
 ``first_predict_s`` and ``second_predict_s`` (``--images`` validation-sized random uint8 images,
@@ -42,8 +42,8 @@ def _before(path: Path):
     import orbax.checkpoint as ocp
     from flax import nnx
 
-    from nas_cli.export_record import check_export_files, read_export_info
-    from nas_cli.subnet import preprocess_recorded
+    from nas_cli.export.record import check_export_files, read_export_info
+    from nas_cli.evaluation.subnet import preprocess_recorded
     from search_spaces import get_space
 
     info = read_export_info(path)
@@ -66,7 +66,7 @@ def child(way: str, path: Path, n_images: int, out: Path) -> None:
     import numpy as np
 
     if way == "onnx":
-        from nas_cli.onnx_export import load_onnx as load
+        from nas_cli.export.onnx_model import load_onnx as load
     else:
         from nas_cli.export import load_subnet as load
     t_import = time.perf_counter()

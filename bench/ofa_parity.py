@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas_cli import runs  # noqa: E402
-from nas_cli.ofa_import import import_ofa, stored_stats  # noqa: E402
-from nas_cli.subnet import SubnetEvaluator  # noqa: E402
+from nas_cli.importing import import_ofa, stored_stats  # noqa: E402
+from nas_cli.evaluation import SubnetEvaluator  # noqa: E402
 from search_spaces.layers import preprocess  # noqa: E402
 
 MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])

@@ -2,7 +2,7 @@
 
 Prints one JSON line. OFA's side is ``ofa``'s ``OFAMobileNetV3`` (PyTorch, CPU) switched between subnets
 with ``set_active_subnet``; nas's side is the library as ``nas train-supernet`` drives it
-(nas_cli.train: make_trainer, TrainState, train_step) on the mobilenetv3 space. Both: width 1.0, 3 x R x R
+(nas_cli.training.supernet: make_trainer, TrainState, train_step) on the mobilenetv3 space. Both: width 1.0, 3 x R x R
 inputs, 10 classes, batch B, AdamW (lr 3e-3, weight decay 1e-4) after clipping the global gradient norm
 at 5, label smoothing 0.1 on the labels, and each pair of steps trains the same subnet (depth, kernel and
 expand of every stage mapped one to one; OFA's stem stride is set to 1 as nas's is for 32 px inputs, so
@@ -150,7 +150,7 @@ class NasSide:
         import jax
 
         from nas_cli.config import TrainConfig
-        from nas_cli.train import TrainState, make_optimizer, make_trainer, train_step
+        from nas_cli.training.supernet import TrainState, make_optimizer, make_trainer, train_step
 
         self.jax, self.train_step = jax, train_step
         cfg = TrainConfig(space="mobilenetv3", dataset="npz", batch_size=len(labels), lr=LR,

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from nas_cli.search import SearchConfig, parse_budget, run_search  # noqa: E402
 from nas_cli.search import predictor_loop  # noqa: E402
-from nas_cli.table_eval import TableEvaluator, synthetic_nasbench201_rows, write_table  # noqa: E402
+from nas_cli.evaluation.table import TableEvaluator, synthetic_nasbench201_rows, write_table  # noqa: E402
 from search_spaces.nasbench201 import NASBench201Space  # noqa: E402
 
 DEV_TABLE = Path(_HERE).parent.parent / "shared" / "data" / "nasbench201" / "nb201_dev.csv"

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_cli import runs  # noqa: E402
 from nas_cli.config import TrainConfig  # noqa: E402
-from nas_cli.subnet import SubnetEvaluator  # noqa: E402
-from nas_cli.io import read_jsonl  # noqa: E402
-from nas_cli.pipeline import AUGMENTATIONS  # noqa: E402
-from nas_cli.train import calibration_images, train_supernet  # noqa: E402
+from nas_cli.evaluation.subnet import SubnetEvaluator  # noqa: E402
+from predictors.files import read_jsonl  # noqa: E402
+from nas_cli.data.input_pipeline import AUGMENTATIONS  # noqa: E402
+from nas_cli.training.supernet import calibration_images, train_supernet  # noqa: E402
 from predictors import kendall_tau  # noqa: E402
 
 

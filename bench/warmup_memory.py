@@ -1,6 +1,6 @@
 """Where a supernet training's warm-up and memory go: one child process per setting, phase by phase.
 
-Each child trains as `nas train-supernet` does (nas_cli.train's TrainState and train_step, the
+Each child trains as `nas train-supernet` does (nas_cli.training.supernet's TrainState and train_step, the
 space's composed trainer, sandwich steps: largest teaching smallest + 2 random) and then evaluates
 the largest subnet as training's validation does (SubnetEvaluator: BatchNorm recalibration, then
 accuracy). After each phase it records wall seconds, resident memory (now and peak), memory mappings
@@ -50,8 +50,8 @@ def child(args) -> dict:
     import numpy as np
 
     from nas_cli.runs import enable_compilation_cache
-    from nas_cli.subnet import SubnetEvaluator
-    from nas_cli.train import TrainState, train_step
+    from nas_cli.evaluation.subnet import SubnetEvaluator
+    from nas_cli.training.supernet import TrainState, train_step
     from search_spaces import get_space, programs
     from nas_cli.data import Split
     import optax

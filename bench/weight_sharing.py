@@ -39,8 +39,8 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from kernels.tests.compilations import count_compilations  # noqa: E402
-from nas_cli.subnet import SubnetEvaluator  # noqa: E402
-from nas_cli.train import apply_update  # noqa: E402
+from nas_cli.evaluation.subnet import SubnetEvaluator  # noqa: E402
+from nas_cli.training.supernet import apply_update  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.engine import subnet_loss  # noqa: E402
 from search_spaces.layers import preprocess  # noqa: E402
@@ -63,7 +63,7 @@ def _median(xs) -> float:
 
 
 def make_tx() -> optax.GradientTransformation:
-    # nas_cli.train.make_optimizer's chain, with a constant learning rate (the schedule is irrelevant
+    # nas_cli.training.supernet.make_optimizer's chain, with a constant learning rate (the schedule is irrelevant
     # to the cost of a step).
     return optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(1e-3, weight_decay=1e-4))
 
@@ -81,12 +81,12 @@ def uniform_archs(space, resolution: int) -> list[MobileNetV3Arch]:
 
 # --- supernet formulations -------------------------------------------------------------------
 class ComposedTrainer:
-    """nas_cli.train's step for one subnet: zero grads, accumulate_grad, one jitted update."""
+    """nas_cli.training.supernet's step for one subnet: zero grads, accumulate_grad, one jitted update."""
 
     def __init__(self, space, tx, params):
         self.space, self.tx = space, tx
         self.net = ComposedSupernet(space.config, MEAN, STD)
-        # nas_cli.train also donates the gradients; no output can reuse them (XLA warns), so not here.
+        # nas_cli.training.supernet also donates the gradients; no output can reuse them (XLA warns), so not here.
         self.update = jax.jit(lambda g, s, p, scale: apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
         self.zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
         self.params, self.opt_state = params, tx.init(params)

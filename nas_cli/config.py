@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from nas_cli.data import DATASETS, DEFAULT_IMAGE_SIZE
-from nas_cli.errors import UserError
-from nas_cli.pipeline import AUGMENTATIONS
+from nas_cli.errors import FieldError, UserError
+from nas_cli.data.input_pipeline import AUGMENTATIONS
 from search_spaces import supernet_space_names
 
 #: training recipes, with what each does per step (help texts are built from these)
@@ -43,12 +43,13 @@ MAX_SIDE = 1024
 MAX_EPOCHS, MAX_NUM_RANDOM, MAX_WIDTH_MULT = 100_000, 64, 16.0
 
 
-def in_range(flag: str, value, low, high, what: str = "") -> str | None:
-    """None when ``low <= value <= high`` (a finite number), else the one-line complaint naming ``flag``."""
+def in_range(field: str, value, low, high, what: str = "") -> str | None:
+    """None when ``low <= value <= high`` (a finite number), else the complaint naming ``{field}``
+    (a :class:`nas_cli.errors.FieldError` template)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return f"{flag} {value} must be a finite number in {low}..{high}{what}"
+        return f"{{{field}}} {value} must be a finite number in {low}..{high}{what}"
     if not low <= value <= high:
-        return f"{flag} {value} is out of range; use {low}..{high}{what}"
+        return f"{{{field}}} {value} is out of range; use {low}..{high}{what}"
     return None
 
 
@@ -57,7 +58,8 @@ class TrainConfig:
     """Everything that decides a training run; ``config.json`` of a run holds exactly these keys.
 
     Raises:
-      UserError: (when built) a value out of range or not among the known names, naming it.
+      FieldError: (when built) the first value out of range or not among the known names, naming its
+        field (the CLI names the flag).
     """
 
     space: str = "mobilenetv3-tiny"
@@ -87,57 +89,48 @@ class TrainConfig:
     normalize: str = "data"  # see NORMALIZATIONS
 
     def __post_init__(self) -> None:
+        # every check once, in this order: names, then bounds (within what the code can hold and run),
+        # then relations between fields, all before any file is written
         supernet_spaces = supernet_space_names()
-        if self.space not in supernet_spaces:
-            raise UserError(f"--space {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}")
-        if self.dataset not in DATASETS:
-            raise UserError(f"--dataset {self.dataset!r} is not known; choose one of: {', '.join(DATASETS)}")
-        # bounds first: every setting within what the code can hold and run, before any file is written
-        bounds = [
-            in_range("--epochs", self.epochs, 1, MAX_EPOCHS),
-            in_range("--batch-size", self.batch_size, 2, MAX_INT, " (BatchNorm needs a batch)"),
-            in_range("warmup_epochs", self.warmup_epochs, 0, MAX_EPOCHS),
-            in_range("--seed", self.seed, 0, MAX_SEED),
-            in_range("num_random", self.num_random, 0, MAX_NUM_RANDOM, " (random subnets per step)"),
-            in_range("--calib-images", self.calib_images, 1, MAX_INT),
-            None if self.limit_train is None else in_range(
-                "--limit-train", self.limit_train, self.batch_size, MAX_INT,
-                f" (at least --batch-size {self.batch_size}: a step needs a whole batch; omit it for every image)"),
-            in_range("--width-mult", self.width_mult, 0.01, MAX_WIDTH_MULT),
-            None if self.image_size is None else in_range("--image-size", self.image_size, 8, MAX_SIDE),
-            *(in_range("resolutions", r, 1, MAX_SIDE, " px") for r in self.resolutions or ()),
-            None if math.isfinite(self.lr) else f"--lr {self.lr} must be a finite number > 0",
-        ]
-        for message in bounds:
-            if message is not None:
-                raise UserError(message)
         checks = [
-            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1"),
-            (self.batch_size >= 2, f"--batch-size {self.batch_size} must be at least 2 (BatchNorm needs a batch)"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr} must be a finite number > 0"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0"),
-            (self.recipe in RECIPES, f"--recipe {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
-            (self.sampler in SAMPLERS, f"--sampler {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
-            (self.kernels in KERNELS, f"--kernels {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
+            (self.space in supernet_spaces,
+             f"{{space}} {self.space!r} has no supernet; choose one of: {', '.join(supernet_spaces)}"),
+            (self.dataset in DATASETS, f"{{dataset}} {self.dataset!r} is not known; choose one of: {', '.join(DATASETS)}"),
+            (self.recipe in RECIPES, f"{{recipe}} {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
+            (self.sampler in SAMPLERS, f"{{sampler}} {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
+            (self.kernels in KERNELS, f"{{kernels}} {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
             (self.normalize in NORMALIZATIONS,
-             f"normalize {self.normalize!r} must be one of: {', '.join(NORMALIZATIONS)}"),
-            (self.num_random >= 0, f"num_random {self.num_random} must be >= 0"),
-            (0 < self.max_flops_jump <= 1, f"max_flops_jump {self.max_flops_jump} must be in (0, 1]"),
-            (self.calib_images >= self.batch_size,
-             f"--calib-images {self.calib_images} must be at least the batch size {self.batch_size}"),
-            (self.val_fraction is None or 0 < self.val_fraction < 1,
-             f"val_fraction {self.val_fraction} must be in (0, 1)"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} must be in [0, 1)"),
-            (self.width_mult > 0, f"--width-mult {self.width_mult} must be positive"),
+             f"{{normalize}} {self.normalize!r} must be one of: {', '.join(NORMALIZATIONS)}"),
             (self.augment is None or self.augment in AUGMENTATIONS,
-             f"--augment {self.augment!r} must be one of: {', '.join(AUGMENTATIONS)}"),
+             f"{{augment}} {self.augment!r} must be one of: {', '.join(AUGMENTATIONS)}"),
+            in_range("epochs", self.epochs, 1, MAX_EPOCHS),
+            in_range("batch_size", self.batch_size, 2, MAX_INT, " (BatchNorm needs a batch)"),
+            in_range("warmup_epochs", self.warmup_epochs, 0, MAX_EPOCHS),
+            in_range("seed", self.seed, 0, MAX_SEED),
+            in_range("num_random", self.num_random, 0, MAX_NUM_RANDOM, " (random subnets per step)"),
+            in_range("calib_images", self.calib_images, 1, MAX_INT),
+            None if self.limit_train is None else in_range(
+                "limit_train", self.limit_train, self.batch_size, MAX_INT,
+                f" (at least {{batch_size}} {self.batch_size}: a step needs a whole batch; omit it for every image)"),
+            in_range("width_mult", self.width_mult, 0.01, MAX_WIDTH_MULT),
+            None if self.image_size is None else in_range("image_size", self.image_size, 8, MAX_SIDE),
+            *(in_range("resolutions", r, 1, MAX_SIDE, " px") for r in self.resolutions or ()),
+            (math.isfinite(self.lr) and self.lr > 0, f"{{lr}} {self.lr} must be a finite number > 0"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"{{weight_decay}} {self.weight_decay} must be >= 0"),
+            (0 < self.max_flops_jump <= 1, f"{{max_flops_jump}} {self.max_flops_jump} must be in (0, 1]"),
+            (self.val_fraction is None or 0 < self.val_fraction < 1,
+             f"{{val_fraction}} {self.val_fraction} must be in (0, 1)"),
+            (0 <= self.label_smoothing < 1, f"{{label_smoothing}} {self.label_smoothing} must be in [0, 1)"),
+            (self.calib_images >= self.batch_size,
+             f"{{calib_images}} {self.calib_images} must be at least the batch size {self.batch_size}"),
             (self.image_size is None or self.dataset == "folder",
-             f"--image-size {self.image_size} applies to --dataset folder only (the other datasets keep their size)"),
-            (self.image_size is None or self.image_size >= 8, f"--image-size {self.image_size} must be at least 8"),
+             f"{{image_size}} {self.image_size} applies to {{dataset}} folder only (the other datasets keep their size)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        for check in checks:
+            message = check if check is None or isinstance(check, str) else (None if check[0] else check[1])
+            if message is not None:
+                raise FieldError(message)
         if self.data_dir is not None and self.data_dir.strip():
             # recorded absolute: a run is searched and exported from any working directory
             object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
@@ -219,22 +212,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resume_config(run_config: TrainConfig, config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """``--resume``: the run's own settings; a setting given again (flag or config file) must match.
-
-    Raises:
-      UserError: a given setting differs from the run's, naming both values.
-    """
-    given: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
-    given.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(given.get("data_dir"), str):  # compared as recorded: absolute
-        given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
-    have = run_config.to_json()
-    differ = [f"{k}: {have[k]!r} in the run, {v!r} now" for k, v in given.items()
-              if json.loads(json.dumps(v)) != have[k]]
-    if differ:
-        raise UserError(f"--resume continues the run with its own settings, but {'; '.join(differ)}; "
-                        "drop those options, or choose another --out")
-    return run_config
+    """``--resume``: the run's own settings, with the settings given again (config file, then flags)
+    on top. Whether they differ from the run's is checked once, where the run is resumed
+    (:func:`nas_cli.training.train_supernet` refuses a difference, naming both values)."""
+    data = run_config.to_json()
+    if config_file is not None:
+        data.update(load_config_file(config_file))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_json(data)
 
 
 def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:

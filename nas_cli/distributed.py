@@ -8,7 +8,7 @@ of the weights to every one of the many small per-piece programs of a step. Unde
 batch sharded ``P("data")`` and replicated parameters, GSPMD inserts the cross-device reductions
 itself: a BatchNorm's ``mean`` over the batch axis is a global mean (statistics over the global
 batch), and a replicated parameter's gradient is summed over the devices. So the unchanged training
-code computes what one device computes on the same global batch (tests/test_distributed.py checks it).
+code computes what one device computes on the same global batch (tests/nas_cli/test_distributed.py checks it).
 
 Multi-host runs start every process with the same flags plus ``--coordinator HOST:PORT
 --num-processes P --process-id I`` (or the environment ``jax.distributed.initialize`` understands:
@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nas_cli.errors import UserError
+from search_spaces.errors import NasError
 
 AXIS = "data"
 
@@ -56,7 +57,7 @@ class DistributedError(UserError):
 # processes beside a 4-fake-device loop of small all-reducing programs: PJRT_NPROC unset (4 threads)
 # and PJRT_NPROC=5 aborted within 20 s in every try ("only 2 (or 3) of them arrived"); PJRT_NPROC=8
 # and 16 ran 60 s without a stall; --xla_cpu_multi_thread_eigen=false and
-# jax_cpu_enable_async_dispatch=False did not help (tests/test_fake_devices.py keeps the case).
+# jax_cpu_enable_async_dispatch=False did not help (tests/nas_cli/test_fake_devices.py keeps the case).
 
 #: pool threads per CPU device a collective needs (measured above: 1 deadlocks, 1.25 too, 2 does not)
 POOL_PER_DEVICE = 2
@@ -506,10 +507,8 @@ def gather_json(obj: Any) -> list:
 
 def describe(e: BaseException) -> str:
     """``e`` as the text of a one-line error (a user-facing error's message, else its class too)."""
-    from search_spaces.errors import NasError  # noqa: PLC0415
-
     text = " ".join(str(e).split())[:300]
-    if isinstance(e, (UserError, NasError)):
+    if isinstance(e, NasError):
         return text
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"

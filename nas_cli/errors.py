@@ -9,12 +9,48 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+from typing import Mapping
+
+from search_spaces.errors import NasError
 
 
-class UserError(Exception):
-    """A problem with the user's input or files. The CLI prints ``error: <message>`` and exits 2."""
+class UserError(NasError):
+    """A problem with the user's input or files found by the CLI (a flag, a run folder, a data
+    folder). The library's errors share its root, :class:`search_spaces.errors.NasError`: the CLI
+    prints ``error: <message>`` for any of them and exits 2."""
 
     exit_code = 2
+
+
+class FieldError(UserError):
+    """A bad value of a config field (``TrainConfig``, ``SearchConfig``: the configs are the only
+    validators of what a user sets).
+
+    The message names fields as ``{field}`` markers: ``str(e)`` shows them as the library knows them
+    (``epochs 0 must be at least 1``), and the CLI as the user typed them (``--epochs 0 must be at
+    least 1``) through :data:`nas_cli.commands.flags.FLAGS`, the one table of field -> flag names.
+
+    Args:
+      template: the message; ``{name}`` (lower-case, underscores) marks a field's name. Values are
+        interpolated before: a marker is only a brace pair around a bare lower-case word.
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(naming(template, {}))
+
+    def named(self, names: Mapping[str, str]) -> str:
+        """The message with each field called what ``names`` calls it (others by their field name)."""
+        return naming(self.template, names)
+
+
+_MARKER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def naming(template: str, names: Mapping[str, str]) -> str:
+    """``template`` with every ``{field}`` marker replaced by ``names[field]`` (default: the field)."""
+    return _MARKER.sub(lambda m: names.get(m.group(1), m.group(1)), template)
 
 
 #: exit codes besides UserError's 2
@@ -36,15 +72,17 @@ def _os_message(e: OSError) -> tuple[str, int]:
     return f"error: {where}: {what}", EXIT_FAILURE
 
 
-def one_line(e: BaseException, resume_hint: str = "run the same command again") -> tuple[str, int]:
-    """The single line to print for ``e`` and the exit code.
+def one_line(e: BaseException, resume_hint: str = "run the same command again",
+             names: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """The single line to print for ``e`` and the exit code; ``names`` calls a :class:`FieldError`'s
+    fields by the CLI's flag names.
 
     Raises:
       ``e`` itself when it is no user-facing failure and ``NAS_TRACEBACK`` is set (debugging).
     """
-    from search_spaces.errors import NasError
-
-    if isinstance(e, (UserError, NasError)):
+    if isinstance(e, FieldError) and names is not None:
+        return f"error: {e.named(names)}", 2
+    if isinstance(e, NasError):
         return f"error: {e}", 2
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted; resume with: {resume_hint}", EXIT_INTERRUPTED

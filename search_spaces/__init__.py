@@ -3,49 +3,38 @@
 Where things go:
 
 * a new space: one new package ``search_spaces/<name>/`` (or one module, for a space without a
-  supernet) that calls :func:`register_space` / :func:`register_supernet_family`, plus one import
-  line below. The contract a supernet space fulfils is :class:`SupernetSpace`; its trainer follows
+  supernet) that calls :func:`register_space` / :func:`register_supernet_family`, plus its name in
+  :data:`search_spaces.base.BUILTIN_SPACES` (imported, and so registered, the first time the registry
+  is read). The contract a supernet space fulfils is :class:`SupernetSpace`; its trainer follows
   :class:`Trainer`, and its latency pieces :class:`LatencyPieces`.
 * layers that several spaces share: :mod:`search_spaces.layers`; the space-independent training
   engine: :mod:`search_spaces.engine`.
+
+The names below load on first use (PEP 562), so that importing :mod:`search_spaces.errors`, the root
+of every error the library and the CLI raise, costs no JAX import (the CLI's ``--help`` stays fast).
 """
 
-from search_spaces.base import (
-    SPACES,
-    Arch,
-    Gene,
-    SearchSpace,
-    SupernetSpace,
-    get_space,
-    one_hot_plus_ordinal,
-    register_space,
-    register_supernet_family,
-    space_names,
-    supernet_space_names,
-)
-from search_spaces.errors import ArchError, NasError, UnknownNameError
-from search_spaces.registry import Registry
+from __future__ import annotations
 
-# Each import registers its spaces.
-from search_spaces import mobilenetv3  # noqa: E402,F401  mobilenetv3, mobilenetv3-tiny
-from search_spaces import nasbench201  # noqa: E402,F401  nas-bench-201
-from search_spaces import resnet  # noqa: E402,F401  resnet, resnet-tiny
-from search_spaces import vit  # noqa: E402,F401  vit, vit-tiny
+import importlib
 
-__all__ = [
-    "SPACES",
-    "Arch",
-    "ArchError",
-    "Gene",
-    "NasError",
-    "Registry",
-    "SearchSpace",
-    "SupernetSpace",
-    "UnknownNameError",
-    "get_space",
-    "one_hot_plus_ordinal",
-    "register_space",
-    "register_supernet_family",
-    "space_names",
-    "supernet_space_names",
-]
+#: public name -> the module defining it
+_EXPORTS = {
+    **dict.fromkeys(("SPACES", "Arch", "Gene", "SearchSpace", "SupernetSpace", "get_space", "one_hot_plus_ordinal",
+                     "register_space", "register_supernet_family", "space_names", "supernet_space_names"),
+                    "search_spaces.base"),
+    **dict.fromkeys(("ArchError", "NasError", "UnknownNameError"), "search_spaces.errors"),
+    "Registry": "search_spaces.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -174,7 +175,7 @@ class SupernetSpace(SearchSpace):
     """A space with a weight-sharing supernet, static subnets and exact cost counts.
 
     This is everything `nas train-supernet`, `nas search` and `nas export` ask of a space; the
-    conformance suite (tests/test_spaces.py) checks every registered one. Architectures carry a
+    conformance suite (tests/search_spaces/test_spaces.py) checks every registered one. Architectures carry a
     ``resolution`` (input side in pixels). Parameters are a pytree of arrays; BatchNorm statistics
     (``stats``) are a pytree that "calib" mode returns and "eval" mode consumes.
     """
@@ -287,7 +288,16 @@ class SpaceEntry(NamedTuple):
 
 
 #: every search space, by name
-SPACES: Registry[SpaceEntry] = Registry("search space")
+#: the modules whose import registers the built-in spaces: a new space adds its package's name here
+BUILTIN_SPACES = ("mobilenetv3", "nasbench201", "resnet", "vit")
+
+
+def _register_builtin_spaces() -> None:
+    for name in BUILTIN_SPACES:
+        importlib.import_module(f"search_spaces.{name}")
+
+
+SPACES: Registry[SpaceEntry] = Registry("search space", load=_register_builtin_spaces)
 
 
 def register_space(name: str, factory: Callable[..., SearchSpace], *, supernet: bool = False,

@@ -68,7 +68,7 @@ def _batch_stats(x):
     second reduction (GSPMD has no per-device value to shift by). Its float32 error is about
     eps * mean^2 / var relative; on these supernets' activations |mean| / std stayed below 3 and the
     difference from the two-pass variance below 1e-6 relative (bench/RESULTS.md; bounded in
-    tests/test_batch_norm.py). The variance is clipped at zero as flax clips it.
+    tests/search_spaces/test_batch_norm.py). The variance is clipped at zero as flax clips it.
     """
     axes = tuple(range(x.ndim - 1))
     c = x.shape[-1]

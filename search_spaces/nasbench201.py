@@ -2,7 +2,7 @@
 
 Canonical strings are NAS-Bench-201's own (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) so that a
 benchmark table's ``arch_str`` column is usable as is. The space is purely tabular: no supernet, no
-FLOPs counter; its truth comes from a table (see ``nas_cli.table_eval``).
+FLOPs counter; its truth comes from a table (see ``nas_cli.evaluation.table``).
 """
 
 from __future__ import annotations

@@ -20,11 +20,20 @@ class Registry(Generic[T]):
 
     Args:
       kind: what the entries are, in messages ("search space", "predictor", ...).
+      load: called once, the first time the registry is read, to register the built-in entries
+        (importing their modules); their import then costs nothing until a name is looked up.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, load: Callable[[], None] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._load = load
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None  # before loading: the loaded modules register here
+            load()
+        return self._entries
 
     def register(self, name: str, entry: T) -> T:
         """Adds ``entry`` under ``name`` and returns it; a taken name raises ValueError."""
@@ -45,13 +54,13 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry of ``name``; an unknown name raises UnknownNameError listing the known ones."""
-        if name not in self._entries:
+        if name not in self._loaded():
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""
-        return list(self._entries)
+        return list(self._loaded())
 
     def help(self) -> str:
         """The names as one string for help texts: ``a|b|c``."""
@@ -60,6 +69,7 @@ class Registry(Generic[T]):
     @contextlib.contextmanager
     def scoped(self, name: str, entry: T) -> Iterator[T]:
         """Registers ``entry`` for the duration of a ``with`` block (tests that add a toy entry)."""
+        self._loaded()
         self.register(name, entry)
         try:
             yield entry
@@ -67,13 +77,13 @@ class Registry(Generic[T]):
             del self._entries[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._loaded())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 sys.path.insert(0, ".")
 from nas_cli import runs
-from nas_cli.subnet import SubnetEvaluator
-from nas_cli.train import calibration_images
+from nas_cli.evaluation.subnet import SubnetEvaluator
+from nas_cli.training.supernet import calibration_images
 from predictors import kendall_tau
 import csv
 runs.enable_compilation_cache()

@@ -14,6 +14,7 @@ import typer
 
 from nas_cli.errors import UserError, one_line
 from nas_cli.commands._progress import clear_note
+from nas_cli.commands.flags import FLAGS
 from nas_cli.commands._usage import PASS_THROUGH
 
 
@@ -38,7 +39,7 @@ def user_errors(fn: Callable) -> Callable:
         except BaseException as e:  # noqa: BLE001 - one_line maps every class (and re-raises bugs on request)
             if isinstance(e, SystemExit):
                 raise
-            message, code = one_line(e, _resume_hint(kwargs))
+            message, code = one_line(e, _resume_hint(kwargs), FLAGS)
             clear_note()
             typer.echo(message, err=True)
             raise typer.Exit(code) from None
@@ -72,7 +73,7 @@ def removed_if_refused(*folders: Path | None):
 
 
 def _remove_if_lock_only(folder: Path) -> None:
-    from nas_cli.locks import LOCK_FILE
+    from nas_cli.runs.locks import LOCK_FILE
 
     with contextlib.suppress(OSError):
         if not folder.is_dir() or any(p.name != LOCK_FILE for p in folder.iterdir()):

@@ -79,7 +79,7 @@ def clock(seconds: float) -> str:
 
 
 class StepProgress:
-    """``progress(done, total)`` for nas_cli.train, and ``log(message)`` that keeps a redrawn line intact.
+    """``progress(done, total)`` for nas_cli.training.supernet, and ``log(message)`` that keeps a redrawn line intact.
 
     Args:
       what: the noun of the line ("training").
@@ -168,7 +168,7 @@ class StepProgress:
     eta_bound = ""  # "at most " where the total is an upper bound
 
     def __call__(self, done: int, total: int) -> None:
-        """``done`` of ``total`` steps finished (nas_cli.train's progress callback)."""
+        """``done`` of ``total`` steps finished (nas_cli.training.supernet's progress callback)."""
         self._advance(done, total)
 
     def _advance(self, done: int, total: int, line: bool = False) -> None:

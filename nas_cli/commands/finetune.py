@@ -1,4 +1,4 @@
-"""`nas finetune`: parse options, then call nas_cli.finetune.finetune."""
+"""`nas finetune`: parse options, then call nas_cli.training.finetune.finetune."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def finetune_cmd(
     from nas_cli import runs
     from nas_cli.distributed import Parallel
     from nas_cli.errors import UserError
-    from nas_cli.finetune import check_request, finetune
+    from nas_cli.training.finetune import check_request, finetune
 
     check_request(arch=arch, rank=rank, epochs=epochs, distill_weight=distill_weight, lr=lr,
                   batch_size=batch_size, seed=seed, format=format)  # before anything is created

@@ -2,7 +2,7 @@
 ``--help``) never imports JAX: the registries they mirror (search_spaces, nas_cli.config, nas_cli.data,
 nas_cli.search, predictors) all import it, which takes seconds.
 
-This is a copy, so tests/test_cli_help.py checks every value here against the live registry or
+This is a copy, so tests/nas_cli/test_cli_help.py checks every value here against the live registry or
 config dataclass: a new space, dataset or changed default fails that test until it is added here.
 Only help texts read this module; what a command actually does comes from the library.
 """
@@ -15,7 +15,7 @@ SUPERNET_SPACES = ("mobilenetv3", "mobilenetv3-imagenet", "mobilenetv3-tiny", "r
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
 #: nas_cli.data.DEFAULT_IMAGE_SIZE
 DEFAULT_IMAGE_SIZE = 32
-#: nas_cli.pipeline.AUGMENTATIONS
+#: nas_cli.data.input_pipeline.AUGMENTATIONS
 AUGMENTATIONS = {
     "none": "the images as they are",
     "standard": "random crop with zero padding of 1/8 of the side (4 px at 32) and horizontal flip, "
@@ -48,7 +48,7 @@ TRAIN_DEFAULTS = {
     "kernels": "auto",
 }
 
-#: nas_cli.finetune's defaults: DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
+#: nas_cli.training.finetune's defaults: DEFAULT_DISTILL_WEIGHT, DEFAULT_LR_FRACTION
 FINETUNE_DEFAULTS = {"distill_weight": 1.0, "lr_fraction": 1.0}
 
 #: nas_cli.search.ALGORITHMS.names()

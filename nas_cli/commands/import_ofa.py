@@ -1,4 +1,4 @@
-"""`nas import ofa`: parse options, then call nas_cli.ofa_import.import_ofa."""
+"""`nas import ofa`: parse options, then call nas_cli.importing.import_ofa."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from nas_cli.commands._common import user_errors
 
-#: nas_cli.ofa_import.PUBLISHED (kept here so that --help loads without JAX)
+#: nas_cli.importing.PUBLISHED (kept here so that --help loads without JAX)
 PUBLISHED = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2")
 
 
@@ -42,7 +42,7 @@ def import_ofa_cmd(
             raise UserError(f"--resolutions {resolutions!r} must be comma-separated integers, e.g. 160,192,224") from None
         if not res or min(res) < 32 or max(res) > 1024:
             raise UserError(f"--resolutions {resolutions!r}: each side must be in 32..1024")
-    from nas_cli.ofa_import import import_ofa
+    from nas_cli.importing import import_ofa
 
     import_ofa(checkpoint, net, out, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
                resolutions=res, batch_size=batch_size, calib_images=calib_images, seed=seed,

@@ -118,7 +118,7 @@ def sample(
     from nas_cli.errors import UserError
     from predictors.data import ZC_PREFIX
     from predictors.files import atomic_write_text
-    from nas_cli.run_eval import open_run_evaluator, sample_subnets
+    from nas_cli.evaluation.supernet import open_run_evaluator, sample_subnets
     from search_spaces.zero_cost import zero_cost_of_run
 
     if n < 1:

@@ -103,7 +103,6 @@ def search(
         format_bounds,
         format_front,
         latency_warning,
-        parse_budget,
         parse_objectives,
         search_pipeline,
     )
@@ -115,13 +114,10 @@ def search(
         objective_spec = parse_objectives(objectives)
         # in a multi-process search only process 0 writes (and creates --out); the others only check it
         prepare_out(out, folder=True, create=not parallel.multi_process)
-        budgets = [parse_budget("latency", latency_budget)]
-        if flops_budget is not None:
-            budgets.append(parse_budget("flops", flops_budget))
-        if params_budget is not None:
-            budgets.append(parse_budget("params", params_budget))
+        budgets = {"latency": latency_budget, "flops": flops_budget, "params": params_budget}
         config = SearchConfig(
-            objectives=tuple(m for m, _ in objective_spec), budgets=tuple(budgets), algorithm=algorithm,
+            objectives=tuple(m for m, _ in objective_spec),
+            budgets={m: text for m, text in budgets.items() if text is not None}, algorithm=algorithm,
             population=population, generations=generations, evaluations=evaluations, predictor=predictor,
             initial=initial, batch=batch, seed=seed, proposal=proposal, features=features, pool=pool, explore=explore,
             latency_runtime=latency_runtime,

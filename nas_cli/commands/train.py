@@ -1,4 +1,4 @@
-"""`nas train-supernet`: parse options, then call nas_cli.train.train_supernet."""
+"""`nas train-supernet`: parse options, then call nas_cli.training.supernet.train_supernet."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def train_supernet_cmd(
     from nas_cli.config import build_config, resume_config
     from nas_cli.distributed import Parallel
     from nas_cli.errors import UserError
-    from nas_cli.train import train_supernet
+    from nas_cli.training.supernet import train_supernet
 
     # a default is not a flag given: the config file (or the resumed run) decides what was not given
     flags = given_options(ctx, dict(

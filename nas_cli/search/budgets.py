@@ -6,7 +6,7 @@ import dataclasses
 import math
 import re
 
-from nas_cli.errors import UserError
+from nas_cli.errors import FieldError, UserError
 from nas_cli.evaluation import METRICS
 
 #: metrics that can carry a budget, with the unit shown in messages
@@ -38,7 +38,8 @@ def parse_budget(metric: str, text: str) -> Budget:
     """Parses ``3.5ms``/``3.5``/``60%`` (latency) or ``300M``/``1.2G``/``60%`` (flops, params).
 
     Raises:
-      UserError: naming the bad value and the accepted forms.
+      FieldError: naming the bad value, its field (``latency_budget``: the CLI's ``--latency-budget``)
+        and the accepted forms.
     """
     if metric not in BUDGET_UNITS:
         raise UserError(f"no budget can be set on {metric!r}; budget metrics: {', '.join(BUDGET_UNITS)}")
@@ -55,11 +56,11 @@ def parse_budget(metric: str, text: str) -> Budget:
     try:
         value = float(s)
     except ValueError:
-        raise UserError(f"{metric} budget {raw!r} is not understood; use {_forms(metric)}") from None
+        raise FieldError(f"{{{metric}_budget}} {raw!r} is not understood; use {_forms(metric)}") from None
     if not relative and metric != "latency":
         value *= scale
     if not math.isfinite(value) or value <= 0:
-        raise UserError(f"{metric} budget {raw!r} must be a positive finite number; use {_forms(metric)}")
+        raise FieldError(f"{{{metric}_budget}} {raw!r} must be a positive finite number; use {_forms(metric)}")
     return Budget(metric, value, relative, raw)
 
 

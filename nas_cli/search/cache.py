@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nas_cli.io import append_jsonl, read_jsonl
+from predictors.files import append_jsonl, read_jsonl
 from search_spaces.base import Arch, SearchSpace
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Mapping
 
-from nas_cli.errors import UserError
+from nas_cli.errors import FieldError
 from nas_cli.evaluation import METRICS
 from nas_cli.search.algorithms import ALGORITHMS
-from nas_cli.search.budgets import BUDGET_UNITS, Budget
+from nas_cli.search.budgets import BUDGET_UNITS, Budget, parse_budget
 from predictors import predictor_names
 from predictors.data import FEATURE_KINDS
 
@@ -39,15 +40,18 @@ class SearchConfig:
     predictive standard deviations; ``inner`` runs the inner ``algorithm`` on predictions.
     ``features`` is what the predictors see: the space's ``structure`` features or the genome's
     ``onehot``, either with ``+zc`` (the zero-cost proxies of every candidate, computed through the
-    supernet; ``pool`` at most :data:`ZERO_COST_MAX_POOL`), or ``zc`` alone. A SearchConfig is
-    validated when built.
+    supernet; ``pool`` at most :data:`ZERO_COST_MAX_POOL`), or ``zc`` alone. ``budgets`` takes what
+    the user typed, ``{"latency": "3.5ms", "flops": "60%"}`` (see :func:`parse_budget`), or parsed
+    :class:`Budget` s; it holds the parsed ones once built. A SearchConfig is validated when built,
+    once: nothing downstream checks its fields again.
 
     Raises:
-      UserError: (when built) the first bad field, naming it and what is allowed.
+      FieldError: (when built) the first bad field, naming it and what is allowed (the CLI names
+        its flag).
     """
 
     objectives: tuple[str, ...] = ("accuracy", "latency")
-    budgets: tuple[Budget, ...] = ()
+    budgets: tuple[Budget, ...] | Mapping[str, str] = ()
     algorithm: str = "nsga2"
     population: int = 20
     generations: int = 10
@@ -65,50 +69,55 @@ class SearchConfig:
     def __post_init__(self) -> None:
         bad = [m for m in self.objectives if m not in METRICS]
         if bad:
-            raise UserError(f"unknown objective {bad[0]!r}; known objectives: {', '.join(METRICS)}")
+            raise FieldError(f"unknown objective {bad[0]!r}; known objectives: {', '.join(METRICS)}")
         if len(self.objectives) < 2:
-            raise UserError(f"a search needs at least two objectives, got {list(self.objectives)}")
+            raise FieldError(f"a search needs at least two objectives, got {list(self.objectives)}")
         if self.algorithm not in ALGORITHMS:
-            raise UserError(f"unknown search algorithm {self.algorithm!r}; "
+            raise FieldError(f"unknown search algorithm {self.algorithm!r}; "
                             f"known algorithms: {', '.join(ALGORITHMS.names())}")
+        if isinstance(self.budgets, Mapping):
+            for metric in self.budgets:
+                if metric not in BUDGET_UNITS:
+                    raise FieldError(f"no budget can be set on {metric!r}; budget metrics: {', '.join(BUDGET_UNITS)}")
+            object.__setattr__(self, "budgets", tuple(parse_budget(m, text) for m, text in self.budgets.items()))
         seen = set()
         for b in self.budgets:
             if b.metric not in BUDGET_UNITS:
-                raise UserError(f"no budget can be set on {b.metric!r}; budget metrics: {', '.join(BUDGET_UNITS)}")
+                raise FieldError(f"no budget can be set on {b.metric!r}; budget metrics: {', '.join(BUDGET_UNITS)}")
             if b.metric in seen:
-                raise UserError(f"two budgets on {b.metric!r}; give one")
+                raise FieldError(f"two budgets on {b.metric!r}; give one")
             seen.add(b.metric)
         if self.proposal not in PROPOSALS:
-            raise UserError(f"--proposal {self.proposal!r} is unknown; use one of: {', '.join(PROPOSALS)}")
+            raise FieldError(f"{{proposal}} {self.proposal!r} is unknown; use one of: {', '.join(PROPOSALS)}")
         if self.features not in FEATURE_KINDS:
-            raise UserError(f"--features {self.features!r} is unknown; use one of: {', '.join(FEATURE_KINDS)}")
+            raise FieldError(f"{{features}} {self.features!r} is unknown; use one of: {', '.join(FEATURE_KINDS)}")
         if "zc" in self.features and self.evaluations is not None and self.pool > ZERO_COST_MAX_POOL:
-            raise UserError(f"--features {self.features} computes the zero-cost proxies of every candidate "
-                            f"(0.1-0.3 s each on a CPU); --pool {self.pool} would take hours per iteration: "
-                            f"use --pool {ZERO_COST_MAX_POOL} or less")
+            raise FieldError(f"{{features}} {self.features} computes the zero-cost proxies of every candidate "
+                            f"(0.1-0.3 s each on a CPU); {{pool}} {self.pool} would take hours per iteration: "
+                            f"use {{pool}} {ZERO_COST_MAX_POOL} or less")
         if not (math.isfinite(self.explore) and self.explore >= 0):
-            raise UserError(f"--explore {self.explore!r} must be a finite number >= 0 (predictive stds of optimism)")
+            raise FieldError(f"{{explore}} {self.explore!r} must be a finite number >= 0 (predictive stds of optimism)")
         for name, low in (("population", 2), ("generations", 1), ("batch", 1), ("pool", 1)):
             if getattr(self, name) < low:
-                raise UserError(f"--{name} {getattr(self, name)} is too small; use at least {low}")
+                raise FieldError(f"{{{name}}} {getattr(self, name)} is too small; use at least {low}")
         # within what the code can hold and run (numpy, pymoo and scikit-learn seeds are 0..2**32-1)
         for name, value, high in (("seed", self.seed, MAX_SEED), ("population", self.population, MAX_COUNT),
                                   ("generations", self.generations, MAX_COUNT), ("batch", self.batch, MAX_COUNT),
                                   ("pool", self.pool, MAX_POOL), ("evaluations", self.evaluations, MAX_COUNT),
                                   ("initial", self.initial, MAX_COUNT)):
             if value is not None and not 0 <= value <= high:
-                raise UserError(f"--{name} {value} is out of range; use 0..{high}" if name == "seed" else
-                                f"--{name} {value} is too large; use at most {high}")
+                raise FieldError(f"{{{name}}} {value} is out of range; use 0..{high}" if name == "seed" else
+                                f"{{{name}}} {value} is too large; use at most {high}")
         if self.explore > MAX_EXPLORE:
-            raise UserError(f"--explore {self.explore!r} is too large; use at most {MAX_EXPLORE:g}")
+            raise FieldError(f"{{explore}} {self.explore!r} is too large; use at most {MAX_EXPLORE:g}")
         if self.evaluations is not None and self.evaluations < 3:
-            raise UserError(f"--evaluations {self.evaluations} is too small; use at least 3 "
+            raise FieldError(f"{{evaluations}} {self.evaluations} is too small; use at least 3 "
                             "(the largest and smallest subnets are always measured)")
         if self.initial is not None and self.initial < 2:
-            raise UserError(f"--initial {self.initial} is too small; use at least 2")
+            raise FieldError(f"{{initial}} {self.initial} is too small; use at least 2")
         # only predictor-in-the-loop uses a predictor; plain mode ignores the name
         if self.evaluations is not None and self.predictor not in predictor_names():
-            raise UserError(f"--predictor: unknown predictor {self.predictor!r}; "
+            raise FieldError(f"{{predictor}}: unknown predictor {self.predictor!r}; "
                             f"known predictors: {', '.join(predictor_names())}")
 
     @property

@@ -18,13 +18,14 @@ from typing import Callable, Sequence
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import Evaluator, Wrapping
-from nas_cli.io import read_jsonl
-from nas_cli.locks import locked
+from predictors.files import read_jsonl
+from nas_cli.runs.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.context import SearchContext
-from nas_cli.search.outputs import latency_axis, latency_record, write_outputs
+from nas_cli.evaluation import latency_record
+from nas_cli.search.outputs import latency_axis, write_outputs
 from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
 from nas_cli.search.state import CACHE_FILE, CONFIG_FILE, LOG_FILE, STATE_FILE, load_state, same_config

@@ -47,7 +47,7 @@ def write_outputs(out_dir: Path, space, config, bounds: Mapping[str, float], nor
     ``remeasure(arch strings)`` adds fields to the front rows (a modelled latency's measured value);
     ``weights`` (what measured the front) is recorded in pareto.json; ``latency_label`` (what the
     latencies are: :func:`latency_axis`) in pareto.json and on pareto.png's x-axis;
-    ``latency_measurement`` (the same as a record: :func:`latency_record`) in pareto.json."""
+    ``latency_measurement`` (the same as a record: :func:`nas_cli.evaluation.latency_record`) in pareto.json."""
     front = front_rows(keys, records, norm, bounds)
     if remeasure is not None and front:
         for row, extra in zip(front, remeasure([r["arch"] for r in front])):
@@ -110,44 +110,6 @@ def latency_axis(evaluator) -> str | None:
                 "interleaved runs, at the search's starting device speed)")
     if evaluator.benchmark_table is not None:  # nas search --benchmark-table
         return f"the benchmark table {evaluator.benchmark_table.name}'s latency column, as recorded there"
-    return None
-
-
-def latency_record(evaluator) -> dict | None:
-    """What a search's latencies are, as a record (pareto.json's ``latency_measurement``, what
-    ``nas export subnet --rank K`` measures the chosen subnet under again): source ("measured" here,
-    "table" for a latency file's estimate), runtime and its session options, device, batch, timing
-    rounds x repeats, and the device speed every figure is put at (``level_ms`` of ``references``;
-    None: as timed). None where the evaluator says nothing of its latencies."""
-    import json
-
-    from predictors.latency import protocol_record  # noqa: PLC0415
-
-    calibration = evaluator.latency_calibration or {}
-    runtime = evaluator.runtime
-    file = calibration.get("file") or evaluator.latency_file
-    if file:  # a latency table or learned model (nas search --latency-table)
-        try:
-            data = json.loads(Path(file).read_text())
-        except (OSError, ValueError):
-            data = {}
-        reference = data.get("reference") or {}
-        level = calibration.get("level_now_ms", reference.get("level_ms"))
-        return {"source": "table", "file": str(file), "format": data.get("format"),
-                "runtime": data.get("runtime") or {"name": runtime}, "device": data.get("device"),
-                "batch": int(data.get("batch", 1)), "rounds": data.get("rounds"), "repeats": data.get("repeats"),
-                "references": reference.get("archs"), "level_ms": None if level is None else float(level),
-                "scale": float(calibration.get("scale", 1.0)), "scaled": "scale" in calibration and "why" not in calibration,
-                "overhead_dominated": bool((data.get("quality") or {}).get("overhead_dominated", False))}
-    if runtime is not None:
-
-        if calibration.get("mode") == "measured":
-            return protocol_record(runtime, rounds=SEARCH_ROUNDS, repeats=SEARCH_REPEATS,
-                                   references=calibration.get("references"), level_ms=calibration["level_ms"])
-        # --no-latency-calibrate: each subnet timed alone, as is (RunEvaluator.measured_latency)
-        return protocol_record(runtime, rounds=1, repeats=ALONE_REPEATS)
-    if evaluator.benchmark_table is not None:
-        return {"source": "benchmark", "file": str(evaluator.benchmark_table)}
     return None
 
 

@@ -8,11 +8,11 @@ from typing import Callable, Sequence
 
 from nas_cli.distributed import Parallel
 from nas_cli.errors import UserError
-from nas_cli.identity import describe as describe_weights
-from nas_cli.identity import file_sha256
+from nas_cli.runs.identity import describe as describe_weights
+from nas_cli.runs.identity import file_sha256
 from nas_cli.search.config import SearchConfig
 from nas_cli.search.driver import SearchResult, run_search
-from nas_cli.table_eval import open_table_evaluator
+from nas_cli.evaluation.table import open_table_evaluator
 
 #: the space of a benchmark table when none is named
 DEFAULT_TABLE_SPACE = "nas-bench-201"
@@ -51,7 +51,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
       benchmark_table: a CSV table used as the truth instead of a supernet.
       space: the table's space (default nas-bench-201); only with a table.
       latency_table: a latency model for the run's cheap latency estimates.
-      latency_calibrate: put every latency at one device speed (see nas_cli.run_eval).
+      latency_calibrate: put every latency at one device speed (see nas_cli.evaluation.supernet).
       free_metrics: cost metrics of the table read for every architecture at no evaluation; only
         with a table.
       parallel: the devices measuring accuracies (default: every local one) and, for a multi-host
@@ -94,7 +94,7 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
             return search_together(run_dir, config, out_dir, latency_table=latency_table,
                                    latency_calibrate=latency_calibrate, parallel=parallel, progress=progress, log=log)
         # imported here: it pulls in JAX and the supernet, which a table search never needs
-        from nas_cli.run_eval import open_run_evaluator
+        from nas_cli.evaluation.supernet import open_run_evaluator
 
         evaluator = open_run_evaluator(run_dir, seed=config.seed, latency_table=latency_table,
                                        calibrate_in=out_dir if latency_calibrate else None,
@@ -110,7 +110,7 @@ def _log_calibration(evaluator, latency_table: Path | None, log: Callable[[str],
     if latency_table is not None and cal is not None:
         log(f"latency model scaled by {cal['scale']:.3f} to this device's speed now" if "why" not in cal
             else f"latency model used as recorded ({cal['why']})")
-    from nas_cli.search.outputs import latency_record  # noqa: PLC0415
+    from nas_cli.evaluation import latency_record  # noqa: PLC0415
 
     record = latency_record(evaluator) if latency_table is not None else None
     if record is not None and record.get("overhead_dominated"):
@@ -122,7 +122,7 @@ def _log_calibration(evaluator, latency_table: Path | None, log: Callable[[str],
 def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, latency_table: Path | None,
                     latency_calibrate: bool, parallel: Parallel, progress: Callable[[dict], None] | None = None,
                     log: Callable[[str], None] = print) -> SearchResult | Served:
-    """A search of a training run by several processes (see nas_cli.spread): process 0 runs the
+    """A search of a training run by several processes (see nas_cli.evaluation.spread): process 0 runs the
     search, measures every latency and writes every file; each batch of new subnets' accuracies is
     measured over all processes, one subnet per process. The result is one process's.
 
@@ -134,8 +134,8 @@ def search_together(run_dir: Path, config: SearchConfig, out_dir: Path, *, laten
         on a process other than 0, any failure of process 0 (its message).
     """
     from nas_cli import distributed as dist
-    from nas_cli.run_eval import open_run_evaluator
-    from nas_cli.spread import SpreadEvaluator, SpreadMeasurer
+    from nas_cli.evaluation.supernet import open_run_evaluator
+    from nas_cli.evaluation.spread import SpreadEvaluator, SpreadMeasurer
 
     settings = search_settings(run_dir, config, out_dir, latency_table, latency_calibrate, parallel)
     dist.initialize(parallel, settings)  # before anything starts JAX's runtime

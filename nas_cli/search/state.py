@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Container
 
 from nas_cli.errors import UserError
-from nas_cli.identity import describe
-from nas_cli.io import read_json, warn
+from nas_cli.runs.identity import describe
+from predictors.files import read_json, warn
 from predictors.files import atomic_write_bytes
 
 CONFIG_FILE = "search_config.json"

@@ -12,7 +12,7 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas_cli.evaluation import METRICS
-from nas_cli.io import append_jsonl, read_jsonl
+from predictors.files import append_jsonl, read_jsonl
 from predictors.files import atomic_write_text
 
 #: every normalised objective's reference coordinate (10% beyond the nadir, a common choice)
@@ -138,7 +138,7 @@ def log_line(path: Path, record: dict) -> None:
     (``tb/`` beside the log: hypervolume, front size, best accuracy, evaluations)."""
     append_jsonl(path, record)
     if "iteration" in record:
-        from nas_cli.tensorboard import TB_DIR, EventWriter  # noqa: PLC0415  (tensorboardX only when searching)
+        from nas_cli.runs.tensorboard import TB_DIR, EventWriter  # noqa: PLC0415  (tensorboardX only when searching)
 
         it = int(record["iteration"])
         # one small event file per iteration; its purge step hides what an interrupted run wrote from here on

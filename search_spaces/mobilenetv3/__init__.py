@@ -17,7 +17,7 @@ One module per job:
 * ``latency.py``: the latency pieces (the static model's own submodules) and their keys.
 
 A new space is one new package like this one plus one registration line (the last line here)
-and one import line in ``search_spaces/__init__.py``. The contract it fulfils is
+and its name in ``search_spaces.base.BUILTIN_SPACES``. The contract it fulfils is
 :class:`search_spaces.base.SupernetSpace`.
 """
 

@@ -1,0 +1,78 @@
+"""Training: the supernet (:mod:`.supernet`, `nas train-supernet`) and one chosen subnet from its
+inherited weights (:mod:`.finetune`, `nas finetune`). `nas search` and `nas export` never import this package.
+
+Each public name of the modules is re-exported here."""
+
+from __future__ import annotations
+
+from nas_cli.training.supernet import (  # noqa: F401
+    SamplerState,
+    init_sampler,
+    sample_subnet,
+    sample_subnets,
+    lr_schedule,
+    make_optimizer,
+    apply_update,
+    zero_grads,
+    TrainState,
+    train_step,
+    progressive_phases,
+    training_phase,
+    step_archs,
+    resolve_kernels,
+    make_trainer,
+    resume_point,
+    FINITE_EVERY,
+    check_finite,
+    run_settings,
+    train_supernet,
+    train_locked,
+    restore_state,
+    sync_losses,
+    write_steps,
+)
+from nas_cli.training.finetune import (  # noqa: F401
+    FINETUNE_JSON,
+    DEFAULT_DISTILL_WEIGHT,
+    DEFAULT_LR_FRACTION,
+    FinetuneSettings,
+    check_request,
+    training_config,
+    finetune,
+    summary,
+)
+
+__all__ = [
+    "DEFAULT_DISTILL_WEIGHT",
+    "DEFAULT_LR_FRACTION",
+    "FINETUNE_JSON",
+    "FINITE_EVERY",
+    "FinetuneSettings",
+    "SamplerState",
+    "TrainState",
+    "apply_update",
+    "check_finite",
+    "check_request",
+    "finetune",
+    "init_sampler",
+    "lr_schedule",
+    "make_optimizer",
+    "make_trainer",
+    "progressive_phases",
+    "resolve_kernels",
+    "restore_state",
+    "resume_point",
+    "run_settings",
+    "sample_subnet",
+    "sample_subnets",
+    "step_archs",
+    "summary",
+    "sync_losses",
+    "train_locked",
+    "train_step",
+    "train_supernet",
+    "training_config",
+    "training_phase",
+    "write_steps",
+    "zero_grads",
+]
