@@ -47,8 +47,11 @@ def import_ofa_cmd(
     import_ofa(checkpoint, net, out, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
                resolutions=res, batch_size=batch_size, calib_images=calib_images, seed=seed,
                log=lambda m: typer.echo(m, err=True))
-    typer.echo(f"imported {net} into {out}: search it with `nas search {out} --latency-budget B`"
-               + ("" if data_dir is not None else " after importing it with --data-dir; export works now"))
+    if data_dir is not None:
+        typer.echo(f"imported {net} into {out}: search it with `nas search {out} --latency-budget B`")
+    else:
+        typer.echo(f"imported {net} into {out} without data: `nas export subnet {out} --arch A` works now; "
+                   "import it again with --data-dir to search or fine-tune it")
 
 
 def register(app: typer.Typer) -> None:
