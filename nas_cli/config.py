@@ -28,6 +28,9 @@ SAMPLERS = {
     "uniform": "every gene uniform",
     "complexity": "bound the FLOPs jump between consecutive samples, ElasticViT",
 }
+#: input normalisations: "data" the training split's per-channel mean/std, "imagenet" ImageNet's
+#: (what Once-for-All's pretrained supernets expect: runs of `nas import ofa` record it)
+NORMALIZATIONS = {"data": None, "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 #: weight-shared layer implementations
 KERNELS = ("auto", "xla", "pallas")
 #: the largest count any integer setting may hold: JAX and optax count steps in int32
@@ -83,6 +86,7 @@ class TrainConfig:
     fixed_arch: str | None = None  # train only this architecture, from scratch (a baseline)
     augment: str | None = None  # None: standard for natural images (cifar10, folder, npz), else none
     image_size: int | None = None  # folder datasets: the side images are resized to (None: see below)
+    normalize: str = "data"  # see NORMALIZATIONS
 
     def __post_init__(self) -> None:
         # every check once, in this order: names, then bounds (within what the code can hold and run),
@@ -95,6 +99,8 @@ class TrainConfig:
             (self.recipe in RECIPES, f"{{recipe}} {self.recipe!r} must be one of: {', '.join(RECIPES)}"),
             (self.sampler in SAMPLERS, f"{{sampler}} {self.sampler!r} must be one of: {', '.join(SAMPLERS)}"),
             (self.kernels in KERNELS, f"{{kernels}} {self.kernels!r} must be one of: {', '.join(KERNELS)}"),
+            (self.normalize in NORMALIZATIONS,
+             f"{{normalize}} {self.normalize!r} must be one of: {', '.join(NORMALIZATIONS)}"),
             (self.augment is None or self.augment in AUGMENTATIONS,
              f"{{augment}} {self.augment!r} must be one of: {', '.join(AUGMENTATIONS)}"),
             in_range("epochs", self.epochs, 1, MAX_EPOCHS),

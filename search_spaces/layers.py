@@ -180,8 +180,18 @@ def same_padding(size: int, k: int, stride: int) -> tuple[int, int, int]:
     return total // 2, total - total // 2, out
 
 
-@functools.partial(jax.checkpoint, static_argnums=(2,))
-def depthwise_conv(x, w, stride: int):
+def conv_padding(size: int, k: int, stride: int, symmetric: bool = False) -> tuple[int, int, int]:
+    """(pad_lo, pad_hi, out_size): XLA's 'SAME' (:func:`same_padding`), or with ``symmetric``
+    PyTorch's ``padding=k // 2`` on both sides (same out size for odd ``k``; on an even side with
+    stride 2 the window sits one pixel earlier than 'SAME''s)."""
+    if not symmetric:
+        return same_padding(size, k, stride)
+    out = (size + 2 * (k // 2) - k) // stride + 1
+    return k // 2, k // 2, out
+
+
+@functools.partial(jax.checkpoint, static_argnums=(2, 3))
+def depthwise_conv(x, w, stride: int, symmetric: bool = False):
     """Depthwise conv, 'SAME' padding, as a sum of k*k shifted, per-channel-scaled copies.
 
     Identical to ``lax.conv_general_dilated(feature_group_count=C)``, but with no slow path when its
@@ -195,11 +205,12 @@ def depthwise_conv(x, w, stride: int):
     Args:
       x: (B, H, W, C).
       w: (k, k, C).
+      symmetric: PyTorch's padding (:func:`conv_padding`) instead of 'SAME'.
     """
     k = w.shape[0]
     _, h, wd, _ = x.shape
-    lo_h, hi_h, out_h = same_padding(h, k, stride)
-    lo_w, hi_w, out_w = same_padding(wd, k, stride)
+    lo_h, hi_h, out_h = conv_padding(h, k, stride, symmetric)
+    lo_w, hi_w, out_w = conv_padding(wd, k, stride, symmetric)
     xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
     out = None
     for dy in range(k):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from nas_cli.commands import export, finetune, latency, predictor, search, train
+from nas_cli.commands import export, finetune, import_ofa, latency, predictor, search, train
 
-_MODULES = (train, search, finetune, export, predictor, latency)
+_MODULES = (train, search, finetune, export, import_ofa, predictor, latency)
 
 
 def register_all(app: typer.Typer) -> None:

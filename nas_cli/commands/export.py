@@ -45,8 +45,9 @@ def export_subnet_cmd(
         info = export_subnet(run_dir, out, arch=arch, rank=rank, search_dir=search_dir, force=force,
                              format=format, log=lambda m: typer.echo(m, err=True), quantize=quantize,
                              int8_calib_images=int8_calib_images, int8_max_drop=int8_max_drop)
-    typer.echo(f"exported {info['arch']}: val accuracy {info['accuracy']:.4f}, test accuracy "
-               f"{info['test_accuracy']:.4f}, latency {info['latency_ms']:.3f} ms, "
+    accuracy = ("no data: accuracy not measured" if info["accuracy"] is None else
+                f"val accuracy {info['accuracy']:.4f}, test accuracy {info['test_accuracy']:.4f}")
+    typer.echo(f"exported {info['arch']}: {accuracy}, latency {info['latency_ms']:.3f} ms, "
                f"{info['flops'] / 1e6:.2f} MMACs, {info['params']} params")
     typer.echo(latency_line(info))
     if info["onnx_parity_max_abs_diff"] is not None:

@@ -144,13 +144,27 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         raise UserError(f"{out} already holds an exported subnet; pass --force to replace it")
     runs.read_config(run_dir)  # a folder that is no run says so first
     row = read_front(run_dir, rank, search_dir) if rank is not None else None
-    run = runs.open_run(run_dir, check=(lambda sp: sp.canonical(arch)) if arch is not None else None)
+    run = runs.open_run(run_dir, check=(lambda sp: sp.canonical(arch)) if arch is not None else None,
+                        without_data=True)
     space, ds = run.space, run.dataset
     arch_str = resolve_arch(run, arch, row)
     a = space.decode(arch_str)
+    # an imported run without data (`nas import ofa`): BatchNorm keeps the imported running statistics
+    # and the parity check runs on synthetic images; no accuracy is measured
+    synthetic = ds.name == "synthetic"
+    if synthetic and quantize != "none":
+        raise UserError(f"--quantize {quantize} needs data to calibrate and measure; {run_dir} was imported without "
+                        "any (import it again with --data-dir), or pass --quantize none")
 
     evaluator = SubnetEvaluator(space, ds.mean, ds.std)
-    stats = evaluator.calibrate(run.params, a, calibration_images(ds, run.config.calib_images, run.config.seed))
+    if synthetic:
+        from nas_cli.importing import stored_stats  # noqa: PLC0415
+
+        stats = stored_stats(run)
+        log(f"{run_dir} has no data: BatchNorm uses its imported running statistics, and the parity checks "
+            f"run on {len(ds.val)} synthetic (random) images")
+    else:
+        stats = evaluator.calibrate(run.params, a, calibration_images(ds, run.config.calib_images, run.config.seed))
     model = space.extract(run.params, stats, a)
 
     # Parity: the standalone model must compute what the supernet computes for this arch.
@@ -163,7 +177,8 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
     x = preprocess(jnp.asarray(images), a.resolution, jnp.asarray(ds.mean), jnp.asarray(ds.std))
     got = np.asarray(forward(state, x))
     max_diff = float(np.max(np.abs(got - expected)))
-    log(f"parity with the supernet on {len(images)} validation images: max |logit diff| = {max_diff:.3e}")
+    log(f"parity with the supernet on {len(images)} {'synthetic' if synthetic else 'validation'} images: "
+        f"max |logit diff| = {max_diff:.3e}")
     if not max_diff <= PARITY_TOLERANCE:
         raise UserError(f"exported model differs from the supernet by {max_diff:.3e} > {PARITY_TOLERANCE:g}; "
                         "nothing was written")
@@ -181,8 +196,8 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
                                              class_names=list(ds.class_names))
         onnx_diff = onnx_export.check_parity(onnx_model, np.asarray(x), expected, PARITY_TOLERANCE)
 
-    val_acc = float((val_logits.argmax(-1) == ds.val.labels).mean())
-    test_acc = evaluator.accuracy(run.params, stats, a, ds.test)
+    val_acc = None if synthetic else float((val_logits.argmax(-1) == ds.val.labels).mean())
+    test_acc = None if synthetic else evaluator.accuracy(run.params, stats, a, ds.test)
     int8 = None
     if quantize == "int8":
         int8 = export_int8(onnx_model, ds, a, run.config.seed, {"accuracy": val_acc, "test_accuracy": test_acc},
@@ -203,6 +218,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "flops": space.flops(a),
         "params": space.params(a),
         "parity_max_abs_diff": max_diff,
+        "parity_inputs": "synthetic" if synthetic else "validation",
         "onnx_parity_max_abs_diff": onnx_diff,
         "run": str(Path(run_dir).resolve()),
         "weights": run.weights,

@@ -15,9 +15,10 @@ import jax
 import numpy as np
 
 from nas_cli.runs import identity
-from nas_cli.config import TrainConfig
+from nas_cli.config import NORMALIZATIONS, TrainConfig
 from nas_cli.data import Dataset, data_identity, load_dataset
 from nas_cli.errors import UserError
+from nas_cli.runs.imported import IMPORTED, fixed_stats, synthetic_dataset
 from search_spaces import ArchError, get_space
 from search_spaces.base import SupernetSpace, default_resolutions
 
@@ -40,8 +41,17 @@ def make_space(cfg: TrainConfig, dataset: Dataset) -> SupernetSpace:
 
 
 def load_run_dataset(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        limit_train=cfg.limit_train, image_size=cfg.image_size)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           limit_train=cfg.limit_train, image_size=cfg.image_size)
+    return normalized(dataset, cfg)
+
+
+def normalized(dataset: Dataset, cfg: TrainConfig) -> Dataset:
+    """``dataset`` with the run's normalisation (``cfg.normalize``): its own statistics, or fixed ones."""
+    if NORMALIZATIONS[cfg.normalize] is None:
+        return dataset
+    mean, std = fixed_stats(cfg, dataset.image_shape[2])
+    return dataclasses.replace(dataset, mean=mean, std=std)
 
 
 def save_checkpoint(run_dir: Path, items: dict[str, Any], step: int) -> None:
@@ -194,12 +204,24 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_json(data, source=str(cfg_path))
 
 
-def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None = None) -> Run:
+def open_run(run_dir: str | Path, check: Callable[[SupernetSpace], Any] | None = None, *,
+             without_data: bool = False) -> Run:
     """Loads a run's config, dataset, space and supernet parameters; ``check(space)`` validates
-    what depends on the space (an ``--arch``) before the weights are read."""
+    what depends on the space (an ``--arch``) before the weights are read.
+
+    An imported run without data (`nas import ofa` without ``--data-dir``) opens only with
+    ``without_data`` (export), its dataset then a few synthetic images (``dataset.name`` is
+    "synthetic"); otherwise that is a UserError saying how to give it data."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    dataset = load_run_dataset(cfg)
+    if cfg.data_dir is None and (run_dir / IMPORTED).is_file():
+        if not without_data:
+            raise UserError(f"{run_dir} is an imported supernet without data; import it again with --dataset "
+                            "folder --data-dir DIR (ImageNet's images or your own, one folder per class) to "
+                            "search or fine-tune it")
+        dataset = synthetic_dataset(run_dir, cfg)
+    else:
+        dataset = load_run_dataset(cfg)
     space = make_space(cfg, dataset)
     if check is not None:
         check(space)

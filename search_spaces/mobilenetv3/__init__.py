@@ -3,7 +3,7 @@
 One module per job:
 
 * ``config.py``: the supernet's shape (:class:`MobileNetV3Config`, :func:`ofa_config`,
-  :func:`tiny_config`) and the architecture value :class:`MobileNetV3Arch`;
+  :func:`tiny_config`, and :func:`imagenet_config`: Once-for-All's own ImageNet network) and the architecture value :class:`MobileNetV3Arch`;
 * ``space.py``: :class:`MobileNetV3Space`: genes, canonical strings, exact FLOPs/params, the
   run-time selection arrays; its model, trainer and latency methods delegate to the modules below;
 * ``supernet.py``: the elastic supernet's math, pure functions over one parameter pytree
@@ -21,8 +21,16 @@ and its name in ``search_spaces.base.BUILTIN_SPACES``. The contract it fulfils i
 :class:`search_spaces.base.SupernetSpace`.
 """
 
-from search_spaces.base import register_supernet_family
-from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config, ofa_config, se_mid, tiny_config
+from search_spaces.base import register_space, register_supernet_family
+from search_spaces.mobilenetv3.config import (
+    IMAGENET_RESOLUTIONS,
+    MobileNetV3Arch,
+    MobileNetV3Config,
+    imagenet_config,
+    ofa_config,
+    se_mid,
+    tiny_config,
+)
 from search_spaces.mobilenetv3.latency import block_key, latency_keys, latency_pieces
 from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet, arch_sizes, kernel_supernet_logits
 from search_spaces.mobilenetv3.space import MobileNetV3Space
@@ -51,6 +59,7 @@ from search_spaces.mobilenetv3.trainer import ComposedSupernet
 
 __all__ = [
     "HEAD_KEYS",
+    "IMAGENET_RESOLUTIONS",
     "STEM_KEYS",
     "ComposedSupernet",
     "DepthwiseConv",
@@ -68,6 +77,7 @@ __all__ = [
     "block_key",
     "block_params",
     "head_apply",
+    "imagenet_config",
     "init_supernet",
     "kernel_supernet_logits",
     "latency_keys",
@@ -83,3 +93,13 @@ __all__ = [
 ]
 
 register_supernet_family("mobilenetv3", MobileNetV3Space, ofa_config, tiny_config)
+
+
+def _imagenet(**options) -> MobileNetV3Space:
+    return MobileNetV3Space(imagenet_config(**options), "mobilenetv3-imagenet", options)
+
+
+# Once-for-All's ImageNet network itself (what `nas import ofa` fills with its pretrained weights);
+# by default it trains at OFA's elastic resolutions, 128 to 224 px in steps of 4 on 224 px images
+register_space("mobilenetv3-imagenet", _imagenet, supernet=True,
+               below_image_side=tuple(range(224 - IMAGENET_RESOLUTIONS[0], -1, -4)))

@@ -27,6 +27,20 @@ class MobileNetV3Config:
     resolutions: tuple[int, ...] = (32,)
     in_channels: int = 3
     num_classes: int = 10
+    #: "same" (XLA's 'SAME': on an even side, a stride-2 conv pads only below/right) or "symmetric"
+    #: (k // 2 on every side, PyTorch's ``padding=k // 2``, as Once-for-All's pretrained weights expect)
+    padding: str = "same"
+    #: squeeze-excite middle width: hidden // 4, rounded to a multiple of this (OFA: 8; 1 = no rounding)
+    se_divisor: int = 1
+    #: the feature-mix layer's bias (OFA's has none)
+    feature_bias: bool = True
+
+    @property
+    def symmetric(self) -> bool:
+        return self.padding == "symmetric"
+
+    def se_mid(self, hidden: int) -> int:
+        return se_mid(hidden, self.se_divisor)
 
     @property
     def num_stages(self) -> int:
@@ -68,6 +82,20 @@ def ofa_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int =
     )
 
 
+#: Once-for-All's ImageNet resolutions (its elastic resolution: 128-224 px, step 4)
+IMAGENET_RESOLUTIONS = tuple(range(128, 225, 4))
+
+
+def imagenet_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int = 1000,
+                    resolutions: tuple[int, ...] = IMAGENET_RESOLUTIONS) -> MobileNetV3Config:
+    """OFA-MobileNetV3 exactly as Once-for-All builds it for ImageNet (``OFAMobileNetV3``): stride-2
+    stem, its strides, PyTorch's symmetric padding, SE middle widths rounded to 8, a feature-mix
+    layer without bias; channels rounded with its ``make_divisible`` (w1.2: 24, 32, 48, 96, 136,
+    192, head 1152, feature 1536). Its pretrained supernets import into this (``nas import ofa``)."""
+    return dataclasses.replace(ofa_config(width_mult, in_channels, num_classes, resolutions), stem_stride=2,
+                               padding="symmetric", se_divisor=8, feature_bias=False)
+
+
 def tiny_config(in_channels: int = 1, num_classes: int = 10,
                 resolutions: tuple[int, ...] = (8,)) -> MobileNetV3Config:
     """Three small stages for 8x8 digits and the tests; same mechanisms as the full space."""
@@ -103,6 +131,9 @@ class MobileNetV3Arch:
         return tuple(len(s) for s in self.stages)
 
 
-def se_mid(hidden: int) -> int:
-    """Middle width of a squeeze-excite layer over ``hidden`` channels."""
+def se_mid(hidden: int, divisor: int = 1) -> int:
+    """Middle width of a squeeze-excite layer over ``hidden`` channels: ``hidden // 4``, with
+    ``divisor`` > 1 rounded as Once-for-All's ``SEModule`` rounds it (``make_divisible``)."""
+    if divisor > 1:
+        return make_divisible(hidden // 4, divisor)
     return max(1, hidden // 4)

@@ -63,7 +63,9 @@ def latency_pieces(space: SupernetSpace) -> list[LatencyPiece]:
                     for e in cfg.expand_choices:
                         key = block_key(s, is_first, k, e, side)
                         act, se = cfg.stage_acts[s], cfg.stage_se[s]
-                        build = partial(lambda *a: StaticBlock(*a, nnx.Rngs(0)), cin, cout, stride, k, e, act, se)
+                        build = partial(lambda *a: StaticBlock(*a, nnx.Rngs(0), symmetric=cfg.symmetric,
+                                                               se_divisor=cfg.se_divisor),
+                                        cin, cout, stride, k, e, act, se)
                         pieces.setdefault(key, LatencyPiece(key, (side, side, cin), build))
     for r in cfg.resolutions:
         side = sides(cfg, r)[2]

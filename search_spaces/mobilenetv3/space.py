@@ -19,7 +19,7 @@ from flax import nnx
 
 from search_spaces.base import ArchError, Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
 from search_spaces.layers import same_padding
-from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config, se_mid
+from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
 from search_spaces.mobilenetv3.latency import latency_keys, latency_pieces
 from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet
 from search_spaces.mobilenetv3.static import StaticMobileNetV3, load_static_weights
@@ -211,13 +211,13 @@ class MobileNetV3Space(SupernetSpace):
                 w = h
                 yield "dw", h * w * k * k * hid, k * k * hid + 2 * hid
                 if cfg.stage_se[s]:
-                    mid = se_mid(hid)
+                    mid = cfg.se_mid(hid)
                     yield "se", 2 * hid * mid, 2 * hid * mid + mid + hid
                 yield "proj", h * w * hid * cout, hid * cout + 2 * cout
         clast = cfg.stage_channels[-1]
         yield "head", h * w * clast * cfg.head_channels, clast * cfg.head_channels + 2 * cfg.head_channels
         f = cfg.feature_channels
-        yield "feature", cfg.head_channels * f, cfg.head_channels * f + f
+        yield "feature", cfg.head_channels * f, cfg.head_channels * f + (f if cfg.feature_bias else 0)
         yield "classifier", f * cfg.num_classes, f * cfg.num_classes + cfg.num_classes
 
     def flops(self, arch: MobileNetV3Arch) -> int:
@@ -250,7 +250,8 @@ class MobileNetV3Space(SupernetSpace):
         return sort_channels(self.config, params)
 
     def has_pallas(self) -> bool:
-        return True
+        # the elastic Pallas kernels implement 'SAME' padding and unrounded SE widths only
+        return not self.config.symmetric and self.config.se_divisor == 1
 
     # --- latency pieces ----------------------------------------------------------------
     def latency_keys(self, arch: MobileNetV3Arch) -> list[str]:

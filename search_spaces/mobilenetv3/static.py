@@ -18,7 +18,7 @@ from search_spaces.layers import (
     depthwise_conv,
     hard_sigmoid,
     hard_swish,
-    same_padding,
+    conv_padding,
     set_batch_norm,
 )
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config, se_mid
@@ -28,8 +28,8 @@ from search_spaces.mobilenetv3.supernet import block_params
 class _SE(nnx.Module):
     """Squeeze-excite: a channel gate computed from the pooled map (reduce, ReLU, expand, hard sigmoid)."""
 
-    def __init__(self, hidden: int, rngs: nnx.Rngs):
-        mid = se_mid(hidden)
+    def __init__(self, hidden: int, rngs: nnx.Rngs, divisor: int = 1):
+        mid = se_mid(hidden, divisor)
         self.reduce = nnx.Linear(hidden, mid, rngs=rngs)
         self.expand = nnx.Linear(mid, hidden, rngs=rngs)
 
@@ -52,10 +52,11 @@ class DepthwiseConv(nnx.Module):
     onnxruntime), the grouped conv 444 nodes and 3 s; outputs agree to float32 rounding.
     """
 
-    def __init__(self, channels: int, kernel_size: int, stride: int, rngs: nnx.Rngs):
+    def __init__(self, channels: int, kernel_size: int, stride: int, rngs: nnx.Rngs, symmetric: bool = False):
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (kernel_size, kernel_size, channels)))
         self.stride = stride
+        self.symmetric = symmetric  # PyTorch's padding (layers.conv_padding)
         self.grouped = False
 
     def use_onnx_ops(self) -> None:
@@ -66,9 +67,9 @@ class DepthwiseConv(nnx.Module):
         with jax.named_scope("depthwise_conv"):
             w = self.kernel[...]
             if not self.grouped:
-                return depthwise_conv(x, w, self.stride)
+                return depthwise_conv(x, w, self.stride, self.symmetric)
             k = w.shape[0]
-            pads = [same_padding(x.shape[axis], k, self.stride)[:2] for axis in (1, 2)]
+            pads = [conv_padding(x.shape[axis], k, self.stride, self.symmetric)[:2] for axis in (1, 2)]
             return jax.lax.conv_general_dilated(x, w[:, :, None, :], (self.stride, self.stride), pads,
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                                 feature_group_count=x.shape[-1])
@@ -77,7 +78,8 @@ class DepthwiseConv(nnx.Module):
 class StaticBlock(nnx.Module):
     """One inverted-residual block at static (kernel ``k``, expand ``e``): 1x1 expand, depthwise, SE, 1x1 project."""
 
-    def __init__(self, cin, cout, stride, k, e, act, se, rngs: nnx.Rngs):
+    def __init__(self, cin, cout, stride, k, e, act, se, rngs: nnx.Rngs, *, symmetric: bool = False,
+                 se_divisor: int = 1):
         h = cin * e
         self.residual = stride == 1 and cin == cout
         self.act = act
@@ -85,9 +87,9 @@ class StaticBlock(nnx.Module):
         # so both sum in the same order (BatchNorm on small maps amplifies any difference).
         self.expand = nnx.Linear(cin, h, use_bias=False, rngs=rngs)
         self.bn1 = batch_norm_module(h, rngs)
-        self.dw = DepthwiseConv(h, k, stride, rngs)
+        self.dw = DepthwiseConv(h, k, stride, rngs, symmetric)
         self.bn2 = batch_norm_module(h, rngs)
-        self.se = _SE(h, rngs) if se else None
+        self.se = _SE(h, rngs, se_divisor) if se else None
         self.proj = nnx.Linear(h, cout, use_bias=False, rngs=rngs)
         self.bn3 = batch_norm_module(cout, rngs)
 
@@ -106,10 +108,11 @@ class StaticStem(nnx.Module):
 
     def __init__(self, cfg: MobileNetV3Config, rngs: nnx.Rngs):
         c0, c1 = cfg.stem_channels, cfg.first_channels
-        self.conv = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding="SAME",
+        padding = ((1, 1), (1, 1)) if cfg.symmetric else "SAME"
+        self.conv = nnx.Conv(cfg.in_channels, c0, (3, 3), strides=(cfg.stem_stride,) * 2, padding=padding,
                              use_bias=False, rngs=rngs)
         self.bn = batch_norm_module(c0, rngs)
-        self.first_dw = DepthwiseConv(c0, 3, 1, rngs)
+        self.first_dw = DepthwiseConv(c0, 3, 1, rngs, cfg.symmetric)
         self.first_bn1 = batch_norm_module(c0, rngs)
         self.first_proj = nnx.Linear(c0, c1, use_bias=False, rngs=rngs)
         self.first_bn2 = batch_norm_module(c1, rngs)
@@ -128,7 +131,7 @@ class StaticHead(nnx.Module):
     def __init__(self, cfg: MobileNetV3Config, rngs: nnx.Rngs):
         self.conv = nnx.Linear(cfg.stage_channels[-1], cfg.head_channels, use_bias=False, rngs=rngs)
         self.bn = batch_norm_module(cfg.head_channels, rngs)
-        self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, rngs=rngs)
+        self.feature = nnx.Linear(cfg.head_channels, cfg.feature_channels, use_bias=cfg.feature_bias, rngs=rngs)
         self.classifier = nnx.Linear(cfg.feature_channels, cfg.num_classes, rngs=rngs)
 
     def __call__(self, z):
@@ -151,7 +154,8 @@ class StaticMobileNetV3(nnx.Module):
         for s, stage in enumerate(arch.stages):
             for b, (k, e) in enumerate(stage):
                 cin, cout, stride = cfg.block_io(s, b)
-                blocks.append(StaticBlock(cin, cout, stride, k, e, cfg.stage_acts[s], cfg.stage_se[s], rngs))
+                blocks.append(StaticBlock(cin, cout, stride, k, e, cfg.stage_acts[s], cfg.stage_se[s], rngs,
+                                          symmetric=cfg.symmetric, se_divisor=cfg.se_divisor))
         self.blocks = nnx.List(blocks)
         self.head = StaticHead(cfg, rngs)
 
@@ -185,7 +189,7 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
             blk.dw.kernel.set_value(centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices))
             set_batch_norm(blk.bn2, p["bn2"], st["bn2"], h)
             if blk.se is not None:
-                m = se_mid(h)
+                m = cfg.se_mid(h)
                 blk.se.reduce.kernel.set_value(p["se"]["rw"][:h, :m])
                 blk.se.reduce.bias.set_value(p["se"]["rb"][:m])
                 blk.se.expand.kernel.set_value(p["se"]["ew"][:m, :h])
@@ -197,6 +201,7 @@ def load_static_weights(cfg: MobileNetV3Config, model: StaticMobileNetV3, params
     head.conv.kernel.set_value(params["head"]["w"])
     set_batch_norm(head.bn, params["head"]["bn"], stats["head"]["bn"], cfg.head_channels)
     head.feature.kernel.set_value(params["feature"]["w"])
-    head.feature.bias.set_value(params["feature"]["b"])
+    if cfg.feature_bias:
+        head.feature.bias.set_value(params["feature"]["b"])
     head.classifier.kernel.set_value(params["classifier"]["w"])
     head.classifier.bias.set_value(params["classifier"]["b"])

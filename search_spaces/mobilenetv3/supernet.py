@@ -21,13 +21,14 @@ from search_spaces.layers import (
     ACTIVATIONS,
     batch_norm,
     centre_kernel,
+    conv_padding,
     depthwise_conv,
     hard_sigmoid,
     hard_swish,
     init_stats,
     switch_vjp,
 )
-from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config, se_mid
+from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
 
 #: top-level parameter keys that :func:`stem_apply` reads, and :func:`head_apply`
 STEM_KEYS = ("stem", "first")
@@ -60,7 +61,7 @@ def _block_params(cfg: MobileNetV3Config, key, cin: int, cout: int, se: bool) ->
     for k in sorted(cfg.kernel_choices)[:-1]:
         p[f"tf{k}"] = jnp.eye(k * k, dtype=jnp.float32)
     if se:
-        mmax = se_mid(hmax)
+        mmax = cfg.se_mid(hmax)
         p["se"] = {
             "rw": _he(keys[3], (hmax, mmax), hmax),
             "rb": jnp.zeros((mmax,), jnp.float32),
@@ -82,7 +83,7 @@ def init_supernet(cfg: MobileNetV3Config, key: jax.Array) -> dict:
         "head": {"w": _he(keys[3], (cfg.stage_channels[-1], cfg.head_channels), cfg.stage_channels[-1]),
                  "bn": _bn_params(cfg.head_channels)},
         "feature": {"w": _he(keys[4], (cfg.head_channels, cfg.feature_channels), cfg.head_channels),
-                    "b": jnp.zeros((cfg.feature_channels,), jnp.float32)},
+                    **({"b": jnp.zeros((cfg.feature_channels,), jnp.float32)} if cfg.feature_bias else {})},
         "classifier": {"w": _he(keys[5], (cfg.feature_channels, cfg.num_classes), cfg.feature_channels) * 0.1,
                        "b": jnp.zeros((cfg.num_classes,), jnp.float32)},
     }
@@ -109,11 +110,11 @@ def block_apply(cfg, p, s, x, *, cin, cout, stride, k, e, act, se, mode):
     z = act_fn(z)
     tf = {name: p[name] for name in p if name.startswith("tf")}
     w = centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)
-    z = depthwise_conv(z, w, stride)
+    z = depthwise_conv(z, w, stride, cfg.symmetric)
     z, stats["bn2"] = batch_norm(z, p["bn2"], s["bn2"], h, mode)
     z = act_fn(z)
     if se:
-        m = se_mid(h)
+        m = cfg.se_mid(h)
         pooled = jnp.mean(z, axis=(1, 2))  # (B, h)
         r = jax.nn.relu(pooled @ p["se"]["rw"][:h, :m] + p["se"]["rb"][:m])
         gate = hard_sigmoid(r @ p["se"]["ew"][:m, :h] + p["se"]["eb"][:h])
@@ -173,13 +174,14 @@ def stem_apply(cfg: MobileNetV3Config, params, stats, x, mode: str):
     ``stats`` may be None outside "eval" mode (batch statistics are used)."""
     s = stats or {"stem": {"bn": None}, "first": {"bn1": None, "bn2": None}}
     p = params["stem"]
-    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, "SAME",
+    pads = [conv_padding(x.shape[axis], 3, cfg.stem_stride, cfg.symmetric)[:2] for axis in (1, 2)]
+    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, pads,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
     z, bn = batch_norm(z, p["bn"], s["stem"]["bn"], cfg.stem_channels, mode)
     z = hard_swish(z)
     p, sf = params["first"], s["first"]
     c0, c1 = cfg.stem_channels, cfg.first_channels
-    y = depthwise_conv(z, p["dw"], 1)
+    y = depthwise_conv(z, p["dw"], 1, cfg.symmetric)
     y, bn1 = batch_norm(y, p["bn1"], sf["bn1"], c0, mode)
     y = jax.nn.relu(y)
     y = jnp.einsum("bhwc,cd->bhwd", y, p["proj"])
@@ -195,7 +197,8 @@ def head_apply(cfg: MobileNetV3Config, params, stats, z, mode: str):
     z, bn = batch_norm(z, p["bn"], s["bn"], cfg.head_channels, mode)
     z = hard_swish(z)
     z = jnp.mean(z, axis=(1, 2))  # (B, head)
-    z = hard_swish(z @ params["feature"]["w"] + params["feature"]["b"])
+    z = z @ params["feature"]["w"]
+    z = hard_swish(z + params["feature"]["b"] if "b" in params["feature"] else z)
     return z @ params["classifier"]["w"] + params["classifier"]["b"], {"bn": bn}
 
 

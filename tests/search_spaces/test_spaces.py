@@ -24,6 +24,7 @@ from search_spaces import ArchError, SupernetSpace, get_space, space_names
 SPACE_OPTIONS = {
     "mobilenetv3": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "mobilenetv3-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "mobilenetv3-imagenet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "vit-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
     "resnet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
@@ -188,7 +189,7 @@ def _vit_bad_strings(space):
 
 
 # each family's string syntax differs, so each says how to break it
-BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
+BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "mobilenetv3-imagenet": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
 
 
 def test_invalid_strings_name_the_field_and_choices(bundle):
@@ -268,7 +269,9 @@ def test_sort_channels_keeps_the_largest_network(bundle):
     largest = _at_res(space.largest())
     _, before = _supernet_logits(bundle, params, largest)
     _, after = _supernet_logits(bundle, space.sort_channels(params), largest)
-    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+    # relative to the logits' scale: reordered sums through BatchNorm over 1x1 maps (mobilenetv3-imagenet's
+    # stride-2 stem at 8 px) differed by 1.2e-4 on logits of ~1.6 (7.5e-5 relative)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4 * max(1.0, float(np.max(np.abs(before)))))
 
 
 def test_trainer_gradients_equal_the_supernet(bundle):
