@@ -34,6 +34,7 @@ def _bases(tmp: Path) -> dict[str, list[str]]:
         "latency validate": [str(tmp / "absent.json"), "--space", "no-such-space"],
         "latency fit": ["--space", "no-such-space", "--samples", "4", "--out", str(tmp / "f.json")],
         "latency probes": ["--space", "no-such-space", "--out", str(tmp / "p")],
+        "import ofa": [str(tmp / "absent.pth"), "--net", "ofa_mbv3_d234_e346_k357_w1.0", "--out", str(tmp / "o")],
     }
 
 
