@@ -179,6 +179,9 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
       The state after the step and ``{"loss": mean loss over archs}`` (a device scalar).
     """
     images, labels = batch
+    prepare = getattr(trainer, "prepare", None)  # the composed engine compiles the step's programs first
+    if prepare is not None:
+        prepare(state.params, archs, images, labels, distill)
     grads = zero_grads(state.params)
     soft = None
     losses = []

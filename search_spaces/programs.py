@@ -22,6 +22,7 @@ died inside LLVM ("Unable to allocate section memory") with RAM to spare. Two me
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import gc
 import itertools
@@ -113,6 +114,26 @@ def mapping_budget() -> int | None:
         return int(os.environ["NAS_MAX_MAPPINGS"])
     limit = max_memory_mappings()
     return None if limit is None else limit // 2
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, not Linux)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hands the C heap's free pages back to the kernel (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    XLA's compiler frees what it allocated while compiling, but glibc keeps the freed pages in its
+    heaps (one per compiling thread), where they count in the resident set until reused. Called
+    after a batch of compilations (bench/RESULTS.md, issue 29)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 _tick = itertools.count()
