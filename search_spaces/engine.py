@@ -118,10 +118,11 @@ def _put(tree, path: tuple, keys, value):
 
 
 def compile_workers() -> int:
-    """Threads that compile a step's programs side by side: ``NAS_COMPILE_THREADS``, else the
-    cores this process may use, at most 2 (bench/RESULTS.md, issue 29)."""
-    if os.environ.get("NAS_COMPILE_THREADS"):
-        return max(1, int(os.environ["NAS_COMPILE_THREADS"]))
+    """Threads that compile a step's programs side by side: ``NAS_COMPILE_THREADS`` (0: none, each
+    program compiles lazily when the step first calls it), else the cores this process may use, at
+    most 2 (bench/RESULTS.md, issue 29)."""
+    if os.environ.get("NAS_COMPILE_THREADS", "").strip():
+        return max(0, int(os.environ["NAS_COMPILE_THREADS"]))
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -236,7 +237,8 @@ class ComposedTrainer:
     def prepare(self, params, archs: Sequence, images, labels, distill: bool = True,
                 workers: int | None = None) -> int:
         """Compiles, before a step over ``archs`` runs, every program of it this trainer lacks, on
-        ``workers`` threads (default :func:`compile_workers`); returns how many it compiled.
+        ``workers`` threads (default :func:`compile_workers`; 0: none, the step compiles lazily);
+        returns how many it compiled.
 
         ``archs`` are a step's subnets, the teacher first (with ``distill`` and more than one, the
         others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
@@ -248,9 +250,9 @@ class ComposedTrainer:
         devices (where activations' placements come from GSPMD) it does nothing: the step compiles
         lazily as before.
         """
+        workers = compile_workers() if workers is None else workers
         leaves = jax.tree.leaves(params)
-        if any(len(getattr(a, "sharding", None).device_set) > 1 for a in leaves
-               if isinstance(a, jax.Array)):
+        if workers < 1 or any(len(a.sharding.device_set) > 1 for a in leaves if isinstance(a, jax.Array)):
             return 0
         like = leaves[0]
         # activations live where the batch does (committed to its device, or placed by default)
@@ -303,8 +305,7 @@ class ComposedTrainer:
             jobs.extend(reversed(backward))
         if not jobs:
             return 0
-        workers = compile_workers() if workers is None else workers
-        if workers <= 1 or len(jobs) == 1:
+        if workers == 1 or len(jobs) == 1:
             for prog, lowered in jobs:
                 prog.compiled = lowered.compile()
         else:

@@ -24,8 +24,9 @@ def test_warmup_memory_bench_reports_every_phase():
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     phases = out["settings"]["nas"]
-    assert list(phases) == ["import", "params", "first_step", "steps", "evaluator", "dropped"]
-    assert phases["first_step"]["programs_compiled"] > 0
+    assert list(phases) == ["import", "params", "compile", "first_step", "steps", "evaluator", "dropped"]
+    assert phases["compile"]["programs_ahead"] > 0  # the composed trainer compiles the first step ahead of it
+    assert phases["compile"]["programs_compiled"] > 0 and phases["compile"]["max_temp_mb"] > 0
     assert phases["first_step"]["time_to_first_step_s"] > 0
     assert 0 <= phases["evaluator"]["accuracy"] <= 1
     # dropping every program gives their memory mappings back
