@@ -133,11 +133,13 @@ def child(args) -> dict:
         times.append((time.perf_counter() - t1) * 1e3)
     mark("steps", t0, step_ms_median=round(statistics.median(times), 1) if times else None)
 
-    t0 = time.perf_counter()
-    evaluator = SubnetEvaluator(space, 0.45, 0.25, batch_size=args.batch)
-    stats = evaluator.calibrate(state.params, largest, images)
-    acc = evaluator.accuracy(state.params, stats, largest, Split(images, labels))
-    mark("evaluator", t0, accuracy=acc)
+    evaluator = None
+    if not args.no_evaluator:
+        t0 = time.perf_counter()
+        evaluator = SubnetEvaluator(space, 0.45, 0.25, batch_size=args.batch)
+        stats = evaluator.calibrate(state.params, largest, images)
+        acc = evaluator.accuracy(state.params, stats, largest, Split(images, labels))
+        mark("evaluator", t0, accuracy=acc)
 
     t0 = time.perf_counter()
     programs.drop_all()
@@ -156,6 +158,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--settings", default="nas,lazy,warm", help=f"comma-separated: {', '.join(SETTINGS)}")
+    p.add_argument("--no-evaluator", action="store_true", help="skip the evaluator phase (training's warm-up only)")
     p.add_argument("--verbose", action="store_true", help="each child's phases on stderr as it ends")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
@@ -176,7 +179,7 @@ def main() -> None:
             env.update(SETTINGS[setting])
             cmd = [sys.executable, os.path.abspath(__file__), "--child", "--space", args.space,
                    "--width-mult", str(args.width_mult), "--resolution", str(args.resolution),
-                   "--batch", str(args.batch), "--steps", str(args.steps)]
+                   "--batch", str(args.batch), "--steps", str(args.steps)] + (["--no-evaluator"] if args.no_evaluator else [])
             # each child writes a fresh persistent cache as a first `nas train-supernet` does;
             # warm reads what the nas child wrote
             cmd += ["--cache-dir", os.path.join(cache, "nas" if setting == "warm" else setting)]

@@ -139,6 +139,9 @@ class Program:
     def __init__(self, jitted):
         self.jitted, self.compiled, self.called = jitted, None, False
 
+    def install(self, compiled) -> None:
+        self.compiled = compiled
+
     def __call__(self, *args):
         if self.compiled is not None:
             try:
@@ -235,10 +238,12 @@ class ComposedTrainer:
                                   lambda: Program(jit(head, donate_argnums=(4,))))
 
     def prepare(self, params, archs: Sequence, images, labels, distill: bool = True,
-                workers: int | None = None) -> int:
+                workers: int | None = None, also: Sequence = ()) -> int:
         """Compiles, before a step over ``archs`` runs, every program of it this trainer lacks, on
         ``workers`` threads (default :func:`compile_workers`; 0: none, the step compiles lazily);
-        returns how many it compiled.
+        returns how many it compiled. ``also``: more (lowered, install) jobs of the step, such as
+        :meth:`search_spaces.programs.jit.ahead` gives (the optimiser update), compiled first
+        (they are the longest) beside the trainer's own.
 
         ``archs`` are a step's subnets, the teacher first (with ``distill`` and more than one, the
         others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
@@ -261,7 +266,7 @@ class ComposedTrainer:
         def struct(shape, dtype):
             return jax.ShapeDtypeStruct(shape, dtype, sharding=act)
 
-        jobs: list[tuple[Program, object]] = []  # (program, its lowering), in the order the step needs them
+        jobs: list[tuple[Callable, object]] = []  # (install, lowering), in the order the step needs them
         pending: set[int] = set()  # ids of the programs in jobs
 
         def missing(prog: Program) -> bool:
@@ -282,8 +287,8 @@ class ComposedTrainer:
                     y, pullback = fwd_l.out_info
                     y = struct(y.shape, y.dtype)
                     pullback = jax.tree.map(lambda a: struct(a.shape, a.dtype), pullback)
-                    jobs.append((fwd_prog, fwd_l))
-                    backward.append((bwd_prog, bwd_prog.jitted.lower(pullback, i, y, p)))
+                    jobs.append((fwd_prog.install, fwd_l))
+                    backward.append((bwd_prog.install, bwd_prog.jitted.lower(pullback, i, y, p)))
                     out = y
                 elif out is None:
                     y, _ = jax.eval_shape(self._raw_fns(piece)[0], p, i, z)
@@ -297,22 +302,23 @@ class ComposedTrainer:
                 pending.add(id(head_prog))
                 head_l = head_prog.jitted.lower(p, z, labels, target, p)
                 logits = head_l.out_info[1]
-                jobs.append((head_prog, head_l))
+                jobs.append((head_prog.install, head_l))
             else:
                 logits = jax.eval_shape(self._raw_heads[("head", head.key, kd)], p, z, labels, target, p)[1]
             if n == 0:
                 soft = struct(logits.shape, logits.dtype)
             jobs.extend(reversed(backward))
+        jobs = [(install, lowered) for lowered, install in also] + jobs
         if not jobs:
             return 0
         if workers == 1 or len(jobs) == 1:
-            for prog, lowered in jobs:
-                prog.compiled = lowered.compile()
+            for install, lowered in jobs:
+                install(lowered.compile())
         else:
             with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nas-compile") as pool:
                 done = pool.map(lambda job: job[1].compile(), jobs)
-                for (prog, _), compiled in zip(jobs, done):
-                    prog.compiled = compiled
+                for (install, _), compiled in zip(jobs, done):
+                    install(compiled)
         release_freed_memory()
         return len(jobs)
 
