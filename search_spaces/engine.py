@@ -146,7 +146,7 @@ class Program:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
-            except TypeError:
+            except (TypeError, ValueError):
                 # arguments unlike those it was compiled for (a pullback of a forward that was
                 # compiled again, an array placed otherwise): the jit, which compiles for them
                 self.compiled = None
@@ -260,11 +260,11 @@ class ComposedTrainer:
         if workers < 1 or any(len(a.sharding.device_set) > 1 for a in leaves if isinstance(a, jax.Array)):
             return 0
         like = leaves[0]
-        # activations live where the batch does (committed to its device, or placed by default)
-        act = images.sharding if getattr(images, "committed", False) else None
 
         def struct(shape, dtype):
-            return jax.ShapeDtypeStruct(shape, dtype, sharding=act)
+            # one device: an executable compiled for unplaced arguments runs arrays committed to
+            # it too (a one-device mesh's batch sharding would not fit a residual's rank 0)
+            return jax.ShapeDtypeStruct(shape, dtype)
 
         jobs: list[tuple[Callable, object]] = []  # (install, lowering), in the order the step needs them
         pending: set[int] = set()  # ids of the programs in jobs

@@ -108,7 +108,7 @@ class jit:  # noqa: N801 -- used like jax.jit
             if compiled:
                 try:
                     return compiled(*dynamic)
-                except TypeError:  # placed unlike what it was compiled for: the jit compiles for them
+                except (TypeError, ValueError):  # shaped or placed unlike what it was compiled for: the jit then
                     self._ahead[key] = False
         jitted = self._jitted if self._jitted is not None else self._top()
         try:
