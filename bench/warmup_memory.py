@@ -17,8 +17,8 @@ and the programs compiled and kept:
   dropped     every program dropped (what compiled programs held)
 
 Settings (``--settings``): ``nas`` (the library as it runs: XLA:CPU options of search_spaces/programs.py,
-the step's programs compiled ahead on up to 2 threads), ``serial`` (ahead, on one thread:
-NAS_COMPILE_THREADS=1), ``lazy`` (each program compiled when the step first calls it:
+the step's programs compiled ahead on one thread), ``threads2`` (ahead, on two threads:
+NAS_COMPILE_THREADS=2), ``lazy`` (each program compiled when the step first calls it:
 NAS_COMPILE_THREADS=0), ``default`` (XLA's default options, NAS_XLA_DEFAULT_OPTIONS=1), ``arena2``
 (``nas`` with glibc's MALLOC_ARENA_MAX=2), and ``warm`` (``nas`` again, reading the persistent
 compilation cache that an earlier ``nas`` child of the same run filled: a second run, or a
@@ -42,7 +42,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 SETTINGS = {  # name: environment of its child
-    "nas": {}, "serial": {"NAS_COMPILE_THREADS": "1"}, "lazy": {"NAS_COMPILE_THREADS": "0"},
+    "nas": {}, "threads2": {"NAS_COMPILE_THREADS": "2"}, "lazy": {"NAS_COMPILE_THREADS": "0"},
     "default": {"NAS_XLA_DEFAULT_OPTIONS": "1"}, "arena2": {"MALLOC_ARENA_MAX": "2"}, "warm": {},
 }
 

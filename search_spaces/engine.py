@@ -118,16 +118,14 @@ def _put(tree, path: tuple, keys, value):
 
 
 def compile_workers() -> int:
-    """Threads that compile a step's programs side by side: ``NAS_COMPILE_THREADS`` (0: none, each
-    program compiles lazily when the step first calls it), else the cores this process may use, at
-    most 2 (bench/RESULTS.md, issue 29)."""
+    """Threads that compile a step's programs ahead of it: ``NAS_COMPILE_THREADS`` (0: none, each
+    program compiles lazily when the step first calls it), else 1. Measured on the 2-core CPU
+    (bench/RESULTS.md, issue 29): 2 threads compiled the first sandwich step's 84 programs in 87 s
+    against 69 s on one, their CPU time no more than their wall time (XLA:CPU's compiles did not run
+    side by side here)."""
     if os.environ.get("NAS_COMPILE_THREADS", "").strip():
         return max(0, int(os.environ["NAS_COMPILE_THREADS"]))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores))
+    return 1
 
 
 class Program:
@@ -249,8 +247,8 @@ class ComposedTrainer:
         others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
         compiles when the step first calls it, one after the other, and the backward ones while the
         forward's residuals are held (735 MB for the largest mobilenetv3 w1.0 subnet at 32 px,
-        batch 64): here they compile ahead of the step, with nothing of it held, and XLA's compiler
-        releases the GIL, so threads compile side by side (bench/RESULTS.md, issue 29). The
+        batch 64): here they compile ahead of the step, with nothing of it held (bench/RESULTS.md,
+        issue 29). The
         programs are the same as the lazy path's and so are the results. Under a mesh of several
         devices (where activations' placements come from GSPMD) it does nothing: the step compiles
         lazily as before.
