@@ -8,18 +8,18 @@ and the programs compiled and kept:
 
   params      the supernet's weights and AdamW state
   compile     the composed trainer's programs of the first sandwich step, compiled ahead of it
-              (search_spaces.engine.ComposedTrainer.prepare; nothing under ``lazy``), with the
+              (search_spaces.engine.ComposedTrainer.prepare; nothing under ``nas``, ``default``, ``warm``), with the
               largest temporary buffer one of them needs (XLA's memory analysis)
-  first_step  the first sandwich step (under ``lazy`` it compiles its programs as it calls them);
+  first_step  the first sandwich step (unless compiled ahead, it compiles its programs as it calls them);
               ``time_to_first_step_s`` is the warm-up
   steps       --steps more steps of the same sandwich (median step ms; nothing left to compile)
   evaluator   recalibrating and evaluating the largest subnet (the evaluator's own programs)
   dropped     every program dropped (what compiled programs held)
 
-Settings (``--settings``): ``nas`` (the library as it runs: XLA:CPU options of search_spaces/programs.py,
-the step's programs compiled ahead on one thread), ``threads2`` (ahead, on two threads:
-NAS_COMPILE_THREADS=2), ``lazy`` (each program compiled when the step first calls it:
-NAS_COMPILE_THREADS=0), ``default`` (XLA's default options, NAS_XLA_DEFAULT_OPTIONS=1), ``arena2``
+Settings (``--settings``): ``nas`` (the library as it runs by default: XLA:CPU options of
+search_spaces/programs.py, each program compiled when the step first calls it), ``ahead`` (the step's
+programs compiled ahead of it on one thread: NAS_COMPILE_THREADS=1), ``threads2`` (ahead, on two
+threads), ``default`` (XLA's default options, NAS_XLA_DEFAULT_OPTIONS=1), ``arena2``
 (``nas`` with glibc's MALLOC_ARENA_MAX=2), and ``warm`` (``nas`` again, reading the persistent
 compilation cache that an earlier ``nas`` child of the same run filled: a second run, or a
 ``--resume``). Prints one JSON object: every child's phases and each setting's ratios to nas.
@@ -42,7 +42,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 SETTINGS = {  # name: environment of its child
-    "nas": {}, "threads2": {"NAS_COMPILE_THREADS": "2"}, "lazy": {"NAS_COMPILE_THREADS": "0"},
+    "nas": {}, "ahead": {"NAS_COMPILE_THREADS": "1"}, "threads2": {"NAS_COMPILE_THREADS": "2"},
     "default": {"NAS_XLA_DEFAULT_OPTIONS": "1"}, "arena2": {"MALLOC_ARENA_MAX": "2"}, "warm": {},
 }
 
@@ -167,7 +167,7 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--settings", default="nas,lazy,warm", help=f"comma-separated: {', '.join(SETTINGS)}")
+    p.add_argument("--settings", default="nas,ahead,warm", help=f"comma-separated: {', '.join(SETTINGS)}")
     p.add_argument("--no-evaluator", action="store_true", help="skip the evaluator phase (training's warm-up only)")
     p.add_argument("--verbose", action="store_true", help="each child's phases on stderr as it ends")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -118,14 +118,15 @@ def _put(tree, path: tuple, keys, value):
 
 
 def compile_workers() -> int:
-    """Threads that compile a step's programs ahead of it: ``NAS_COMPILE_THREADS`` (0: none, each
-    program compiles lazily when the step first calls it), else 1. Measured on the 2-core CPU
-    (bench/RESULTS.md, issue 29): 2 threads compiled the first sandwich step's 84 programs in 87 s
-    against 69 s on one, their CPU time no more than their wall time (XLA:CPU's compiles did not run
-    side by side here)."""
+    """Threads that compile a step's programs ahead of it (:meth:`ComposedTrainer.prepare`):
+    ``NAS_COMPILE_THREADS``, default 0 (none: each program compiles lazily when the step first calls
+    it). Measured on the 2-core CPU (bench/RESULTS.md, issue 29, mobilenetv3 w1.0, 32 px, batch 64):
+    ahead on one thread cut the peak RSS by 280-370 MB but cost ~16 s more CPU before the first step,
+    and its steps ran 12-50% slower than the lazy path's in both runs (not explained yet, so not the
+    default); two threads compiled slower than one (87 s against 69 s; CPU time = wall time)."""
     if os.environ.get("NAS_COMPILE_THREADS", "").strip():
         return max(0, int(os.environ["NAS_COMPILE_THREADS"]))
-    return 1
+    return 0
 
 
 class Program:

@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_warmup_memory_bench_reports_every_phase():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "warmup_memory.py"), "--space", "mobilenetv3-tiny", "--resolution", "8",
-         "--batch", "8", "--steps", "1", "--settings", "nas"],
+         "--batch", "8", "--steps", "1", "--settings", "ahead"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         # the suite's persistent XLA cache (as tests/test_bench.py's scripts get): timings mean nothing here
         env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": compilation_cache_dir("bench-warmup_memory"),
              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    phases = out["settings"]["nas"]
+    phases = out["settings"]["ahead"]
     assert list(phases) == ["import", "params", "compile", "first_step", "steps", "evaluator", "dropped"]
     assert phases["compile"]["programs_ahead"] > 0  # the composed trainer compiles the first step ahead of it
     assert phases["compile"]["programs_compiled"] > 0 and phases["compile"]["max_temp_mb"] > 0
