@@ -188,7 +188,7 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
     images, labels = batch
     prepare = getattr(trainer, "prepare", None)  # the composed engine compiles the step's programs first
     if prepare is not None:
-        prepare(state.params, archs, images, labels, distill, also=state.update_ahead(len(archs)))
+        prepare(state.params, archs, images, labels, distill, also=lambda: state.update_ahead(len(archs)))
     grads = zero_grads(state.params)
     soft = None
     losses = []

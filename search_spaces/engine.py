@@ -237,12 +237,13 @@ class ComposedTrainer:
                                   lambda: Program(jit(head, donate_argnums=(4,))))
 
     def prepare(self, params, archs: Sequence, images, labels, distill: bool = True,
-                workers: int | None = None, also: Sequence = ()) -> int:
+                workers: int | None = None, also: Sequence | Callable[[], Sequence] = ()) -> int:
         """Compiles, before a step over ``archs`` runs, every program of it this trainer lacks, on
         ``workers`` threads (default :func:`compile_workers`; 0: none, the step compiles lazily);
         returns how many it compiled. ``also``: more (lowered, install) jobs of the step, such as
         :meth:`search_spaces.programs.jit.ahead` gives (the optimiser update), compiled first
-        (they are the longest) beside the trainer's own.
+        (they are the longest) beside the trainer's own; or a function giving them, called only
+        when programs are compiled ahead (lowering is not free).
 
         ``archs`` are a step's subnets, the teacher first (with ``distill`` and more than one, the
         others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
@@ -307,7 +308,7 @@ class ComposedTrainer:
             if n == 0:
                 soft = struct(logits.shape, logits.dtype)
             jobs.extend(reversed(backward))
-        jobs = [(install, lowered) for lowered, install in also] + jobs
+        jobs = [(install, lowered) for lowered, install in (also() if callable(also) else also)] + jobs
         if not jobs:
             return 0
         if workers == 1 or len(jobs) == 1:
