@@ -25,16 +25,18 @@ update is a single jitted call over the whole supernet whichever subnets were sa
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
-from typing import Callable, Hashable
+import os
+from typing import Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from search_spaces.programs import ProgramCache, jit
+from search_spaces.programs import ProgramCache, jit, release_freed_memory
 
 
 def subnet_loss(logits, labels, soft_targets, kd: bool, label_smoothing: float = 0.0):
@@ -115,6 +117,42 @@ def _put(tree, path: tuple, keys, value):
     return {**tree, head: child}
 
 
+def compile_workers() -> int:
+    """Threads that compile a step's programs ahead of it (:meth:`ComposedTrainer.prepare`):
+    ``NAS_COMPILE_THREADS``, default 0 (none: each program compiles lazily when the step first calls
+    it). Measured on the 2-core CPU (bench/RESULTS.md, issue 29, mobilenetv3 w1.0, 32 px, batch 64):
+    ahead on one thread cut the peak RSS by 280-370 MB but cost ~16 s more CPU before the first step,
+    and its steps ran 12-50% slower than the lazy path's in both runs (not explained yet, so not the
+    default); two threads compiled slower than one (87 s against 69 s; CPU time = wall time)."""
+    if os.environ.get("NAS_COMPILE_THREADS", "").strip():
+        return max(0, int(os.environ["NAS_COMPILE_THREADS"]))
+    return 0
+
+
+class Program:
+    """One of a trainer's programs: the executable that :meth:`ComposedTrainer.prepare` compiled
+    ahead of time, else the jitted function (compiled when first called)."""
+
+    __slots__ = ("jitted", "compiled", "called")
+
+    def __init__(self, jitted):
+        self.jitted, self.compiled, self.called = jitted, None, False
+
+    def install(self, compiled) -> None:
+        self.compiled = compiled
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except (TypeError, ValueError):
+                # arguments unlike those it was compiled for (a pullback of a forward that was
+                # compiled again, an array placed otherwise): the jit, which compiles for them
+                self.compiled = None
+        self.called = True
+        return self.jitted(*args)
+
+
 class ComposedTrainer:
     """Forward/backward of any subnet as a chain of cached per-piece jitted variants."""
 
@@ -127,6 +165,8 @@ class ComposedTrainer:
         self._raw_heads: dict[tuple, Callable] = {}
         self._pieces: dict[Hashable, Piece] = {}
         self._signatures: set = set()
+        # each piece variant's output shape, so preparing a step traces nothing it has seen
+        self._out_structs: dict = {}
 
     def chain(self, arch) -> tuple[list[Piece], Piece]:
         """The pieces of ``arch``'s forward pass, and its head piece (each space's trainer)."""
@@ -170,14 +210,15 @@ class ComposedTrainer:
         self._raw[piece.key] = (fwd, bwd)
         return fwd, bwd
 
-    def _piece_fns(self, piece: Piece, shape: tuple, dtype) -> tuple[Callable, Callable]:
-        """The forward and backward programs of ``piece`` for inputs of ``shape``."""
+    def _piece_fns(self, piece: Piece, shape: tuple, dtype) -> tuple["Program", "Program"]:
+        """The forward and backward programs of ``piece`` for inputs of ``shape``: one cache entry,
+        so the bounded cache drops (and remakes) them together (the backward takes the forward's
+        pullback, whose pytree structure is the forward's own)."""
         fwd, bwd = self._raw_fns(piece)
-        key = (piece.key, shape, str(dtype))
-        return (self._programs.get(("fwd",) + key, lambda: jit(fwd)),
-                self._programs.get(("bwd",) + key, lambda: jit(bwd, donate_argnums=(3,))))
+        return self._programs.get(("piece", piece.key, shape, str(dtype)),
+                                  lambda: (Program(jit(fwd)), Program(jit(bwd, donate_argnums=(3,)))))
 
-    def _head_fn(self, piece: Piece, kd: bool, shape: tuple, dtype, label_shape: tuple) -> Callable:
+    def _head_fn(self, piece: Piece, kd: bool, shape: tuple, dtype, label_shape: tuple) -> "Program":
         raw_key = ("head", piece.key, kd)
         if raw_key not in self._raw_heads:
             fn, smoothing = piece.fn, self.label_smoothing
@@ -193,7 +234,93 @@ class ComposedTrainer:
             self._raw_heads[raw_key] = head
         head = self._raw_heads[raw_key]
         return self._programs.get(raw_key + (shape, str(dtype), label_shape),
-                                  lambda: jit(head, donate_argnums=(4,)))
+                                  lambda: Program(jit(head, donate_argnums=(4,))))
+
+    def prepare(self, params, archs: Sequence, images, labels, distill: bool = True,
+                workers: int | None = None, also: Sequence | Callable[[], Sequence] = ()) -> int:
+        """Compiles, before a step over ``archs`` runs, every program of it this trainer lacks, on
+        ``workers`` threads (default :func:`compile_workers`; 0: none, the step compiles lazily);
+        returns how many it compiled. ``also``: more (lowered, install) jobs of the step, such as
+        :meth:`search_spaces.programs.jit.ahead` gives (the optimiser update), compiled first
+        (they are the longest) beside the trainer's own; or a function giving them, called only
+        when programs are compiled ahead (lowering is not free).
+
+        ``archs`` are a step's subnets, the teacher first (with ``distill`` and more than one, the
+        others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
+        compiles when the step first calls it, one after the other, and the backward ones while the
+        forward's residuals are held (735 MB for the largest mobilenetv3 w1.0 subnet at 32 px,
+        batch 64): here they compile ahead of the step, with nothing of it held (bench/RESULTS.md,
+        issue 29). The
+        programs are the same as the lazy path's and so are the results. Under a mesh of several
+        devices (where activations' placements come from GSPMD) it does nothing: the step compiles
+        lazily as before.
+        """
+        workers = compile_workers() if workers is None else workers
+        leaves = jax.tree.leaves(params)
+        if workers < 1 or any(len(a.sharding.device_set) > 1 for a in leaves if isinstance(a, jax.Array)):
+            return 0
+        like = leaves[0]
+
+        def struct(shape, dtype):
+            # one device: an executable compiled for unplaced arguments runs arrays committed to
+            # it too (a one-device mesh's batch sharding would not fit a residual's rank 0)
+            return jax.ShapeDtypeStruct(shape, dtype)
+
+        jobs: list[tuple[Callable, object]] = []  # (install, lowering), in the order the step needs them
+        pending: set[int] = set()  # ids of the programs in jobs
+
+        def missing(prog: Program) -> bool:
+            return prog.compiled is None and not prog.called and id(prog) not in pending
+        soft = None  # the teacher's logits (their shape is the soft targets')
+        for n, arch in enumerate(archs):
+            kd = distill and n > 0 and len(archs) > 1
+            chain, head = self.chain(arch)
+            z, backward = images, []
+            for piece in chain:
+                fwd_prog, bwd_prog = self._piece_fns(piece, tuple(z.shape), z.dtype)
+                p = _get(params, piece)
+                i = placed_like(piece.index if piece.index is not None else 0, like)
+                out = self._out_structs.get(("piece", piece.key, tuple(z.shape), str(z.dtype)))
+                if missing(fwd_prog):
+                    pending.update((id(fwd_prog), id(bwd_prog)))
+                    fwd_l = fwd_prog.jitted.lower(p, i, z)
+                    y, pullback = fwd_l.out_info
+                    y = struct(y.shape, y.dtype)
+                    pullback = jax.tree.map(lambda a: struct(a.shape, a.dtype), pullback)
+                    jobs.append((fwd_prog.install, fwd_l))
+                    backward.append((bwd_prog.install, bwd_prog.jitted.lower(pullback, i, y, p)))
+                    out = y
+                elif out is None:
+                    y, _ = jax.eval_shape(self._raw_fns(piece)[0], p, i, z)
+                    out = struct(y.shape, y.dtype)
+                self._out_structs[("piece", piece.key, tuple(z.shape), str(z.dtype))] = out
+                z = out
+            head_prog = self._head_fn(head, kd, tuple(z.shape), z.dtype, tuple(labels.shape))
+            target = soft if kd else placed_like(0.0, like, np.float32)
+            p = _get(params, head)
+            if missing(head_prog):
+                pending.add(id(head_prog))
+                head_l = head_prog.jitted.lower(p, z, labels, target, p)
+                logits = head_l.out_info[1]
+                jobs.append((head_prog.install, head_l))
+            else:
+                logits = jax.eval_shape(self._raw_heads[("head", head.key, kd)], p, z, labels, target, p)[1]
+            if n == 0:
+                soft = struct(logits.shape, logits.dtype)
+            jobs.extend(reversed(backward))
+        jobs = [(install, lowered) for lowered, install in (also() if callable(also) else also)] + jobs
+        if not jobs:
+            return 0
+        if workers == 1 or len(jobs) == 1:
+            for install, lowered in jobs:
+                install(lowered.compile())
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nas-compile") as pool:
+                done = pool.map(lambda job: job[1].compile(), jobs)
+                for (install, _), compiled in zip(jobs, done):
+                    install(compiled)
+        release_freed_memory()
+        return len(jobs)
 
     def num_compiled(self) -> int:
         """Programs compiled so far: a jitted forward and backward per distinct (piece, input shape),
@@ -221,7 +348,12 @@ class ComposedTrainer:
         head_fn = self._head_fn(head, kd, z.shape, z.dtype, labels.shape)
         loss, logits, g, acc = head_fn(_get(params, head), z, labels, soft, _get(grads, head))
         grads = _put(grads, head.path, head.keys, acc)
-        for piece, bwd, pullback, i in reversed(tape):
+        # each piece's residuals are freed as soon as its backward has consumed them (popped from
+        # the tape, the pullback's last reference goes with the next iteration): held until the
+        # whole backward ended, the largest mobilenetv3 w1.0 subnet's 735 MB (32 px, batch 64) were
+        # all still alive under stage 0's backward and its 468 MB of temporary buffers
+        while tape:
+            piece, bwd, pullback, i = tape.pop()
             g, acc = bwd(pullback, i, g, _get(grads, piece))
             grads = _put(grads, piece.path, piece.keys, acc)
         return loss, logits, grads

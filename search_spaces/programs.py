@@ -22,13 +22,14 @@ died inside LLVM ("Unable to allocate section memory") with RAM to spare. Two me
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import gc
 import itertools
 import os
 import sys
 import weakref
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import jax
 
@@ -59,10 +60,13 @@ class jit:  # noqa: N801 -- used like jax.jit
     where JAX refuses compiler options on a nested jit, it is a plain ``jax.jit``: the outer program
     is what gets compiled."""
 
-    __slots__ = ("_fn", "_kwargs", "_jitted", "_nested", "__weakref__")
+    __slots__ = ("_fn", "_kwargs", "_jitted", "_nested", "_ahead", "__weakref__")
 
     def __init__(self, fn: Callable, **kwargs):
         self._fn, self._kwargs, self._jitted, self._nested = fn, kwargs, None, None
+        # executables compiled ahead of their first call (:meth:`ahead`), by argument signature:
+        # None while compiling, False where one refused its arguments (the jit takes over)
+        self._ahead: dict | None = None
 
     def _top(self):
         if self._jitted is None:
@@ -74,7 +78,38 @@ class jit:  # noqa: N801 -- used like jax.jit
             self._nested = jax.jit(self._fn, **self._kwargs)
         return self._nested
 
+    def _signature(self, args) -> tuple[Hashable, tuple]:
+        """(a key of the static arguments and the others' pytree, shapes and dtypes; the others)."""
+        static = self._kwargs.get("static_argnums", ())
+        static = (static,) if isinstance(static, int) else tuple(static)
+        dynamic = tuple(a for n, a in enumerate(args) if n not in static)
+        leaves, tree = jax.tree.flatten(dynamic)
+        key = (tuple(args[n] for n in static), tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
+        return key, dynamic
+
+    def ahead(self, *args) -> "tuple[Any, Callable] | None":
+        """This function lowered for ``args`` (arrays or ``jax.ShapeDtypeStruct`` s, positional), to be
+        compiled off the calling thread: (lowered, install), where ``install(lowered.compile())``
+        makes later calls with such arguments run that executable. None when one was already
+        compiled or is being compiled for them. (``jax.jit`` compiles again at its first call
+        after an ahead-of-time ``lower().compile()``: its call cache is its own.)"""
+        if self._ahead is None:
+            self._ahead = {}
+        key, _ = self._signature(args)
+        if key in self._ahead:
+            return None
+        self._ahead[key] = None
+        return self.lower(*args), functools.partial(self._ahead.__setitem__, key)
+
     def __call__(self, *args, **kwargs):
+        if self._ahead and not kwargs:
+            key, dynamic = self._signature(args)
+            compiled = self._ahead.get(key)
+            if compiled:
+                try:
+                    return compiled(*dynamic)
+                except (TypeError, ValueError):  # shaped or placed unlike what it was compiled for: the jit then
+                    self._ahead[key] = False
         jitted = self._jitted if self._jitted is not None else self._top()
         try:
             return jitted(*args, **kwargs)
@@ -113,6 +148,26 @@ def mapping_budget() -> int | None:
         return int(os.environ["NAS_MAX_MAPPINGS"])
     limit = max_memory_mappings()
     return None if limit is None else limit // 2
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, not Linux)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hands the C heap's free pages back to the kernel (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    XLA's compiler frees what it allocated while compiling, but glibc keeps the freed pages in its
+    heaps (one per compiling thread), where they count in the resident set until reused. Called
+    after a batch of compilations (bench/RESULTS.md, issue 29)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 _tick = itertools.count()

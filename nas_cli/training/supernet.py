@@ -157,6 +157,13 @@ class TrainState(NamedTuple):
         params, opt_state = _update(self.tx, grads, self.opt_state, self.params, scale)
         return self._replace(params=params, opt_state=opt_state)
 
+    def update_ahead(self, num_archs: int) -> list:
+        """The optimiser update of a step over ``num_archs`` subnets as a job to compile ahead
+        (search_spaces.programs.jit.ahead), or none once it is compiled."""
+        scale = placed_like(1.0 / num_archs, jax.tree.leaves(self.params)[0], np.float32)
+        job = _update.ahead(self.tx, self.params, self.opt_state, self.params, scale)
+        return [job] if job is not None else []
+
     def checkpoint_items(self) -> dict[str, Any]:
         """The pytrees a checkpoint saves and restores."""
         return {"params": self.params, "opt_state": self.opt_state}
@@ -179,6 +186,9 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
       The state after the step and ``{"loss": mean loss over archs}`` (a device scalar).
     """
     images, labels = batch
+    prepare = getattr(trainer, "prepare", None)  # the composed engine compiles the step's programs first
+    if prepare is not None:
+        prepare(state.params, archs, images, labels, distill, also=lambda: state.update_ahead(len(archs)))
     grads = zero_grads(state.params)
     soft = None
     losses = []

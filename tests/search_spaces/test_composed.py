@@ -122,3 +122,35 @@ def test_no_new_compiles_for_seen_variants(setup):
         for soft in (None, s["soft"]):
             net.accumulate_grad(p, _zeros(p), arch, s["images"], s["labels"], soft)
     assert net.num_compiled() == seen
+
+
+def test_a_prepared_step_compiles_ahead_and_computes_the_same(setup):
+    """prepare() compiles, on two threads, exactly the programs the lazy path compiles when the step
+    calls them; the step then compiles nothing and its results are bit for bit the lazy path's."""
+    from kernels.tests.compilations import count_compilations
+
+    s = setup
+    p, images, labels = s["params"], s["images"], s["labels"]
+    a, b = s["archs"]
+
+    def step(net):
+        loss_a, logits, grads = net.accumulate_grad(p, _zeros(p), a, images, labels)
+        soft = jax.nn.softmax(logits)
+        with count_compilations() as compiled:
+            loss_b, _, grads = net.accumulate_grad(p, grads, b, images, labels, soft)
+        return [loss_a, loss_b] + jax.tree.leaves(grads), compiled.n
+
+    lazy = ComposedSupernet(s["cfg"], MEAN, STD)
+    want, lazy_compiled = step(lazy)
+    assert lazy_compiled > 0
+    ahead = ComposedSupernet(s["cfg"], MEAN, STD)
+    assert ahead.prepare(p, [a, b], images, labels, distill=True, workers=2) == lazy.num_compiled()
+    zeros = _zeros(p)
+    with count_compilations() as compiled:
+        ahead.accumulate_grad(p, zeros, a, images, labels)
+    assert compiled.n == 0
+    got, ahead_compiled = step(ahead)
+    assert ahead_compiled == 0
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert ahead.prepare(p, [a, b], images, labels) == 0  # nothing left to compile

@@ -86,3 +86,23 @@ def test_a_trainer_whose_programs_are_dropped_computes_the_same_gradients(monkey
     assert loss0 == loss1 == loss2
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g2)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_program_compiled_ahead_serves_its_calls_without_compiling_again():
+    from kernels.tests.compilations import count_compilations
+
+    def scaled(k, x, y):  # k static, as the optimiser is for nas_cli.train's update
+        return jnp.tanh(x @ y) * k
+
+    f = programs.jit(scaled, static_argnums=(0,))
+    x = jnp.arange(16.0).reshape(4, 4) / 16
+    lowered, install = f.ahead(3, jax.ShapeDtypeStruct((4, 4), jnp.float32), x)
+    assert f.ahead(3, x, x) is None  # the same signature is not compiled twice
+    install(lowered.compile())
+    with count_compilations() as compiled:
+        got = f(3, x, x)
+    assert compiled.n == 0
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.jit(scaled, static_argnums=(0,))(3, x, x)))
+    with count_compilations() as compiled:  # another static argument is another program
+        np.testing.assert_allclose(np.asarray(f(2, x, x)), np.asarray(got) * 2 / 3, rtol=1e-6)
+    assert compiled.n == 1
