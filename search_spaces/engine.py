@@ -246,7 +246,7 @@ class ComposedTrainer:
         when programs are compiled ahead (lowering is not free).
 
         ``archs`` are a step's subnets, the teacher first (with ``distill`` and more than one, the
-        others get its soft targets, as nas_cli.train.train_step runs them). Lazily, each program
+        others get its soft targets, as nas_cli.training.supernet.train_step runs them). Lazily, each program
         compiles when the step first calls it, one after the other, and the backward ones while the
         forward's residuals are held (735 MB for the largest mobilenetv3 w1.0 subnet at 32 px,
         batch 64): here they compile ahead of the step, with nothing of it held (bench/RESULTS.md,

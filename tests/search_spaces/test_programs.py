@@ -91,7 +91,7 @@ def test_a_trainer_whose_programs_are_dropped_computes_the_same_gradients(monkey
 def test_a_program_compiled_ahead_serves_its_calls_without_compiling_again():
     from kernels.tests.compilations import count_compilations
 
-    def scaled(k, x, y):  # k static, as the optimiser is for nas_cli.train's update
+    def scaled(k, x, y):  # k static, as the optimiser is for nas_cli.training.supernet's update
         return jnp.tanh(x @ y) * k
 
     f = programs.jit(scaled, static_argnums=(0,))
