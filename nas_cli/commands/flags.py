@@ -16,6 +16,8 @@ FLAGS = {
     "recipe": "--recipe", "sampler": "--sampler", "num_random": "--num-random", "calib_images": "--calib-images",
     "width_mult": "--width-mult", "limit_train": "--limit-train", "resolutions": "--resolutions",
     "kernels": "--kernels", "config": "--config",
+    # nas finetune's own settings (epochs, lr, batch_size and seed are named as above)
+    "distill_weight": "--distill-weight",
     # SearchConfig (nas search); the budgets are one field holding one value per metric
     "objectives": "--objectives", "latency_budget": "--latency-budget", "flops_budget": "--flops-budget",
     "params_budget": "--params-budget", "algorithm": "--algorithm", "population": "--population",

@@ -146,6 +146,8 @@ def read_pth(path: str | Path) -> dict:
     except _Refused as e:
         raise UserError(f"checkpoint {path} names the class {e}, which is not tensor data; refusing to load it "
                         "(only tensors, dicts and lists are read)") from None
+    except UserError:  # already the one line (a UserError is a ValueError too: the errors' root is one)
+        raise
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, UnicodeDecodeError) as e:
         raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:120]})") from None

@@ -45,7 +45,7 @@ from nas_cli import distributed as dist
 from nas_cli import runs
 from nas_cli.config import MAX_EPOCHS, MAX_INT, MAX_SEED, TrainConfig, in_range
 from nas_cli.data import DATA_INFO, calibration_images, dataset_info
-from nas_cli.errors import UserError
+from nas_cli.errors import FieldError, UserError
 from nas_cli.export import FORMATS, export_subnet, read_front, resolve_arch
 from nas_cli.export.record import SUBNET_JSON
 from predictors.files import append_jsonl, read_json, read_jsonl
@@ -84,7 +84,7 @@ class FinetuneSettings:
     ``--resume`` must be given the same).
 
     Raises:
-      UserError: (when built) a value out of range, naming it.
+      FieldError: (when built) a value out of range, naming its field (the CLI names the flag).
     """
 
     run: str  # the source run, absolute
@@ -97,16 +97,16 @@ class FinetuneSettings:
     rank: int | None = None
 
     def __post_init__(self) -> None:
-        for message in (in_range("--epochs", self.epochs, 1, MAX_EPOCHS),
-                        in_range("--batch-size", self.batch_size, 2, MAX_INT, " (BatchNorm needs a batch)"),
-                        in_range("--seed", self.seed, 0, MAX_SEED)):
+        for message in (in_range("epochs", self.epochs, 1, MAX_EPOCHS),
+                        in_range("batch_size", self.batch_size, 2, MAX_INT, " (BatchNorm needs a batch)"),
+                        in_range("seed", self.seed, 0, MAX_SEED)):
             if message is not None:
-                raise UserError(message)
+                raise FieldError(message)
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"--lr {self.lr} must be a finite number > 0")
+            raise FieldError(f"{{lr}} {self.lr} must be a finite number > 0")
         if not (math.isfinite(self.distill_weight) and 0 <= self.distill_weight <= 1e6):
-            raise UserError(f"--distill-weight {self.distill_weight} must be a finite number in 0..1000000 "
-                            "(0 turns distillation off)")
+            raise FieldError(f"{{distill_weight}} {self.distill_weight} must be a finite number in 0..1000000 "
+                             "(0 turns distillation off)")
 
 
 def check_request(*, arch: str | None, rank: int | None, epochs: int, distill_weight: float,

@@ -293,7 +293,7 @@ def test_the_data_dir_is_recorded_absolute(tmp_path: Path, monkeypatch):
     cfg = TrainConfig(dataset="npz", data_dir="data/train.npz")
     assert cfg.data_dir == str(tmp_path / "data" / "train.npz")
     assert TrainConfig.from_json(cfg.to_json()) == cfg
-    assert resume_config(cfg, None, {"data_dir": "data/train.npz"}) is cfg  # given again relative: the same
+    assert resume_config(cfg, None, {"data_dir": "data/train.npz"}) == cfg  # given again relative: the same
 
 
 @pytest.mark.parametrize("labels,needle", [([0, 1, -2, -3], "label -2 at index 2 is negative (2 negative"),

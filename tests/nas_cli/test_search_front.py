@@ -106,8 +106,16 @@ def test_accuracy_is_fitted_by_rank_and_costs_as_they_are(table, tmp_path, monke
     ("pool", 0, "--pool 0 is too small"),
 ])
 def test_bad_front_settings_are_one_line_errors(field, value, match):
-    with pytest.raises(UserError, match=match):
+    import re
+
+    from nas_cli.commands.flags import FLAGS
+    from nas_cli.errors import one_line
+
+    with pytest.raises(UserError) as e:
         SearchConfig(evaluations=10, **{field: value})
+    # the config names the field; the CLI prints its flag (nas_cli.commands.flags.FLAGS)
+    assert re.search(match.replace("--", ""), str(e.value)), str(e.value)
+    assert re.search(match, one_line(e.value, names=FLAGS)[0]), one_line(e.value, names=FLAGS)[0]
 
 
 def test_cli_front_search_prints_the_true_front_figures(table, tmp_path):

@@ -87,7 +87,8 @@ def test_profile_warns_of_an_overhead_dominated_table(tmp_path: Path, monkeypatc
 
 
 def test_search_latency_records_say_which_protocol(tmp_path: Path):
-    from nas_cli.search.outputs import latency_axis, latency_record
+    from nas_cli.evaluation import latency_record
+    from nas_cli.search.outputs import latency_axis
 
     refs = ["r8-k3e3-k3e3-k3e3"]
     measured = _evaluator(runtime="jax", latency_calibration={"mode": "measured", "level_ms": 2.0, "references": refs})
