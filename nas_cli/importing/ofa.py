@@ -22,7 +22,6 @@ The mapping (OFA -> nas), for every layer of ``OFAMobileNetV3``:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import DATA_INFO, dataset_info
 from nas_cli.errors import UserError
+from nas_cli.runs.identity import file_sha256
 from nas_cli.runs.imported import IMPORTED, fixed_stats
 from nas_cli.importing.torch_pickle import read_pth
 from predictors.files import atomic_write_json
@@ -244,14 +244,6 @@ def read_supernet(checkpoint: str | Path, net: str, resolutions=IMAGENET_RESOLUT
     return space, params, stats
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_ofa(checkpoint: str | Path, net: str, out: str | Path, *, dataset: str = "folder",
                data_dir: str | None = None, resolutions=None, batch_size: int = 64, calib_images: int = 2000,
                seed: int = 0, log=print) -> dict:
@@ -294,7 +286,7 @@ def import_ofa(checkpoint: str | Path, net: str, out: str | Path, *, dataset: st
     runs.start_checksums(out)
     runs.save_checkpoint(out, {"params": params, "stats": stats}, STEP)
     record = {"net": parse_net(net).name, "checkpoint": str(Path(checkpoint).resolve()),
-              "sha256": _sha256(Path(checkpoint)), "space": space.name, "space_options": {
+              "sha256": file_sha256(Path(checkpoint)), "space": space.name, "space_options": {
                   **dict(space.options), "resolutions": list(resolutions)},
               "class_names": class_names, "bn_stats": "checkpoint/0/stats (OFA's running statistics)",
               "data": data_dir}
