@@ -185,19 +185,24 @@ def main(argv: list[str] | None = None) -> dict:
                 out = jax.block_until_ready(fn(*a))
                 spent.setdefault(kind, []).append((time.perf_counter() - t0) * 1e3)
                 if (kind, name) not in programs:  # zero_grads is a function around its program: none
-                    programs[kind, name] = _collectives(fn, a) if hasattr(fn, "lower") else 0
+                    jitted = getattr(fn, "jitted", fn)  # an engine Program holds its jitted function
+                    programs[kind, name] = _collectives(jitted, a) if hasattr(jitted, "lower") else 0
                 held[kind] = held.get(kind, 0) + programs[kind, name]
                 return out
             return call
 
-        cache = net._programs  # the engine's ProgramCache: keys ("fwd" | "bwd" | "head", piece key, shapes...)
+        # the engine's ProgramCache: keys ("piece" | "head", piece key, shapes...); a piece's entry is
+        # its (forward, backward) pair of programs, a head's one program
+        cache = net._programs
         kept = cache.programs()
         # the step's own programs: the optimiser update, and the zero gradient, teacher softmax and mean loss
         own = {"_update": "update", "zero_grads": "other", "_softmax": "other", "_mean": "other"}
         saved = {name: getattr(train_module, name) for name in own}
-        kinds = {"fwd": "forward", "bwd": "backward", "head": "head"}
         for k, fn in kept.items():
-            cache.replace(k, wrap(kinds[k[0]], k[1:], fn))
+            if k[0] == "piece":
+                cache.replace(k, (wrap("forward", k[1:], fn[0]), wrap("backward", k[1:], fn[1])))
+            else:
+                cache.replace(k, wrap("head", k[1:], fn))
         for name, kind in own.items():
             setattr(train_module, name, wrap(kind, name, saved[name]))
         try:
