@@ -15,8 +15,7 @@ from nas_cli.errors import UserError
 from search_spaces.errors import NasError
 from nas_cli.export.record import SUBNET_JSON, check_export_files, export_checksums, read_export_info
 from nas_cli.runs.identity import describe
-from predictors.files import read_json
-from predictors.files import atomic_write_bytes, atomic_write_json
+from predictors.files import atomic_write_bytes, atomic_write_json, read_json
 from nas_cli.evaluation.subnet import SubnetEvaluator, preprocess_recorded
 from nas_cli.data import calibration_images
 from search_spaces import get_space

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from nas_cli.errors import UserError
 from nas_cli.evaluation import Evaluator, Wrapping
-from predictors.files import read_jsonl
+from predictors.files import atomic_write_json, read_jsonl
 from nas_cli.runs.locks import locked
 from nas_cli.search.budgets import BUDGET_UNITS, Budget
 from nas_cli.search.cache import EvalCache
@@ -30,7 +30,6 @@ from nas_cli.search.plain import run_plain
 from nas_cli.search.predictor_loop import run_with_predictor
 from nas_cli.search.state import CACHE_FILE, CONFIG_FILE, LOG_FILE, STATE_FILE, load_state, same_config
 from nas_cli.search.tracking import Normaliser, make_normaliser, truncate_log
-from predictors.files import atomic_write_json
 from search_spaces.base import SearchSpace
 
 

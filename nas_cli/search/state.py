@@ -16,8 +16,7 @@ from typing import Container
 
 from nas_cli.errors import UserError
 from nas_cli.runs.identity import describe
-from predictors.files import read_json, warn
-from predictors.files import atomic_write_bytes
+from predictors.files import atomic_write_bytes, read_json, warn
 
 CONFIG_FILE = "search_config.json"
 CACHE_FILE = "cache.jsonl"

@@ -12,8 +12,7 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas_cli.evaluation import METRICS
-from predictors.files import append_jsonl, read_jsonl
-from predictors.files import atomic_write_text
+from predictors.files import append_jsonl, atomic_write_text, read_jsonl
 
 #: every normalised objective's reference coordinate (10% beyond the nadir, a common choice)
 REF_COORD = 1.1

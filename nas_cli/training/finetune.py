@@ -48,7 +48,7 @@ from nas_cli.data import DATA_INFO, calibration_images, dataset_info
 from nas_cli.errors import FieldError, UserError
 from nas_cli.export import FORMATS, export_subnet, read_front, resolve_arch
 from nas_cli.export.record import SUBNET_JSON
-from predictors.files import append_jsonl, read_json, read_jsonl
+from predictors.files import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from nas_cli.data.input_pipeline import StreamOptions, train_stream
 from nas_cli.evaluation.subnet import SubnetEvaluator
 from nas_cli.runs.tensorboard import TB_DIR, EventWriter
@@ -64,7 +64,6 @@ from nas_cli.training.supernet import (
     write_steps,
     zero_grads,
 )
-from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.layers import preprocess
 from search_spaces.programs import jit
 

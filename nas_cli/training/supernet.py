@@ -30,11 +30,10 @@ from nas_cli import runs
 from nas_cli.config import TrainConfig
 from nas_cli.data import DATA_INFO, Dataset, calibration_images, dataset_info
 from nas_cli.errors import UserError
-from predictors.files import append_jsonl, read_jsonl
+from predictors.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from nas_cli.data.input_pipeline import StreamOptions, train_stream
 from nas_cli.evaluation.subnet import SubnetEvaluator
 from nas_cli.runs.tensorboard import TB_DIR, EventWriter
-from predictors.files import atomic_write_json, atomic_write_text
 from search_spaces.base import Arch, SupernetSpace, Trainer
 from search_spaces.engine import placed_like
 from search_spaces.programs import jit
