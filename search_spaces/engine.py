@@ -298,13 +298,16 @@ class ComposedTrainer:
             head_prog = self._head_fn(head, kd, tuple(z.shape), z.dtype, tuple(labels.shape))
             target = soft if kd else placed_like(0.0, like, np.float32)
             p = _get(params, head)
+            head_key = ("head", head.key, kd, tuple(z.shape), str(z.dtype), tuple(labels.shape))
+            logits = self._out_structs.get(head_key)  # traced once per head shape, not every step
             if missing(head_prog):
                 pending.add(id(head_prog))
                 head_l = head_prog.jitted.lower(p, z, labels, target, p)
                 logits = head_l.out_info[1]
                 jobs.append((head_prog.install, head_l))
-            else:
+            elif logits is None:
                 logits = jax.eval_shape(self._raw_heads[("head", head.key, kd)], p, z, labels, target, p)[1]
+            self._out_structs[head_key] = logits
             if n == 0:
                 soft = struct(logits.shape, logits.dtype)
             jobs.extend(reversed(backward))
