@@ -22,7 +22,6 @@ from kernels.tests.compilations import Count, count_compilations
 from search_spaces import get_space
 from search_spaces.engine import subnet_loss
 from search_spaces.layers import preprocess
-from search_spaces.resnet import block_apply, head_apply, stem_apply
 
 MEAN, STD = 0.1, 0.3
 
@@ -38,16 +37,10 @@ def _median_ms(fn, repeats: int) -> float:
 
 def _fused_grad(space, arch, images, labels):
     """jit(value_and_grad) of the subnet's whole forward at static shapes: what composing costs."""
-    cfg, res = space.config, arch.resolution
-    blocks = list(cfg.block_shapes(arch))
-    c0 = cfg.stem_width(arch.stem_width)
+    res = arch.resolution
 
     def loss_fn(p):
-        z = stem_apply(cfg, p["stem"], None, preprocess(images, res, MEAN, STD), c0, "train")[0]
-        for s, b, _, cout, mid, stride, _ in blocks:
-            q = p["stages"][s]["first"] if b == 0 else jax.tree.map(lambda t, b=b: t[b - 1], p["stages"][s]["rest"])
-            z = block_apply(q, None, z, cout=cout, mid=mid, stride=stride, first=b == 0, mode="train")[0]
-        return subnet_loss(head_apply(p["classifier"], z), labels, None, False)
+        return subnet_loss(space.subnet_apply(p, preprocess(images, res, MEAN, STD), arch), labels, None, False)
 
     return jax.jit(jax.value_and_grad(loss_fn))
 

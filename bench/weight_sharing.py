@@ -4,7 +4,7 @@ Prints one JSON object. For the smallest, middle (every gene at its middle choic
 subnets it times a train step (forward + backward + optimizer update, batch N):
 
   supernet - the supernet's step for that subnet: ``--formulation composed`` (the one nas trains
-             with: ComposedSupernet's cached per-block variants, a full-size gradient pytree and one
+             with: the space's composed trainer (cached per-block variants), a full-size gradient pytree and one
              optimizer update over the whole supernet), or ``switch`` (one jitted program: lax.switch
              per block + lax.scan per stage, the subnet chosen by run-time branch indices);
   static   - the static NNX subnet (``space.static_model``, BatchNorm in training mode) trained alone:
@@ -44,7 +44,7 @@ from nas_cli.training.supernet import apply_update  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.engine import subnet_loss  # noqa: E402
 from search_spaces.layers import preprocess  # noqa: E402
-from search_spaces.mobilenetv3 import ComposedSupernet, MobileNetV3Arch, subnet_apply, supernet_apply  # noqa: E402
+from search_spaces.mobilenetv3 import MobileNetV3Arch  # noqa: E402
 
 MEAN, STD = 0.5, 0.25
 SIZES = ("smallest", "middle", "largest")
@@ -85,7 +85,7 @@ class ComposedTrainer:
 
     def __init__(self, space, tx, params):
         self.space, self.tx = space, tx
-        self.net = ComposedSupernet(space.config, MEAN, STD)
+        self.net = space.make_trainer(MEAN, STD, 0.0, "xla")
         # nas_cli.training.supernet also donates the gradients; no output can reuse them (XLA warns), so not here.
         self.update = jax.jit(lambda g, s, p, scale: apply_update(tx, g, s, p, scale), donate_argnums=(1, 2))
         self.zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p))
@@ -117,12 +117,11 @@ class SwitchTrainer:
     """The monolithic program: value_and_grad of supernet_apply(mode="train") + update, one jit."""
 
     def __init__(self, space, tx, params):
-        cfg = space.config
 
         def step(params, opt_state, images, labels, arr, soft, kd):
             def loss_fn(p):
                 x = preprocess(images, images.shape[1], MEAN, STD)
-                logits = supernet_apply(cfg, p, None, x, arr, mode="train")
+                logits = space.supernet_apply(p, None, x, arr, mode="train")
                 return subnet_loss(logits, labels, soft, kd), logits
 
             (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -183,11 +182,10 @@ class FusedStaticTrainer:
     and the update over the full supernet pytree): composed minus its per-block dispatch."""
 
     def __init__(self, space, arch, tx, params):
-        cfg = space.config
         resolution = arch.resolution
 
         def forward(p, images):
-            return subnet_apply(cfg, p, preprocess(images, resolution, MEAN, STD), arch)
+            return space.subnet_apply(p, preprocess(images, resolution, MEAN, STD), arch)
 
         def step(params, opt_state, images, labels):
             loss, grads = jax.value_and_grad(

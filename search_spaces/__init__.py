@@ -5,8 +5,9 @@ Where things go:
 * a new space: one new package ``search_spaces/<name>/`` (or one module, for a space without a
   supernet) that calls :func:`register_space` / :func:`register_supernet_family`, plus its name in
   :data:`search_spaces.base.BUILTIN_SPACES` (imported, and so registered, the first time the registry
-  is read). The contract a supernet space fulfils is :class:`SupernetSpace`; its trainer follows
-  :class:`Trainer`, and its latency pieces :class:`LatencyPieces`.
+  is read). A supernet space is a :class:`search_spaces.planned.PlannedSpace`: its genome and
+  strings, the weights' layout, a plan and one block function (:mod:`search_spaces.plan`); the
+  trainers, evaluation, static model, costs and latency pieces are derived.
 * layers that several spaces share: :mod:`search_spaces.layers`; the space-independent training
   engine: :mod:`search_spaces.engine`.
 

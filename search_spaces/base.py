@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -146,15 +146,28 @@ def one_hot_plus_ordinal(genes: Sequence[Gene], genome: np.ndarray, active: np.n
     return np.concatenate(one_hot + [np.asarray(ordinal, np.float32)])
 
 
-class Trainer(Protocol):
-    """What `nas train-supernet` asks of a space's training formulation (``make_trainer``)."""
+class Trainer:
+    """What `nas train-supernet` asks of a space's training formulation (``make_trainer``). The
+    optional capabilities have do-nothing defaults; a formulation overrides those it has."""
 
     def accumulate_grad(self, params, grads, arch: Arch, images, labels, soft_targets=None):
         """Adds d(loss)/d(params) of ``arch`` on this batch into ``grads`` (donated) and returns
         (loss, logits, grads); ``soft_targets`` switches the loss to distillation."""
+        raise NotImplementedError
 
     def num_compiled(self) -> int:
         """Programs compiled so far (reported in the training metrics)."""
+        raise NotImplementedError
+
+    def prepare(self, params, archs: Sequence, images, labels, distill: bool = True, workers: int | None = None,
+                also=()) -> int:
+        """Compiles a step's programs before it runs and returns how many (default: none; each
+        compiles when the step first calls it)."""
+        return 0
+
+    def shard_over(self, mesh) -> None:
+        """Adapts to a batch split over ``mesh`` where GSPMD cannot partition the programs itself
+        (default: nothing to adapt)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

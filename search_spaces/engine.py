@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from search_spaces.base import Trainer
 from search_spaces.programs import ProgramCache, jit, release_freed_memory
 
 
@@ -153,7 +154,7 @@ class Program:
         return self.jitted(*args)
 
 
-class ComposedTrainer:
+class ComposedTrainer(Trainer):
     """Forward/backward of any subnet as a chain of cached per-piece jitted variants."""
 
     def __init__(self, label_smoothing: float = 0.0):

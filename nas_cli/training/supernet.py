@@ -185,9 +185,8 @@ def train_step(state: TrainState, trainer: Trainer, archs: Sequence[Arch], batch
       The state after the step and ``{"loss": mean loss over archs}`` (a device scalar).
     """
     images, labels = batch
-    prepare = getattr(trainer, "prepare", None)  # the composed engine compiles the step's programs first
-    if prepare is not None:
-        prepare(state.params, archs, images, labels, distill, also=lambda: state.update_ahead(len(archs)))
+    # a formulation that can (the composed engine) compiles the step's programs first
+    trainer.prepare(state.params, archs, images, labels, distill, also=lambda: state.update_ahead(len(archs)))
     grads = zero_grads(state.params)
     soft = None
     losses = []
@@ -258,9 +257,8 @@ def make_trainer(cfg: TrainConfig, space: SupernetSpace, dataset: Dataset, mesh=
     the measurements behind its formulations). Under a mesh of several devices, a trainer whose
     Pallas kernels GSPMD cannot partition (``shard_over``) runs them per device shard."""
     net = space.make_trainer(dataset.mean, dataset.std, cfg.label_smoothing, resolve_kernels(cfg.kernels, space))
-    shard_over = getattr(net, "shard_over", None)
-    if mesh is not None and mesh.devices.size > 1 and shard_over is not None:
-        shard_over(mesh)
+    if mesh is not None and mesh.devices.size > 1:
+        net.shard_over(mesh)
     return net
 
 

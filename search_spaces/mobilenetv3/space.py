@@ -1,10 +1,13 @@
-"""The mobilenetv3 space: its genes, canonical strings, exact costs and run-time selection arrays.
+"""The mobilenetv3 space: its genes, canonical strings, plan and block function.
 
 Canonical string: ``r{resolution}`` then one ``-``-separated group per stage, each the ``.``-joined
 active blocks ``k{kernel}e{expand}``. Example (3 stages): ``r8-k3e4.k5e6-k7e3-k3e3.k3e6.k5e4``.
 Only active blocks are written, so the stage depth is the number of blocks in its group.
 
-The models, trainers and latency pieces live in the sibling modules; the methods here delegate.
+The plan is the stem (the stride-2 or 1 conv and the expand-1 first block), one inverted-residual
+block per active block (static kernel and expand), and the head; :func:`block` computes each. The
+trainers, the evaluation forward, the deployable model, the costs and the latency pieces follow
+from them (:mod:`search_spaces.planned`).
 """
 
 from __future__ import annotations
@@ -14,23 +17,53 @@ from functools import partial
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from search_spaces.base import ArchError, Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
-from search_spaces.layers import same_padding
+from search_spaces.base import ArchError, Gene, one_hot_plus_ordinal
+from search_spaces.layers import ACTIVATIONS, hard_sigmoid, hard_swish
 from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
-from search_spaces.mobilenetv3.latency import latency_keys, latency_pieces
-from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet
-from search_spaces.mobilenetv3.static import StaticMobileNetV3, load_static_weights
-from search_spaces.mobilenetv3.supernet import init_supernet, sort_channels, supernet_apply
-from search_spaces.mobilenetv3.trainer import ComposedSupernet
+from search_spaces.mobilenetv3.supernet import HEAD_KEYS, STEM_KEYS, init_supernet, sort_channels
+from search_spaces.plan import BlockSpec
+from search_spaces.planned import PlannedSpace
+
+
+def block(cfg: MobileNetV3Config, spec: BlockSpec, ops, x):
+    """The stem, one inverted-residual block (1x1 expand, depthwise, squeeze-excite, 1x1 project)
+    at static (kernel, expand), or the head (1x1 conv, pooling, feature layer, classifier)."""
+    if spec.kind == "stem":
+        c0, c1 = cfg.stem_channels, cfg.first_channels
+        z = hard_swish(ops.bn("stem/bn", ops.conv("stem/w", x, cfg.stem_stride, cfg.symmetric), c0))
+        y = jax.nn.relu(ops.bn("first/bn1", ops.dwconv("first/dw", z, c0, 3, 1, (3,), cfg.symmetric), c0))
+        y = ops.bn("first/bn2", ops.dense("first/proj", y, c0, c1), c1)
+        return y + z if c0 == c1 else y
+    if spec.kind == "head":
+        hc, fc = cfg.head_channels, cfg.feature_channels
+        z = hard_swish(ops.bn("head/bn", ops.dense("head/w", x, cfg.stage_channels[-1], hc), hc))
+        z = jnp.mean(z, axis=(1, 2))  # (B, head)
+        z = hard_swish(ops.dense("feature/w", z, hc, fc, bias="feature/b" if cfg.feature_bias else None))
+        return ops.dense("classifier/w", z, fc, cfg.num_classes, bias="classifier/b")
+    a = spec.a
+    stage, k, e = a["stage"], a["kernel"], a["expand"]
+    cin, cout, stride = cfg.block_io(stage, 0 if a["first"] else 1)
+    h = cin * e  # a run-time size under the elastic kernels (ops.static False)
+    act = ACTIVATIONS[cfg.stage_acts[stage]]
+    z = act(ops.bn("bn1", ops.dense("expand", x, cin, h), h))
+    z = act(ops.bn("bn2", ops.dwconv("dw", z, h, k, stride, cfg.kernel_choices, cfg.symmetric), h))
+    if cfg.stage_se[stage]:
+        m = cfg.se_mid(h) if ops.static else jnp.maximum(h // 4, 1)
+        pooled = jnp.mean(z, axis=(1, 2))  # (B, h)
+        r = jax.nn.relu(ops.dense("se/rw", pooled, h, m, bias="se/rb"))
+        gate = hard_sigmoid(ops.dense("se/ew", r, m, h, bias="se/eb"))
+        z = z * gate[:, None, None, :]
+    y = ops.bn("bn3", ops.dense("proj", z, h, cout), cout)
+    return y + x if stride == 1 and cin == cout else y
 
 
 _BLOCK_RE = re.compile(r"^k(\d+)e(\d+)$")
 
 
-class MobileNetV3Space(SupernetSpace):
+class MobileNetV3Space(PlannedSpace):
     """OFA MobileNetV3 space over a :class:`MobileNetV3Config`."""
 
     progressive_phases = (("kernel", ("kernel",)), ("depth", ("kernel", "depth")),
@@ -45,7 +78,7 @@ class MobileNetV3Space(SupernetSpace):
                 genes.append(Gene(f"s{s + 1}.b{b + 1}.expand", config.expand_choices))
         super().__init__(config, name, options, genes)
 
-    # --- genome ------------------------------------------------------------------------
+    # --- genome and strings ------------------------------------------------------------
     def from_genome(self, genome: Sequence[int]) -> MobileNetV3Arch:
         cfg = self.config
         g = self.check_genome(genome)
@@ -86,46 +119,6 @@ class MobileNetV3Space(SupernetSpace):
 
     def features(self, arch: MobileNetV3Arch) -> np.ndarray:
         return one_hot_plus_ordinal(self._genes, self.to_genome(arch), self._active_mask(arch))
-
-    # --- strings -------------------------------------------------------------------------
-    def structure_features(self, arch: MobileNetV3Arch) -> np.ndarray:
-        """The genome's one-hot (:meth:`features`), then per stage its depth, mean and max kernel,
-        mean and max expand ratio, log10 MACs and params; the stem's and head's, the total log10
-        MACs and params, and the resolution (over the largest)."""
-        cfg = self.config
-        macs, params = self._stage_costs(arch)
-        rows = []
-        for s, blocks in enumerate(arch.stages):
-            ks, es = [k for k, _ in blocks], [e for _, e in blocks]
-            rows += [len(blocks), float(np.mean(ks)) if ks else 0.0, max(ks, default=0),
-                     float(np.mean(es)) if es else 0.0, max(es, default=0)]
-        rows += [log_count(v) for v in (*macs, *params, sum(macs), sum(params))]
-        rows.append(arch.resolution / max(cfg.resolutions))
-        return np.concatenate([self.features(arch), np.asarray(rows, np.float32)])
-
-    def structure_feature_names(self) -> list[str]:
-        n = self.config.num_stages
-        names = [f"stage{s + 1}.{f}" for s in range(n)
-                 for f in ("depth", "kernel_mean", "kernel_max", "expand_mean", "expand_max")]
-        parts = ["stem", *(f"stage{s + 1}" for s in range(n)), "head"]
-        names += [f"{p}.log_macs" for p in parts] + [f"{p}.log_params" for p in parts]
-        return self.feature_names() + names + ["log_macs", "log_params", "resolution"]
-
-    def _stage_costs(self, arch: MobileNetV3Arch) -> tuple[list[int], list[int]]:
-        """MACs and params of the stem, of every stage and of the head (the layers after the stages)."""
-        n = self.config.num_stages
-        macs, params = [0] * (n + 2), [0] * (n + 2)
-        ends = np.cumsum([len(b) for b in arch.stages])  # block count at the end of each stage
-        block, part = 0, 0
-        for kind, m, p in self._layers(arch):
-            if kind == "expand":
-                part = 1 + int(np.searchsorted(ends, block, side="right"))
-            elif kind == "head":
-                part = n + 1
-            macs[part] += m
-            params[part] += p
-            block += kind == "proj"
-        return macs, params
 
     def _validate(self, arch: MobileNetV3Arch) -> None:
         cfg = self.config
@@ -178,73 +171,36 @@ class MobileNetV3Space(SupernetSpace):
             raise ArchError(f"arch {text!r}: {e}") from None
         return arch
 
-    # --- run-time selection -------------------------------------------------------------
-    def arch_arrays(self, arch: MobileNetV3Arch) -> np.ndarray:
-        """(stages, max_depth) int32 branch indices for the supernet; ``num_branches`` = skipped."""
-        cfg = self.config
+    # --- plan ---------------------------------------------------------------------------------
+    def plan(self, arch: MobileNetV3Arch) -> tuple[BlockSpec, ...]:
+        """The stem, every active block (slot: stage and position; the later blocks of a stage are
+        rows of one stacked subtree), the head."""
         self._validate(arch)
-        out = np.full((cfg.num_stages, cfg.max_depth), cfg.num_branches, np.int32)
-        ne = len(cfg.expand_choices)
+        specs = [BlockSpec("stem", "stem", keys=STEM_KEYS, name="stem/r{side}", group="stem")]
         for s, blocks in enumerate(arch.stages):
             for b, (k, e) in enumerate(blocks):
-                out[s, b] = cfg.kernel_choices.index(k) * ne + cfg.expand_choices.index(e)
-        return out
+                first = b == 0
+                where = "first" if first else "rest"
+                specs.append(BlockSpec("block", (s, b), (("stage", s), ("first", first), ("kernel", k), ("expand", e)),
+                                       path=("stages", s, where), index=None if first else b - 1,
+                                       name=f"block/s{s + 1}/{where}/k{k}e{e}/h{{side}}", group=f"stage{s + 1}",
+                                       summary=("kernel", "expand")))
+        specs.append(BlockSpec("head", "head", keys=HEAD_KEYS, name="head/h{side}", group="head"))
+        return tuple(specs)
 
-    # --- costs ---------------------------------------------------------------------------
-    def _layers(self, arch: MobileNetV3Arch):
-        """Yields (kind, macs, params) per layer of the static subnet, in order."""
+    def block(self, spec: BlockSpec, ops, x):
+        return block(self.config, spec, ops, x)
+
+    def cover(self) -> list[MobileNetV3Arch]:
+        """Every block at full depth with one (kernel, expand), for each pair, kernel-major."""
         cfg = self.config
-        h = w = arch.resolution
-        _, _, h = same_padding(h, 3, cfg.stem_stride)
-        w = h
-        c0 = cfg.stem_channels
-        yield "stem", h * w * 9 * cfg.in_channels * c0, 9 * cfg.in_channels * c0 + 2 * c0
-        c1 = cfg.first_channels
-        yield "first.dw", h * w * 9 * c0, 9 * c0 + 2 * c0
-        yield "first.proj", h * w * c0 * c1, c0 * c1 + 2 * c1
-        for s, blocks in enumerate(arch.stages):
-            for b, (k, e) in enumerate(blocks):
-                cin, cout, stride = cfg.block_io(s, b)
-                hid = cin * e
-                yield "expand", h * w * cin * hid, cin * hid + 2 * hid
-                _, _, h = same_padding(h, k, stride)
-                w = h
-                yield "dw", h * w * k * k * hid, k * k * hid + 2 * hid
-                if cfg.stage_se[s]:
-                    mid = cfg.se_mid(hid)
-                    yield "se", 2 * hid * mid, 2 * hid * mid + mid + hid
-                yield "proj", h * w * hid * cout, hid * cout + 2 * cout
-        clast = cfg.stage_channels[-1]
-        yield "head", h * w * clast * cfg.head_channels, clast * cfg.head_channels + 2 * cfg.head_channels
-        f = cfg.feature_channels
-        yield "feature", cfg.head_channels * f, cfg.head_channels * f + (f if cfg.feature_bias else 0)
-        yield "classifier", f * cfg.num_classes, f * cfg.num_classes + cfg.num_classes
+        return [MobileNetV3Arch(cfg.resolutions[0], tuple(((k, e),) * cfg.max_depth for _ in range(cfg.num_stages)))
+                for k in cfg.kernel_choices for e in cfg.expand_choices]
 
-    def flops(self, arch: MobileNetV3Arch) -> int:
-        return int(sum(m for _, m, _ in self._layers(arch)))
-
-    def params(self, arch: MobileNetV3Arch) -> int:
-        return int(sum(p for _, _, p in self._layers(arch)))
-
-    # --- models --------------------------------------------------------------------------
-    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         # one program (as resnet's): eagerly, each differently shaped initialiser compiles on its own,
         # 96 s of a mobilenetv3 w1.0 training's 488 s warm-up on a loaded 2-core CPU (issue 29)
         return jax.jit(partial(init_supernet, self.config))(key)
-
-    def supernet_apply(self, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
-        return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode, train_vjp=train_vjp)
-
-    def static_model(self, arch: MobileNetV3Arch, rngs: nnx.Rngs) -> StaticMobileNetV3:
-        self._validate(arch)
-        return StaticMobileNetV3(self.config, arch, rngs)
-
-    def extract(self, params, stats, arch: MobileNetV3Arch) -> StaticMobileNetV3:
-        """The standalone subnet with weights sliced from the supernet and the given BN statistics."""
-        model = self.static_model(arch, nnx.Rngs(0))
-        load_static_weights(self.config, model, params, stats, arch)
-        return model
 
     def sort_channels(self, params) -> dict:
         return sort_channels(self.config, params)
@@ -252,20 +208,3 @@ class MobileNetV3Space(SupernetSpace):
     def has_pallas(self) -> bool:
         # the elastic Pallas kernels implement 'SAME' padding and unrounded SE widths only
         return not self.config.symmetric and self.config.se_divisor == 1
-
-    # --- latency pieces ----------------------------------------------------------------
-    def latency_keys(self, arch: MobileNetV3Arch) -> list[str]:
-        return latency_keys(self.config, arch)
-
-    def latency_pieces(self) -> list[LatencyPiece]:
-        """The stem (per resolution), every block (stage, first/rest, kernel, expand, input side)
-        and the head (per final side), as :class:`StaticMobileNetV3`'s own submodules."""
-        return latency_pieces(self)
-
-    # --- training -----------------------------------------------------------------------
-    def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str):
-        """Composed per-block static variants on XLA (trainer.py), or one program through the
-        elastic Pallas kernels (pallas_trainer.py)."""
-        if kernels == "pallas":
-            return KernelSupernet(self.config, mean, std, label_smoothing, implementation="pallas")
-        return ComposedSupernet(self.config, mean, std, label_smoothing)

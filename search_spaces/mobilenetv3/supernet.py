@@ -1,36 +1,16 @@
-"""The mobilenetv3 supernet's math: pure functions over one parameter pytree.
-
-Every subnet's weights are slices of the largest network's (:func:`init_supernet`). The elastic
-blocks go through ``lax.switch`` / ``lax.scan`` / ``custom_vjp``, which want pure functions, and
-the train steps differentiate them with ``jax.grad``. :func:`block_apply` is one block at static
-(kernel, expand); the elastic supernet (:func:`supernet_apply`), the composed trainer's pieces
-(trainer.py) and the one-subnet forward (:func:`subnet_apply`) are all built from it and from
-:func:`stem_apply` / :func:`head_apply`.
-"""
+"""The mobilenetv3 supernet's weights: their layout (:func:`init_supernet`; every subnet's weights
+are slices of the largest network's, the later blocks of a stage stacked along a leading axis) and
+Once-for-All's channel sorting (:func:`sort_channels`). Its math is space.py's block function."""
 
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from search_spaces.layers import (
-    ACTIVATIONS,
-    batch_norm,
-    centre_kernel,
-    conv_padding,
-    depthwise_conv,
-    hard_sigmoid,
-    hard_swish,
-    init_stats,
-    switch_vjp,
-)
-from search_spaces.mobilenetv3.config import MobileNetV3Arch, MobileNetV3Config
+from search_spaces.mobilenetv3.config import MobileNetV3Config
 
-#: top-level parameter keys that :func:`stem_apply` reads, and :func:`head_apply`
+#: top-level parameter keys of the stem block, and of the head
 STEM_KEYS = ("stem", "first")
 HEAD_KEYS = ("head", "feature", "classifier")
 
@@ -94,165 +74,6 @@ def init_supernet(cfg: MobileNetV3Config, key: jax.Array) -> dict:
         rest = [_block_params(cfg, k, cout, cout, cfg.stage_se[s]) for k in bkeys[1:]]
         params["stages"].append({"first": first, "rest": jax.tree.map(lambda *a: jnp.stack(a), *rest)})
     return params
-
-
-# ----------------------------------------------------------------------------------------------
-# Supernet forward
-# ----------------------------------------------------------------------------------------------
-def block_apply(cfg, p, s, x, *, cin, cout, stride, k, e, act, se, mode):
-    """One inverted-residual block at static (kernel, expand). Returns (y, calibration stats)."""
-    h = cin * e
-    act_fn = ACTIVATIONS[act]
-    s = s if s is not None else {"bn1": None, "bn2": None, "bn3": None}  # train mode reads no stats
-    stats = {}
-    z = jnp.einsum("bhwc,cd->bhwd", x, p["expand"][:, :h])
-    z, stats["bn1"] = batch_norm(z, p["bn1"], s["bn1"], h, mode)
-    z = act_fn(z)
-    tf = {name: p[name] for name in p if name.startswith("tf")}
-    w = centre_kernel(p["dw"][:, :, :h], tf, k, cfg.kernel_choices)
-    z = depthwise_conv(z, w, stride, cfg.symmetric)
-    z, stats["bn2"] = batch_norm(z, p["bn2"], s["bn2"], h, mode)
-    z = act_fn(z)
-    if se:
-        m = cfg.se_mid(h)
-        pooled = jnp.mean(z, axis=(1, 2))  # (B, h)
-        r = jax.nn.relu(pooled @ p["se"]["rw"][:h, :m] + p["se"]["rb"][:m])
-        gate = hard_sigmoid(r @ p["se"]["ew"][:m, :h] + p["se"]["eb"][:h])
-        z = z * gate[:, None, None, :]
-    y = jnp.einsum("bhwc,cd->bhwd", z, p["proj"][:h, :])
-    y, stats["bn3"] = batch_norm(y, p["bn3"], s["bn3"], cout, mode)
-    if stride == 1 and cin == cout:
-        y = y + x
-    return y, stats
-
-
-def block_at(cfg: MobileNetV3Config, stage: int, first: bool, k: int, e: int, mode: str):
-    """:func:`block_apply` of a block of ``stage`` (its first block, or a later one) at static
-    (kernel ``k``, expand ``e``), as ``fn(p, s, x) -> (y, calibration stats)``."""
-    cin, cout, stride = cfg.block_io(stage, 0 if first else 1)
-    return partial(block_apply, cfg, cin=cin, cout=cout, stride=stride, k=k, e=e,
-                   act=cfg.stage_acts[stage], se=cfg.stage_se[stage], mode=mode)
-
-
-def block_params(tree, stage: int, block: int):
-    """The subtree of block ``block`` of ``stage`` in a params or stats pytree (later blocks of a
-    stage are stacked along a leading axis)."""
-    st = tree["stages"][stage]
-    if block == 0:
-        return st["first"]
-    return jax.tree.map(lambda a: a[block - 1], st["rest"])
-
-
-def _zero_stats(s):
-    return jax.tree.map(jnp.zeros_like, s)
-
-
-def _elastic_block(cfg, p, s, x, index, *, stage: int, first: bool, mode: str, train_vjp: bool):
-    """Runs the branch chosen by the run-time ``index`` (``num_branches`` means: skip the block)."""
-    ne = len(cfg.expand_choices)
-    branches = []
-    for b in range(cfg.num_branches):
-        k, e = cfg.kernel_choices[b // ne], cfg.expand_choices[b % ne]
-        branches.append(block_at(cfg, stage, first, k, e, mode))
-    if not first:  # elastic depth: blocks after the first of a stage may be skipped
-        branches.append(lambda p, s, x: (x, _zero_stats(s) if mode == "calib" else None))
-
-    if mode == "train" and train_vjp:
-        # Training normalises with batch statistics, so the branches need no `s` (and a custom_vjp
-        # must not close over traced values).
-        ys = switch_vjp(index, [lambda p, x, f=f: f(p, None, x)[0] for f in branches], p, x)
-        return ys, None
-    if mode == "calib":
-        return lax.switch(index, branches, p, s, x)
-    y = lax.switch(index, [lambda p, s, x, f=f: f(p, s, x)[0] for f in branches], p, s, x)
-    return y, None
-
-
-def stem_apply(cfg: MobileNetV3Config, params, stats, x, mode: str):
-    """The fixed stem conv and first (expand-1) block. Returns (z, {"stem", "first"} BN stats).
-
-    ``stats`` may be None outside "eval" mode (batch statistics are used)."""
-    s = stats or {"stem": {"bn": None}, "first": {"bn1": None, "bn2": None}}
-    p = params["stem"]
-    pads = [conv_padding(x.shape[axis], 3, cfg.stem_stride, cfg.symmetric)[:2] for axis in (1, 2)]
-    z = lax.conv_general_dilated(x, p["w"], (cfg.stem_stride,) * 2, pads,
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    z, bn = batch_norm(z, p["bn"], s["stem"]["bn"], cfg.stem_channels, mode)
-    z = hard_swish(z)
-    p, sf = params["first"], s["first"]
-    c0, c1 = cfg.stem_channels, cfg.first_channels
-    y = depthwise_conv(z, p["dw"], 1, cfg.symmetric)
-    y, bn1 = batch_norm(y, p["bn1"], sf["bn1"], c0, mode)
-    y = jax.nn.relu(y)
-    y = jnp.einsum("bhwc,cd->bhwd", y, p["proj"])
-    y, bn2 = batch_norm(y, p["bn2"], sf["bn2"], c1, mode)
-    z = y + z if c0 == c1 else y
-    return z, {"stem": {"bn": bn}, "first": {"bn1": bn1, "bn2": bn2}}
-
-
-def head_apply(cfg: MobileNetV3Config, params, stats, z, mode: str):
-    """Final 1x1 conv, pooling, feature layer and classifier. Returns (logits, {"bn"} stats)."""
-    p, s = params["head"], (stats["head"] if stats is not None else {"bn": None})
-    z = jnp.einsum("bhwc,cd->bhwd", z, p["w"])
-    z, bn = batch_norm(z, p["bn"], s["bn"], cfg.head_channels, mode)
-    z = hard_swish(z)
-    z = jnp.mean(z, axis=(1, 2))  # (B, head)
-    z = z @ params["feature"]["w"]
-    z = hard_swish(z + params["feature"]["b"] if "b" in params["feature"] else z)
-    return z @ params["classifier"]["w"] + params["classifier"]["b"], {"bn": bn}
-
-
-def supernet_apply(cfg: MobileNetV3Config, params, stats, x, arch_arr, *, mode: str, train_vjp: bool = True):
-    """Forward of the subnet selected by ``arch_arr`` (stages, max_depth) int32 branch indices.
-
-    Args:
-      params: the supernet's parameters (:func:`init_supernet`).
-      stats: BatchNorm statistics (:func:`search_spaces.layers.init_stats`), read in "eval" mode;
-        None or a placeholder in the other modes.
-      x: (B, R, R, C) images after :func:`search_spaces.layers.preprocess`.
-      mode: "train" (batch statistics, one-branch custom VJP unless ``train_vjp`` is False),
-        "calib" (batch statistics, also returned) or "eval" (``stats``).
-
-    Returns:
-      (B, num_classes) logits; in "calib" mode, (logits, the batch statistics pytree).
-    """
-    assert mode in ("train", "calib", "eval"), mode
-    if stats is None:
-        stats = init_stats(params)
-    new = {}
-    z, stem_stats = stem_apply(cfg, params, stats, x, mode)
-    new.update(stem_stats)
-
-    new["stages"] = []
-    for st in range(cfg.num_stages):
-        ps, ss = params["stages"][st], stats["stages"][st]
-        z, first_stats = _elastic_block(cfg, ps["first"], ss["first"], z, arch_arr[st, 0],
-                                        stage=st, first=True, mode=mode, train_vjp=train_vjp)
-
-        def body(carry, inputs, st=st):
-            p_i, s_i, idx = inputs
-            y, st_i = _elastic_block(cfg, p_i, s_i, carry, idx, stage=st, first=False, mode=mode,
-                                     train_vjp=train_vjp)
-            return y, st_i
-
-        # Blocks after the first share shapes: one traced body per stage keeps compile time down.
-        z, rest_stats = lax.scan(body, z, (ps["rest"], ss["rest"], arch_arr[st, 1:]))
-        new["stages"].append({"first": first_stats, "rest": rest_stats})
-
-    logits, new["head"] = head_apply(cfg, params, stats, z, mode)
-    if mode == "calib":
-        return logits, new
-    return logits
-
-
-def subnet_apply(cfg: MobileNetV3Config, params, x, arch: MobileNetV3Arch):
-    """Training-mode logits of ``arch`` at its own static shapes: stem, its active blocks in order
-    (no switch), head. The composed trainer runs the same pieces one jitted call each."""
-    z = stem_apply(cfg, params, None, x, "train")[0]
-    for s, blocks in enumerate(arch.stages):
-        for b, (k, e) in enumerate(blocks):
-            z = block_at(cfg, s, b == 0, k, e, "train")(block_params(params, s, b), None, z)[0]
-    return head_apply(cfg, params, None, z, "train")[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,53 +17,25 @@ What is where:
 * ``config.py``: :class:`ResNetConfig` (the supernet's shape), :func:`ofa_config` (``resnet``),
   :func:`tiny_config` (``resnet-tiny``), :class:`ResNetArch` (one subnet) and :class:`BlockShape`
   (a subnet block's static widths and input side).
-* ``space.py``: :class:`ResNetSpace`: genes, canonical strings, FLOPs/params, the run-time
-  selection arrays, the latency pieces, and delegation to the modules below.
-* ``supernet.py``: the supernet as pure functions over one parameter pytree (init, bottleneck math,
-  elastic switch blocks, :func:`supernet_apply`) and :func:`sort_channels`.
-* ``static.py``: :class:`StaticResNet` (``stem``, ``blocks``, ``head``), the deployable NNX subnet
-  whose parts the latency table times, and :func:`load_static_weights`.
-* ``trainer.py``: :class:`ComposedResNet`, the per-block chain on :mod:`search_spaces.engine`.
+* ``space.py``: :class:`ResNetSpace`: genes, canonical strings, the plan and the one block
+  function (:func:`block`); everything else is derived (:mod:`search_spaces.planned`).
+* ``supernet.py``: the weights' layout (:func:`init_supernet`) and :func:`sort_channels`.
 """
 
 from search_spaces.base import register_supernet_family
 from search_spaces.resnet.config import BlockShape, ResNetArch, ResNetConfig, ofa_config, tiny_config
-from search_spaces.resnet.space import ResNetSpace
-from search_spaces.resnet.static import (
-    StaticBottleneck,
-    StaticHead,
-    StaticResNet,
-    StaticStem,
-    load_static_weights,
-)
-from search_spaces.resnet.supernet import (
-    block_apply,
-    head_apply,
-    init_supernet,
-    sort_channels,
-    stem_apply,
-    supernet_apply,
-)
-from search_spaces.resnet.trainer import ComposedResNet
+from search_spaces.resnet.space import ResNetSpace, block
+from search_spaces.resnet.supernet import init_supernet, sort_channels
 
 __all__ = [
     "BlockShape",
-    "ComposedResNet",
     "ResNetArch",
     "ResNetConfig",
     "ResNetSpace",
-    "StaticBottleneck",
-    "StaticHead",
-    "StaticResNet",
-    "StaticStem",
-    "block_apply",
-    "head_apply",
+    "block",
     "init_supernet",
-    "load_static_weights",
     "ofa_config",
     "sort_channels",
-    "stem_apply",
-    "supernet_apply",
     "tiny_config",
 ]
 

@@ -1,6 +1,6 @@
-"""The resnet space: genes, canonical strings, costs, run-time selection arrays and latency pieces,
-delegating the math to :mod:`~search_spaces.resnet.supernet`, :mod:`~search_spaces.resnet.static`
-and :mod:`~search_spaces.resnet.trainer`."""
+"""The resnet space: genes, canonical strings, the plan and the one block function (stem,
+bottleneck, head); trainers, evaluation, the deployable model, costs and latency pieces are derived
+from them (:mod:`search_spaces.planned`)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,44 @@ from functools import partial
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from search_spaces.base import Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
+from search_spaces.base import Gene, log_count, one_hot_plus_ordinal
 from search_spaces.errors import ArchError
-from search_spaces.layers import same_padding
-from search_spaces.resnet.config import BlockShape, ResNetArch, ResNetConfig
-from search_spaces.resnet.static import StaticBottleneck, StaticHead, StaticResNet, StaticStem, load_static_weights
-from search_spaces.resnet.supernet import init_supernet, sort_channels, supernet_apply
-from search_spaces.resnet.trainer import ComposedResNet
+from search_spaces.plan import BlockSpec
+from search_spaces.planned import PlannedSpace
+from search_spaces.resnet.config import ResNetArch, ResNetConfig
+from search_spaces.resnet.supernet import init_supernet, sort_channels
+
+
+def block(cfg: ResNetConfig, spec: BlockSpec, ops, x):
+    """The 3x3 stem conv at its elastic width, one bottleneck block (1x1, 3x3, 1x1 convs; a strided
+    1x1-conv shortcut on a stage's first block; ReLU after the sum) at static (out, middle) widths,
+    or the head (global average pooling, classifier).
+
+    A block reads as many input channels as ``x`` has: in the evaluation forward the activations
+    between blocks are zero-padded to the stage's largest width, and the zero channels add exact
+    zeros through the weights' extra rows."""
+    if spec.kind == "stem":
+        c0 = spec.a["width"]
+        return jax.nn.relu(ops.bn("stem/bn", ops.conv("stem/w", x, cfg.stem_stride, n_out=c0), c0))
+    if spec.kind == "head":
+        z = jnp.mean(x, axis=(1, 2))  # (B, C)
+        return ops.dense("classifier/w", z, z.shape[-1], cfg.num_classes, bias="classifier/b")
+    a = spec.a
+    cout, mid, first = a["cout"], a["mid"], a["first"]
+    stride = cfg.stage_strides[a["stage"]] if first else 1
+    cin = x.shape[-1]
+    z = jax.nn.relu(ops.bn("bn1", ops.dense("conv1", x, cin, mid), mid))
+    z = jax.nn.relu(ops.bn("bn2", ops.conv("conv2", z, stride, n_out=mid), mid))
+    y = ops.bn("bn3", ops.dense("conv3", z, mid, cout), cout)
+    if first:
+        sc = x[:, ::stride, ::stride, :]  # = a 1x1 'SAME' conv at this stride
+        sc = ops.bn("bn_down", ops.dense("down", sc, cin, cout), cout)
+    else:
+        sc = x[..., :cout]
+    return jax.nn.relu(y + sc)
 
 
 _NUM = re.compile(r"^(\d+)$")
@@ -28,7 +56,7 @@ def _set(values) -> str:
     return "{" + ", ".join(map(str, values)) + "}"
 
 
-class ResNetSpace(SupernetSpace):
+class ResNetSpace(PlannedSpace):
     """OFA ResNet space over a :class:`ResNetConfig`."""
 
     # OFA-ResNet's progressive shrinking order: depth, then expand ratio, then width
@@ -127,62 +155,46 @@ class ResNetSpace(SupernetSpace):
             raise ArchError(f"arch {text!r}: {e}") from None
         return arch
 
-    # --- run-time selection -------------------------------------------------------------
-    def arch_arrays(self, arch: ResNetArch) -> np.ndarray:
-        """(1 + stages, max_depth) int32: row 0 holds the stem width index; row 1 + s the branch of
-        each block of stage s (an index into ``config.branches(s)``; ``len(branches)`` = skipped)."""
+    # --- plan ---------------------------------------------------------------------------------
+    def plan(self, arch: ResNetArch) -> tuple[BlockSpec, ...]:
+        """The stem (at its width), every active block (slot: stage and position; a stage's later
+        blocks are rows of one stacked subtree), the head."""
         cfg = self.config
         self._validate(arch)
-        out = np.zeros((1 + cfg.num_stages, cfg.max_depth), np.int32)
-        out[0, 0] = cfg.width_choices.index(arch.stem_width)
-        for s, (width, expands) in enumerate(arch.stages):
-            branches = cfg.branches(s)
-            out[1 + s, :] = len(branches)
-            cout = cfg.stage_width(s, width)
-            for b, e in enumerate(expands):
-                out[1 + s, b] = branches.index((cout, cfg.mid(cout, e)))
-        return out
-
-    # --- costs ---------------------------------------------------------------------------
-    def _layers(self, arch: ResNetArch):
-        """Yields (part, macs, params) per layer of the static subnet; part 0 is the stem, 1..S the
-        stages, S + 1 the head."""
-        cfg = self.config
-        h = cfg.stem_side(arch.resolution)
         c0 = cfg.stem_width(arch.stem_width)
-        yield 0, h * h * 9 * cfg.in_channels * c0, 9 * cfg.in_channels * c0 + 2 * c0
-        for s, b, cin, cout, mid, stride, h in cfg.block_shapes(arch):
-            yield 1 + s, h * h * cin * mid, cin * mid + 2 * mid
-            out = same_padding(h, 3, stride)[2]
-            yield 1 + s, out * out * 9 * mid * mid, 9 * mid * mid + 2 * mid
-            yield 1 + s, out * out * mid * cout, mid * cout + 2 * cout
-            if b == 0:  # the 1x1 shortcut conv at the block's stride
-                yield 1 + s, out * out * cin * cout, cin * cout + 2 * cout
-        c_last = cfg.head_width(arch)
-        yield cfg.num_stages + 1, c_last * cfg.num_classes, c_last * cfg.num_classes + cfg.num_classes
+        specs = [BlockSpec("stem", "stem", (("width", c0),), keys=("stem",), name=f"stem/r{{side}}/c{c0}",
+                           group="stem")]
+        for s, b, _, cout, mid, _, _ in cfg.block_shapes(arch):
+            where = "first" if b == 0 else "rest"
+            specs.append(BlockSpec("block", (s, b), (("stage", s), ("first", b == 0), ("cout", cout), ("mid", mid)),
+                                   path=("stages", s, where), index=None if b == 0 else b - 1,
+                                   name=f"block/s{s + 1}/{where}/i{{channels}}o{cout}m{mid}/h{{side}}",
+                                   group=f"stage{s + 1}"))
+        specs.append(BlockSpec("head", "head", keys=("classifier",), name="head/c{channels}/h{side}", group="head"))
+        return tuple(specs)
 
-    def flops(self, arch: ResNetArch) -> int:
-        return int(sum(m for _, m, _ in self._layers(arch)))
+    def block(self, spec: BlockSpec, ops, x):
+        return block(self.config, spec, ops, x)
 
-    def params(self, arch: ResNetArch) -> int:
-        return int(sum(p for _, _, p in self._layers(arch)))
+    def cover(self) -> list[ResNetArch]:
+        """Full depth, one expand ratio, the stem at one width and the stages alternating between
+        two: over every (width, width, expand) every block meets every input width it can get."""
+        cfg = self.config
+        return [ResNetArch(cfg.resolutions[0], w1, tuple(((w2, w1)[s % 2], (e,) * max(cfg.depth_choices(s)))
+                                                          for s in range(cfg.num_stages)))
+                for w1 in cfg.width_choices for w2 in cfg.width_choices for e in cfg.expand_choices]
 
     def structure_features(self, arch: ResNetArch) -> np.ndarray:
         """The genome's one-hot (:meth:`features`), then per stage its depth, width and mean and max
         expand ratio (percent / 100), log10 MACs and params of the stem, every stage and the head,
         the total log10 MACs and params, the stem width and the resolution (over the largest)."""
-        cfg = self.config
-        n = cfg.num_stages
-        macs, params = [0] * (n + 2), [0] * (n + 2)
-        for part, m, p in self._layers(arch):
-            macs[part] += m
-            params[part] += p
+        macs, params = (list(d.values()) for d in self.group_costs(arch))
         rows = []
         for width, expands in arch.stages:
             rows += [len(expands), width / 100, float(np.mean(expands)) / 100 if expands else 0.0,
                      max(expands, default=0) / 100]
         rows += [log_count(v) for v in (*macs, *params, sum(macs), sum(params))]
-        rows += [arch.stem_width / 100, arch.resolution / max(cfg.resolutions)]
+        rows += [arch.stem_width / 100, arch.resolution / max(self.config.resolutions)]
         return np.concatenate([self.features(arch), np.asarray(rows, np.float32)])
 
     def structure_feature_names(self) -> list[str]:
@@ -192,95 +204,9 @@ class ResNetSpace(SupernetSpace):
         names += [f"{p}.log_macs" for p in parts] + [f"{p}.log_params" for p in parts]
         return self.feature_names() + names + ["log_macs", "log_params", "stem_width", "resolution"]
 
-    # --- models --------------------------------------------------------------------------
-    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         # jitted: eagerly, each of the many differently shaped initialisers compiles on its own
         return jax.jit(partial(init_supernet, self.config))(key)
 
-    def supernet_apply(self, params, stats, x, arch_arr, *, mode: str):
-        return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode)
-
-    def static_model(self, arch: ResNetArch, rngs: nnx.Rngs) -> StaticResNet:
-        self._validate(arch)
-        return StaticResNet(self.config, arch, rngs)
-
-    def extract(self, params, stats, arch: ResNetArch) -> StaticResNet:
-        """The standalone subnet with weights sliced from the supernet and the given BN statistics."""
-        model = self.static_model(arch, nnx.Rngs(0))
-        load_static_weights(self.config, model, params, stats, arch)
-        return model
-
     def sort_channels(self, params) -> dict:
         return sort_channels(self.config, params)
-
-    def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str):
-        """Composed per-block static variants (search_spaces/engine.py); no Pallas formulation."""
-        if kernels == "pallas":
-            raise ArchError(f"space {self.name!r} has no Pallas formulation; use kernels 'xla' or 'auto'")
-        return ComposedResNet(self.config, mean, std, label_smoothing)
-
-    # --- latency pieces ------------------------------------------------------------------
-    def latency_keys(self, arch: ResNetArch) -> list[str]:
-        cfg = self.config
-        self._validate(arch)
-        keys = [_stem_key(arch.resolution, cfg.stem_width(arch.stem_width))]
-        keys += [_block_key(b) for b in cfg.block_shapes(arch)]
-        keys.append(_head_key(cfg.head_width(arch), cfg.head_side(arch.resolution)))
-        return keys
-
-    def latency_pieces(self) -> list[LatencyPiece]:
-        """The stem (per resolution and width), every block (stage, first/rest, in, out and middle
-        channels, input side) and the head (per width and final side), as :class:`StaticResNet`'s
-        own submodules."""
-        cfg = self.config
-        pieces: dict[str, LatencyPiece] = {}
-
-        def add(key: str, input_shape: tuple[int, ...], cls, *args) -> None:
-            pieces.setdefault(key, LatencyPiece(key, input_shape, partial(_fresh, cls, *args)))
-
-        for r in cfg.resolutions:
-            for w in cfg.width_choices:
-                c0 = cfg.stem_width(w)
-                add(_stem_key(r, c0), (r, r, cfg.in_channels), StaticStem, cfg.in_channels, c0, cfg.stem_stride)
-        for r in cfg.resolutions:
-            # every stage at full depth: its first block and one later block stand for all positions
-            deepest = ResNetArch(r, 100, tuple((100, (cfg.expand_choices[0],) * max(cfg.depth_choices(s)))
-                                               for s in range(cfg.num_stages)))
-            for at in cfg.block_shapes(deepest):
-                if at.index > 1:
-                    continue
-                s, first = at.stage, at.index == 0
-                if not first:
-                    ins = None
-                elif s == 0:
-                    ins = [cfg.stem_width(w) for w in cfg.width_choices]
-                else:
-                    ins = [cfg.stage_width(s - 1, w) for w in cfg.width_choices]
-                for cout, mid in cfg.branches(s):
-                    for cin in ins or [cout]:
-                        b = at._replace(cin=cin, cout=cout, mid=mid)
-                        add(_block_key(b), (b.side, b.side, cin), StaticBottleneck, cin, cout, mid, b.stride, first)
-        for r in cfg.resolutions:
-            side = cfg.head_side(r)
-            for w in cfg.width_choices:
-                c = cfg.stage_width(cfg.num_stages - 1, w)
-                add(_head_key(c, side), (side, side, c), StaticHead, c, cfg.num_classes)
-        return list(pieces.values())
-
-
-def _fresh(cls, *args):
-    """A new ``cls(*args)`` module; the latency code builds it under ``nnx.eval_shape``."""
-    return cls(*args, nnx.Rngs(0))
-
-
-def _stem_key(resolution: int, c0: int) -> str:
-    return f"stem/r{resolution}/c{c0}"
-
-
-def _block_key(b: BlockShape) -> str:
-    return f"block/s{b.stage + 1}/{'first' if b.index == 0 else 'rest'}/i{b.cin}o{b.cout}m{b.mid}/h{b.side}"
-
-
-def _head_key(channels: int, side: int) -> str:
-    return f"head/c{channels}/h{side}"

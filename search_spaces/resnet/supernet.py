@@ -1,10 +1,6 @@
-"""The resnet supernet: pure functions over one parameter pytree (init, bottleneck math, elastic
-switch blocks, the forward pass) and OFA's channel sorting by importance.
-
-Between blocks the supernet carries activations at the stage's largest width, zero beyond the
-active channels: a block reads its input at full width (the zero channels add exact zeros), so its
-``lax.switch`` only branches over (out width, middle width).
-"""
+"""The resnet supernet's weights: their layout (:func:`init_supernet`; a stage's later blocks
+stacked along a leading axis) and OFA's channel sorting by importance (:func:`sort_channels`).
+Its math is space.py's block function."""
 
 from __future__ import annotations
 
@@ -14,9 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from search_spaces.layers import batch_norm, init_stats, switch_vjp
 from search_spaces.resnet.config import ResNetConfig
 
 
@@ -71,126 +65,6 @@ def init_supernet(cfg: ResNetConfig, key: jax.Array) -> dict:
             offset += n
         out.append(w)
     return jax.tree.unflatten(tree, out)
-
-
-def _conv3x3(x, w, stride: int):
-    return lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def block_apply(p, s, x, *, cout: int, mid: int, stride: int, first: bool, mode: str):
-    """One bottleneck block at static (out, middle) widths. Returns (y, calibration stats).
-
-    ``x`` may carry more channels than the active input width if the extra ones are zero (the
-    supernet's padded activations): the 1x1 convs read as many weight rows as ``x`` has channels.
-    """
-    s = s if s is not None else {"bn1": None, "bn2": None, "bn3": None, "bn_down": None}
-    cin = x.shape[-1]
-    stats = {}
-    z = jnp.einsum("bhwc,cd->bhwd", x, p["conv1"][:cin, :mid])
-    z, stats["bn1"] = batch_norm(z, p["bn1"], s["bn1"], mid, mode)
-    z = _conv3x3(jax.nn.relu(z), p["conv2"][:, :, :mid, :mid], stride)
-    z, stats["bn2"] = batch_norm(z, p["bn2"], s["bn2"], mid, mode)
-    y = jnp.einsum("bhwc,cd->bhwd", jax.nn.relu(z), p["conv3"][:mid, :cout])
-    y, stats["bn3"] = batch_norm(y, p["bn3"], s["bn3"], cout, mode)
-    if first:
-        sc = x[:, ::stride, ::stride, :]  # = a 1x1 'SAME' conv at this stride
-        sc = jnp.einsum("bhwc,cd->bhwd", sc, p["down"][:cin, :cout])
-        sc, stats["bn_down"] = batch_norm(sc, p["bn_down"], s["bn_down"], cout, mode)
-    else:
-        sc = x[..., :cout]
-    return jax.nn.relu(y + sc), stats
-
-
-def stem_apply(cfg: ResNetConfig, p, s, x, c0: int, mode: str):
-    """The 3x3 stem conv at ``c0`` output channels. Returns (z, {"bn"} calibration stats)."""
-    z = lax.conv_general_dilated(x, p["w"][..., :c0], (cfg.stem_stride,) * 2, "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    z, bn = batch_norm(z, p["bn"], s["bn"] if s is not None else None, c0, mode)
-    return jax.nn.relu(z), {"bn": bn}
-
-
-def head_apply(p, z):
-    """Global average pooling and the classifier (reads as many rows as ``z`` has channels)."""
-    z = jnp.mean(z, axis=(1, 2))  # (B, C)
-    return z @ p["w"][: z.shape[-1]] + p["b"]
-
-
-def _pad(y, full: int):
-    return jnp.pad(y, ((0, 0),) * (y.ndim - 1) + ((0, full - y.shape[-1]),))
-
-
-def _zero_stats(s):
-    return jax.tree.map(jnp.zeros_like, s)
-
-
-def _switch(index, branches, p, s, x, mode: str):
-    """Runs ``branches[index](p, s, x) -> (y, stats)``; the custom VJP in "train" mode."""
-    if mode == "train":
-        # batch statistics in training: the branches read no `s` (a custom_vjp must not close
-        # over traced values)
-        return switch_vjp(index, [lambda p, x, f=f: f(p, None, x)[0] for f in branches], p, x), None
-    if mode == "calib":
-        return lax.switch(index, branches, p, s, x)
-    return lax.switch(index, [lambda p, s, x, f=f: f(p, s, x)[0] for f in branches], p, s, x), None
-
-
-def _elastic_block(cfg: ResNetConfig, p, s, x, index, *, stage: int, first: bool, mode: str):
-    """The branch of the run-time ``index`` (``len(branches)`` means: skip the block); output
-    zero-padded to the stage's largest width."""
-    full = cfg.stage_channels[stage]
-    stride = cfg.stage_strides[stage] if first else 1
-
-    def run(cout, mid):
-        def f(p, s, x):
-            y, st = block_apply(p, s, x, cout=cout, mid=mid, stride=stride, first=first, mode=mode)
-            return _pad(y, full), st
-        return f
-
-    branches = [run(cout, mid) for cout, mid in cfg.branches(stage)]
-    if not first:  # elastic depth: blocks after the first of a stage may be skipped
-        branches.append(lambda p, s, x: (x, _zero_stats(s) if mode == "calib" else None))
-    return _switch(index, branches, p, s, x, mode)
-
-
-def supernet_apply(cfg: ResNetConfig, params, stats, x, arch_arr, *, mode: str):
-    """Forward of the subnet selected by ``arch_arr`` (see :meth:`ResNetSpace.arch_arrays`), with
-    the modes and results of ``SupernetSpace.supernet_apply``.
-
-    ``params`` come from :func:`init_supernet`; ``stats`` (read in "eval" mode only) are like
-    ``init_stats(params)`` and may be None otherwise. The "train" mode runs each switch through its
-    custom VJP.
-    """
-    assert mode in ("train", "calib", "eval"), mode
-    if stats is None:
-        stats = init_stats(params)
-
-    def stem_branch(c0):
-        def f(p, s, x):
-            z, st = stem_apply(cfg, p, s, x, c0, mode)
-            return _pad(z, cfg.stem_channels), st
-        return f
-
-    new = {}
-    z, new["stem"] = _switch(arch_arr[0, 0], [stem_branch(cfg.stem_width(w)) for w in cfg.width_choices],
-                             params["stem"], stats["stem"], x, mode)
-    new["stages"] = []
-    for st in range(cfg.num_stages):
-        ps, ss = params["stages"][st], stats["stages"][st]
-        row = arch_arr[1 + st]
-        z, first_stats = _elastic_block(cfg, ps["first"], ss["first"], z, row[0], stage=st, first=True, mode=mode)
-
-        def body(carry, inputs, st=st):
-            p_i, s_i, idx = inputs
-            return _elastic_block(cfg, p_i, s_i, carry, idx, stage=st, first=False, mode=mode)
-
-        # blocks after the first share shapes: one traced body per stage keeps compile time down
-        depth = max(cfg.depth_choices(st))
-        z, rest_stats = lax.scan(body, z, (ps["rest"], ss["rest"], row[1:depth]))
-        new["stages"].append({"first": first_stats, "rest": rest_stats})
-    logits = head_apply(params["classifier"], z)
-    if mode == "calib":
-        return logits, new
-    return logits
 
 
 # --- channel importance (OFA elastic width) ---------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from search_spaces import get_space
-from search_spaces.mobilenetv3 import ComposedSupernet, KernelSupernet
+from search_spaces.planned import KernelTrainer
 
 
 def _max_rel(a, b):
@@ -22,8 +22,8 @@ def _compare(implementation: str, interpret: bool):
     images = jnp.asarray(rng.integers(0, 255, size=(16, 8, 8, 1)), jnp.uint8)
     labels = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
     zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
-    composed = ComposedSupernet(space.config, 0.3, 0.3)
-    elastic = KernelSupernet(space.config, 0.3, 0.3, implementation=implementation, interpret=interpret)
+    composed = space.make_trainer(0.3, 0.3, 0.0, "xla")
+    elastic = KernelTrainer(space, 0.3, 0.3, implementation=implementation, interpret=interpret)
     soft = jax.nn.softmax(jnp.asarray(rng.normal(size=(16, 10)), jnp.float32))
     for arch, targets in ((space.sample(rng), None), (space.smallest(), soft), (space.largest(), None)):
         l1, lg1, g1 = composed.accumulate_grad(params, zeros(), arch, images, labels, targets)

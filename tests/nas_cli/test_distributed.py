@@ -437,9 +437,9 @@ def _steps(space_name: str, kernels: str) -> dict:
         state = TrainState.create(dist.replicate(space.init_supernet(jax.random.key(0)), mesh),
                                   make_optimizer(cfg, 10))
         if kernels == "pallas":
-            from search_spaces.mobilenetv3.pallas_trainer import KernelSupernet
+            from search_spaces.planned import KernelTrainer
 
-            net = KernelSupernet(space.config, ds.mean, ds.std, 0.1, implementation="pallas", interpret=True)
+            net = KernelTrainer(space, ds.mean, ds.std, 0.1, implementation="pallas", interpret=True)
             if n > 1:
                 net.shard_over(mesh)
         else:

@@ -1,4 +1,4 @@
-"""ComposedSupernet: its per-block composed gradients equal the monolithic supernet's, and a seen
+"""The composed trainer (a planned space's pieces): its per-block composed gradients equal the monolithic supernet's, and a seen
 subnet (or any subnet made of seen block variants) compiles nothing new."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from search_spaces import get_space
 from search_spaces.engine import subnet_loss
 from search_spaces.layers import preprocess
-from search_spaces.mobilenetv3 import ComposedSupernet, MobileNetV3Arch, supernet_apply
+from search_spaces.mobilenetv3 import MobileNetV3Arch
 
 RES, BATCH, MEAN, STD = 8, 8, 0.45, 0.25
 
@@ -35,7 +35,7 @@ def setup():
     ]
     for a in archs:
         space.encode(a)  # valid in the tiny space
-    net = ComposedSupernet(cfg, MEAN, STD)
+    net = space.make_trainer(MEAN, STD, 0.0, "xla")
     return dict(space=space, cfg=cfg, params=params, images=images, labels=labels, soft=soft, archs=archs, net=net)
 
 
@@ -54,7 +54,7 @@ def _reference(s, arch, soft):
 
     def loss_fn(p):
         x = preprocess(s["images"], RES, MEAN, STD)
-        logits = supernet_apply(s["cfg"], p, None, x, arr, mode="train", train_vjp=False)
+        logits = s["space"].supernet_apply(p, None, x, arr, mode="train", train_vjp=False)
         return subnet_loss(logits, s["labels"], soft, kd), logits
 
     with jax.disable_jit():
@@ -140,10 +140,10 @@ def test_a_prepared_step_compiles_ahead_and_computes_the_same(setup):
             loss_b, _, grads = net.accumulate_grad(p, grads, b, images, labels, soft)
         return [loss_a, loss_b] + jax.tree.leaves(grads), compiled.n
 
-    lazy = ComposedSupernet(s["cfg"], MEAN, STD)
+    lazy = s["space"].make_trainer(MEAN, STD, 0.0, "xla")
     want, lazy_compiled = step(lazy)
     assert lazy_compiled > 0
-    ahead = ComposedSupernet(s["cfg"], MEAN, STD)
+    ahead = s["space"].make_trainer(MEAN, STD, 0.0, "xla")
     assert ahead.prepare(p, [a, b], images, labels, distill=True, workers=2) == lazy.num_compiled()
     zeros = _zeros(p)
     with count_compilations() as compiled:

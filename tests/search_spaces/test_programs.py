@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from search_spaces import get_space, programs
-from search_spaces.mobilenetv3 import ComposedSupernet
 
 
 def test_cpu_programs_compile_with_the_measured_options():
@@ -75,10 +74,10 @@ def test_a_trainer_whose_programs_are_dropped_computes_the_same_gradients(monkey
         loss, _, grads = trainer.accumulate_grad(params, zeros, arch, images, labels)
         return float(loss), grads
 
-    free = ComposedSupernet(space.config, 0.5, 0.25)
+    free = space.make_trainer(0.5, 0.25, 0.0, "xla")
     loss0, g0 = grads_of(free)
     monkeypatch.setattr(programs, "mapping_budget", lambda: 1)  # every new program drops the older ones
-    bounded = ComposedSupernet(space.config, 0.5, 0.25)
+    bounded = space.make_trainer(0.5, 0.25, 0.0, "xla")
     before = programs.program_stats()["dropped"]
     loss1, g1 = grads_of(bounded)
     loss2, g2 = grads_of(bounded)  # every program made again

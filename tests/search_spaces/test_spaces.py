@@ -20,6 +20,8 @@ from flax import nnx
 from kernels.tests.compilations import count_compilations
 from search_spaces import ArchError, SupernetSpace, get_space, space_names
 
+import toy_space  # a space written only for these tests (tests/search_spaces/toy_space.py)
+
 # Small options per space keep compiles and forwards fast; a space not listed runs with its defaults.
 SPACE_OPTIONS = {
     "mobilenetv3": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
@@ -43,7 +45,14 @@ def _supernet_space_names() -> list[str]:
     return names
 
 
-NAMES = _supernet_space_names()
+#: the registered supernet spaces and the tests' own small space (built, not registered)
+NAMES = _supernet_space_names() + ["toy-tiny"]
+
+
+def _make(name: str):
+    if name == "toy-tiny":
+        return toy_space.ToySpace(toy_space.ToyConfig(resolutions=(8, 12)), name)
+    return get_space(name, **SPACE_OPTIONS.get(name, {}))
 
 
 def test_registry_has_the_supernet_spaces():
@@ -55,7 +64,7 @@ def bundle(request):
     """A space, perturbed supernet weights (so BN affine and kernel transforms are not identities),
     inputs, and the jitted calib/eval programs shared by every test of the module."""
     name = request.param
-    space = get_space(name, **SPACE_OPTIONS.get(name, {}))
+    space = _make(name)
     params = space.init_supernet(jax.random.key(0))
 
     # one normal draw carved into every leaf: a draw per leaf compiles a threefry per shape (~40 s)
@@ -188,8 +197,14 @@ def _vit_bad_strings(space):
     ]
 
 
+def _toy_bad_strings(space):
+    return [("r8-w9", ["width", "9", "8", "16"]), ("r9-w8", ["resolution", "9", "8", "12"]),
+            ("r8-" + ".".join(["w8"] * 4), ["depth", "4", "1", "2", "3"]), ("hello", ["r8-w8.w16"])]
+
+
 # each family's string syntax differs, so each says how to break it
-BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "mobilenetv3-imagenet": _mobilenetv3_bad_strings, "resnet": _resnet_bad_strings, "vit": _vit_bad_strings}
+BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "mobilenetv3-imagenet": _mobilenetv3_bad_strings,
+               "resnet": _resnet_bad_strings, "vit": _vit_bad_strings, "toy": _toy_bad_strings}
 
 
 def test_invalid_strings_name_the_field_and_choices(bundle):
