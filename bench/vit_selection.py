@@ -1,6 +1,6 @@
 """vit eval program: run-time subnet selection by ``lax.switch`` over static-shape variants (what
-vit.supernet_apply does: outer switch over the embed dim, per layer a switch over (heads, mlp) plus
-an identity branch for depth, inside one ``lax.scan``) against masking (the largest width with the
+the vit space's supernet_apply does: per layer a switch over (embed, heads, mlp) plus an identity
+branch for depth, inside one ``lax.scan``, the tokens zero-padded to the largest embed between layers) against masking (the largest width with the
 inactive embed channels, heads and hidden units zeroed; LayerNorm over the active channels).
 Prints JSON: compile seconds and median forward ms of the smallest, middle and largest subnet, per
 formulation, and the largest logit difference between the two.
@@ -20,7 +20,25 @@ import numpy as np
 from jax import lax
 
 from search_spaces import get_space
-from search_spaces.vit import LN_EPS, attention, hidden_units, patch_embed, resized_pos
+from search_spaces.plan import LN_EPS, attention
+from search_spaces.vit import hidden_units, resized_pos
+
+
+def patch_embed(cfg, w, b, x):
+    """(B, R, R, C) -> (B, grid * grid, D) with a VALID stride-``patch`` conv."""
+    z = lax.conv_general_dilated(x, w, (cfg.patch,) * 2, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z = z + b
+    return z.reshape(z.shape[0], -1, z.shape[-1])
+
+
+def mask_arrays(space, arch) -> np.ndarray:
+    """(1 + max_depth, 2) int32 for :func:`masked_apply`: row 0 is (embed index, depth), row 1 + i
+    layer i's (heads index, mlp index), zeros beyond the depth."""
+    g = space.to_genome(arch)
+    out = np.zeros((1 + space.config.max_depth, 2), np.int32)
+    out[0] = (g[1], arch.depth)
+    out[1:, 0], out[1:, 1] = g[3::2], g[4::2]
+    return out
 
 
 def _masked_layer_norm(x, scale, bias, mask, d):
@@ -102,14 +120,15 @@ def main():
     out = {"space": args.space, "batch": args.batch, "resolution": args.resolution, "device": jax.devices()[0].device_kind}
     forms = {"mask": lambda p, x, a: masked_apply(space.config, p, x, a),
              "switch": lambda p, x, a: space.supernet_apply(p, None, x, a, mode="eval")}
+    arrays = {"mask": lambda arch: mask_arrays(space, arch), "switch": space.arch_arrays}
     ref = {}
     for name, fn in forms.items():
-        arr = jnp.asarray(space.arch_arrays(archs["largest"]))
+        arr = jnp.asarray(arrays[name](archs["largest"]))
         t = time.perf_counter()
         compiled = jax.jit(fn).lower(params, x, arr).compile()
         out[f"{name}_compile_s"] = round(time.perf_counter() - t, 2)
         for which, arch in archs.items():
-            arr = jnp.asarray(space.arch_arrays(arch))
+            arr = jnp.asarray(arrays[name](arch))
             out[f"{name}_{which}_ms"] = round(_time(compiled, params, x, arr, repeats=args.repeats), 2)
             logits = np.asarray(compiled(params, x, arr))
             if which in ref:

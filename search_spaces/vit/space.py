@@ -1,5 +1,6 @@
-"""The vit space: genes, canonical strings, exact costs, run-time selection arrays, latency pieces,
-and the supernet contract delegated to the modules beside it.
+"""The vit space: genes, canonical strings, the plan and the one block function (stem, pre-norm
+transformer layer, head); trainers, evaluation, the deployable model, costs and latency pieces are
+derived from them (:mod:`search_spaces.planned`).
 
 Canonical string: ``r{resolution}-e{embed}`` then one ``-``-separated field per active layer,
 ``h{heads}m{mlp ratio}`` (the ratio written with ``%g``: ``m4``, ``m3.5``). Example (depth 3):
@@ -14,15 +15,47 @@ from functools import partial
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from search_spaces.base import Gene, LatencyPiece, SupernetSpace, log_count, one_hot_plus_ordinal
+from search_spaces.base import Gene, log_count, one_hot_plus_ordinal
 from search_spaces.errors import ArchError
-from search_spaces.vit.config import ViTArch, ViTConfig, check_config, hidden_units, tokens
-from search_spaces.vit.static import StaticHead, StaticLayer, StaticStem, StaticViT, load_static_weights
-from search_spaces.vit.supernet import init_supernet, sort_channels, supernet_apply
-from search_spaces.vit.trainer import ComposedViT
+from search_spaces.plan import BlockSpec
+from search_spaces.planned import PlannedSpace
+from search_spaces.vit.config import ViTArch, ViTConfig, check_config, hidden_units
+from search_spaces.vit.supernet import init_supernet, resized_pos, sort_channels
+
+
+def block(cfg: ViTConfig, spec: BlockSpec, ops, x):
+    """The stem (patch embedding, class token, position embeddings), one pre-norm transformer
+    layer at static (embed, heads, mlp ratio), or the head (final LayerNorm and the classifier on
+    the class token). Every weight is its first ``embed`` channels, its first heads and hidden
+    units (AutoFormer's weight entanglement).
+
+    A layer and the head read the first ``embed`` channels of their input: in the evaluation
+    forward the tokens between layers are zero-padded to the largest embed dim."""
+    d = spec.a["embed"]
+    if spec.kind == "stem":
+        z = ops.conv("patch/w", x, cfg.patch, n_out=d, valid=True, bias="patch/b")
+        z = z.reshape(z.shape[0], -1, z.shape[-1])  # (B, N, d)
+        cls = jnp.broadcast_to(ops.param("cls", lambda w: w[:d]), (z.shape[0], 1, d))
+        pos = ops.param("pos", lambda w: resized_pos(cfg, w, x.shape[1] // cfg.patch)[:, :d])
+        return jnp.concatenate([cls, z], axis=1) + pos
+    x = x[..., :d]
+    if spec.kind == "head":
+        return ops.dense("classifier/w", ops.ln("norm", x[:, 0], d), d, cfg.num_classes, bias="classifier/b")
+    h, hd, m = spec.a["heads"], cfg.head_dim, hidden_units(spec.a["mlp"], d)
+    q = h * hd
+    y = ops.ln("ln1", x, d)
+    qkv = ops.dense("qkv/w", y, d, 3 * q, bias="qkv/b",
+                    view=lambda w, b: (w[:d, :, :h].reshape(d, 3 * q), b[:, :h].reshape(3 * q)))
+    qkv = qkv.reshape(*y.shape[:-1], 3, h, hd)  # (B, N, 3, h, hd)
+    a = ops.attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :])
+    x = x + ops.dense("proj/w", a.reshape(*a.shape[:-2], q), q, d, bias="proj/b",
+                      view=lambda w, b: (w[:h, :, :d].reshape(q, d), b[:d]))
+    y = jax.nn.gelu(ops.dense("fc1/w", ops.ln("ln2", x, d), d, m, bias="fc1/b"))
+    return x + ops.dense("fc2/w", y, m, d, bias="fc2/b")
+
 
 _LAYER_RE = re.compile(r"^h(\d+)m(\d+(?:\.\d+)?)$")
 
@@ -31,21 +64,7 @@ def _set(values) -> str:
     return "{" + ", ".join(f"{v:g}" for v in values) + "}"
 
 
-# Latency keys name everything that changes a piece's shape or cost: the stem's input side and
-# embed dim; a layer's tokens, embed dim, heads and mlp ratio; the head's tokens and embed dim.
-def _stem_key(resolution: int, d: int) -> str:
-    return f"stem/r{resolution}/e{d}"
-
-
-def _layer_key(n: int, d: int, heads: int, ratio: float) -> str:
-    return f"layer/n{n}/e{d}/h{heads}/m{ratio:g}"
-
-
-def _head_key(n: int, d: int) -> str:
-    return f"head/n{n}/e{d}"
-
-
-class ViTSpace(SupernetSpace):
+class ViTSpace(PlannedSpace):
     """AutoFormer-style ViT space over a :class:`ViTConfig`."""
 
     progressive_phases = (("depth", ("depth",)), ("width", ("depth", "heads", "mlp", "embed", "resolution")))
@@ -126,36 +145,28 @@ class ViTSpace(SupernetSpace):
             raise ArchError(f"arch {text!r}: {e} (layers are '-'-separated fields after r<res>-e<embed>)") from None
         return arch
 
-    # --- run-time selection -------------------------------------------------------------
-    def arch_arrays(self, arch: ViTArch) -> np.ndarray:
-        """(1 + max_depth, 2) int32: row 0 is (embed index, depth), row 1 + i is layer i's
-        (heads index, mlp index), zeros for layers beyond the depth."""
-        cfg = self.config
-        g = self.to_genome(arch)
-        out = np.zeros((1 + cfg.max_depth, 2), np.int32)
-        out[0] = (g[1], arch.depth)
-        out[1:, 0], out[1:, 1] = g[3::2], g[4::2]
-        return out
+    # --- plan ---------------------------------------------------------------------------------
+    def plan(self, arch: ViTArch) -> tuple[BlockSpec, ...]:
+        """The stem, every active layer (slot: its position; rows of the stacked layers), the head."""
+        self._validate(arch)
+        d = arch.embed
+        specs = [BlockSpec("stem", "stem", (("embed", d),), keys=("patch", "cls", "pos"), name=f"stem/r{{side}}/e{d}",
+                           group="stem")]
+        for i, (h, m) in enumerate(arch.layers):
+            specs.append(BlockSpec("layer", i, (("embed", d), ("heads", h), ("mlp", m)), path=("layers",), index=i,
+                                   name=f"layer/n{{side}}/e{d}/h{h}/m{m:g}", group=f"layer{i + 1}"))
+        specs.append(BlockSpec("head", "head", (("embed", d),), keys=("norm", "classifier"), name=f"head/n{{side}}/e{d}",
+                               group="head"))
+        return tuple(specs)
 
-    # --- costs ---------------------------------------------------------------------------
-    def _layers(self, arch: ViTArch):
-        """Yields (kind, macs, params) per layer of the static subnet, in order."""
+    def block(self, spec: BlockSpec, ops, x):
+        return block(self.config, spec, ops, x)
+
+    def cover(self) -> list[ViTArch]:
+        """Full depth with one (embed, heads, mlp ratio), for each triple, embed-major."""
         cfg = self.config
-        d, g, p = arch.embed, arch.resolution // cfg.patch, cfg.patch
-        n = g * g + 1  # tokens, with the class token
-        yield "patch", g * g * p * p * cfg.in_channels * d, p * p * cfg.in_channels * d + d
-        yield "tokens", 0, d + n * d  # class token, position embeddings
-        for h, ratio in arch.layers:
-            q = h * cfg.head_dim
-            m = hidden_units(ratio, d)
-            yield "ln1", 0, 2 * d
-            yield "qkv", n * d * 3 * q, d * 3 * q + 3 * q
-            yield "attention", 2 * n * n * q, 0  # q k^T and attention @ v
-            yield "proj", n * q * d, q * d + d
-            yield "ln2", 0, 2 * d
-            yield "mlp", 2 * n * d * m, 2 * d * m + m + d
-        yield "norm", 0, 2 * d
-        yield "classifier", d * cfg.num_classes, d * cfg.num_classes + cfg.num_classes  # class token only
+        return [ViTArch(cfg.resolutions[0], d, ((h, m),) * cfg.max_depth)
+                for d in cfg.embed_choices for h in cfg.heads_choices for m in cfg.mlp_choices]
 
     def structure_features(self, arch: ViTArch) -> np.ndarray:
         """The genome's one-hot (:meth:`features`), then per layer (its stage) whether it is active, its
@@ -163,20 +174,19 @@ class ViTSpace(SupernetSpace):
         ratio, the log10 MACs of attention and of the MLPs, the total log10 MACs and params, the
         token count and the resolution (over the largest)."""
         cfg = self.config
-        per_layer, attention, mlp, block = [], 0, 0, -1
-        macs, params = [0] * cfg.max_depth, [0] * cfg.max_depth
-        for kind, m, p in self._layers(arch):
-            block += kind == "ln1"
-            if kind in ("attention", "qkv", "proj"):
-                attention += m
-            elif kind == "mlp":
-                mlp += m
-            if 0 <= block < arch.depth and kind not in ("norm", "classifier"):
-                macs[block] += m
-                params[block] += p
+        macs, params = self.group_costs(arch)
+        attention = mlp = 0
+        for spec, _, layers in self.walk(arch):
+            for layer in layers:
+                if layer.op == "attention" or layer.name in ("qkv/w", "proj/w"):
+                    attention += layer.macs
+                elif layer.name in ("fc1/w", "fc2/w"):
+                    mlp += layer.macs
+        per_layer = []
         for i in range(cfg.max_depth):
             h, r = arch.layers[i] if i < arch.depth else (0, 0.0)
-            per_layer += [float(i < arch.depth), h, r, log_count(macs[i]), log_count(params[i])]
+            per_layer += [float(i < arch.depth), h, r, log_count(macs[f"layer{i + 1}"]),
+                          log_count(params[f"layer{i + 1}"])]
         hs, rs = [h for h, _ in arch.layers], [r for _, r in arch.layers]
         summary = [arch.depth, arch.embed / max(cfg.embed_choices), float(np.mean(hs)), max(hs), float(np.mean(rs)),
                    max(rs), log_count(attention), log_count(mlp), log_count(self.flops(arch)),
@@ -191,66 +201,10 @@ class ViTSpace(SupernetSpace):
                   "attention.log_macs", "mlp.log_macs", "log_macs", "log_params", "tokens", "resolution"]
         return self.feature_names() + names
 
-    def flops(self, arch: ViTArch) -> int:
-        return int(sum(m for _, m, _ in self._layers(arch)))
-
-    def params(self, arch: ViTArch) -> int:
-        return int(sum(p for _, _, p in self._layers(arch)))
-
-    # --- latency pieces ----------------------------------------------------------------
-    def latency_keys(self, arch: ViTArch) -> list[str]:
-        n, d = tokens(self.config, arch.resolution), arch.embed
-        return [_stem_key(arch.resolution, d), *(_layer_key(n, d, h, m) for h, m in arch.layers), _head_key(n, d)]
-
-    def latency_pieces(self) -> list[LatencyPiece]:
-        """The stem (per resolution and embed), every layer (tokens, embed, heads, mlp ratio) and the
-        head (tokens, embed), as :class:`StaticViT`'s own submodules."""
-        cfg = self.config
-        pieces: dict[str, LatencyPiece] = {}
-
-        def add(key: str, input_shape: tuple[int, ...], build) -> None:
-            pieces.setdefault(key, LatencyPiece(key, input_shape, build))
-
-        for r in cfg.resolutions:
-            for d in cfg.embed_choices:
-                add(_stem_key(r, d), (r, r, cfg.in_channels), lambda r=r, d=d: StaticStem(cfg, r, d, nnx.Rngs(0)))
-        for r in cfg.resolutions:
-            n = tokens(cfg, r)
-            for d in cfg.embed_choices:
-                for h in cfg.heads_choices:
-                    for m in cfg.mlp_choices:
-                        add(_layer_key(n, d, h, m), (n, d),
-                            lambda d=d, h=h, m=m: StaticLayer(d, h, cfg.head_dim, hidden_units(m, d), nnx.Rngs(0)))
-        for r in cfg.resolutions:
-            n = tokens(cfg, r)
-            for d in cfg.embed_choices:
-                add(_head_key(n, d), (n, d), lambda d=d: StaticHead(cfg, d, nnx.Rngs(0)))
-        return list(pieces.values())
-
-    # --- models --------------------------------------------------------------------------
-    # Thin delegations to the package's modules; every space has this same shape (boilerplate).
     def init_supernet(self, key: jax.Array) -> dict:
         # one program (as resnet's): eagerly, each differently shaped initialiser compiles on its own,
         # 96 s of a mobilenetv3 w1.0 training's 488 s warm-up on a loaded 2-core CPU (issue 29)
         return jax.jit(partial(init_supernet, self.config))(key)
 
-    def supernet_apply(self, params, stats, x, arch_arr, *, mode: str):
-        return supernet_apply(self.config, params, stats, x, arch_arr, mode=mode)
-
-    def static_model(self, arch: ViTArch, rngs: nnx.Rngs) -> StaticViT:
-        self._validate(arch)
-        return StaticViT(self.config, arch, rngs)
-
-    def extract(self, params, stats, arch: ViTArch) -> StaticViT:
-        """The standalone subnet with weights sliced from the supernet (``stats`` is unused: no BN)."""
-        model = self.static_model(arch, nnx.Rngs(0))
-        load_static_weights(self.config, model, params, arch)
-        return model
-
     def sort_channels(self, params) -> dict:
         return sort_channels(self.config, params)
-
-    def make_trainer(self, mean: float, std: float, label_smoothing: float, kernels: str):
-        if kernels == "pallas":
-            raise ArchError(f"space {self.name!r} has no Pallas formulation: kernels {kernels!r}; use 'xla' or 'auto'")
-        return ComposedViT(self.config, mean, std, label_smoothing)
