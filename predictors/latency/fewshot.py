@@ -12,13 +12,14 @@ greedy D-optimal), so probes spread over the cost range and pin down the per-ope
 files, or benchmark-table columns), its FLOPs (where the space counts them), its gene features
 (``space.features``) and its additive cost bases (:func:`op_bases`: counts of each operation in the
 genome, and for a space with dead operations, in the live architecture). The candidates, each with a
-small grid of settings, are scored by leave-one-out error of log-latency on the timings
-(:data:`CANDIDATES`); the best configuration of each family, and then every family within
-:data:`ENSEMBLE_TOLERANCE` of the best one, averaged in log space:
+small grid of settings, are scored by leave-one-out mean absolute error of log-latency on the
+timings (:data:`CANDIDATES`); every configuration within :data:`ENSEMBLE_TOLERANCE` of the best one
+is a member, and the members' log-latencies are averaged with weights (best error / its error)^2:
 
 * ``op-costs``: latency = a basis @ non-negative per-operation costs, fitted on the timings alone
-  (Huber relative error): a device that runs one operation after another needs as many timings as
-  it has costs (6 for NAS-Bench-201's genome counts), not one per cell;
+  (Huber relative error, or weighted towards absolute error: :data:`OP_WEIGHT_POWERS`): a device
+  that runs one operation after another needs as many timings as it has costs (6 for
+  NAS-Bench-201's genome counts), not one per cell;
 * ``op-transfer``: the same costs as a mix of the priors' per-operation costs (each prior's costs
   fitted on its whole pool, :func:`prior_op_costs`) plus a penalised deviation: few timings fix
   the mix and move a cost only where they insist;
