@@ -33,6 +33,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from predictors.latency.fewshot import (  # noqa: E402
     CANDIDATES,
+    Inputs,
     apply_ridge,
     fit_ridge,
     choose_probes,
@@ -82,6 +83,7 @@ def main(argv=None) -> dict:
     for target in targets:
         truth = truth_all[target]
         priors = [priors_all[d] for d in devices if d != target]
+        inputs = Inputs(space, archs, priors)  # every cell's features, computed once for all the models
         res = {}
         for n in map(int, args.n.split(",")):
             runs = []
@@ -89,12 +91,13 @@ def main(argv=None) -> dict:
                 probes, by = choose_probes(space, n, seed, priors)
                 idx = np.asarray([index[space.encode(a)] for a in probes])
                 model = fit_fewshot_model(space, probes, truth[idx], priors, seed=seed, candidates=candidates)
-                pred = model.predict_many(archs)
+                pred = model.predict_inputs(inputs)
                 # FLOPs alone through the same probes (its ranking is the FLOPs ranking)
                 lf = np.log(flops)
                 fl = fit_ridge(lf[idx, None], truth[idx], "log", 1e-6)
                 flops_pred = apply_ridge(fl, lf[:, None], "log")
                 runs.append({"seed": seed, "stratified_by": by, "model": model.params["model"],
+                             "members": len(model.params["members"]), "left_out": len(model.data["left_out"]),
                              "fewshot": scores(pred, truth), "flops": scores(flops_pred, truth)})
             res[str(n)] = {
                 "fewshot_spearman": float(np.mean([r["fewshot"]["spearman"] for r in runs])),

@@ -1,7 +1,7 @@
 """Few-shot latency on a supernet space: priors are this machine's tables, the target another runtime.
 
     python bench/fewshot_supernet.py [--space mobilenetv3-tiny] [--resolution R] [--prior-runtimes jax,onnxruntime]
-        [--target onnxruntime-int8] [--n 10,20] [--seeds 3] [--test 40] [--repeats 5] [--rounds 10]
+        [--target onnxruntime-int8] [--n 10,20] [--seeds 3] [--test 40] [--repeats 5] [--rounds 10] [--save DIR]
 
 Profiles one lookup table per ``--prior-runtimes`` runtime here (predictors.latency.profile_table; the
 priors, as `nas latency fit --prior FILE` takes them), then times end to end in the ``--target``
@@ -11,11 +11,15 @@ chooses with those priors. For each (n, seed) the few-shot model (``nas latency 
 fitted on the probes' target latencies and scored on the test subnets: Spearman and MAPE. Beside it,
 in the same run: each prior table alone (rescaled by the probes' median ratio, its Spearman is the
 table's) and FLOPs alone (a log-log line through the same probes). Prints one JSON object.
+``--save DIR`` keeps the prior tables (``DIR/PRIOR.json``), every timed subnet's target latency
+(``DIR/timings.csv``, ``arch,latency_ms``), the test subnets (``DIR/test.csv``) and each probe set
+(``DIR/probes-N-SEED.csv``), so another version of the fit can be scored on the same measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import sys
@@ -56,6 +60,13 @@ def scores(pred, truth) -> dict:
     return {"spearman": float(spearmanr(pred, truth)[0]), "mape": float(100 * np.mean(np.abs(pred / truth - 1)))}
 
 
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="mobilenetv3-tiny")
@@ -67,10 +78,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--test", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--save", default=None, help="folder to keep the priors, timings, test subnets and probes in")
     args = ap.parse_args(argv)
     t0 = time.time()
     space, options = make_latency_space(args.space, resolutions=args.resolution)
-    tmp = Path(tempfile.mkdtemp(prefix="fewshot-supernet-"))
+    tmp = Path(args.save) if args.save else Path(tempfile.mkdtemp(prefix="fewshot-supernet-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     priors = []
     for name in args.prior_runtimes.split(","):
         table = profile_table(space, repeats=args.repeats, rounds=args.rounds, calib_samples=2, options=options,
@@ -93,6 +106,11 @@ def main(argv=None) -> dict:
     y = at_level(timed, common_level(timed))
     print(f"{len(archs)} subnets timed in {args.target} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     y_test = y[[keys[space.encode(a)] for a in test]]
+    if args.save:
+        _write_csv(tmp / "timings.csv", ["arch", "latency_ms"], [(k, f"{y[i]:.6g}") for k, i in keys.items()])
+        _write_csv(tmp / "test.csv", ["arch"], [(space.encode(a),) for a in test])
+        for (n, s), probes in sets.items():
+            _write_csv(tmp / f"probes-{n}-{s}.csv", ["arch"], [(space.encode(a),) for a in probes])
     f_test = np.log(flops_of(space, test))
     prior_test = [p.predict_many(test) for p in priors]
     out = {"command": "python bench/fewshot_supernet.py " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -12,13 +12,14 @@ greedy D-optimal), so probes spread over the cost range and pin down the per-ope
 files, or benchmark-table columns), its FLOPs (where the space counts them), its gene features
 (``space.features``) and its additive cost bases (:func:`op_bases`: counts of each operation in the
 genome, and for a space with dead operations, in the live architecture). The candidates, each with a
-small grid of settings, are scored by leave-one-out error of log-latency on the timings
-(:data:`CANDIDATES`); the best configuration of each family, and then every family within
-:data:`ENSEMBLE_TOLERANCE` of the best one, averaged in log space:
+small grid of settings, are scored by leave-one-out mean absolute error of log-latency on the
+timings (:data:`CANDIDATES`); every configuration within :data:`ENSEMBLE_TOLERANCE` of the best one
+is a member, and the members' log-latencies are averaged with weights (best error / its error)^2:
 
 * ``op-costs``: latency = a basis @ non-negative per-operation costs, fitted on the timings alone
-  (Huber relative error): a device that runs one operation after another needs as many timings as
-  it has costs (6 for NAS-Bench-201's genome counts), not one per cell;
+  (Huber relative error, or weighted towards absolute error: :data:`OP_WEIGHT_POWERS`): a device
+  that runs one operation after another needs as many timings as it has costs (6 for
+  NAS-Bench-201's genome counts), not one per cell;
 * ``op-transfer``: the same costs as a mix of the priors' per-operation costs (each prior's costs
   fitted on its whole pool, :func:`prior_op_costs`) plus a penalised deviation: few timings fix
   the mix and move a cost only where they insist;
@@ -82,8 +83,11 @@ OUTLIER_LOG = math.log(3.0)
 RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 TRANSFER_TAUS = (0.03, 0.1, 0.3, 1.0)
 TRANSFER_NOISE = (0.02, 0.05, 0.1, 0.2)
-#: families whose leave-one-out error is within this factor of the best one's are averaged
-ENSEMBLE_TOLERANCE = 1.25
+#: configurations whose leave-one-out error is within this factor of the best one's are averaged
+ENSEMBLE_TOLERANCE = 3.0
+#: the per-operation fits' squared relative errors are weighted by (latency / mean) ** (2 power):
+#: 0 fits relative error, 1 absolute error (a device whose noise is in ms, not in percent)
+OP_WEIGHT_POWERS = (0.0, 0.5, 1.0)
 #: a prior's per-operation costs are refitted without the archs the additive fit misses by more than
 #: this (log): a failed measurement, a structure no additive model holds
 OP_FIT_KEEP = math.log(1.5)
@@ -513,14 +517,18 @@ def _huber_weights(r: np.ndarray) -> np.ndarray:
     return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
 
 
-def _robust(solve, X: np.ndarray, y: np.ndarray, iterations: int = HUBER_ITERATIONS) -> np.ndarray:
+def _robust(solve, X: np.ndarray, y: np.ndarray, power: float = 0.0,
+            iterations: int = HUBER_ITERATIONS) -> np.ndarray:
     """``solve(X, y, weights)`` re-weighted by :func:`_huber_weights` of its relative residuals: one
     timing that no additive model holds (a cell the device runs oddly, a glitch) pulls the costs
-    less than squares would let it, which matters with 10 timings."""
-    w = np.ones(len(y))
+    less than squares would let it, which matters with 10 timings. ``power`` (one of
+    :data:`OP_WEIGHT_POWERS`) moves the squares from relative error (0) towards absolute error (1):
+    each timing's squared relative error is weighted by ``(y / mean y) ** (2 power)``."""
+    base = (y / float(np.mean(y))) ** (2.0 * power)
+    w = base
     for _ in range(iterations):
         c = solve(X, y, w)
-        w = _huber_weights(X @ c / y - 1.0)
+        w = base * _huber_weights(X @ c / y - 1.0)
     return c
 
 
@@ -529,10 +537,11 @@ def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return nnls(X * r[:, None], y * r)[0]
 
 
-def _relative_fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _relative_fit(X: np.ndarray, y: np.ndarray, power: float = 0.0) -> np.ndarray:
     """Per-operation costs ``c >= 0`` minimising the (Huber) relative error of ``X @ c`` against
-    ``y`` (non-negative least squares: an operation never makes a network faster)."""
-    return _robust(_nnls_weighted, X, y)
+    ``y``, weighted by ``power`` (:func:`_robust`; non-negative least squares: an operation never
+    makes a network faster)."""
+    return _robust(_nnls_weighted, X, y, power)
 
 
 def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.ndarray]:
@@ -557,8 +566,8 @@ def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.nd
     return out
 
 
-def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
-    return _robust(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y)
+def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float, power: float = 0.0) -> np.ndarray:
+    return _robust(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y, power)
 
 
 def _op_transfer_weighted(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float,
@@ -594,9 +603,10 @@ def _rms(errors: np.ndarray) -> float:
 def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior], seed: int = 0,
                  coefficients: np.ndarray | None = None, op_costs: dict | None = None,
                  candidates: Sequence[str] = CANDIDATES) -> tuple[dict, list, np.ndarray]:
-    """(the chosen model's parameters, every candidate's leave-one-out error), chosen by the lowest
-    leave-one-out RMSE of log-latency; a tie goes to the simpler candidate (earlier in
-    :data:`CANDIDATES`, smaller alpha... as listed)."""
+    """(the model's parameters, every configuration's leave-one-out error, the best one's errors):
+    every configuration of every family in ``candidates`` (:data:`CANDIDATES`) is scored by its
+    leave-one-out mean absolute error of log-latency, and every one within
+    :data:`ENSEMBLE_TOLERANCE` of the best is a member, averaged in log space."""
     inputs = Inputs(space, archs, priors)
     n = len(y)
     scores = []
@@ -610,16 +620,19 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
             scores.append({"model": name, "alpha": alpha, "loo": _loo(fp, n, y)})
     if "op-costs" in candidates:
         for basis, X in inputs.bases.items():
-            def fp(keep, i, X=X):
-                return X[i] @ _relative_fit(X[keep], y[keep])
-            scores.append({"model": "op-costs", "basis": basis, "loo": _loo(fp, n, y)})
+            for power in OP_WEIGHT_POWERS:
+                def fp(keep, i, X=X, power=power):
+                    return X[i] @ _relative_fit(X[keep], y[keep], power)
+                scores.append({"model": "op-costs", "basis": basis, "power": power, "loo": _loo(fp, n, y)})
     if priors and "op-transfer" in candidates:
         op_costs = prior_op_costs(space, priors, seed) if op_costs is None else op_costs
         for basis, X in inputs.bases.items():
             for lam in OP_TRANSFER_LAMS:
-                def fp(keep, i, X=X, C=op_costs[basis], lam=lam):
-                    return X[i] @ _op_transfer(X[keep], y[keep], C, lam)
-                scores.append({"model": "op-transfer", "basis": basis, "lam": lam, "loo": _loo(fp, n, y)})
+                for power in OP_WEIGHT_POWERS:
+                    def fp(keep, i, X=X, C=op_costs[basis], lam=lam, power=power):
+                        return X[i] @ _op_transfer(X[keep], y[keep], C, lam, power)
+                    scores.append({"model": "op-transfer", "basis": basis, "lam": lam, "power": power,
+                                   "loo": _loo(fp, n, y)})
     U = None
     if priors and "transfer-additive" in candidates:
         U = prior_coefficients(space, priors, seed) if coefficients is None else coefficients
@@ -629,40 +642,40 @@ def select_model(space, archs: Sequence, y: np.ndarray, priors: Sequence[Prior],
                 def fp(keep, i, tau=tau, noise=noise):
                     return phi[i] @ _transfer(U, phi[keep], y[keep], tau, noise)
                 scores.append({"model": "transfer-additive", "tau": tau, "noise": noise, "loo": _loo(fp, n, y)})
-    best_loo = min(scores, key=lambda sc: _rms(sc["loo"]))["loo"]
+    best = min(scores, key=lambda sc: float(np.mean(np.abs(sc["loo"]))))["loo"]
     for sc in scores:
-        sc["loo_log_rmse"] = _rms(sc.pop("loo"))
+        errors = sc.pop("loo")
+        sc["loo_log_mae"] = float(np.mean(np.abs(errors)))
+        sc["loo_log_rmse"] = _rms(errors)
     floor = 1e-3 * float(np.min(y))
-    # the best configuration of each family, then every family within ENSEMBLE_TOLERANCE of the best
-    # one, averaged in log space: with 10 timings, leave-one-out errors are noisy, and one model
-    # picked by them alone was often the worse choice (bench/RESULTS.md, issue 33)
-    family_best: dict[str, dict] = {}
-    for s in scores:  # min keeps the first of equals: the simpler configuration
-        if s["model"] not in family_best or s["loo_log_rmse"] < family_best[s["model"]]["loo_log_rmse"]:
-            family_best[s["model"]] = s
-    top = min(b["loo_log_rmse"] for b in family_best.values())
-    chosen = [b for b in family_best.values() if b["loo_log_rmse"] <= ENSEMBLE_TOLERANCE * top]
-    members = []
-    for best in chosen:
-        name = best["model"]
-        if name == "op-costs":
-            members.append({"model": name, "basis": best["basis"], "loo_log_rmse": best["loo_log_rmse"],
-                            "coef": _relative_fit(inputs.bases[best["basis"]], y).tolist()})
-        elif name == "op-transfer":
-            coef = _op_transfer(inputs.bases[best["basis"]], y, op_costs[best["basis"]], best["lam"])
-            members.append({"model": name, "basis": best["basis"], "lam": best["lam"],
-                            "loo_log_rmse": best["loo_log_rmse"], "coef": coef.tolist()})
-        elif name == "transfer-additive":
-            phi = np.concatenate([np.ones((n, 1)), inputs.genes], 1)
-            members.append({"model": name, "tau": best["tau"], "noise": best["noise"],
-                            "coef": _transfer(U, phi, y, best["tau"], best["noise"]).tolist(),
-                            "loo_log_rmse": best["loo_log_rmse"]})
-        else:
-            _, blocks, target = next(r for r in RIDGES if r[0] == name)
-            p = fit_ridge(inputs.matrix(blocks, target == "log"), y, target, best["alpha"])
-            members.append({"model": name, "blocks": list(blocks), "target": target, "alpha": best["alpha"],
-                            "loo_log_rmse": best["loo_log_rmse"], **{k: np.asarray(v).tolist() for k, v in p.items()}})
-    return {"model": "+".join(m["model"] for m in members), "members": members, "floor_ms": floor}, scores, best_loo
+    # every configuration within ENSEMBLE_TOLERANCE of the best one, averaged in log space with
+    # weights (best error / its error)^2: with 10 timings, leave-one-out errors are too noisy to pick
+    # one configuration, or one per family, and the weighted average of the plausible ones ranked
+    # better than any such pick (bench/RESULTS.md, issue 33)
+    top = max(min(sc["loo_log_mae"] for sc in scores), 1e-9)
+    members = [{**_member(sc, inputs, y, op_costs, U), "weight": (top / max(sc["loo_log_mae"], top)) ** 2}
+               for sc in scores if sc["loo_log_mae"] <= ENSEMBLE_TOLERANCE * top]
+    families = list(dict.fromkeys(m["model"] for m in members))
+    return {"model": "+".join(families), "members": members, "floor_ms": floor}, scores, best
+
+
+def _member(sc: dict, inputs: Inputs, y: np.ndarray, op_costs: dict | None, U: np.ndarray | None) -> dict:
+    """One configuration of :func:`select_model` refitted on every timing, as stored in the file."""
+    name = sc["model"]
+    config = {k: v for k, v in sc.items() if k not in ("loo_log_mae", "loo_log_rmse")}
+    errors = {"loo_log_mae": sc["loo_log_mae"], "loo_log_rmse": sc["loo_log_rmse"]}
+    if name == "op-costs":
+        return {**config, **errors, "coef": _relative_fit(inputs.bases[sc["basis"]], y, sc["power"]).tolist()}
+    if name == "op-transfer":
+        coef = _op_transfer(inputs.bases[sc["basis"]], y, op_costs[sc["basis"]], sc["lam"], sc["power"])
+        return {**config, **errors, "coef": coef.tolist()}
+    if name == "transfer-additive":
+        phi = np.concatenate([np.ones((len(y), 1)), inputs.genes], 1)
+        return {**config, **errors, "coef": _transfer(U, phi, y, sc["tau"], sc["noise"]).tolist()}
+    _, blocks, target = next(r for r in RIDGES if r[0] == name)
+    p = fit_ridge(inputs.matrix(blocks, target == "log"), y, target, sc["alpha"])
+    return {**config, **errors, "blocks": list(blocks), "target": target,
+            **{k: np.asarray(v).tolist() for k, v in p.items()}}
 
 
 class FewShotLatencyModel:
@@ -704,19 +717,24 @@ class FewShotLatencyModel:
         archs = list(archs)
         if not archs:
             return np.zeros(0)
-        inputs = Inputs(self.space, archs, self.priors)
+        return self.predict_inputs(Inputs(self.space, archs, self.priors))
+
+    def predict_inputs(self, inputs: Inputs) -> np.ndarray:
+        """:meth:`predict_many` of archs whose :class:`Inputs` (with this model's priors) are given:
+        a benchmark that predicts the same archs with many models computes them once."""
         floor = float(self.params["floor_ms"])
-        logs = []
+        logs, weights = [], []
         for p in self.params["members"]:
+            weights.append(float(p.get("weight", 1.0)))
             if p["model"] == "transfer-additive":
-                phi = np.concatenate([np.ones((len(archs), 1)), inputs.genes], 1)
+                phi = np.concatenate([np.ones((len(inputs.genes), 1)), inputs.genes], 1)
                 out = phi @ np.asarray(p["coef"])
             elif p["model"] in ("op-costs", "op-transfer"):
                 out = inputs.bases[p["basis"]] @ np.asarray(p["coef"])
             else:
                 out = apply_ridge(p, inputs.matrix(p["blocks"], p["target"] == "log"), p["target"])
             logs.append(np.log(np.maximum(out, floor)))
-        return np.exp(np.mean(logs, axis=0))
+        return np.exp(np.average(logs, axis=0, weights=weights))
 
     def predict(self, arch) -> float:
         return float(self.predict_many([arch])[0])

@@ -12,13 +12,24 @@ import json
 
 import numpy as np
 import pytest
+from scipy.optimize import nnls
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from nas_cli.main import app
 from predictors.latency import choose_probes, load_latency_model, load_prior
 from predictors.latency.errors import LatencyError
-from predictors.latency.fewshot import FEWSHOT_FORMAT, fit_fewshot_model, flops_of, op_bases
+from predictors.latency.fewshot import (
+    ENSEMBLE_TOLERANCE,
+    FEWSHOT_FORMAT,
+    OP_WEIGHT_POWERS,
+    Inputs,
+    _nnls_weighted,
+    _robust,
+    fit_fewshot_model,
+    flops_of,
+    op_bases,
+)
 from search_spaces import get_space
 
 runner = CliRunner()
@@ -328,3 +339,43 @@ def test_unknown_model_families_are_refused(nb201):
     space, archs, table, target = nb201
     with pytest.raises(LatencyError, match="unknown model families \\['nope'\\]"):
         fit_fewshot_model(space, archs[:5], target[:5], candidates=("op-costs", "nope"))
+
+
+def test_the_op_fits_weighting_moves_from_relative_to_absolute_error():
+    """power 0 fits relative error, power 1 absolute error (the weights of squared relative errors
+    are (y / mean y)^2): without Huber's re-weighting they are the two plain non-negative fits."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([np.ones((12, 1)), rng.integers(0, 4, (12, 3))], 1).astype(float)
+    y = X @ np.array([1.0, 0.5, 2.0, 0.2]) * np.exp(rng.normal(0, 0.2, 12))
+    relative = _robust(_nnls_weighted, X, y, 0.0, iterations=1)
+    absolute = _robust(_nnls_weighted, X, y, 1.0, iterations=1)
+    np.testing.assert_allclose(relative, nnls(X / y[:, None], np.ones(12))[0], rtol=1e-8)
+    np.testing.assert_allclose(absolute, nnls(X, y)[0], rtol=1e-8)
+    assert not np.allclose(relative, absolute, rtol=1e-3)
+
+
+def test_the_model_averages_every_configuration_within_the_tolerance(nb201, tmp_path):
+    """Members are exactly the configurations whose leave-one-out error is within
+    ENSEMBLE_TOLERANCE of the best, weighted by (best / error)^2, and the saved file predicts the
+    weighted geometric mean of its members."""
+    space, archs, table, target = nb201
+    priors = [load_prior(f"{table}:{c}", space) for c in COSTS]
+    probes, _ = choose_probes(space, 10, 3, priors)
+    index = {space.encode(a): i for i, a in enumerate(archs)}
+    y = target[[index[space.encode(a)] for a in probes]]
+    model = fit_fewshot_model(space, probes, y, priors, seed=0, candidates=("op-costs", "op-transfer"))
+    errors = [sc["loo_log_mae"] for sc in model.data["cross_validation"]]
+    best = min(errors)
+    members = model.params["members"]
+    assert len(members) == sum(e <= ENSEMBLE_TOLERANCE * best for e in errors) < len(errors)
+    assert {m["power"] for m in model.data["cross_validation"]} == set(OP_WEIGHT_POWERS)
+    for m in members:
+        assert m["weight"] == pytest.approx((best / m["loo_log_mae"]) ** 2)
+    sample = archs[::500]
+    inputs = Inputs(space, sample, priors)
+    logs = [np.log(np.maximum(inputs.bases[m["basis"]] @ np.asarray(m["coef"]), model.params["floor_ms"]))
+            for m in members]
+    expected = np.exp(np.average(logs, axis=0, weights=[m["weight"] for m in members]))
+    model.save(tmp_path / "dev.json")
+    np.testing.assert_allclose(load_latency_model(tmp_path / "dev.json", space).predict_many(sample), expected,
+                               rtol=1e-9)
