@@ -23,6 +23,9 @@ from search_spaces.layers import preprocess
 
 PARITY_TOLERANCE = 1e-4  # float32
 MODEL_CKPT = "model"
+#: the layout of ``model/``'s weights: 2 since the static model is derived from the space's block
+#: function (search_spaces/planned.py); an export without it holds the per-space modules' layout
+MODEL_LAYOUT = 2
 STABLEHLO = "model.stablehlo"
 #: what ``--format`` takes; "all" writes every format
 FORMATS = ("onnx", "stablehlo", "all")
@@ -206,6 +209,7 @@ def export_subnet(run_dir: Path, out: Path, *, arch: str | None = None, rank: in
         "arch": arch_str,
         "space": space.name,
         "space_options": space_options(run),
+        "model_layout": MODEL_LAYOUT,
         "resolution": a.resolution,
         "input": preprocessing,
         "formats": [f for f in ("onnx", "stablehlo") if format in (f, "all")],
@@ -393,6 +397,11 @@ def _restore_model(path: Path, info: dict) -> nnx.Module:
     """The NNX model of an export, its weights restored from ``model/`` (files checked by the caller)."""
     import orbax.checkpoint as ocp
 
+    if info.get("model_layout", 1) != MODEL_LAYOUT:
+        formats = [f"model.{f}" for f in info.get("formats", [])]
+        other = f" ({' and '.join(formats)} load as before)" if formats else ""
+        raise UserError(f"{Path(path) / MODEL_CKPT} holds weights in layout {info.get('model_layout', 1)} of an "
+                        f"older version; this one reads layout {MODEL_LAYOUT}: export the subnet again{other}")
     options = dict(info["space_options"])
     options["resolutions"] = tuple(options["resolutions"])
     space = get_space(info["space"], **options)

@@ -111,3 +111,19 @@ def test_a_stablehlo_program_of_another_platform_falls_back_or_is_refused(export
     assert export.load_subnet(exported).program == "nnx"
     with pytest.raises(UserError, match=r"exported for tpu, not for this cpu device; load it with program='nnx'"):
         export.load_subnet(exported, program="stablehlo")
+
+
+def test_an_export_of_the_older_weight_layout_is_refused_in_one_line(exported: Path, tmp_path: Path):
+    """Exports written before the static model was derived from the block function hold its weights
+    in another pytree: loading them as an NNX model says so instead of failing inside orbax."""
+    from nas_cli.export import load_subnet
+
+    exp = tmp_path / "exp"
+    shutil.copytree(exported, exp)
+    info = json.loads((exp / "subnet.json").read_text())
+    assert info["model_layout"] == 2
+    del info["model_layout"]
+    (exp / "subnet.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"layout 1 of an older version; this one reads layout 2: export the subnet again"):
+        load_subnet(exp, program="nnx")
+    assert load_subnet(exp).program == "stablehlo"  # the serialized program still loads
