@@ -46,12 +46,15 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def selection_size(n: int, first: int, growth: float = RESELECT_GROWTH) -> int:
+def selection_size(n: int, first: int, growth: float | None = None) -> int:
     """How many of the first-measured architectures the model choice of an iteration with ``n``
     measured is made on: the largest of ``first``, ``ceil(first * growth)``, ... that is at most
-    ``n`` (``n`` itself below ``first``). A function of ``n`` alone, so that a resumed search
-    remakes the choice of the uninterrupted one from the measured list's prefix."""
-    if n <= first:
+    ``n`` (``n`` itself below ``first``, and with ``growth`` 1 or less: a choice every iteration).
+    A function of ``n`` alone, so that a resumed search remakes the choice of the uninterrupted one
+    from the measured list's prefix. ``growth`` defaults to :data:`RESELECT_GROWTH` as it is at the
+    call (a benchmark may set it)."""
+    growth = RESELECT_GROWTH if growth is None else float(growth)
+    if n <= first or growth <= 1.0:
         return n
     s = first
     while math.ceil(s * growth) <= n:
