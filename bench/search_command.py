@@ -4,7 +4,11 @@
     python bench/search_command.py --table /work/shared/data/nasbench201/nb201_dev.csv \
         --variants auto,gp,auto+free,gp+free
 
-A variant is ``PREDICTOR`` or ``PREDICTOR+free`` (``--free-metrics latency``). Each runs
+A variant is ``PREDICTOR`` or ``PREDICTOR+free`` (``--free-metrics latency``). ``--repos A,B``
+times the same command of other checkouts (e.g. main's, before a change) interleaved with this one,
+variant by variant, so that their ratios come from one run at one load. Every (checkout, variant)
+starts with an empty XLA cache of its own (``NAS_CACHE_DIR``); ``--repeat 2`` runs it again on what
+the first run cached (a user's second search). Each runs
 
     nas search OUT --benchmark-table TABLE --evaluations 300 \
         --objectives accuracy=cifar100_test_acc,latency=lat_ms_raspi4 --latency-budget 50% --out OUT
@@ -38,16 +42,17 @@ _HERE = Path(__file__).resolve().parent
 DEV_TABLE = _HERE.parent.parent / "shared" / "data" / "nasbench201" / "nb201_dev.csv"
 
 
-def run_variant(table: Path, variant: str, args, work: Path) -> dict:
+def run_variant(table: Path, variant: str, args, work: Path, repo: Path, cache: Path, tag: str) -> dict:
     predictor, _, free = variant.partition("+")
     if free not in ("", "free"):
         raise SystemExit(f"--variants {variant!r}: use PREDICTOR or PREDICTOR+free")
-    out = work / variant.replace("+", "_")
+    out = work / tag
     cmd = [sys.executable, "-m", "nas_cli", "search", str(out), "--benchmark-table", str(table),
            "--evaluations", str(args.evaluations), "--objectives", args.objectives,
            "--latency-budget", args.budget, "--predictor", predictor, "--seed", str(args.seed), "--out", str(out),
            *(["--free-metrics", "latency"] if free else []), *args.extra]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+           "NAS_CACHE_DIR": str(cache)}
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     err_path = work / f"{out.name}.stderr"
@@ -76,7 +81,7 @@ def run_variant(table: Path, variant: str, args, work: Path) -> dict:
             parts[part] = parts.get(part, 0.0) + sec
     in_log = sum(parts.values())
     rec = {
-        "variant": variant, "wall_seconds": round(wall, 1),
+        "variant": variant, "repo": str(repo), "wall_seconds": round(wall, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "cpu_self_seconds": round(last.user + last.system, 1) if last else None,
         "cpu_children_seconds": round(last.children_user + last.children_system, 1) if last else None,
@@ -102,6 +107,10 @@ def main() -> int:
     ap.add_argument("--objectives", default="accuracy=cifar100_test_acc,latency=lat_ms_raspi4")
     ap.add_argument("--budget", default="50%")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repos", default=str(_HERE.parent),
+                    help="comma-separated checkouts whose nas to time, interleaved (default: this one)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each (checkout, variant); the later ones "
+                    "find the first one's XLA cache")
     ap.add_argument("--keep", action="store_true", help="keep the search folders (printed as 'work')")
     ap.add_argument("extra", nargs="*", help="more options for nas search (after --)")
     args = ap.parse_args()
@@ -110,9 +119,14 @@ def main() -> int:
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench_search_command_"))
     runs = []
+    repos = [Path(r).resolve() for r in args.repos.split(",") if r.strip()]
     for variant in filter(None, (v.strip() for v in args.variants.split(","))):
-        runs.append(run_variant(args.table, variant, args, work))
-        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        for run in range(args.repeat):
+            for i, repo in enumerate(repos):
+                tag = f"{variant.replace('+', '_')}-{i}"
+                rec = run_variant(args.table, variant, args, work, repo, work / f"xla-{tag}", f"{tag}-{run}")
+                runs.append({**rec, "run": run + 1})
+                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"table": str(args.table), "evaluations": args.evaluations, "objectives": args.objectives,
                       "budget": args.budget, "seed": args.seed, "cpus": os.cpu_count(),
                       **({"work": str(work)} if args.keep else {}), "runs": runs}))
