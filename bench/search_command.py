@@ -99,7 +99,7 @@ def run_variant(table: Path, variant: str, args, work: Path, repo: Path, cache: 
     return rec
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEV_TABLE)
     ap.add_argument("--variants", default="auto,gp,auto+free,gp+free")
@@ -113,7 +113,7 @@ def main() -> int:
                     "find the first one's XLA cache")
     ap.add_argument("--keep", action="store_true", help="keep the search folders (printed as 'work')")
     ap.add_argument("extra", nargs="*", help="more options for nas search (after --)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.table.is_file():
         print(json.dumps({"skipped": f"{args.table} is absent; pass --table"}))
         return 0
