@@ -57,7 +57,8 @@ def run_variant(table: Path, variant: str, args, work: Path, repo: Path, cache: 
     t0 = time.perf_counter()
     err_path = work / f"{out.name}.stderr"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        # run from the checkout: `python -m` puts the working directory ahead of PYTHONPATH
+        proc = subprocess.Popen(cmd, env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=err)
     ps = psutil.Process(proc.pid)
     last, max_children = None, 0
     while True:  # wait4 itself (not Popen.poll) reaps it, so that its resource usage comes back
