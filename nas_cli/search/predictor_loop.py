@@ -37,7 +37,7 @@ from search_spaces.base import Arch, SearchSpace
 #: only when the measured set has grown by this factor since its last choice; in between, its
 #: choice is refitted on everything measured (one fit instead of k folds x every candidate).
 #: Choosing every iteration was nearly all of a 300-evaluation NAS-Bench-201 search's time (363 of
-#: 400 s in a profile of 4 iterations). Against choosing every iteration (growth 1, ~7.5x the CPU)
+#: 400 s in a profile of 4 iterations). Against choosing every iteration (growth 1, ~7x the CPU)
 #: and 1.5 on two accuracy x device pairs of the NAS-Bench-201 table, no arm's front differed from 2's
 #: by more than the spread between seeds (bench/RESULTS.md, issue 29, "the schedule's quality over seeds").
 RESELECT_GROWTH = 2.0
