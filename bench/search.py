@@ -120,6 +120,40 @@ def overhead(log: list[dict]) -> dict:
             "parts_seconds": {k: round(v, 1) for k, v in sorted(parts.items())}}
 
 
+def record_choices() -> list[dict]:
+    """Makes every cross-validated choice of ``auto`` append what it chose, and from what, to the
+    returned list (its rows, targets, the chosen candidate and each candidate's mean fold tau and
+    out-of-fold seconds)."""
+    import predictors.auto as auto  # noqa: PLC0415
+    import predictors.cross_validation as cv  # noqa: PLC0415
+
+    out: list[dict] = []
+    seconds: dict[str, float] = {}
+    real_oof, real_fit = cv.out_of_fold, auto.AutoPredictor._fit
+
+    def timed_oof(name, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return real_oof(name, *a, **kw)
+        finally:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def fit(self, X, y, pretrain):
+        seconds.clear()
+        t = time.perf_counter()
+        real_fit(self, X, y, pretrain)
+        if self.config["choice"] is None:
+            out.append({"rows": len(y), "targets": self.targets, "chosen": self._choice["name"],
+                        "weights": self.scores.get("ensemble", {}).get("weights"),
+                        "tau": {c: round(v["kendall_tau"], 4) for c, v in self.scores.items()},
+                        "seconds": {**{c: round(v, 2) for c, v in seconds.items()},
+                                    "total": round(time.perf_counter() - t, 2)}})
+
+    cv.out_of_fold = timed_oof
+    auto.AutoPredictor._fit = fit
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, help=f"CSV benchmark table (default {DEV_TABLE})")
@@ -137,6 +171,16 @@ def main() -> int:
                     help="comma-separated cost metrics read for every cell at no evaluation (nas search --free-metrics)")
     ap.add_argument("--oracle", help="ceiling study: METRIC=table|oof[,...] for the front search (see above)")
     ap.add_argument("--methods", default="front,random", help="comma-separated, among front, random")
+    ap.add_argument("--budget", default="median",
+                    help="the latency budget: 'median' (each device's median latency) or a `nas search "
+                         "--latency-budget` value such as 50%% (of the largest cell's latency) or 12ms")
+    ap.add_argument("--growth", default=None,
+                    help="comma-separated RESELECT_GROWTH values, one front search each, side by side (1: the "
+                         "model chosen by cross-validation every iteration; default: the product's "
+                         f"{predictor_loop.RESELECT_GROWTH:g}); only changes auto and ensemble")
+    ap.add_argument("--choices", action="store_true",
+                    help="add every cross-validated model choice of auto to each run: rows, targets, the "
+                         "chosen candidate, each candidate's mean fold tau and seconds")
     ap.add_argument("--profile", action="store_true",
                     help="add each run's own overhead: the wall seconds of its log's parts (fit, score, track, "
                          "write, ...: everything but evaluate), their sum, and the process's CPU seconds")
@@ -145,6 +189,12 @@ def main() -> int:
     if not methods_wanted or set(methods_wanted) - {"front", "random"}:
         raise SystemExit(f"--methods {args.methods!r}: use front, random or both, comma-separated")
     oracle = parse_oracle(args.oracle)
+    try:
+        growths = ([float(g) for g in args.growth.split(",") if g.strip()] if args.growth
+                   else [predictor_loop.RESELECT_GROWTH])
+    except ValueError:
+        raise SystemExit(f"--growth {args.growth!r}: use numbers, comma-separated (e.g. 2,1,1.5)") from None
+    choices = record_choices() if args.choices else None
     free = tuple(m.strip() for m in args.free_metrics.split(",") if m.strip())
 
     space = NASBench201Space()
@@ -166,22 +216,30 @@ def main() -> int:
         for lat in _columns(table, args.latency_columns, "lat"):
             ev = TableEvaluator(space, table, {"accuracy": acc, "latency": lat}, free=free)
             budget_ms = float(np.median([v["latency"] for v in ev.table.values()]))
+            budget_text = repr(budget_ms) if args.budget == "median" else args.budget
+            if args.budget != "median":
+                parse_budget("latency", budget_text)  # a bad value stops here, with its one-line error
             predictor_loop.Surrogate = plain_surrogate
             if oracle:
                 install_oracle({m: oracle_values(space, ev, m, {"accuracy": acc, "latency": lat}[m], src)
                                 for m, src in oracle.items()})
-            budget = (parse_budget("latency", repr(budget_ms)),)
+            budget = (parse_budget("latency", budget_text),)
+            front = dict(evaluations=E, initial=args.initial, batch=args.batch, predictor=args.predictor,
+                         proposal="front", explore=args.explore, features=args.features)
             methods = {
-                "front": dict(evaluations=E, initial=args.initial, batch=args.batch, predictor=args.predictor,
-                              proposal="front", explore=args.explore, features=args.features),
+                **{("front" if len(growths) == 1 else f"front@growth{g:g}"): {**front, "_growth": g} for g in growths},
                 # the largest and smallest cells are always measured first: 2 + population x 1 = E
                 "random": dict(algorithm="random", population=E - 2, generations=1),
             }
             for name, kw in methods.items():
-                if name not in methods_wanted:
+                if name.partition("@")[0] not in methods_wanted:
                     continue
+                kw = dict(kw)
+                predictor_loop.RESELECT_GROWTH = kw.pop("_growth", growths[0])
                 for seed in range(args.seeds):
                     t0, c0 = time.perf_counter(), time.process_time()
+                    if choices is not None:
+                        choices.clear()
                     res = run_search(ev, SearchConfig(budgets=budget, seed=seed, **kw),
                                      work / f"{acc}-{lat}-{name}-{seed}")
                     last = [r for r in res.log if r["n_evaluations"] <= E][-1]
@@ -190,7 +248,12 @@ def main() -> int:
                                  "hv_ratio": round(last["true_hypervolume_ratio"], 4),
                                  "front_found": round(last["true_front_found"], 4),
                                  "true_front_size": last["true_front_size"],
-                                 "seconds": round(time.perf_counter() - t0, 1)})
+                                 "seconds": round(time.perf_counter() - t0, 1),
+                                 # the trajectory, for a side by side of where two schedules part
+                                 "found_by_n": {r["n_evaluations"]: round(r["true_front_found"], 3) for r in res.log},
+                                 "hv_by_n": {r["n_evaluations"]: round(r["true_hypervolume_ratio"], 4) for r in res.log}})
+                    if choices is not None:
+                        runs[-1]["choices"] = list(choices)
                     if args.profile:
                         runs[-1].update(overhead(res.log), cpu_seconds=round(time.process_time() - c0, 1))
                     print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
@@ -208,10 +271,10 @@ def main() -> int:
     print(json.dumps({
         "table": "synthetic nas-bench-201-like (seed 0)" if args.synthetic else str(table),
         "evaluations": E, "seeds": args.seeds, "predictor": args.predictor, "initial": args.initial,
-        "batch": args.batch, "explore": args.explore, "methods": methods_wanted, "features": args.features, "oracle": oracle, "free_metrics": list(free),
+        "batch": args.batch, "budget": args.budget, "growth": growths, "explore": args.explore, "methods": methods_wanted, "features": args.features, "oracle": oracle, "free_metrics": list(free),
         "summary": summary,
-        "targets_met": {k: v["front"]["hv_ratio_min"] >= 0.99 and v["front"]["front_found_min"] >= 0.5
-                        for k, v in summary.items()},
+        "targets_met": {f"{k} {name}": r["hv_ratio_min"] >= 0.99 and r["front_found_min"] >= 0.5
+                        for k, v in summary.items() for name, r in v.items() if name.startswith("front")},
         "runs": runs,
     }))
     return 0

@@ -49,30 +49,36 @@ class MLPEnsemble(Predictor):
         n, f = X.shape
         hidden = tuple(int(h) for h in c["hidden"])
         key = jax.random.key(self.seed)
-        k_init, k_head, k_w, k_pw = jax.random.split(key, 4)
-        members = jax.random.split(k_init, c["members"])
+        k_w, k_pw = jax.random.split(key, 2)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
         train = functools.partial(engine.train, lr=float(c["lr"]), weight_decay=float(c["weight_decay"]))
 
         if pretrain is not None:
             Xu, stats = pretrain
             stats = (stats - stats.mean(0)) / np.where(stats.std(0) > 0, stats.std(0), 1.0)
-            params = engine.init_members(members, (f,) + hidden + (stats.shape[1],))
+            params = engine.init_members_numpy(rng, int(c["members"]), (f,) + hidden + (stats.shape[1],))
             Xu_p = engine.pad_rows(Xu)
             S_p = engine.pad_rows(stats.astype(np.float32))
             params = train(params, Xu_p, S_p, self._weights(k_pw, len(Xu_p), len(Xu)), steps=int(c["pretrain_steps"]))
-            head = engine.init_layers(jax.random.split(k_head, c["members"]), hidden[-1] if hidden else f, 1)
-            params = params[:-1] + [head]
+            head = engine.init_members_numpy(rng, int(c["members"]), (hidden[-1] if hidden else f, 1))
+            params = params[:-1] + head
         else:
-            params = engine.init_members(members, (f,) + hidden + (1,))
+            params = engine.init_members_numpy(rng, int(c["members"]), (f,) + hidden + (1,))
 
-        X_p = engine.pad_rows(X)
+        # Both paddings leave the network as it was (zero-weight rows, zero inputs on zero weights);
+        # a fit compiles its training program once per row bucket, whatever its feature width.
+        width = engine.pad_cols(X[:1]).shape[1]
+        X_p = engine.pad_cols(engine.pad_rows(X))
         Y_p = engine.pad_rows(y.astype(np.float32)[:, None])
-        params = train(params, X_p, Y_p, self._weights(k_w, len(X_p), n), steps=int(c["steps"]))
-        self._params = jax.tree.map(np.asarray, params)
+        params = jax.tree.map(np.asarray, params)
+        params = train(engine.pad_first_layer(params, width), X_p, Y_p, self._weights(k_w, len(X_p), n),
+                       steps=int(c["steps"]))
+        self._params = engine.unpad_first_layer(jax.tree.map(np.asarray, params), f)
 
     def _member_predictions(self, X) -> np.ndarray:
         n = len(X)
-        out = engine.predict_members(self._params, engine.pad_rows(X))
+        X_p = engine.pad_cols(engine.pad_rows(X))
+        out = engine.predict_members(engine.pad_first_layer(self._params, X_p.shape[1]), X_p)
         return np.asarray(out, np.float64)[:, :n]
 
     def _predict(self, X):

@@ -73,6 +73,10 @@ def search_pipeline(run_dir: Path, config: SearchConfig, objective_columns: Sequ
         if parallel.multi_process:
             raise UserError("--coordinator, --num-processes and --process-id only apply to a training run (a "
                             "benchmark table is looked up, not measured); run one process without them")
+        # the predictors' programs (mlp, in auto's candidates) then compile once per machine, not per search
+        from nas_cli.runs.xla_cache import enable_compilation_cache
+
+        enable_compilation_cache()
         evaluator = open_table_evaluator(benchmark_table, space or DEFAULT_TABLE_SPACE, objective_columns,
                                          [b.metric for b in config.budgets], free_metrics)
         source, weights = "benchmark table", {"table": file_sha256(benchmark_table)[:16]}

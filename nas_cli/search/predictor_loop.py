@@ -37,8 +37,9 @@ from search_spaces.base import Arch, SearchSpace
 #: only when the measured set has grown by this factor since its last choice; in between, its
 #: choice is refitted on everything measured (one fit instead of k folds x every candidate).
 #: Choosing every iteration was nearly all of a 300-evaluation NAS-Bench-201 search's time (363 of
-#: 400 s in a profile of 4 iterations); what the schedule costs in front quality is measured on
-#: two pairs and one seed only (bench/RESULTS.md, issue 29).
+#: 400 s in a profile of 4 iterations). Against choosing every iteration (growth 1, ~7x the CPU)
+#: and 1.5 on two accuracy x device pairs of the NAS-Bench-201 table, no arm's front differed from 2's
+#: by more than the spread between seeds (bench/RESULTS.md, issue 29, "the schedule's quality over seeds").
 RESELECT_GROWTH = 2.0
 
 
@@ -46,12 +47,15 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def selection_size(n: int, first: int, growth: float = RESELECT_GROWTH) -> int:
+def selection_size(n: int, first: int, growth: float | None = None) -> int:
     """How many of the first-measured architectures the model choice of an iteration with ``n``
     measured is made on: the largest of ``first``, ``ceil(first * growth)``, ... that is at most
-    ``n`` (``n`` itself below ``first``). A function of ``n`` alone, so that a resumed search
-    remakes the choice of the uninterrupted one from the measured list's prefix."""
-    if n <= first:
+    ``n`` (``n`` itself below ``first``, and with ``growth`` 1 or less: a choice every iteration).
+    A function of ``n`` alone, so that a resumed search remakes the choice of the uninterrupted one
+    from the measured list's prefix. ``growth`` defaults to :data:`RESELECT_GROWTH` as it is at the
+    call (a benchmark may set it)."""
+    growth = RESELECT_GROWTH if growth is None else float(growth)
+    if n <= first or growth <= 1.0:
         return n
     s = first
     while math.ceil(s * growth) <= n:

@@ -398,6 +398,8 @@ def test_selection_size_steps_geometrically_from_the_initial_design():
 
     assert [selection_size(n, 75, 2.0) for n in (10, 75, 83, 149, 150, 299, 300)] == [10, 75, 75, 75, 150, 150, 300]
     assert [selection_size(n, 8, 1.5) for n in (8, 11, 12, 17, 18, 27)] == [8, 8, 12, 12, 18, 27]
+    # growth 1 (or less): a choice on everything measured, every iteration (what a benchmark compares against)
+    assert [selection_size(n, 75, 1.0) for n in (10, 75, 83, 300)] == [10, 75, 83, 300]
 
 
 def test_a_choosing_predictor_chooses_only_at_the_selection_sizes(tmp_path, monkeypatch):

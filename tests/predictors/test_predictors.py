@@ -265,6 +265,26 @@ def test_mlp_does_not_recompile_for_nearby_sizes():
     assert c.n == 0
 
 
+def test_mlp_fits_of_other_feature_widths_share_one_program():
+    """A search fits its accuracy model on fewer columns than its latency model: the columns are
+    padded (on zero first-layer weights), so the second width compiles nothing, and the fit
+    predicts as the unpadded network it stores."""
+    from kernels.tests.compilations import count_compilations
+    import predictors.ensemble_mlp as engine
+
+    X, y = TRAIN
+    narrow = get_predictor("mlp", seed=3).fit(X[:70, :4], y[:70])
+    narrow.predict(X[:70, :4])
+    with count_compilations() as c:
+        wide = get_predictor("mlp", seed=3).fit(X[:75], y[:75])
+        wide.predict(X[:75])
+    assert c.n == 0
+    assert wide._params[0][0].shape[1] == X.shape[1] and narrow._params[0][0].shape[1] == 4
+    plain = np.mean([engine.forward_numpy([(w[m], b[m]) for w, b in wide._params], X[:75])[:, 0]
+                     for m in range(wide.config["members"])], axis=0)
+    np.testing.assert_allclose(wide.predict(X[:75]), wide.to_target(plain), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_inputs_say_what_to_do(fitted):
     with pytest.raises(ValueError, match="not fitted; call fit"):
         get_predictor("ridge").predict(TEST[0])
