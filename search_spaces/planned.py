@@ -212,7 +212,7 @@ class PlannedSpace(SupernetSpace):
         """
         assert mode in ("train", "calib", "eval"), mode
         if stats is None:
-            stats = init_stats(params)
+            stats = self.init_stats(params)
         new = stats
         z = x
         for group, optional in self._groups:
@@ -238,6 +238,33 @@ class PlannedSpace(SupernetSpace):
             if mode == "calib":
                 new = _put(new, spec, st, rows=rows)
         return (z, new) if mode == "calib" else z
+
+    @functools.cached_property
+    def _bn_paths(self) -> frozenset:
+        """Where the blocks' BatchNorms sit in the parameter pytree (a LayerNorm's scale and bias
+        look alike there, and keep no statistics)."""
+        paths = set()
+        for arch in self.cover():
+            for spec, _, layers in self.walk(arch):
+                for layer in layers:
+                    if layer.op == "bn":
+                        paths.add((*spec.path, *layer.name.split("/")))
+        return frozenset(paths)
+
+    def init_stats(self, params):
+        """BatchNorm statistics (mean 0, variance 1) for the blocks' BatchNorms, in the structure
+        "calib" mode returns and "eval" mode reads (``{}`` for a space without BatchNorm)."""
+        wanted = self._bn_paths
+        prefixes = {path[:n] for path in wanted for n in range(len(path) + 1)}
+
+        def prune(node, path):
+            if path in wanted:
+                return node
+            if isinstance(node, list):
+                return [prune(v, (*path, i)) for i, v in enumerate(node)]
+            return {k: prune(v, (*path, k)) for k, v in node.items() if (*path, k) in prefixes}
+
+        return prune(init_stats(params), ())
 
     def subnet_apply(self, params, x, arch: Arch):
         """Training-mode logits of ``arch`` at its own static shapes, block after block (no

@@ -26,6 +26,24 @@ from search_spaces.vit.config import ViTArch, ViTConfig, check_config, hidden_un
 from search_spaces.vit.supernet import init_supernet, resized_pos, sort_channels
 
 
+# the views of weights whose layout is not (in, out): module-level, so a space's recipes pickle
+def _first(w, d):
+    return w[:d]
+
+
+def _pos_view(cfg: ViTConfig, grid: int, d: int, w):
+    return resized_pos(cfg, w, grid)[:, :d]
+
+
+def _qkv_view(w, b, d, h):  # (D, 3, H, hd), (3, H, hd) -> (d, 3 q), (3 q,)
+    q = h * w.shape[-1]
+    return w[:d, :, :h].reshape(d, 3 * q), b[:, :h].reshape(3 * q)
+
+
+def _proj_view(w, b, d, h):  # (H, hd, D), (D,) -> (q, d), (d,)
+    return w[:h, :, :d].reshape(h * w.shape[1], d), b[:d]
+
+
 def block(cfg: ViTConfig, spec: BlockSpec, ops, x):
     """The stem (patch embedding, class token, position embeddings), one pre-norm transformer
     layer at static (embed, heads, mlp ratio), or the head (final LayerNorm and the classifier on
@@ -38,8 +56,8 @@ def block(cfg: ViTConfig, spec: BlockSpec, ops, x):
     if spec.kind == "stem":
         z = ops.conv("patch/w", x, cfg.patch, n_out=d, valid=True, bias="patch/b")
         z = z.reshape(z.shape[0], -1, z.shape[-1])  # (B, N, d)
-        cls = jnp.broadcast_to(ops.param("cls", lambda w: w[:d]), (z.shape[0], 1, d))
-        pos = ops.param("pos", lambda w: resized_pos(cfg, w, x.shape[1] // cfg.patch)[:, :d])
+        cls = jnp.broadcast_to(ops.param("cls", partial(_first, d=d)), (z.shape[0], 1, d))
+        pos = ops.param("pos", partial(_pos_view, cfg, x.shape[1] // cfg.patch, d))
         return jnp.concatenate([cls, z], axis=1) + pos
     x = x[..., :d]
     if spec.kind == "head":
@@ -47,12 +65,10 @@ def block(cfg: ViTConfig, spec: BlockSpec, ops, x):
     h, hd, m = spec.a["heads"], cfg.head_dim, hidden_units(spec.a["mlp"], d)
     q = h * hd
     y = ops.ln("ln1", x, d)
-    qkv = ops.dense("qkv/w", y, d, 3 * q, bias="qkv/b",
-                    view=lambda w, b: (w[:d, :, :h].reshape(d, 3 * q), b[:, :h].reshape(3 * q)))
+    qkv = ops.dense("qkv/w", y, d, 3 * q, bias="qkv/b", view=partial(_qkv_view, d=d, h=h))
     qkv = qkv.reshape(*y.shape[:-1], 3, h, hd)  # (B, N, 3, h, hd)
     a = ops.attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :])
-    x = x + ops.dense("proj/w", a.reshape(*a.shape[:-2], q), q, d, bias="proj/b",
-                      view=lambda w, b: (w[:h, :, :d].reshape(q, d), b[:d]))
+    x = x + ops.dense("proj/w", a.reshape(*a.shape[:-2], q), q, d, bias="proj/b", view=partial(_proj_view, d=d, h=h))
     y = jax.nn.gelu(ops.dense("fc1/w", ops.ln("ln2", x, d), d, m, bias="fc1/b"))
     return x + ops.dense("fc2/w", y, m, d, bias="fc2/b")
 
