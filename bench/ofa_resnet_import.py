@@ -62,7 +62,7 @@ torch.save({{"state_dict": net.state_dict()}}, {str(ckpt)!r})
     for i in range(args.repeats):
         out = args.work / f"run{i}"
         shutil.rmtree(out, ignore_errors=True)
-        result["imports"].append(run([sys.executable, "-m", "nas_cli.main", "import", "ofa", str(ckpt), "--net",
+        result["imports"].append(run([sys.executable, "-m", "nas_cli", "import", "ofa", str(ckpt), "--net",
                                       "ofa_resnet50", "--out", str(out)]))
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
