@@ -11,7 +11,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from search_spaces.base import Gene, log_count, one_hot_plus_ordinal
 from search_spaces.errors import ArchError
@@ -60,21 +59,36 @@ def block(cfg: ResNetConfig, spec: BlockSpec, ops, x):
 
 
 def max_pool(x):
-    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)`` over (B, H, W, C) (OFA-ResNet's, after its stem)."""
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)`` over (B, H, W, C) (OFA-ResNet's, after its
+    stem): the maximum of 9 strided shifted copies, which converts to ONNX as slices and maxima
+    (``lax.reduce_window`` became a MaxPool over NHWC that onnxruntime refused)."""
+    oh, ow = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for i in range(3):
+        for j in range(3):
+            v = xp[:, i : i + 2 * oh - 1 : 2, j : j + 2 * ow - 1 : 2, :]
+            out = v if out is None else jnp.maximum(out, v)
+    return out
 
 
 def avg_pool_ceil(x, s: int):
     """PyTorch's ``AvgPool2d(s, stride=s, ceil_mode=True)`` over (B, H, W, C): on a side that ``s``
-    does not divide, the last window is cut by the border and averages the pixels it holds."""
+    does not divide, the last window is cut by the border and averages the pixels it holds. A sum
+    of ``s * s`` strided copies (ONNX: slices and adds, as :func:`max_pool`)."""
     h, w = x.shape[1:3]
-    pads = ((0, 0), (0, -h % s), (0, -w % s), (0, 0))
-    window = (1, s, s, 1)
-    total = lax.reduce_window(x, 0.0, lax.add, window, window, pads)
+    oh, ow = -(-h // s), -(-w // s)
+    xp = jnp.pad(x, ((0, 0), (0, oh * s - h), (0, ow * s - w), (0, 0)))
+    total = None
+    for i in range(s):
+        for j in range(s):
+            v = xp[:, i::s, j::s, :]
+            total = v if total is None else total + v
     if h % s == 0 and w % s == 0:
         return total / (s * s)
-    count = lax.reduce_window(jnp.ones((1, h, w, 1), x.dtype), 0.0, lax.add, window, window, pads)
-    return total / count
+    rows = np.minimum(s, h - s * np.arange(oh))  # pixels of each window inside the map
+    cols = np.minimum(s, w - s * np.arange(ow))
+    return total / jnp.asarray((rows[:, None] * cols[None, :])[None, :, :, None], x.dtype)
 
 
 _NUM = re.compile(r"^(\d+)$")

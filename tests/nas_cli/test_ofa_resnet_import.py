@@ -159,3 +159,20 @@ def test_cli_import_bad_net_is_one_line(tmp_path):
                                       "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and result.output.startswith("error: --net 'ofa_resnet50_w0'")
+
+
+def test_pools_equal_pytorch():
+    """The max-pool after OFA's stem and the ceil-mode average pool of its shortcuts, against
+    PyTorch's on odd and even sides (torch installed; else skipped)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from search_spaces.resnet.space import avg_pool_ceil, max_pool
+
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (2, 3), (5, 5), (6, 7), (9, 8)]:
+        x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(max_pool(x), F.max_pool2d(t, 3, 2, 1).numpy().transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(avg_pool_ceil(x, 2),
+                                      F.avg_pool2d(t, 2, 2, 0, ceil_mode=True).numpy().transpose(0, 2, 3, 1))
