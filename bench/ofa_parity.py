@@ -1,10 +1,11 @@
 """How close `nas import ofa` computes to Once-for-All's own code (issue 32): the relative max |logit
 difference| for each subnet of the stored fixture (or a fresh one from the ofa package).
 
-    python bench/ofa_parity.py [--fresh WIDTH]
+    python bench/ofa_parity.py [--family resnet50] [--fresh WIDTH]
 
-Without ``--fresh``: tests/fixtures/ofa/ (width 0.1, OFA's logits stored). With it: the fixture is
-written anew by tests/fixtures/make_ofa_fixture.py at that width (needs torch and ofa). Prints one
+Without ``--fresh``: tests/fixtures/ofa/ (MobileNetV3 width 0.1, or with ``--family resnet50``
+OFA-ResNet50 width 0.095; OFA's logits stored). With it: the fixture is written anew by
+tests/fixtures/make_ofa_fixture.py (make_ofa_resnet_fixture.py) at that width (needs torch and ofa). Prints one
 JSON object: per subnet its arch, how it was compared (eval with OFA's statistics, through the
 supernet and the standalone model; or after recalibration) and max |diff| / max |OFA logit|.
 """
@@ -39,19 +40,25 @@ def rel(got, want) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh", type=float, default=None)
+    parser.add_argument("--family", choices=("mbv3", "resnet50"), default="mbv3")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
+    resnet = args.family == "resnet50"
+    resolutions = (32, 36) if resnet else (32, 36, 40)
     if args.fresh is not None:
         sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
-        import make_ofa_fixture
+        if resnet:
+            import make_ofa_resnet_fixture as make
+        else:
+            import make_ofa_fixture as make
 
-        pth, npz, net = make_ofa_fixture.write(tmp / "fixture", width=args.fresh, seed=11)
+        pth, npz, net = make.write(tmp / "fixture", width=args.fresh, seed=11)
     else:
-        net = "ofa_mbv3_d234_e346_k357_w0.1"
+        net = "ofa_resnet50_w0.095" if resnet else "ofa_mbv3_d234_e346_k357_w0.1"
         pth, npz = (ROOT / "tests" / "fixtures" / "ofa" / f"{net}.{ext}" for ext in ("pth", "npz"))
     exp = np.load(npz)
     t0 = time.perf_counter()
-    import_ofa(pth, net, tmp / "run", resolutions=(32, 36, 40), log=lambda m: None)
+    import_ofa(pth, net, tmp / "run", resolutions=resolutions, log=lambda m: None)
     run = runs.open_run(tmp / "run", without_data=True)
     space, params, stats = run.space, run.params, stored_stats(run)
     ev = SubnetEvaluator(space, MEAN, STD, batch_size=4)

@@ -2,7 +2,8 @@
 
 The checkpoint is read without torch (:mod:`nas_cli.importing.torch_pickle`), its state dict mapped onto the
 ``mobilenetv3-imagenet`` space (:func:`search_spaces.mobilenetv3.imagenet_config`, Once-for-All's
-own network) and written as a run: ``config.json`` (ImageNet normalisation, the data if given),
+own network), or for ``--net ofa_resnet50`` onto ``resnet-imagenet`` (:mod:`.ofa_resnet`), and written
+as a run: ``config.json`` (ImageNet normalisation, the data if given),
 ``checkpoint/`` (the parameters, and OFA's BatchNorm running statistics as ``stats``),
 ``final.json`` (``largest``, ``smallest``), ``data.json`` and ``imported.json`` (the source). `nas
 search`, `nas finetune` and `nas export subnet` then use it like any run.
@@ -34,6 +35,7 @@ from nas_cli.data import DATA_INFO, dataset_info
 from nas_cli.errors import UserError
 from nas_cli.runs.identity import file_sha256
 from nas_cli.runs.imported import IMPORTED, fixed_stats
+from nas_cli.importing import ofa_resnet
 from nas_cli.importing.torch_pickle import read_pth
 from predictors.files import atomic_write_json
 from search_spaces import get_space
@@ -43,7 +45,7 @@ from search_spaces.mobilenetv3 import IMAGENET_RESOLUTIONS
 #: the space an OFA MobileNetV3 imports into
 SPACE = "mobilenetv3-imagenet"
 #: Once-for-All's published MobileNetV3 supernets (other widths parse too: your own OFA training)
-PUBLISHED = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2")
+PUBLISHED = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2", ofa_resnet.PUBLISHED)
 _NET_RE = re.compile(r"^ofa_mbv3_d(\d+)_e(\d+)_k(\d+)_w(\d+(?:\.\d+)?)$")
 #: the step a checkpoint of an imported run is saved as (no epoch trained here)
 STEP = 0
@@ -51,20 +53,26 @@ STEP = 0
 
 @dataclasses.dataclass(frozen=True)
 class OfaNet:
-    """What a ``--net`` name says: OFA's depth, expand and kernel choices and width multiplier."""
+    """What a ``--net`` name says: OFA's depth, expand and kernel choices and width multiplier, and
+    the space it imports into."""
 
     name: str
     depths: tuple[int, ...]
     expands: tuple[int, ...]
     kernels: tuple[int, ...]
     width_mult: float
+    space: str = SPACE
 
 
 def parse_net(name: str) -> OfaNet:
-    """``ofa_mbv3_d234_e346_k357_w1.0`` -> its choices.
+    """``ofa_mbv3_d234_e346_k357_w1.0`` or ``ofa_resnet50`` -> its choices.
+
+    ``ofa_resnet50`` is OFA's published ``OFAResNets(depth_list=[0, 1, 2], expand_ratio_list=[0.2,
+    0.25, 0.35], width_mult_list=[0.65, 0.8, 1.0])``; ``ofa_resnet50_w<m>`` the same with every width
+    times ``m`` (see :func:`search_spaces.resnet.imagenet_config` for its channel rounding).
 
     Raises:
-      UserError: another name (``ofa_resnet50`` included: not importable yet), naming the known ones.
+      UserError: another name, naming the known ones.
     """
     m = _NET_RE.match(str(name))
     if m:
@@ -72,14 +80,18 @@ def parse_net(name: str) -> OfaNet:
         width = float(m.group(4))
         if (depths, expands, kernels) == ((2, 3, 4), (3, 4, 6), (3, 5, 7)) and 0 < width <= 16:
             return OfaNet(str(name), depths, expands, kernels, width)
-    hint = (" (OFAResNets does not map onto the resnet space yet; see the README)"
-            if str(name).startswith("ofa_resnet") else "")
-    raise UserError(f"--net {name!r} is not an importable Once-for-All network{hint}; choose one of: "
-                    f"{', '.join(PUBLISHED)} (ofa_mbv3_d234_e346_k357_w<width> for other widths)")
+    m = ofa_resnet.NET_RE.match(str(name))
+    if m:
+        width = float(m.group(1)) if m.group(1) else 1.0
+        if 0 < width <= 16:
+            return OfaNet(str(name), (0, 1, 2), (20, 25, 35), (3,), width, ofa_resnet.SPACE)
+    raise UserError(f"--net {name!r} is not an importable Once-for-All network; choose one of: "
+                    f"{', '.join(PUBLISHED)} (ofa_mbv3_d234_e346_k357_w<width> and ofa_resnet50_w<width> "
+                    "for other widths)")
 
 
 def space_for(net: OfaNet, num_classes: int, resolutions=IMAGENET_RESOLUTIONS):
-    return get_space(SPACE, width_mult=net.width_mult, in_channels=3, num_classes=num_classes,
+    return get_space(net.space, width_mult=net.width_mult, in_channels=3, num_classes=num_classes,
                      resolutions=tuple(resolutions))
 
 
@@ -197,7 +209,9 @@ def convert(state: dict[str, np.ndarray], cfg, net_name: str, path) -> tuple[dic
     Raises:
       UserError: a key missing or left over, or a shape that is not the network's, naming the key.
     """
-    expected = _expected(cfg)
+    resnet = getattr(cfg, "ofa_imagenet", False)
+    expected = ofa_resnet.expected(cfg) if resnet else _expected(cfg)
+    to_nas = ofa_resnet.to_nas if resnet else _to_nas
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
     if missing or extra:
@@ -216,7 +230,7 @@ def convert(state: dict[str, np.ndarray], cfg, net_name: str, path) -> tuple[dic
         if not np.all(np.isfinite(a)):
             raise UserError(f"checkpoint {path}: {key} holds non-finite values")
         kind, rel = where.split(":", 1)
-        _set(params if kind == "p" else stats, rel.split("/"), np.asarray(_to_nas(where, a), np.float32))
+        _set(params if kind == "p" else stats, rel.split("/"), np.asarray(to_nas(where, a), np.float32))
     _stack_stages(params, cfg.num_stages)
     _stack_stages(stats, cfg.num_stages)
     return params, stats
@@ -226,12 +240,12 @@ def _num_classes(state: dict[str, np.ndarray], path) -> int:
     w = state.get("classifier.linear.weight")
     if w is None or w.ndim != 2:
         raise UserError(f"checkpoint {path} has no classifier.linear.weight (N, features): it is not an "
-                        "OFAMobileNetV3 state dict")
+                        "OFAMobileNetV3 or OFAResNets state dict")
     return int(w.shape[0])
 
 
 def read_supernet(checkpoint: str | Path, net: str, resolutions=IMAGENET_RESOLUTIONS):
-    """(space, params, stats) of an OFA MobileNetV3 checkpoint, checked against ``--net``."""
+    """(space, params, stats) of an OFA MobileNetV3 or ResNet checkpoint, checked against ``--net``."""
     ofa = parse_net(net)
     state = _state_dict(read_pth(checkpoint), checkpoint)
     space = space_for(ofa, _num_classes(state, checkpoint), resolutions)
@@ -263,8 +277,8 @@ def import_ofa(checkpoint: str | Path, net: str, out: str | Path, *, dataset: st
     if data_dir is None and dataset != "folder":
         raise UserError(f"--dataset {dataset} needs --data-dir")
     resolutions = tuple(resolutions) if resolutions else IMAGENET_RESOLUTIONS
-    parse_net(net)  # the cheap check first
-    cfg = TrainConfig(space=SPACE, dataset=dataset, data_dir=data_dir, epochs=1, batch_size=batch_size,
+    ofa = parse_net(net)  # the cheap check first
+    cfg = TrainConfig(space=ofa.space, dataset=dataset, data_dir=data_dir, epochs=1, batch_size=batch_size,
                       calib_images=max(calib_images, batch_size), seed=seed, resolutions=resolutions,
                       width_mult=parse_net(net).width_mult, normalize="imagenet",
                       image_size=max(resolutions) if dataset == "folder" else None)

@@ -19,20 +19,37 @@ What is where:
   (a subnet block's static widths and input side).
 * ``space.py``: :class:`ResNetSpace`: genes, canonical strings, the plan and the one block
   function (:func:`block`); everything else is derived (:mod:`search_spaces.planned`).
+* ``imagenet.py``: :class:`ResNetImageNetSpace` (``resnet-imagenet``): Once-for-All's own ImageNet
+  ResNet-50 (:func:`imagenet_config`; its input stem, max-pool, average-pool shortcuts), what
+  ``nas import ofa --net ofa_resnet50`` fills; its own class for its stem's genes.
 * ``supernet.py``: the weights' layout (:func:`init_supernet`) and :func:`sort_channels`.
 """
 
-from search_spaces.base import register_supernet_family
-from search_spaces.resnet.config import BlockShape, ResNetArch, ResNetConfig, ofa_config, tiny_config
+from search_spaces.base import register_space, register_supernet_family
+from search_spaces.resnet.config import (
+    IMAGENET_RESOLUTIONS,
+    BlockShape,
+    ResNetArch,
+    ResNetConfig,
+    ResNetImageNetArch,
+    imagenet_config,
+    ofa_config,
+    tiny_config,
+)
+from search_spaces.resnet.imagenet import ResNetImageNetSpace
 from search_spaces.resnet.space import ResNetSpace, block
 from search_spaces.resnet.supernet import init_supernet, sort_channels
 
 __all__ = [
+    "IMAGENET_RESOLUTIONS",
     "BlockShape",
     "ResNetArch",
     "ResNetConfig",
+    "ResNetImageNetArch",
+    "ResNetImageNetSpace",
     "ResNetSpace",
     "block",
+    "imagenet_config",
     "init_supernet",
     "ofa_config",
     "sort_channels",
@@ -40,3 +57,13 @@ __all__ = [
 ]
 
 register_supernet_family("resnet", ResNetSpace, ofa_config, tiny_config)
+
+
+def _imagenet(**options) -> ResNetImageNetSpace:
+    return ResNetImageNetSpace(imagenet_config(**options), "resnet-imagenet", options)
+
+
+# Once-for-All's ImageNet ResNet-50 itself (what `nas import ofa --net ofa_resnet50` fills); by default
+# it trains at OFA's elastic resolutions, 128 to 224 px in steps of 4 on 224 px images
+register_space("resnet-imagenet", _imagenet, supernet=True,
+               below_image_side=tuple(range(224 - IMAGENET_RESOLUTIONS[0], -1, -4)))

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Iterator, NamedTuple
 
 from search_spaces.errors import ArchError
-from search_spaces.layers import make_divisible, same_padding
+from search_spaces.layers import conv_padding, make_divisible, same_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,17 @@ class ResNetConfig:
     resolutions: tuple[int, ...] = (32,)
     in_channels: int = 3
     num_classes: int = 10
+    #: Once-for-All's ImageNet network (``OFAResNets``), all off by default (the 28-32 px space):
+    #: its input stem (3x3 stride-2 conv to half the stem width, a residual 3x3 conv that elastic depth
+    #: may skip, a 3x3 conv to the stem width, then a 3x3 stride-2 max-pool); PyTorch's symmetric
+    #: padding; a strided block's shortcut as a ceil-mode average pool then a 1x1 conv (OFA's
+    #: ``downsample_mode="avgpool_conv"``) ...
+    ofa_imagenet: bool = False
+    #: ... and OFA's channel arithmetic: the unscaled widths (stem, then each stage) and the network's
+    #: width multiplier, a choice of ``w`` percent giving ``make_divisible(base * (mult * w / 100))``
+    #: channels, as ``OFAResNets(width_mult_list=[0.65 mult, 0.8 mult, mult])`` computes them
+    ofa_bases: tuple[int, ...] = ()
+    ofa_mult: float = 1.0
 
     def __post_init__(self):
         # the supernet stacks blocks after a stage's first for lax.scan; at least one must exist
@@ -75,6 +86,8 @@ class ResNetConfig:
                 seen[channels] = choice
             return None
 
+        # (OFA's stem middle width is not checked: two choices that round to one width are one gene
+        # value there, :meth:`stem_mid_choices`)
         layers = [("stem width", {w: self.stem_width(w) for w in self.width_choices})]
         for s in range(self.num_stages):
             layers.append((f"stage {s + 1} width", {w: self.stage_width(s, w) for w in self.width_choices}))
@@ -103,14 +116,35 @@ class ResNetConfig:
     def _scaled(self, channels: int, width: int) -> int:
         return channels if width == 100 else make_divisible(channels * width / 100, self.divisor)
 
+    def _ofa_scaled(self, base: int, width: int) -> int:
+        return make_divisible(base * (self.ofa_mult * width / 100), self.divisor)
+
     def stem_width(self, width: int) -> int:
+        if self.ofa_bases:
+            return self._ofa_scaled(self.ofa_bases[0], width)
         return self._scaled(self.stem_channels, width)
 
     def stage_width(self, stage: int, width: int) -> int:
+        if self.ofa_bases:
+            return self._ofa_scaled(self.ofa_bases[stage + 1], width)
         return self._scaled(self.stage_channels[stage], width)
+
+    def stem_mid(self, width: int) -> int:
+        """OFA's input stem: the middle width (its first two convs) at stem width ``width``."""
+        return make_divisible(self.stem_width(width) // 2, self.divisor)
+
+    def stem_mid_choices(self) -> tuple[int, ...]:
+        """The stem middle width's distinct choices (percent): the first width choice of each channel
+        count (OFA-ResNet50's 65% and 80% both give 24 channels, one network)."""
+        seen: dict[int, int] = {}
+        for w in self.width_choices:
+            seen.setdefault(self.stem_mid(w), w)
+        return tuple(seen.values())
 
     def mid(self, cout: int, expand: int) -> int:
         """Bottleneck middle channels of a block with ``cout`` active output channels (OFA)."""
+        if self.ofa_bases:  # OFA's own order: round first, then to the divisor
+            return make_divisible(round(cout * (expand / 100)), self.divisor)
         return make_divisible(cout * expand / 100, self.divisor)
 
     def max_mid(self, stage: int) -> int:
@@ -127,7 +161,10 @@ class ResNetConfig:
         return tuple(seen)
 
     def stem_side(self, resolution: int) -> int:
-        """Height and width after the stem conv (the first block's input side)."""
+        """Height and width after the stem (the first block's input side)."""
+        if self.ofa_imagenet:  # the stride-2 conv, then the 3x3 stride-2 max-pool (padding 1)
+            side = conv_padding(resolution, 3, 2, True)[2]
+            return (side + 2 - 3) // 2 + 1
         return same_padding(resolution, 3, self.stem_stride)[2]
 
     def block_shapes(self, arch: ResNetArch) -> Iterator[BlockShape]:
@@ -138,7 +175,8 @@ class ResNetConfig:
             for b, e in enumerate(expands):
                 stride = self.stage_strides[s] if b == 0 else 1
                 yield BlockShape(s, b, cin, cout, self.mid(cout, e), stride, side)
-                # the 3x3 conv and the strided shortcut give the same 'SAME' output side
+                # the 3x3 conv and the strided shortcut give the same 'SAME' output side (and the
+                # same symmetric one: ceil(side / stride), as the ceil-mode average pool)
                 cin, side = cout, same_padding(side, 3, stride)[2]
 
     def head_side(self, resolution: int) -> int:
@@ -191,3 +229,55 @@ def tiny_config(in_channels: int = 1, num_classes: int = 10,
         in_channels=in_channels,
         num_classes=num_classes,
     )
+
+
+#: Once-for-All's ImageNet resolutions (its elastic resolution: 128-224 px, step 4)
+IMAGENET_RESOLUTIONS = tuple(range(128, 225, 4))
+#: OFAResNets' unscaled widths: its input stem's (64), then each stage's output (``STAGE_WIDTH_LIST``)
+OFA_BASES = (64, 256, 512, 1024, 2048)
+
+
+def imagenet_config(width_mult: float = 1.0, in_channels: int = 3, num_classes: int = 1000,
+                    resolutions: tuple[int, ...] = IMAGENET_RESOLUTIONS) -> ResNetConfig:
+    """OFA-ResNet50 exactly as Once-for-All builds it for ImageNet (``OFAResNets(depth_list=[0, 1, 2],
+    expand_ratio_list=[0.2, 0.25, 0.35], width_mult_list=[0.65, 0.8, 1.0])``, ``ofa_resnet50``): its
+    input stem and max-pool, base depths 2, 2, 4, 2 plus 0-2, the avg-pool shortcut, symmetric
+    padding, channels rounded to 8 as its ``make_divisible`` rounds them. ``width_mult`` scales every
+    width choice (OFA's ``width_mult_list`` times it); where 8 would make two choices one network
+    (narrow networks: the tests' fixture), channels round to 4, 2 or 1 instead, and an OFA network
+    built with that ``CHANNEL_DIVISIBLE`` is this one."""
+    def make(divisor: int) -> ResNetConfig:
+        def width(base: int) -> int:
+            return make_divisible(base * (width_mult * 100 / 100), divisor)
+
+        return ResNetConfig(stem_channels=width(OFA_BASES[0]), stage_channels=tuple(map(width, OFA_BASES[1:])),
+                            stage_strides=(1, 2, 2, 2), base_depths=(2, 2, 4, 2), stem_stride=2, divisor=divisor,
+                            resolutions=tuple(resolutions), in_channels=in_channels, num_classes=num_classes,
+                            ofa_imagenet=True, ofa_bases=OFA_BASES, ofa_mult=float(width_mult))
+
+    for divisor in (8, 4, 2):
+        try:
+            return make(divisor)
+        except ArchError:
+            continue
+    try:
+        return make(1)
+    except ArchError as e:
+        raise ArchError(f"width multiplier {width_mult} is too narrow for resnet-imagenet: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetImageNetArch:
+    """One subnet of OFA-ResNet50 (:func:`imagenet_config`): resolution; its input stem's middle
+    width (percent), whether its residual conv runs (``stem_depth`` 1) or elastic depth skips it (0),
+    its output width; per stage (width, expand of each active block), in percent."""
+
+    resolution: int
+    stem_mid: int
+    stem_depth: int
+    stem_width: int
+    stages: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(len(e) for _, e in self.stages)

@@ -30,7 +30,13 @@ def block(cfg: ResNetConfig, spec: BlockSpec, ops, x):
     zeros through the weights' extra rows."""
     if spec.kind == "stem":
         c0 = spec.a["width"]
-        return jax.nn.relu(ops.bn("stem/bn", ops.conv("stem/w", x, cfg.stem_stride, n_out=c0), c0))
+        return jax.nn.relu(ops.bn("stem/bn", ops.conv("stem/w", x, cfg.stem_stride, cfg.ofa_imagenet, n_out=c0), c0))
+    if spec.kind == "stem_res":  # OFA's input stem: the residual 3x3 conv (elastic depth may skip it)
+        c = spec.a["width"]
+        return jax.nn.relu(ops.bn("stem_res/bn", ops.conv("stem_res/w", x, 1, True, n_out=c), c)) + x[..., :c]
+    if spec.kind == "stem_out":  # OFA's input stem: the 3x3 conv to the stem width, then the max-pool
+        c = spec.a["width"]
+        return max_pool(jax.nn.relu(ops.bn("stem_out/bn", ops.conv("stem_out/w", x, 1, True, n_out=c), c)))
     if spec.kind == "head":
         z = jnp.mean(x, axis=(1, 2))  # (B, C)
         return ops.dense("classifier/w", z, z.shape[-1], cfg.num_classes, bias="classifier/b")
@@ -39,14 +45,50 @@ def block(cfg: ResNetConfig, spec: BlockSpec, ops, x):
     stride = cfg.stage_strides[a["stage"]] if first else 1
     cin = x.shape[-1]
     z = jax.nn.relu(ops.bn("bn1", ops.dense("conv1", x, cin, mid), mid))
-    z = jax.nn.relu(ops.bn("bn2", ops.conv("conv2", z, stride, n_out=mid), mid))
+    z = jax.nn.relu(ops.bn("bn2", ops.conv("conv2", z, stride, cfg.ofa_imagenet, n_out=mid), mid))
     y = ops.bn("bn3", ops.dense("conv3", z, mid, cout), cout)
-    if first:
+    if first and cfg.ofa_imagenet:
+        sc = avg_pool_ceil(x, stride) if stride > 1 else x  # OFA's "avgpool_conv" shortcut
+        sc = ops.bn("bn_down", ops.dense("down", sc, cin, cout), cout)
+    elif first:
         sc = x[:, ::stride, ::stride, :]  # = a 1x1 'SAME' conv at this stride
         sc = ops.bn("bn_down", ops.dense("down", sc, cin, cout), cout)
     else:
         sc = x[..., :cout]
     return jax.nn.relu(y + sc)
+
+
+def max_pool(x):
+    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)`` over (B, H, W, C) (OFA-ResNet's, after its
+    stem): the maximum of 9 strided shifted copies, which converts to ONNX as slices and maxima
+    (``lax.reduce_window`` became a MaxPool over NHWC that onnxruntime refused)."""
+    oh, ow = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for i in range(3):
+        for j in range(3):
+            v = xp[:, i : i + 2 * oh - 1 : 2, j : j + 2 * ow - 1 : 2, :]
+            out = v if out is None else jnp.maximum(out, v)
+    return out
+
+
+def avg_pool_ceil(x, s: int):
+    """PyTorch's ``AvgPool2d(s, stride=s, ceil_mode=True)`` over (B, H, W, C): on a side that ``s``
+    does not divide, the last window is cut by the border and averages the pixels it holds. A sum
+    of ``s * s`` strided copies (ONNX: slices and adds, as :func:`max_pool`)."""
+    h, w = x.shape[1:3]
+    oh, ow = -(-h // s), -(-w // s)
+    xp = jnp.pad(x, ((0, 0), (0, oh * s - h), (0, ow * s - w), (0, 0)))
+    total = None
+    for i in range(s):
+        for j in range(s):
+            v = xp[:, i::s, j::s, :]
+            total = v if total is None else total + v
+    if h % s == 0 and w % s == 0:
+        return total / (s * s)
+    rows = np.minimum(s, h - s * np.arange(oh))  # pixels of each window inside the map
+    cols = np.minimum(s, w - s * np.arange(ow))
+    return total / jnp.asarray((rows[:, None] * cols[None, :])[None, :, :, None], x.dtype)
 
 
 _NUM = re.compile(r"^(\d+)$")
@@ -161,9 +203,7 @@ class ResNetSpace(PlannedSpace):
         blocks are rows of one stacked subtree), the head."""
         cfg = self.config
         self._validate(arch)
-        c0 = cfg.stem_width(arch.stem_width)
-        specs = [BlockSpec("stem", "stem", (("width", c0),), keys=("stem",), name=f"stem/r{{side}}/c{c0}",
-                           group="stem")]
+        specs = self._stem_plan(arch)
         for s, b, _, cout, mid, _, _ in cfg.block_shapes(arch):
             where = "first" if b == 0 else "rest"
             specs.append(BlockSpec("block", (s, b), (("stage", s), ("first", b == 0), ("cout", cout), ("mid", mid)),
@@ -172,6 +212,10 @@ class ResNetSpace(PlannedSpace):
                                    group=f"stage{s + 1}"))
         specs.append(BlockSpec("head", "head", keys=("classifier",), name="head/c{channels}/h{side}", group="head"))
         return tuple(specs)
+
+    def _stem_plan(self, arch) -> list[BlockSpec]:
+        c0 = self.config.stem_width(arch.stem_width)
+        return [BlockSpec("stem", "stem", (("width", c0),), keys=("stem",), name=f"stem/r{{side}}/c{c0}", group="stem")]
 
     def block(self, spec: BlockSpec, ops, x):
         return block(self.config, spec, ops, x)

@@ -41,13 +41,20 @@ def _block_params(cin: int, cout: int, mid: int, shortcut: bool, stack: tuple[in
 def init_supernet(cfg: ResNetConfig, key: jax.Array) -> dict:
     """Parameters of the largest network; every subnet's weights are slices of these."""
     c0 = cfg.stem_channels
+
+    def conv_bn(cin, cout):
+        return {"w": _He((3, 3, cin, cout), 9 * cin),
+                "bn": {"scale": jnp.ones((cout,), jnp.float32), "bias": jnp.zeros((cout,), jnp.float32)}}
+
     spec = {
-        "stem": {"w": _He((3, 3, cfg.in_channels, c0), 9 * cfg.in_channels),
-                 "bn": {"scale": jnp.ones((c0,), jnp.float32), "bias": jnp.zeros((c0,), jnp.float32)}},
+        "stem": conv_bn(cfg.in_channels, c0),
         "stages": [],
         "classifier": {"w": _He((cfg.stage_channels[-1], cfg.num_classes), cfg.stage_channels[-1] * 100),
                        "b": jnp.zeros((cfg.num_classes,), jnp.float32)},  # fan-in x 100: weights x 0.1
     }
+    if cfg.ofa_imagenet:  # OFA's input stem: to the middle width, the residual conv, to the stem width
+        m = cfg.stem_mid(100)
+        spec["stem"], spec["stem_res"], spec["stem_out"] = conv_bn(cfg.in_channels, m), conv_bn(m, m), conv_bn(m, c0)
     for s in range(cfg.num_stages):
         cin, cout, mid = cfg.in_channels_of(s), cfg.stage_channels[s], cfg.max_mid(s)
         spec["stages"].append({"first": _block_params(cin, cout, mid, True),
@@ -98,14 +105,16 @@ def sort_channels(cfg: ResNetConfig, params) -> dict:
     their producers and readers; then each block's middle channels (:func:`_sort_mid`). The largest
     network's function is unchanged.
     """
-    stem = dict(params["stem"])
+    # the stage-1 input's producer: the stem conv, or OFA's last stem conv (its middle width unsorted)
+    producer = "stem_out" if cfg.ofa_imagenet else "stem"
+    stem = dict(params[producer])
     stages = [{"first": dict(st["first"]), "rest": dict(st["rest"])} for st in params["stages"]]
     classifier = dict(params["classifier"])
 
     # the stem's outputs are read by stage 1's first block
     first = stages[0]["first"]
     perm = jnp.argsort(-_l1_rows(first["conv1"], first["down"]))
-    stem["w"], stem["bn"] = params["stem"]["w"][..., perm], _take_bn(params["stem"]["bn"], perm)
+    stem["w"], stem["bn"] = params[producer]["w"][..., perm], _take_bn(params[producer]["bn"], perm)
     first["conv1"], first["down"] = first["conv1"][perm], first["down"][perm]
     for s in range(cfg.num_stages):
         first, rest = stages[s]["first"], stages[s]["rest"]
@@ -125,5 +134,5 @@ def sort_channels(cfg: ResNetConfig, params) -> dict:
         else:
             classifier["w"] = classifier["w"][perm]
     stages = [{"first": _sort_mid(st["first"]), "rest": jax.vmap(_sort_mid)(st["rest"])} for st in stages]
-    return {**params, "stem": stem, "stages": stages, "classifier": classifier}
+    return {**params, producer: stem, "stages": stages, "classifier": classifier}
 

@@ -164,8 +164,9 @@ def test_refuses_non_zip_and_damaged_files(tmp_path):
 
 
 def test_refuses_wrong_net_and_mismatched_checkpoints(tmp_path):
-    with pytest.raises(UserError, match=r"--net 'ofa_resnet50'.*resnet space"):
-        parse_net("ofa_resnet50")
+    assert parse_net("ofa_resnet50").space == "resnet-imagenet"  # tests/nas_cli/test_ofa_resnet_import.py
+    with pytest.raises(UserError, match=r"--net 'ofa_resnet101'.*ofa_resnet50"):
+        parse_net("ofa_resnet101")
     with pytest.raises(UserError, match="choose one of: ofa_mbv3_d234_e346_k357_w1.0"):
         parse_net("mbv3")
     pth = FIXTURES / f"{NET}.pth"

@@ -31,6 +31,7 @@ SPACE_OPTIONS = {
     "vit-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
     "resnet": dict(width_mult=0.25, in_channels=1, num_classes=10, resolutions=(8, 12)),
     "resnet-tiny": dict(in_channels=1, num_classes=10, resolutions=(8, 12)),
+    "resnet-imagenet": dict(width_mult=0.095, in_channels=1, num_classes=10, resolutions=(8, 12)),
 }
 MODEL_RES = 8  # every model check runs at this one resolution: one compile per jitted function
 BATCH = 16  # BatchNorm over 1x1 maps of 4 images amplifies float-order noise past 1e-4
@@ -202,9 +203,25 @@ def _toy_bad_strings(space):
             ("r8-" + ".".join(["w8"] * 4), ["depth", "4", "1", "2", "3"]), ("hello", ["r8-w8.w16"])]
 
 
+def _resnet_imagenet_bad_strings(space):
+    """resnet-imagenet strings: resnet's, the stem group m<middle width>.d<depth>.w<width>."""
+    cfg = space.config
+    res, stem, *stages = space.encode(space.smallest()).split("-")
+    m, d, w = stem.split(".")
+    bad_w = max(cfg.width_choices) + 1
+    return [case for case in _resnet_bad_strings(space) if "stem width" not in case[1]] + [
+        ("-".join([res, f"{m}.{d}.w{bad_w}", *stages]), ["stem width", str(bad_w), *_choices(cfg.width_choices)]),
+        ("-".join([res, f"m{bad_w}.{d}.{w}", *stages]),
+         ["stem middle width", str(bad_w), *_choices(cfg.stem_mid_choices())]),
+        ("-".join([res, f"{m}.d2.{w}", *stages]), ["stem depth", "2", "0", "1"]),
+        ("-".join([res, w, *stages]), ["stem group", "m<middle width>.d<depth>.w<width>"]),
+    ]
+
+
 # each family's string syntax differs, so each says how to break it
 BAD_STRINGS = {"mobilenetv3": _mobilenetv3_bad_strings, "mobilenetv3-imagenet": _mobilenetv3_bad_strings,
-               "resnet": _resnet_bad_strings, "vit": _vit_bad_strings, "toy": _toy_bad_strings}
+               "resnet": _resnet_bad_strings,
+               "resnet-imagenet": _resnet_imagenet_bad_strings, "vit": _vit_bad_strings, "toy": _toy_bad_strings}
 
 
 def test_invalid_strings_name_the_field_and_choices(bundle):
