@@ -10,7 +10,8 @@ Only help texts read this module; what a command actually does comes from the li
 from __future__ import annotations
 
 #: search_spaces.supernet_space_names()
-SUPERNET_SPACES = ("mobilenetv3", "mobilenetv3-imagenet", "mobilenetv3-tiny", "resnet", "resnet-tiny", "vit", "vit-tiny")
+SUPERNET_SPACES = ("mobilenetv3", "mobilenetv3-imagenet", "mobilenetv3-tiny", "resnet", "resnet-imagenet", "resnet-tiny", "vit",
+                   "vit-tiny")
 #: nas_cli.data.DATASETS, in its order
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
 #: nas_cli.data.DEFAULT_IMAGE_SIZE
