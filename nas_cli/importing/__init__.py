@@ -8,13 +8,13 @@ from nas_cli.importing.ofa import (
     PUBLISHED,
     SPACE,
     OfaNet,
-    canonical_key,
     convert,
     import_ofa,
     parse_net,
     read_supernet,
     stored_stats,
 )
+from nas_cli.importing.ofa_keys import canonical_key
 from nas_cli.importing.torch_pickle import read_pth
 
 __all__ = [

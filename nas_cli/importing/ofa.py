@@ -36,6 +36,7 @@ from nas_cli.errors import UserError
 from nas_cli.runs.identity import file_sha256
 from nas_cli.runs.imported import IMPORTED, fixed_stats
 from nas_cli.importing import ofa_resnet
+from nas_cli.importing.ofa_keys import canonical_key
 from nas_cli.importing.torch_pickle import read_pth
 from predictors.files import atomic_write_json
 from search_spaces import get_space
@@ -93,17 +94,6 @@ def parse_net(name: str) -> OfaNet:
 def space_for(net: OfaNet, num_classes: int, resolutions=IMAGENET_RESOLUTIONS):
     return get_space(net.space, width_mult=net.width_mult, in_channels=3, num_classes=num_classes,
                      resolutions=tuple(resolutions))
-
-
-def canonical_key(key: str) -> str:
-    """One spelling of an OFA state-dict key: older checkpoints say ``mobile_inverted_conv`` and
-    ``bn.bn`` / ``conv.conv`` / ``linear.linear`` where newer ones nest once (OFA's load_state_dict
-    accepts both)."""
-    key = key.replace(".mobile_inverted_conv.", ".conv.")
-    for double, single in ((".bn.bn.", ".bn."), (".conv.conv.", ".conv."), (".linear.linear.", ".linear.")):
-        while double in key:
-            key = key.replace(double, single)
-    return key
 
 
 def _state_dict(obj, path) -> dict[str, np.ndarray]:

@@ -17,6 +17,8 @@ import re
 
 import numpy as np
 
+from nas_cli.importing.ofa_keys import canonical_key
+
 #: the space an OFA ResNet imports into
 SPACE = "resnet-imagenet"
 #: Once-for-All's published ResNet supernet (``ofa_resnet50_d0-1-2_e0.2-0.25-0.35_w0.65-0.8-1.0``)
@@ -26,10 +28,9 @@ NET_RE = re.compile(r"^ofa_resnet50(?:_w(\d+(?:\.\d+)?))?$")
 
 
 def expected(cfg) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Every OFA key (as :func:`nas_cli.importing.ofa.canonical_key` spells it) of the network of
+    """Every OFA key (as :func:`nas_cli.importing.ofa_keys.canonical_key` spells it) of the network of
     ``cfg`` -> (where it goes: ``p:`` / ``s:`` and a ``/`` path, as the MobileNetV3 mapping, its OFA
     shape)."""
-    from nas_cli.importing.ofa import canonical_key  # noqa: PLC0415  (ofa imports this module)
 
     e: dict[str, tuple[str, tuple[int, ...]]] = {}
 

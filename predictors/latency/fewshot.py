@@ -517,7 +517,7 @@ def _huber_weights(r: np.ndarray) -> np.ndarray:
     return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
 
 
-def _robust(solve, X: np.ndarray, y: np.ndarray, power: float = 0.0,
+def robust_fit(solve, X: np.ndarray, y: np.ndarray, power: float = 0.0,
             iterations: int = HUBER_ITERATIONS) -> np.ndarray:
     """``solve(X, y, weights)`` re-weighted by :func:`_huber_weights` of its relative residuals: one
     timing that no additive model holds (a cell the device runs oddly, a glitch) pulls the costs
@@ -532,16 +532,16 @@ def _robust(solve, X: np.ndarray, y: np.ndarray, power: float = 0.0,
     return c
 
 
-def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+def nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     r = np.sqrt(w) / y
     return nnls(X * r[:, None], y * r)[0]
 
 
 def _relative_fit(X: np.ndarray, y: np.ndarray, power: float = 0.0) -> np.ndarray:
     """Per-operation costs ``c >= 0`` minimising the (Huber) relative error of ``X @ c`` against
-    ``y``, weighted by ``power`` (:func:`_robust`; non-negative least squares: an operation never
+    ``y``, weighted by ``power`` (:func:`robust_fit`; non-negative least squares: an operation never
     makes a network faster)."""
-    return _robust(_nnls_weighted, X, y, power)
+    return robust_fit(nnls_weighted, X, y, power)
 
 
 def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.ndarray]:
@@ -567,7 +567,7 @@ def prior_op_costs(space, priors: Sequence[Prior], seed: int) -> dict[str, np.nd
 
 
 def _op_transfer(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float, power: float = 0.0) -> np.ndarray:
-    return _robust(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y, power)
+    return robust_fit(lambda X, y, w: _op_transfer_weighted(X, y, costs, lam, w), X, y, power)
 
 
 def _op_transfer_weighted(X: np.ndarray, y: np.ndarray, costs: np.ndarray, lam: float,

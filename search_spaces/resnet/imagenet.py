@@ -25,7 +25,7 @@ from search_spaces.errors import ArchError
 from search_spaces.plan import BlockSpec
 from search_spaces.planned import PlannedSpace
 from search_spaces.resnet.config import ResNetConfig, ResNetImageNetArch
-from search_spaces.resnet.space import _NUM, ResNetSpace, _set
+from search_spaces.resnet.space import NUMBER, ResNetSpace, choice_set
 
 
 class ResNetImageNetSpace(ResNetSpace):
@@ -79,7 +79,7 @@ class ResNetImageNetSpace(ResNetSpace):
             raise ArchError(f"{self.name} takes a ResNetImageNetArch, not {type(arch).__name__}")
         mids = cfg.stem_mid_choices()
         if arch.stem_mid not in mids:
-            raise ArchError(f"stem middle width {arch.stem_mid} not in {_set(mids)} (percent; the width choices "
+            raise ArchError(f"stem middle width {arch.stem_mid} not in {choice_set(mids)} (percent; the width choices "
                             "that give distinct channel counts)")
         if arch.stem_depth not in (0, 1):
             raise ArchError(f"stem depth {arch.stem_depth} not in {{0, 1}} (its residual conv skipped or run)")
@@ -96,9 +96,9 @@ class ResNetImageNetSpace(ResNetSpace):
         parts = str(text).strip().split("-")
 
         def number(field: str, prefix: str, what: str, choices) -> int:
-            if not field.startswith(prefix) or not _NUM.match(field[len(prefix):]):
+            if not field.startswith(prefix) or not NUMBER.match(field[len(prefix):]):
                 raise ArchError(f"arch {text!r}: {what} field {field!r} must be {prefix}<{what.split()[-1]}> "
-                                f"with {what.split()[-1]} in {_set(choices)} (example: {example})")
+                                f"with {what.split()[-1]} in {choice_set(choices)} (example: {example})")
             return int(field[len(prefix):])
 
         resolution = number(parts[0], "r", "resolution", cfg.resolutions)

@@ -91,10 +91,10 @@ def avg_pool_ceil(x, s: int):
     return total / jnp.asarray((rows[:, None] * cols[None, :])[None, :, :, None], x.dtype)
 
 
-_NUM = re.compile(r"^(\d+)$")
+NUMBER = re.compile(r"^(\d+)$")
 
 
-def _set(values) -> str:
+def choice_set(values) -> str:
     return "{" + ", ".join(map(str, values)) + "}"
 
 
@@ -147,20 +147,20 @@ class ResNetSpace(PlannedSpace):
     def _validate(self, arch: ResNetArch) -> None:
         cfg = self.config
         if arch.resolution not in cfg.resolutions:
-            raise ArchError(f"resolution {arch.resolution} not in {_set(cfg.resolutions)}")
+            raise ArchError(f"resolution {arch.resolution} not in {choice_set(cfg.resolutions)}")
         if arch.stem_width not in cfg.width_choices:
-            raise ArchError(f"stem width {arch.stem_width} not in {_set(cfg.width_choices)} (percent)")
+            raise ArchError(f"stem width {arch.stem_width} not in {choice_set(cfg.width_choices)} (percent)")
         if len(arch.stages) != cfg.num_stages:
             raise ArchError(f"{len(arch.stages)} stages; {self.name} has {cfg.num_stages}")
         for s, (width, expands) in enumerate(arch.stages):
             if width not in cfg.width_choices:
-                raise ArchError(f"stage {s + 1}: width {width} not in {_set(cfg.width_choices)} (percent)")
+                raise ArchError(f"stage {s + 1}: width {width} not in {choice_set(cfg.width_choices)} (percent)")
             if len(expands) not in cfg.depth_choices(s):
-                raise ArchError(f"stage {s + 1}: depth {len(expands)} not in {_set(cfg.depth_choices(s))}")
+                raise ArchError(f"stage {s + 1}: depth {len(expands)} not in {choice_set(cfg.depth_choices(s))}")
             for b, e in enumerate(expands):
                 if e not in cfg.expand_choices:
                     raise ArchError(f"stage {s + 1} block {b + 1}: expand {e} not in "
-                                    f"{_set(cfg.expand_choices)} (percent)")
+                                    f"{choice_set(cfg.expand_choices)} (percent)")
 
     def encode(self, arch: ResNetArch) -> str:
         self._validate(arch)
@@ -173,9 +173,9 @@ class ResNetSpace(PlannedSpace):
         parts = str(text).strip().split("-")
 
         def number(field: str, prefix: str, what: str, choices) -> int:
-            if not field.startswith(prefix) or not _NUM.match(field[len(prefix):]):
+            if not field.startswith(prefix) or not NUMBER.match(field[len(prefix):]):
                 raise ArchError(f"arch {text!r}: {what} field {field!r} must be {prefix}<{what.split()[-1]}> "
-                                f"with {what.split()[-1]} in {_set(choices)} (example: {example})")
+                                f"with {what.split()[-1]} in {choice_set(choices)} (example: {example})")
             return int(field[len(prefix):])
 
         resolution = number(parts[0], "r", "resolution", cfg.resolutions)

@@ -24,8 +24,8 @@ from predictors.latency.fewshot import (
     FEWSHOT_FORMAT,
     OP_WEIGHT_POWERS,
     Inputs,
-    _nnls_weighted,
-    _robust,
+    nnls_weighted,
+    robust_fit,
     fit_fewshot_model,
     flops_of,
     op_bases,
@@ -347,8 +347,8 @@ def test_the_op_fits_weighting_moves_from_relative_to_absolute_error():
     rng = np.random.default_rng(0)
     X = np.concatenate([np.ones((12, 1)), rng.integers(0, 4, (12, 3))], 1).astype(float)
     y = X @ np.array([1.0, 0.5, 2.0, 0.2]) * np.exp(rng.normal(0, 0.2, 12))
-    relative = _robust(_nnls_weighted, X, y, 0.0, iterations=1)
-    absolute = _robust(_nnls_weighted, X, y, 1.0, iterations=1)
+    relative = robust_fit(nnls_weighted, X, y, 0.0, iterations=1)
+    absolute = robust_fit(nnls_weighted, X, y, 1.0, iterations=1)
     np.testing.assert_allclose(relative, nnls(X / y[:, None], np.ones(12))[0], rtol=1e-8)
     np.testing.assert_allclose(absolute, nnls(X, y)[0], rtol=1e-8)
     assert not np.allclose(relative, absolute, rtol=1e-3)
