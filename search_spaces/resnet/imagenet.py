@@ -25,7 +25,7 @@ from search_spaces.errors import ArchError
 from search_spaces.plan import BlockSpec
 from search_spaces.planned import PlannedSpace
 from search_spaces.resnet.config import ResNetConfig, ResNetImageNetArch
-from search_spaces.resnet.space import NUMBER, ResNetSpace, choice_set
+from search_spaces.resnet.space import ResNetSpace, choice_set
 
 
 class ResNetImageNetSpace(ResNetSpace):
@@ -92,40 +92,15 @@ class ResNetImageNetSpace(ResNetSpace):
 
     def decode(self, text: str) -> ResNetImageNetArch:
         cfg = self.config
-        example = self.encode(self.smallest())
-        parts = str(text).strip().split("-")
-
-        def number(field: str, prefix: str, what: str, choices) -> int:
-            if not field.startswith(prefix) or not NUMBER.match(field[len(prefix):]):
-                raise ArchError(f"arch {text!r}: {what} field {field!r} must be {prefix}<{what.split()[-1]}> "
-                                f"with {what.split()[-1]} in {choice_set(choices)} (example: {example})")
-            return int(field[len(prefix):])
-
-        resolution = number(parts[0], "r", "resolution", cfg.resolutions)
-        if len(parts) - 2 != cfg.num_stages:
-            raise ArchError(f"arch {text!r} has {max(len(parts) - 2, 0)} stage groups after r<resolution>-m<stem "
-                            f"middle width>.d<stem depth>.w<stem width>; {self.name} needs {cfg.num_stages}, "
-                            f"separated by '-' (example: {example})")
-        stem = parts[1].split(".")
+        number, resolution, stem_group, groups = self._fields(text, "m<stem middle width>.d<stem depth>.w<stem width>")
+        stem = stem_group.split(".")
         if len(stem) != 3:
-            raise ArchError(f"arch {text!r}: stem group {parts[1]!r} must be m<middle width>.d<depth>.w<width> "
-                            f"(example: {example})")
+            raise ArchError(f"arch {text!r}: stem group {stem_group!r} must be m<middle width>.d<depth>.w<width> "
+                            f"(example: {self.encode(self.smallest())})")
         mid = number(stem[0], "m", "stem middle width", cfg.stem_mid_choices())
         depth = number(stem[1], "d", "stem depth", (0, 1))
         width = number(stem[2], "w", "stem width", cfg.width_choices)
-        stages = []
-        for s, group in enumerate(parts[2:]):
-            fields = group.split(".")
-            w = number(fields[0], "w", f"stage {s + 1} width", cfg.width_choices)
-            expands = tuple(number(f, "e", f"stage {s + 1} block {b + 1} expand", cfg.expand_choices)
-                            for b, f in enumerate(fields[1:]))
-            stages.append((w, expands))
-        arch = ResNetImageNetArch(resolution, mid, depth, width, tuple(stages))
-        try:
-            self._validate(arch)
-        except ArchError as e:
-            raise ArchError(f"arch {text!r}: {e}") from None
-        return arch
+        return self._checked(text, ResNetImageNetArch(resolution, mid, depth, width, self._stages(number, groups)))
 
     # --- plan ---------------------------------------------------------------------------------
     def _stem_plan(self, arch: ResNetImageNetArch) -> list[BlockSpec]:

@@ -168,6 +168,13 @@ class ResNetSpace(PlannedSpace):
         return f"r{arch.resolution}-w{arch.stem_width}-" + "-".join(groups)
 
     def decode(self, text: str) -> ResNetArch:
+        number, resolution, stem, groups = self._fields(text, "w<stem width>")
+        stem_width = number(stem, "w", "stem width", self.config.width_choices)
+        return self._checked(text, ResNetArch(resolution, stem_width, self._stages(number, groups)))
+
+    def _fields(self, text: str, stem_syntax: str):
+        """(a parser of one ``prefix<number>`` field, the resolution, the stem group, the stage groups)
+        of the string ``text``, whose stem group is written ``stem_syntax``."""
         cfg = self.config
         example = self.encode(self.smallest())
         parts = str(text).strip().split("-")
@@ -180,17 +187,24 @@ class ResNetSpace(PlannedSpace):
 
         resolution = number(parts[0], "r", "resolution", cfg.resolutions)
         if len(parts) - 2 != cfg.num_stages:
-            raise ArchError(f"arch {text!r} has {max(len(parts) - 2, 0)} stage groups after r<resolution>-w<stem "
-                            f"width>; {self.name} needs {cfg.num_stages}, separated by '-' (example: {example})")
-        stem = number(parts[1], "w", "stem width", cfg.width_choices)
+            raise ArchError(f"arch {text!r} has {max(len(parts) - 2, 0)} stage groups after r<resolution>-"
+                            f"{stem_syntax}; {self.name} needs {cfg.num_stages}, separated by '-' (example: {example})")
+        return number, resolution, parts[1], parts[2:]
+
+    def _stages(self, number, groups) -> tuple:
+        """Each stage group ``w<width>.e<expand>...`` as (width, expands)."""
+        cfg = self.config
         stages = []
-        for s, group in enumerate(parts[2:]):
+        for s, group in enumerate(groups):
             fields = group.split(".")
             width = number(fields[0], "w", f"stage {s + 1} width", cfg.width_choices)
             expands = tuple(number(f, "e", f"stage {s + 1} block {b + 1} expand", cfg.expand_choices)
                             for b, f in enumerate(fields[1:]))
             stages.append((width, expands))
-        arch = ResNetArch(resolution, stem, tuple(stages))
+        return tuple(stages)
+
+    def _checked(self, text: str, arch):
+        """``arch`` parsed from ``text``, validated (the error names the string)."""
         try:
             self._validate(arch)
         except ArchError as e:
